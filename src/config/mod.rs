@@ -1,0 +1,197 @@
+//! Configuration and request types (JSON through serde), following the host contract in DESIGN.md:
+//! the database connection, the connected system, the directory connection, the system's export
+//! settings and run options. [`ExportRequest::from_json`] and [`ExportRequest::validate`] report every
+//! bad field by its path; `Debug` output never shows a password.
+
+mod database;
+mod directory;
+mod options;
+mod secret;
+mod settings;
+mod validate;
+
+use serde::{Deserialize, Serialize};
+
+pub use database::{DatabaseConfig, DatabaseTls, DatabaseTlsMode, redact_connection};
+pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
+pub use options::RunOptions;
+pub use secret::Secret;
+pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};
+pub use validate::{ConfigErrors, FieldError};
+
+/// Everything one export run needs: where JIM's database is, which connected system to export, how to
+/// reach its directory, the system's export settings and the run's options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// JIM's PostgreSQL database.
+    pub database: DatabaseConfig,
+    /// `ConnectedSystems.Id` of the system to export.
+    pub connected_system_id: i32,
+    /// The target directory.
+    pub directory: DirectoryConfig,
+    /// The system's LDAP export settings.
+    #[serde(default)]
+    pub settings: ExportSettings,
+    /// Run options.
+    #[serde(default)]
+    pub options: RunOptions,
+}
+
+impl ExportRequest {
+    /// Parses a request from JSON and validates it. A syntax or type error names the field's path
+    /// (e.g. `directory.tls.mode: unknown variant "tls"`); validation then reports every bad field.
+    pub fn from_json(json: &str) -> Result<Self, ConfigErrors> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let request: ExportRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let mut errors = ConfigErrors::default();
+            let path = if path == "." || path == "?" {
+                "request".to_string()
+            } else {
+                path
+            };
+            errors.push(path, e.into_inner().to_string());
+            errors
+        })?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// Checks every field and reports all that are invalid, each by its path.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        self.database.validate("database", &mut errors);
+        errors.check(
+            self.connected_system_id <= 0,
+            "connected_system_id",
+            "must be a positive ConnectedSystems.Id",
+        );
+        self.directory.validate("directory", &mut errors);
+        self.settings.validate("settings", &mut errors);
+        self.options.validate("options", &mut errors);
+        errors.into_result()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid_json() -> serde_json::Value {
+        serde_json::json!({
+            "database": { "connection": "Host=127.0.0.1;Port=5432;Username=jim;Password=pg-secret;Database=jim" },
+            "connected_system_id": 3,
+            "directory": {
+                "urls": ["ldap://127.0.0.1:389"],
+                "tls": { "mode": "start_tls" },
+                "bind": { "kind": "simple", "dn": "cn=admin,dc=example,dc=org", "password": "ldap-secret" }
+            },
+            "settings": { "managed_scope": [ { "dn": "ou=People,dc=example,dc=org" } ] }
+        })
+    }
+
+    #[test]
+    fn a_valid_request_parses_with_defaults() {
+        let req = ExportRequest::from_json(&valid_json().to_string()).unwrap();
+        assert_eq!(req.connected_system_id, 3);
+        assert_eq!(req.options.page_size, 100);
+        assert_eq!(req.options.lease_seconds, 900);
+        assert_eq!(req.settings.modify_batch_size, 1000);
+        assert_eq!(req.settings.placeholder_member_dn, "cn=placeholder");
+        assert_eq!(
+            req.directory.effective_tls_mode(),
+            DirectoryTlsMode::StartTls
+        );
+        assert!(req.directory.tls.verify);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_by_path() {
+        let mut v = valid_json();
+        v["connected_system_id"] = 0.into();
+        v["database"]["connection"] = "Host=h;Port=notaport;Password=pg-secret".into();
+        v["database"]["max_connections"] = 0.into();
+        v["directory"]["urls"] = serde_json::json!(["ldaps://dc1:636", "http://nope", "ldap://"]);
+        v["directory"]["bind"]["dn"] = "".into();
+        v["directory"]["operation_timeout_ms"] = 0.into();
+        v["settings"]["delete_behaviour"] = "disable".into();
+        v["settings"]["disable_attribute"] = " ".into();
+        v["options"]["page_size"] = 0.into();
+        v["options"]["lease_seconds"] = 1.into();
+        let err = ExportRequest::from_json(&v.to_string()).unwrap_err();
+        let paths = err.paths();
+        for expected in [
+            "connected_system_id",
+            "database.connection",
+            "database.max_connections",
+            "directory.urls[0]",
+            "directory.urls[1]",
+            "directory.urls[2]",
+            "directory.bind.dn",
+            "directory.operation_timeout_ms",
+            "settings.disable_attribute",
+            "options.page_size",
+            "options.lease_seconds",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+        let shown = err.to_string();
+        assert!(
+            !shown.contains("pg-secret") && !shown.contains("ldap-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_path() {
+        let mut v = valid_json();
+        v["directory"]["tls"]["mode"] = "tls13".into();
+        let err = ExportRequest::from_json(&v.to_string()).unwrap_err();
+        assert_eq!(err.paths(), vec!["directory.tls.mode"], "{err}");
+        let mut v = valid_json();
+        v["options"]["surprise"] = true.into();
+        let err = ExportRequest::from_json(&v.to_string()).unwrap_err();
+        assert!(err.to_string().contains("surprise"), "{err}");
+        let err = ExportRequest::from_json("{ not json").unwrap_err();
+        assert_eq!(err.paths(), vec!["request"]);
+        let mut v = valid_json();
+        v["settings"]["unresolved_reference_handling"] = 7.into();
+        assert!(ExportRequest::from_json(&v.to_string()).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_passwords() {
+        let req = ExportRequest::from_json(&valid_json().to_string()).unwrap();
+        let shown = format!("{req:?} {:?} {:#?}", req.directory.bind, req);
+        assert!(!shown.contains("pg-secret"), "{shown}");
+        assert!(!shown.contains("ldap-secret"), "{shown}");
+        assert!(shown.contains("cn=admin,dc=example,dc=org"));
+        let secret = Secret::new("x-secret");
+        assert_eq!(format!("{secret} {secret:?}"), "*** ***");
+    }
+
+    #[test]
+    fn tls_and_bind_consistency() {
+        let mut v = valid_json();
+        v["directory"]["urls"] = serde_json::json!(["ldap://h:389"]);
+        v["directory"]["tls"] =
+            serde_json::json!({ "mode": "none", "ca_pem": "-----BEGIN CERTIFICATE-----" });
+        v["directory"]["bind"] = serde_json::json!({ "kind": "sasl_external" });
+        let err = ExportRequest::from_json(&v.to_string()).unwrap_err();
+        assert!(err.paths().contains(&"directory.tls.mode"), "{err}");
+        assert!(err.paths().contains(&"directory.bind"), "{err}");
+    }
+
+    #[test]
+    fn modify_batch_size_is_clamped_like_jim() {
+        let mut s = ExportSettings::default();
+        s.modify_batch_size = 1;
+        assert_eq!(s.effective_modify_batch_size(), 10);
+        s.modify_batch_size = 10_000;
+        assert_eq!(s.effective_modify_batch_size(), 5000);
+    }
+}

@@ -1,0 +1,140 @@
+//! Run options: paging, flushing, concurrency, leases and dry runs.
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::ConfigErrors;
+
+/// How a run behaves. Every field has a default; `null` concurrency fields take the dialect's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    /// Pending exports claimed per statement (default 100, JIM's batch size).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// Outcomes persisted per statement at most (default 100).
+    #[serde(default = "default_flush_size")]
+    pub flush_size: u32,
+    /// A partial flush is written after this many milliseconds (default 250).
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// Directory connections; the dialect's default when absent.
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// Outstanding operations per connection; the dialect's default when absent.
+    #[serde(default)]
+    pub in_flight_per_connection: Option<u32>,
+    /// Cap on outstanding operations over all connections; connections × per-connection when absent.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Cap on directory operations per second; none when absent.
+    #[serde(default)]
+    pub ops_per_second: Option<u32>,
+    /// Seconds after which a row left `Executing` by a crashed run may be claimed again (default 900).
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// In-run retries of an operation that met a transient condition (default 3).
+    #[serde(default = "default_max_operation_retries")]
+    pub max_operation_retries: u32,
+    /// Plan and report without writing to the directory or the database.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Run even when JIM's `__EFMigrationsHistory` lacks the migration this engine was built against.
+    #[serde(default)]
+    pub skip_schema_check: bool,
+    /// Least interval between progress events, in milliseconds (default 500).
+    #[serde(default = "default_progress_interval_ms")]
+    pub progress_interval_ms: u64,
+}
+
+fn default_page_size() -> u32 {
+    100
+}
+fn default_flush_size() -> u32 {
+    100
+}
+fn default_flush_interval_ms() -> u64 {
+    250
+}
+fn default_lease_seconds() -> u64 {
+    900
+}
+fn default_max_operation_retries() -> u32 {
+    3
+}
+fn default_progress_interval_ms() -> u64 {
+    500
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            page_size: default_page_size(),
+            flush_size: default_flush_size(),
+            flush_interval_ms: default_flush_interval_ms(),
+            connections: None,
+            in_flight_per_connection: None,
+            max_in_flight: None,
+            ops_per_second: None,
+            lease_seconds: default_lease_seconds(),
+            max_operation_retries: default_max_operation_retries(),
+            dry_run: false,
+            skip_schema_check: false,
+            progress_interval_ms: default_progress_interval_ms(),
+        }
+    }
+}
+
+impl RunOptions {
+    /// Records every invalid field under `path`.
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
+        let range = |errors: &mut ConfigErrors, name: &str, value: u64, lo: u64, hi: u64| {
+            errors.check(
+                value < lo || value > hi,
+                format!("{path}.{name}"),
+                format!("must be between {lo} and {hi} (got {value})"),
+            );
+        };
+        range(errors, "page_size", self.page_size.into(), 1, 10_000);
+        range(errors, "flush_size", self.flush_size.into(), 1, 10_000);
+        range(
+            errors,
+            "flush_interval_ms",
+            self.flush_interval_ms,
+            1,
+            60_000,
+        );
+        if let Some(v) = self.connections {
+            range(errors, "connections", v.into(), 1, 64);
+        }
+        if let Some(v) = self.in_flight_per_connection {
+            range(errors, "in_flight_per_connection", v.into(), 1, 1024);
+        }
+        if let Some(v) = self.max_in_flight {
+            range(errors, "max_in_flight", v.into(), 1, 4096);
+        }
+        if let Some(v) = self.ops_per_second {
+            range(errors, "ops_per_second", v.into(), 1, 1_000_000);
+        }
+        range(
+            errors,
+            "lease_seconds",
+            self.lease_seconds,
+            10,
+            7 * 24 * 3600,
+        );
+        range(
+            errors,
+            "max_operation_retries",
+            self.max_operation_retries.into(),
+            0,
+            20,
+        );
+        range(
+            errors,
+            "progress_interval_ms",
+            self.progress_interval_ms,
+            10,
+            3_600_000,
+        );
+    }
+}

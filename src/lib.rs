@@ -1,0 +1,28 @@
+//! # jim-export
+//!
+//! A Rust export engine for JIM (an open-source identity manager). It reads JIM's pending-export queue
+//! straight from JIM's PostgreSQL database, applies the changes to LDAP directories with pipelined,
+//! concurrent operations, and writes the outcomes back in a few batched statements.
+//!
+//! The data flows one way: **claim → resolve → plan → execute → persist → report**. This crate holds
+//! the domain model ([`model`]), the host-facing configuration ([`config`]) and, as they land, the
+//! stages of that pipeline; `ffi` exposes it to C/.NET hosts and UniFFI (Python, Kotlin).
+
+#![deny(unsafe_code)]
+
+/// cbindgen:ignore
+pub mod config;
+/// cbindgen:ignore
+pub mod error;
+pub mod ffi;
+/// cbindgen:ignore
+pub mod model;
+/// cbindgen:ignore
+pub mod schema;
+
+pub use error::{Error, Result, RowError};
+
+uniffi::setup_scaffolding!();
+
+/// This crate's version, as in `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,12 @@
+//! The domain model: JIM's pending exports, connected system objects, attribute definitions, typed
+//! values and enums, with JIM's exact numeric values.
+
+pub mod enums;
+pub mod object;
+pub mod pending_export;
+pub mod value;
+
+pub use enums::*;
+pub use object::{AttributeDefinition, ConnectedSystemObject, CsoAttributeValue, ObjectType};
+pub use pending_export::{AttributeValueChange, DEFAULT_MAX_RETRIES, PendingExport};
+pub use value::{SlotValue, ValueSlots, canonical_decimal};

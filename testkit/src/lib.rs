@@ -1,0 +1,24 @@
+//! # jim-export-testkit
+//!
+//! Real servers and JIM-shaped data for jim-export's tests, examples and benchmarks:
+//!
+//! - [`postgres`]: a throwaway PostgreSQL 15 cluster with `pg_stat_statements`, and JIM's schema
+//!   fixture in a template database from which each test takes its own database;
+//! - [`slapd`]: a throwaway OpenLDAP slapd (mdb, `sortvals member`, no memberof/refint, StartTLS and
+//!   LDAPS with a generated CA, ldapi);
+//! - [`tls`]: the generated test CA and server certificates;
+//! - [`seed`]: deterministic seed data sized by JIM's scale templates, JIM's confirming import, and
+//!   follow-up changes.
+//!
+//! Servers are stopped by PID when dropped, and a watchdog stops them when the test process dies.
+//! Environment variables point the harness at existing servers instead (see each module).
+
+pub mod error;
+pub mod postgres;
+pub mod process;
+pub mod seed;
+pub mod slapd;
+pub mod tls;
+
+pub use error::{Result, TestkitError};
+pub use postgres::{JimDatabase, Postgres, PostgresOptions};

@@ -1,0 +1,140 @@
+//! Owning a server process: stop it by PID when dropped, and make sure it dies with the test process
+//! even when that process is killed or aborts before any destructor runs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A started server, identified by its PID. Dropping it sends SIGTERM, waits briefly, then SIGKILL.
+///
+/// A watchdog shell process polls the test process and kills the server (and removes its folder) once
+/// the test process is gone, so servers never outlive a test binary that crashed or was killed; the
+/// watchdog exits as soon as the server is gone.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: &'static str,
+    pid: i32,
+    stopped: bool,
+}
+
+impl ServerProcess {
+    /// Takes ownership of the server with `pid`, whose working folder is `dir`.
+    pub fn adopt(name: &'static str, pid: i32, dir: &Path) -> Self {
+        spawn_watchdog(pid, dir);
+        Self {
+            name,
+            pid,
+            stopped: false,
+        }
+    }
+
+    /// The server's PID.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// True while the process exists.
+    pub fn is_running(&self) -> bool {
+        pid_alive(self.pid)
+    }
+
+    /// Stops the server now: SIGTERM, up to `grace` to exit, then SIGKILL.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        signal(self.pid, libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while pid_alive(self.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if pid_alive(self.pid) {
+            signal(self.pid, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while pid_alive(self.pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        tracing::debug!(server = self.name, pid = self.pid, "stopped");
+    }
+
+    /// Sends SIGKILL without waiting (used to simulate a crashed server).
+    pub fn kill(&mut self) {
+        signal(self.pid, libc::SIGKILL);
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// True when a process with this PID exists (and is not a zombie we could reap).
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // Zombies answer kill(0); treat them as gone.
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        if let Some(rest) = stat.rsplit_once(") ") {
+            if rest.1.starts_with('Z') {
+                return false;
+            }
+        }
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: kill with signal 0 only checks for the process's existence.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn signal(pid: i32, sig: i32) {
+    if pid > 0 {
+        #[allow(unsafe_code)]
+        // SAFETY: sending a signal to a PID we started has no memory-safety implications.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+fn spawn_watchdog(server_pid: i32, dir: &Path) {
+    let test_pid = std::process::id();
+    let dir = dir.display().to_string().replace('\'', "");
+    let script = format!(
+        "while kill -0 {test_pid} 2>/dev/null && kill -0 {server_pid} 2>/dev/null; do sleep 0.5; done; \
+         if kill -0 {server_pid} 2>/dev/null; then kill -TERM {server_pid}; sleep 2; kill -KILL {server_pid} 2>/dev/null; \
+         rm -rf '{dir}'; fi"
+    );
+    let _ = Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// A free TCP port on 127.0.0.1 (bind to port 0 and read it back). Another process may take it before
+/// the server binds it, so callers retry a failed start on a new port.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// True when this process runs as root.
+pub fn is_root() -> bool {
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions.
+    unsafe {
+        libc::geteuid() == 0
+    }
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

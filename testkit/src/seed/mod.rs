@@ -1,0 +1,1 @@
+//! Seed data (placeholder; filled in by the seed work).

@@ -1,0 +1,1 @@
+//! Throwaway slapd (placeholder; filled in by the harness work).

@@ -1,0 +1,1 @@
+//! Test certificates (placeholder; filled in by the harness work).
