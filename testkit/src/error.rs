@@ -40,8 +40,8 @@ pub enum TestkitError {
     Ldap {
         /// What was being done.
         context: String,
-        /// The ldap3 error.
-        source: ldap3::LdapError,
+        /// The ldap3 error (boxed: it is large, and would make every `Result` large).
+        source: Box<ldap3::LdapError>,
     },
     /// Generating test certificates failed.
     #[error("certificate generation: {0}")]

@@ -8,7 +8,8 @@
 //!   LDAPS with a generated CA, ldapi);
 //! - [`tls`]: the generated test CA and server certificates;
 //! - [`seed`]: deterministic seed data sized by JIM's scale templates, JIM's confirming import, and
-//!   follow-up changes.
+//!   follow-up changes;
+//! - [`proxy`]: a TCP proxy injecting round-trip time, pauses, dropped and refused connections.
 //!
 //! Servers are stopped by PID when dropped, and a watchdog stops them when the test process dies.
 //! Environment variables point the harness at existing servers instead (see each module).
@@ -16,9 +17,14 @@
 pub mod error;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod seed;
 pub mod slapd;
 pub mod tls;
 
 pub use error::{Result, TestkitError};
 pub use postgres::{JimDatabase, Postgres, PostgresOptions};
+pub use proxy::{LatencyProxy, ProxyHandle, ProxyStats};
+pub use seed::{SeedOptions, SeededSystem, Template};
+pub use slapd::{Slapd, SlapdOptions};
+pub use tls::{ServerCert, TestCa, TlsFiles};

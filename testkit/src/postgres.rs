@@ -21,7 +21,7 @@ use crate::process::{ServerProcess, free_port, is_root, log_tail};
 pub const JIM_SCHEMA_SQL: &str = include_str!("../../tests/fixtures/jim_schema.sql");
 
 /// How to start a cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PostgresOptions {
     /// Durable writes (`fsync`, `synchronous_commit`, `full_page_writes` on). Off by default: tests
     /// need speed, benchmarks that compare durability turn it on.
@@ -30,16 +30,6 @@ pub struct PostgresOptions {
     pub tls: Option<(String, String)>,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
-}
-
-impl Default for PostgresOptions {
-    fn default() -> Self {
-        Self {
-            durable: false,
-            tls: None,
-            settings: Vec::new(),
-        }
-    }
 }
 
 /// A running PostgreSQL server: either a throwaway cluster this process started (stopped by PID when

@@ -77,12 +77,12 @@ pub fn pid_alive(pid: i32) -> bool {
         return false;
     }
     // Zombies answer kill(0); treat them as gone.
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        if let Some(rest) = stat.rsplit_once(") ") {
-            if rest.1.starts_with('Z') {
-                return false;
-            }
-        }
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        && stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, state)| state.starts_with('Z'))
+    {
+        return false;
     }
     #[allow(unsafe_code)]
     // SAFETY: kill with signal 0 only checks for the process's existence.
