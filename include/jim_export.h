@@ -12,8 +12,175 @@
 #include <stdlib.h>
 
 // The version of the C ABI described by `include/jim_export.h`. It changes whenever a function,
-// type or status value changes incompatibly; hosts compare it with `JIM_EXPORT_ABI_VERSION`.
+// type or status value changes incompatibly; hosts compare it with `jim_abi_version()` at startup.
 #define JIM_EXPORT_ABI_VERSION 1
+
+// The major version of the library this header was generated from (`Cargo.toml`); `jim_version()`
+// returns the version of the library actually loaded.
+#define JIM_EXPORT_VERSION_MAJOR 0
+
+// The minor version of the library this header was generated from.
+#define JIM_EXPORT_VERSION_MINOR 1
+
+// The patch version of the library this header was generated from.
+#define JIM_EXPORT_VERSION_PATCH 0
+
+// What every fallible function of the C ABI returns. `JIM_STATUS_OK` (0) is success; every other value
+// is an error, described in words by the string written to the function's `out_error` parameter.
+//
+// The values are part of the ABI: they never change and are never reused. Ranges: 0 success; 1-19 the
+// caller's mistakes (bad arguments, handles, threads); 20-39 a call that could not complete (database,
+// schema, directory, cancellation); 90-99 faults inside the library.
+enum jim_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Success. Out-parameters were written; `out_error` was not.
+  JIM_STATUS_OK = 0,
+  // A required pointer argument was NULL; the message names it.
+  JIM_STATUS_NULL_PARAMETER = 1,
+  // A string argument is not valid UTF-8; the message names it and the byte offset.
+  JIM_STATUS_INVALID_UTF8 = 2,
+  // A JSON argument is not JSON at all (a syntax error); the message gives line and column.
+  JIM_STATUS_INVALID_JSON = 3,
+  // A JSON argument is JSON but not a valid request or options document, or names something that
+  // does not exist (e.g. an unknown connected system); the message names every bad field by its path,
+  // e.g. `directory.urls[0]`.
+  JIM_STATUS_INVALID_REQUEST = 4,
+  // A handle argument is not a live handle of the expected type: it was freed already, or it is not a
+  // handle this library returned. Nothing was done.
+  JIM_STATUS_INVALID_HANDLE = 5,
+  // The engine was freed (by another thread) before or during the call; a run in progress was
+  // cancelled, the outcomes it completed were persisted and its unexecuted claims returned.
+  JIM_STATUS_ENGINE_CLOSED = 6,
+  // The function was called on a thread where it must not block: one of an engine's own worker threads
+  // (inside a callback) or any thread running a tokio runtime. Nothing was done.
+  JIM_STATUS_WRONG_THREAD = 7,
+  // The engine's runtime could not be built (e.g. the system refused to start threads).
+  JIM_STATUS_RUNTIME = 8,
+  // JIM's PostgreSQL database could not be reached, or a statement failed.
+  JIM_STATUS_DATABASE = 20,
+  // JIM's database does not have the schema (migration) this engine was built against.
+  JIM_STATUS_SCHEMA = 21,
+  // A row of JIM's database holds a value the engine cannot read; the message names table, row and
+  // column.
+  JIM_STATUS_DATA = 22,
+  // The run was cancelled before it could start its work.
+  JIM_STATUS_CANCELLED = 23,
+  // The directory could not be reached, or refused the bind or TLS.
+  JIM_STATUS_DIRECTORY = 24,
+  // The call failed for another reason; the message says why.
+  JIM_STATUS_FAILED = 29,
+  // The library panicked (a bug). The panic was caught; the handle arguments remain usable.
+  JIM_STATUS_PANIC = 99,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum jim_status jim_status;
+#else
+typedef uint32_t jim_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Severity of a log record passed to `jim_callbacks.on_log`. The numbers match .NET's
+// `Microsoft.Extensions.Logging.LogLevel` (Trace 0 … Error 4), so a .NET host can cast them.
+enum jim_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Very detailed diagnostics.
+  JIM_LOG_LEVEL_TRACE = 0,
+  // Diagnostics.
+  JIM_LOG_LEVEL_DEBUG = 1,
+  // Normal operation (e.g. JIM's `MetricsCheckpoint` lines).
+  JIM_LOG_LEVEL_INFO = 2,
+  // Something the operator should know.
+  JIM_LOG_LEVEL_WARN = 3,
+  // The run failed.
+  JIM_LOG_LEVEL_ERROR = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum jim_log_level jim_log_level;
+#else
+typedef uint32_t jim_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// A cancellation handle (opaque). Made by `jim_cancel_new`, fired by `jim_cancel_cancel`, released by
+// `jim_cancel_free`. Cancellation is one-way: once fired, a handle stays cancelled, and a run started
+// with it stops at once. The library never dereferences the pointer; it is checked against the live
+// handles, so a freed handle is reported, not used.
+typedef struct jim_cancel jim_cancel;
+
+// An export engine (opaque): a tokio runtime with its worker threads, and the engine's database pools.
+// Made by `jim_engine_new`, released by `jim_engine_free`.
+//
+// Thread safety: every function taking a `const jim_engine *` may be called from several host threads
+// at once (e.g. runs for different connected systems in parallel). The library never dereferences the
+// pointer; it is checked against the live engines, so a freed engine is reported
+// (`JIM_STATUS_INVALID_HANDLE`), not used.
+typedef struct jim_engine jim_engine;
+
+// A callback receiving one JSON document: `user_data` as given in `jim_callbacks`, then the document as
+// NUL-terminated UTF-8 and its length in bytes (without the NUL). The document is valid only during the
+// call: copy what you keep.
+typedef void (*jim_json_callback)(void *user_data, const char *json, size_t json_len);
+
+// A callback receiving one log record: `user_data`, the record's level (so a host can drop records
+// cheaply), then the record as a JSON document (NUL-terminated UTF-8 and its length), valid only during
+// the call.
+typedef void (*jim_log_callback)(void *user_data,
+                                 jim_log_level level,
+                                 const char *json,
+                                 size_t json_len);
+
+// The callbacks of one `jim_engine_run` call. Every function pointer may be NULL (that event is not
+// reported). The struct is copied at the start of the call; `user_data` is passed back unchanged and
+// must stay valid until `jim_engine_run` returns. No callback is called after `jim_engine_run` returns.
+//
+// Threads: callbacks run on the engine's worker threads, never on the thread that called
+// `jim_engine_run`, and may run concurrently with each other (make them thread-safe). They must return
+// quickly (a slow `on_batch` slows the run down: the engine waits for it) and must not call
+// `jim_engine_run`, `jim_engine_free` or the operator calls (those return `JIM_STATUS_WRONG_THREAD`);
+// `jim_cancel_cancel` and `jim_string_free` are allowed.
+//
+// Payloads (all JSON objects; enum values are JIM's C# member names as strings, timestamps RFC 3339
+// UTC; hosts must ignore members they do not know, since new ones may be added):
+//
+// `on_progress`: `{"connected_system_id": int, "phase": "Preparing"|"Executing"|"ResolvingReferences"|
+// "Completed", "total": int, "processed": int, "succeeded": int, "failed": int, "deferred": int,
+// "rate": number (objects/s), "in_flight": int, "in_flight_limit": int, "elapsed_ms": int,
+// "message": string}`. At most one per `options.progress_interval_ms`; phase changes always.
+//
+// `on_batch`: the outcomes of one flush, after they were persisted to JIM's database:
+// `{"connected_system_id": int, "sequence": int (1, 2, ...), "items": [item, ...]}`, each item
+// `{"pending_export_id": uuid, "change_type": "Create"|"Update"|"Delete",
+// "connected_system_object_id": uuid|null, "status": "succeeded"|"partly_written"|"deferred"|"failed",
+// "object_change_type": "Exported"|"Deprovisioned"|"PendingExport" (JIM's ObjectChangeType 11/12/14),
+// "error_message": string|null, "error_type": ConnectedSystemExportErrorType name|null,
+// "run_history_error_type": ActivityRunProfileExecutionItemErrorType name|null
+// ("InvalidGeneratedExternalId" 13, "UnhandledError" 14, "UnresolvedReference" 7), "error_count": int,
+// "written_change_ids": [uuid, ...], "attribute_change_count": int,
+// "source_metaverse_object_id": uuid|null, "queued_by_run_profile_execution_item_id": uuid|null,
+// "provisioning_sync_rule_id": int|null, "provisioned": bool, "anchor_changes": [{"attribute_id": int,
+// "attribute_name": string, "old_value": string|null, "new_value": string}, ...],
+// "unresolved_reference_note": string|null}`.
+//
+// `on_log`: `{"level": "trace"|"debug"|"info"|"warn"|"error", "target": string, "message": string}`.
+// Records never contain secrets.
+typedef struct jim_callbacks {
+  // Passed as the first argument of every callback; the library never dereferences it.
+  void *user_data;
+  // Progress snapshots.
+  jim_json_callback on_progress;
+  // Batch reports: the per-export outcomes the host turns into its run-history rows.
+  jim_json_callback on_batch;
+  // Log records of the run.
+  jim_log_callback on_log;
+} jim_callbacks;
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,9 +192,187 @@ extern "C" {
 // thread at any time.
 const char *jim_version(void);
 
-// The C ABI version this library implements; equal to `JIM_EXPORT_ABI_VERSION` in the header the
-// host was compiled against when the two match. Safe to call from any thread at any time.
+// The C ABI version this library implements. A host compiled against a header whose
+// `JIM_EXPORT_ABI_VERSION` differs must not use the library. Safe to call from any thread at any time.
 uint32_t jim_abi_version(void);
+
+// Frees a string returned by this library (a result document, an error message). NULL is a no-op
+// (`JIM_STATUS_OK`).
+//
+// Returns `JIM_STATUS_INVALID_HANDLE`, and frees nothing, when `s` is not a string this library
+// returned or was freed already: a double free is reported instead of corrupting the heap. Never pass
+// such strings to `free()`, and never free the static strings of `jim_version` or `jim_status_name`.
+// Safe to call from any thread, including inside callbacks.
+jim_status jim_string_free(char *s);
+
+// Makes a cancellation handle and writes it to `*out_cancel`.
+//
+// Ownership: the caller owns the handle and releases it with `jim_cancel_free`. It may be freed while a
+// run that was given it is still going: the run keeps its own reference. `out_cancel` must not be NULL;
+// it is written only on success.
+jim_status jim_cancel_new(struct jim_cancel **out_cancel);
+
+// Fires a cancellation handle: every run given this handle stops claiming new work, lets the directory
+// operations in flight finish (or time out), persists their outcomes, returns its unexecuted claims
+// to Pending and returns a result with `"cancelled": true`. Firing it again does nothing.
+//
+// Thread safety: callable from any thread at any time, including from inside a callback of the run it
+// cancels. Does not block. Returns `JIM_STATUS_INVALID_HANDLE` for a freed handle.
+jim_status jim_cancel_cancel(const struct jim_cancel *cancel);
+
+// Writes whether the handle was fired to `*out_cancelled`. `out_cancelled` must not be NULL; it is
+// written only on success. Callable from any thread.
+jim_status jim_cancel_is_cancelled(const struct jim_cancel *cancel, bool *out_cancelled);
+
+// Releases a cancellation handle. NULL is a no-op. A handle freed already (or not a `jim_cancel`)
+// returns `JIM_STATUS_INVALID_HANDLE` and nothing happens. Freeing does not fire the handle: runs that
+// were given it keep running. Callable from any thread.
+jim_status jim_cancel_free(struct jim_cancel *cancel);
+
+// Makes an export engine with its own multi-thread tokio runtime, and writes it to `*out_engine`.
+//
+// `options_json` may be NULL (defaults) or a JSON object:
+// `{"worker_threads": int (default 0 = one per CPU core, at most 512),
+//   "shutdown_timeout_ms": int (default 10000: how long jim_engine_free waits for the runtime's
+//   threads)}`. Unknown members are refused (`JIM_STATUS_INVALID_REQUEST`).
+//
+// Ownership: the caller owns the engine and releases it with `jim_engine_free`, which stops its
+// threads. `out_engine` must not be NULL; it is written only on success. On failure a message is
+// written to `*out_error` (when `out_error` is not NULL), to be freed with `jim_string_free`.
+//
+// # Safety
+// `options_json` is NULL or a NUL-terminated string valid during the call; `out_engine` and `out_error`
+// are NULL or writable.
+jim_status jim_engine_new(const char *options_json,
+                          struct jim_engine **out_engine,
+                          char **out_error);
+
+// Releases an engine: cancels its runs in progress (each returns `JIM_STATUS_ENGINE_CLOSED` after
+// persisting what it completed and returning its unexecuted claims), waits until every call on it has
+// returned, closes its database pools, shuts its runtime down and joins its worker threads (waiting at
+// most `shutdown_timeout_ms` for them). After it returns no library thread of this engine runs, so a
+// managed host (Mono, .NET) can exit.
+//
+// NULL is a no-op. An engine freed already returns `JIM_STATUS_INVALID_HANDLE` and nothing happens.
+// Calling it on one of the engine's own threads (inside a callback) returns `JIM_STATUS_WRONG_THREAD`
+// and leaves the engine alive. Blocks the calling thread; call it from a host thread.
+jim_status jim_engine_free(struct jim_engine *engine);
+
+// Runs one export of a connected system's pending-export queue to its end (or until cancelled), and
+// writes the result document to `*out_result_json`. Blocks the calling thread for the whole run: call
+// it on a thread of your own (the .NET binding uses a dedicated thread). Several runs may go on at
+// once on one engine, each on its own host thread.
+//
+// `request_json` (required) is the export request, a JSON object:
+// `{"database": {"connection": URL or Npgsql string "Host=…;Port=…;Username=…;Password=…;Database=…",
+//   "tls": {"mode": "disable"|"prefer"|"require"|"verify_ca"|"verify_full", "ca_pem": string,
+//   "ca_file": string} (optional), "max_connections": int (default 4), "connect_timeout_ms": int
+//   (default 10000)},
+//  "connected_system_id": int (ConnectedSystems.Id),
+//  "directory": {"urls": ["ldap://host:389" | "ldaps://host:636" | "ldapi://…", ...],
+//   "tls": {"mode": "none"|"start_tls"|"ldaps", "ca_pem": string, "ca_file": string, "verify": bool
+//   (default true)} (optional), "bind": {"kind": "simple", "dn": string, "password": string} |
+//   {"kind": "sasl_external"}, "connect_timeout_ms": int (default 10000), "operation_timeout_ms": int
+//   (default 60000), "dialect": "active_directory"|"samba_ad"|"open_ldap"|"ds389"|"generic" (default:
+//   detected)},
+//  "settings": {"delete_behaviour": "delete"|"disable", "disable_attribute": string,
+//   "create_containers_as_needed": bool, "placeholder_member_dn": string, "modify_batch_size": int
+//   (10-5000), "managed_scope": [{"dn": string, "scope": "Subtree"|"OneLevel", "excluded": bool}],
+//   "unresolved_reference_handling": "Error"|"Warn"|"Ignore"} (optional, JIM's LDAP connector
+//   settings),
+//  "options": {"page_size": int (100), "flush_size": int (100), "flush_interval_ms": int (250),
+//   "connections": int, "in_flight_per_connection": int, "max_in_flight": int, "ops_per_second": int,
+//   "lease_seconds": int (900), "max_operation_retries": int (3), "dry_run": bool,
+//   "skip_schema_check": bool, "progress_interval_ms": int (500)} (optional)}`.
+// Unknown members are refused. Passwords are never logged or echoed in errors.
+//
+// The result document (JIM's `ExportExecutionResult` fields plus metrics):
+// `{"connected_system_id": int, "dry_run": bool, "started_at": timestamp, "completed_at": timestamp,
+//   "total_pending_exports": int, "success_count": int, "failed_count": int, "deferred_count": int,
+//   "partially_exported_count": int, "unresolvable_reference_count": int, "reconciled_count": int,
+//   "created_container_external_ids": [string], "optimistic_apply_applied_count": int,
+//   "optimistic_apply_skipped_count": int, "optimistic_apply_failed_count": int,
+//   "optimistic_apply_unresolved_reference_count": int, "cancelled": bool, "message": string (JIM's
+//   Activity outcome message), "dialect": string|null,
+//   "metrics": {"operations": {"add": int, "modify": int, "modify_dn": int, "delete": int,
+//   "search": int}, "sql_statements": int, "flushes": int, "objects_per_second": number,
+//   "elapsed_ms": int, "time_to_first_write_ms": int|null, "max_in_flight": int,
+//   "mean_in_flight": number, "in_flight_limit": int, "retries": int, "reconnects": int,
+//   "recovered": int}}`. Per-export failures are data (in the counts and the batch reports), not errors.
+//
+// `callbacks` may be NULL (no events); see `jim_callbacks`. `cancel` may be NULL; when given, firing
+// it (`jim_cancel_cancel`, from any thread) makes the run stop early and return `JIM_STATUS_OK` with
+// `"cancelled": true` in the result. `out_result_json` must not be NULL; it is written only on success
+// and freed by the caller with `jim_string_free`. On failure `*out_error` (when `out_error` is not
+// NULL) receives a message to free with `jim_string_free`: `JIM_STATUS_INVALID_JSON`,
+// `JIM_STATUS_INVALID_REQUEST` (bad fields by path, or an unknown connected system),
+// `JIM_STATUS_DATABASE`, `JIM_STATUS_SCHEMA`, `JIM_STATUS_DIRECTORY`, `JIM_STATUS_ENGINE_CLOSED` (the
+// engine was freed by another thread), `JIM_STATUS_WRONG_THREAD` (called inside a callback), ...
+//
+// # Safety
+// `request_json` is a NUL-terminated string valid during the call; `callbacks` is NULL or points to a
+// `jim_callbacks` readable during the call, whose functions and `user_data` stay usable from any thread
+// until this function returns; `out_result_json` and `out_error` are NULL or writable.
+jim_status jim_engine_run(const struct jim_engine *engine,
+                          const char *request_json,
+                          const struct jim_callbacks *callbacks,
+                          const struct jim_cancel *cancel,
+                          char **out_result_json,
+                          char **out_error);
+
+// Writes the queue of a connected system to `*out_json`: counts by status and change type, what a run
+// would pick up now, what is backing off, rows stranded in `Executing` past the lease, and the oldest
+// failure.
+//
+// `request_json`: `{"database": {...as in jim_engine_run}, "connected_system_id": int,
+// "lease_seconds": int (default 900)}`. The document written:
+// `{"connected_system_id": int, "by_status": [{"status": int (PendingExportStatus), "status_name":
+// string|null, "change_type": int (PendingExportChangeType), "change_type_name": string|null,
+// "count": int}], "total": int, "executable": int, "due": int, "not_yet_due": int,
+// "stranded_executing": int, "with_unresolved_references": int, "oldest_failure": timestamp|null}`.
+//
+// Ownership, NULL and out-parameters as for `jim_engine_run`. Blocks; call it from a host thread.
+//
+// # Safety
+// `request_json` is a NUL-terminated string valid during the call; `out_json` and `out_error` are NULL
+// or writable.
+jim_status jim_engine_queue_summary(const struct jim_engine *engine,
+                                    const char *request_json,
+                                    char **out_json,
+                                    char **out_error);
+
+// Returns to Pending the rows of a connected system left `Executing` (by a crashed or killed run) for
+// longer than `older_than_seconds`, and writes `{"released": int}` to `*out_json`.
+//
+// `request_json`: `{"database": {...}, "connected_system_id": int, "older_than_seconds": int (default
+// 900, the default lease)}`. `0` releases every `Executing` row: only when no engine is running an
+// export of that system. Ownership, NULL and out-parameters as for `jim_engine_run`. Blocks; call it
+// from a host thread.
+//
+// # Safety
+// As for `jim_engine_queue_summary`.
+jim_status jim_engine_release_stranded(const struct jim_engine *engine,
+                                       const char *request_json,
+                                       char **out_json,
+                                       char **out_error);
+
+// Resets the `Failed` exports of a connected system to Pending with `ErrorCount` 0 and their error
+// fields and retry time cleared, and writes `{"reset": int}` to `*out_json`.
+//
+// `request_json`: `{"database": {...}, "connected_system_id": int}`. Ownership, NULL and out-parameters
+// as for `jim_engine_run`. Blocks; call it from a host thread.
+//
+// # Safety
+// As for `jim_engine_queue_summary`.
+jim_status jim_engine_reset_failed(const struct jim_engine *engine,
+                                   const char *request_json,
+                                   char **out_json,
+                                   char **out_error);
+
+// The name of a status value as a static NUL-terminated string, e.g. `"JIM_STATUS_INVALID_JSON"`, or
+// `"JIM_STATUS_UNKNOWN"` for a number this library does not define. Never free the pointer. Safe to
+// call from any thread at any time.
+const char *jim_status_name(uint32_t status);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -17,6 +17,9 @@ pub enum Error {
     /// PostgreSQL could not be reached or a statement failed. The message never holds SQL text or secrets.
     #[error("database error: {0}")]
     Database(String),
+    /// The directory could not be reached, or refused the bind or TLS.
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
     /// JIM's schema is not the one this engine was built against.
     #[error("schema check failed: {0}")]
     Schema(String),

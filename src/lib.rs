@@ -13,12 +13,24 @@
 /// cbindgen:ignore
 pub mod config;
 /// cbindgen:ignore
+pub mod directory;
+/// cbindgen:ignore
+pub mod engine;
+/// cbindgen:ignore
 pub mod error;
 pub mod ffi;
 /// cbindgen:ignore
 pub mod model;
 /// cbindgen:ignore
+pub mod outcome;
+/// cbindgen:ignore
+pub mod plan;
+/// cbindgen:ignore
+pub mod report;
+/// cbindgen:ignore
 pub mod schema;
+/// cbindgen:ignore
+pub mod store;
 
 pub use error::{Error, Result, RowError};
 

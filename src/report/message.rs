@@ -8,7 +8,7 @@ pub fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -24,7 +24,11 @@ pub fn throughput_clause(objects: u64, elapsed: Duration) -> String {
         return String::new();
     }
     let rate = (objects as f64 / secs).round() as u64;
-    format!(" in {} (avg {} obj/s)", format_duration(elapsed), group_digits(rate))
+    format!(
+        " in {} (avg {} obj/s)",
+        format_duration(elapsed),
+        group_digits(rate)
+    )
 }
 
 /// A coarse duration for the outcome message: `7 sec`, `2 min 5 sec`, `1 hr 3 min`.
@@ -40,7 +44,13 @@ pub fn format_duration(d: Duration) -> String {
 
 /// JIM's `ExportOutcomeMessage.ForExport` wording, which JIM's integration harness parses with the
 /// regex `(\d+) failed` (so the failed count must stay the first number before "failed").
-pub fn outcome_message(succeeded: u64, written_in_part: u64, failed: u64, deferred: u64, throughput: &str) -> String {
+pub fn outcome_message(
+    succeeded: u64,
+    written_in_part: u64,
+    failed: u64,
+    deferred: u64,
+    throughput: &str,
+) -> String {
     let succeeded_clause = if written_in_part > 0 {
         format!(
             "{} succeeded ({} written in part, awaiting references)",
@@ -59,12 +69,20 @@ pub fn outcome_message(succeeded: u64, written_in_part: u64, failed: u64, deferr
 
 /// JIM's `ExportOutcomeMessage.ForPreview` wording, used for dry runs.
 pub fn preview_message(pending_exports: u64) -> String {
-    format!("Preview complete: {} export(s) would be processed", group_digits(pending_exports))
+    format!(
+        "Preview complete: {} export(s) would be processed",
+        group_digits(pending_exports)
+    )
 }
 
 /// The line JIM logs after every export batch and JIM-Bench parses:
 /// `MetricsCheckpoint: Export processed=500 elapsed=4321ms total=2000 cs=OpenLDAP`.
-pub fn metrics_checkpoint(processed: u64, elapsed: Duration, total: u64, connected_system_name: &str) -> String {
+pub fn metrics_checkpoint(
+    processed: u64,
+    elapsed: Duration,
+    total: u64,
+    connected_system_name: &str,
+) -> String {
     format!(
         "MetricsCheckpoint: Export processed={processed} elapsed={}ms total={total} cs={connected_system_name}",
         elapsed.as_millis()
@@ -81,17 +99,26 @@ mod tests {
             outcome_message(10_000, 0, 1_500, 2_250, " in 7 sec (avg 1,343 obj/s)"),
             "Export complete: 10,000 succeeded, 1,500 failed, 2,250 deferred in 7 sec (avg 1,343 obj/s)"
         );
-        assert_eq!(outcome_message(1, 0, 0, 0, ""), "Export complete: 1 succeeded, 0 failed, 0 deferred");
+        assert_eq!(
+            outcome_message(1, 0, 0, 0, ""),
+            "Export complete: 1 succeeded, 0 failed, 0 deferred"
+        );
         assert_eq!(
             outcome_message(43, 4, 0, 0, ""),
             "Export complete: 43 succeeded (4 written in part, awaiting references), 0 failed, 0 deferred"
         );
-        assert_eq!(preview_message(10_000), "Preview complete: 10,000 export(s) would be processed");
+        assert_eq!(
+            preview_message(10_000),
+            "Preview complete: 10,000 export(s) would be processed"
+        );
     }
 
     #[test]
     fn throughput_and_durations() {
-        assert_eq!(throughput_clause(9_401, Duration::from_secs(7)), " in 7 sec (avg 1,343 obj/s)");
+        assert_eq!(
+            throughput_clause(9_401, Duration::from_secs(7)),
+            " in 7 sec (avg 1,343 obj/s)"
+        );
         assert_eq!(throughput_clause(5, Duration::from_millis(200)), "");
         assert_eq!(format_duration(Duration::from_secs(125)), "2 min 5 sec");
         assert_eq!(format_duration(Duration::from_secs(3_790)), "1 hr 3 min");

@@ -1,4 +1,12 @@
-//! What the host gets back from a run: the outcome message and log lines in JIM's wording (more of the
-//! run's report lands here with the engine).
+//! What the host gets back from a run: the result with JIM's `ExportExecutionResult` fields and the
+//! engine's metrics, per-flush batch reports, progress events, and the outcome message and log lines
+//! in JIM's wording.
 
+pub mod batch;
 pub mod message;
+pub mod progress;
+pub mod result;
+
+pub use batch::{AnchorChange, BatchReport, ItemStatus, ReportItem};
+pub use progress::{ProgressEvent, ProgressThrottle};
+pub use result::{OperationCounts, RunMetrics, RunResult};

@@ -447,6 +447,7 @@ where
 {
     let mut picked = Vec::with_capacity(count);
     let mut drawn: HashSet<usize> = HashSet::new();
+    let mut rounds = 0u32;
     while picked.len() < count {
         let available = total.saturating_sub(taken.len() + drawn.len());
         if available == 0 {
@@ -455,7 +456,9 @@ where
                 picked.len()
             )));
         }
-        let want = ((count - picked.len()) * 2).max(16).min(available);
+        // Batches grow when few candidates turn out eligible.
+        let want = (((count - picked.len()) * 2).max(16) << rounds.min(16)).min(available);
+        rounds += 1;
         let mut batch = Vec::with_capacity(want);
         // Random draws while the space is sparse; a scan from a random start once it is dense.
         let mut tries = 0;

@@ -742,3 +742,65 @@ pub(crate) async fn analyze(pool: &PgPool) -> Result<()> {
     .sql_context(|| "analyzing the seeded tables".into())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::template::Template;
+
+    fn plan(template: Template, created_at: CreatedAt) -> Plan {
+        Plan {
+            spaces: Spaces::new(1, "dc=example,dc=org"),
+            layout: template.layout(),
+            suffix: "dc=example,dc=org".into(),
+            domain: "example.org".into(),
+            hot: HotIds {
+                cs: 1,
+                partition: 1,
+                user_type: 1,
+                group_type: 2,
+                user_dn: 1,
+                user_entry_uuid: 2,
+                user_object_class: 3,
+                user_text: [4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+                user_manager: 14,
+                group_dn: 15,
+                group_entry_uuid: 16,
+                group_object_class: 17,
+                group_cn: 18,
+                group_description: 19,
+                group_member: 20,
+            },
+            base_time: DateTime::<Utc>::default(),
+            created_at,
+            metaverse: true,
+            skip_foreign_key_triggers: false,
+        }
+    }
+
+    #[test]
+    fn ranges_cover_every_object_once() {
+        let p = plan(Template::Medium, CreatedAt::Increasing);
+        for parts in [1, 2, 3, 7] {
+            for ranges in [even_ranges(&p, parts), balanced_ranges(&p, parts)] {
+                assert_eq!(ranges.len(), parts);
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[parts - 1].end, p.objects());
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+            }
+        }
+    }
+
+    #[test]
+    fn shared_timestamps_never_mix_users_and_groups() {
+        let p = plan(Template::Small, CreatedAt::Shared(7));
+        let users = p.users();
+        assert!(p.staged_at(users - 1) < p.staged_at(users));
+        assert_eq!(p.staged_at(0), p.staged_at(6));
+        assert!(p.staged_at(6) < p.staged_at(7));
+        let p = plan(Template::Small, CreatedAt::Identical);
+        assert_eq!(p.staged_at(0), p.staged_at(p.objects() - 1));
+        let p = plan(Template::Small, CreatedAt::Increasing);
+        assert!((1..p.objects()).all(|k| p.staged_at(k - 1) < p.staged_at(k)));
+    }
+}

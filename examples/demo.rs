@@ -1,0 +1,157 @@
+//! The export demo: throwaway PostgreSQL (with JIM's schema) and slapd, JIM's Medium template staged
+//! exactly as JIM stages it, an export with a live progress display and a summary, then a round of
+//! follow-up changes (attribute updates, renames, moves, membership changes, deletes) exported again.
+//!
+//! Run it with `bash scripts/demo.sh` (or `cargo run --release --example demo -- [Template]`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use jim_export::config::{DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions};
+use jim_export::engine::{CancellationToken, Engine, LogLevel, LogRecord, RunListener};
+use jim_export::report::{BatchReport, ItemStatus, ProgressEvent, RunResult};
+use jim_export_testkit::seed::{self, FollowUps, SeedOptions, Template};
+use jim_export_testkit::slapd::{Slapd, SlapdOptions};
+use jim_export_testkit::{Postgres, PostgresOptions};
+
+/// Drives an indicatif bar from the engine's progress events.
+struct Display {
+    bar: ProgressBar,
+}
+
+impl RunListener for Display {
+    fn on_progress(&self, e: &ProgressEvent) {
+        self.bar.set_length(e.total.max(1));
+        self.bar.set_position(e.processed);
+        self.bar.set_message(format!(
+            "{:?}: {} ok, {} failed, {} deferred, {:.0} obj/s, {} in flight",
+            e.phase, e.succeeded, e.failed, e.deferred, e.rate, e.in_flight
+        ));
+    }
+
+    fn on_batch(&self, report: &BatchReport) {
+        for item in report.items.iter().filter(|i| i.status == ItemStatus::Failed) {
+            self.bar.println(format!(
+                "  failed {}: {}",
+                item.pending_export_id,
+                item.error_message.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+
+    fn on_log(&self, record: &LogRecord) {
+        if record.level >= LogLevel::Warn {
+            self.bar.println(format!("  {:?}: {}", record.level, record.message));
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let template: Template = std::env::args().nth(1).as_deref().unwrap_or("Medium").parse()?;
+
+    println!("Starting throwaway PostgreSQL 15 and slapd ...");
+    let started = Instant::now();
+    let pg = Postgres::start(PostgresOptions::default()).await?;
+    let slapd = Slapd::start(SlapdOptions::default()).await?;
+    let db = pg.jim_database().await?;
+    println!(
+        "  PostgreSQL on 127.0.0.1:{} (database {}), slapd at {} ({}), in {:.1} s",
+        pg.port(),
+        db.name,
+        slapd.ldap_url(),
+        slapd.suffix(),
+        started.elapsed().as_secs_f64()
+    );
+
+    println!("Seeding JIM's {template:?} template, staged as JIM stages it ...");
+    let (host, port) = host_and_port(slapd.ldap_url());
+    let options = SeedOptions::new(template).with_suffix(slapd.suffix()).with_directory(host, port);
+    let seeded = seed::seed(&db.pool, &options).await?;
+    println!(
+        "  {} users, {} groups, {} memberships: {} pending exports, {} attribute changes ({:.1} s)",
+        seeded.counts.users,
+        seeded.counts.groups,
+        seeded.counts.memberships,
+        seeded.counts.pending_exports,
+        seeded.counts.attribute_changes,
+        seeded.timings.total.as_secs_f64()
+    );
+
+    let engine = Engine::new();
+    let mut settings = ExportSettings::default();
+    settings.create_containers_as_needed = true; // follow-up moves go to ou=Alumni
+    let request = ExportRequest {
+        database: DatabaseConfig::new(db.url.clone()),
+        connected_system_id: seeded.connected_system_id(),
+        directory: DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password()),
+        settings,
+        options: RunOptions { progress_interval_ms: 100, ..RunOptions::default() },
+    };
+
+    println!("\nInitial provisioning (users, then groups with their members):");
+    let first = export(&engine, &request).await?;
+    summary(&first);
+
+    println!("\nJIM's confirming import, then a round of follow-up changes ...");
+    seed::confirm_exported(&db.pool, &seeded).await?;
+    let follow_ups = FollowUps {
+        seed: 2,
+        attribute_updates: 50,
+        renames: 20,
+        moves: 10,
+        manager_changes: 20,
+        member_add_groups: 10,
+        member_remove_groups: 10,
+        members_per_group: 5,
+        user_deletes: 10,
+        group_deletes: 2,
+        ..FollowUps::default()
+    };
+    let staged = seed::stage_follow_ups(&db.pool, &seeded, &follow_ups).await?;
+    println!("  {} follow-up exports staged", staged.pending_exports());
+    let second = export(&engine, &request).await?;
+    summary(&second);
+    Ok(())
+}
+
+async fn export(engine: &Engine, request: &ExportRequest) -> Result<RunResult, Box<dyn std::error::Error>> {
+    let bar = ProgressBar::new(1);
+    bar.set_style(ProgressStyle::with_template("  [{bar:40.cyan/blue}] {pos}/{len} {msg}")?.progress_chars("=> "));
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let display = Arc::new(Display { bar: bar.clone() });
+    let result = engine.run_export(request, display, CancellationToken::new()).await;
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+fn summary(r: &RunResult) {
+    let m = &r.metrics;
+    println!("  {}", r.message);
+    println!(
+        "  {:.0} objects/s; {} LDAP operations (add {}, modify {}, modifyDN {}, delete {}, search {}); {} SQL statements; \
+         {} flushes; first directory write after {} ms; up to {} operations in flight",
+        m.objects_per_second,
+        m.operations.total(),
+        m.operations.add,
+        m.operations.modify,
+        m.operations.modify_dn,
+        m.operations.delete,
+        m.operations.search,
+        m.sql_statements,
+        m.flushes,
+        m.time_to_first_write_ms.unwrap_or(0),
+        m.max_in_flight
+    );
+}
+
+/// `ldap://127.0.0.1:389` -> ("127.0.0.1", 389).
+fn host_and_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(389)),
+        None => (authority.to_string(), 389),
+    }
+}

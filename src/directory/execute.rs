@@ -1,0 +1,632 @@
+//! Running one export's plan: steps strictly in order, each step's result classified, transient
+//! conditions retried with backoff (reconnecting when the connection went away), outcomes that
+//! already hold taken as done, and what was done reported even when a later step fails.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ldap3::LdapResult;
+use ldap3::controls::{PostRead, RawControl};
+use tracing::Instrument;
+
+use super::classify::{OpContext, OpKind, TransportError, Verdict, classify, rc};
+use super::dialect::POST_READ_CONTROL;
+use super::entry::{RawEntry, parse_read_entry_control};
+use super::{ExportJob, ExportResult, ExportStatus, Inner};
+use crate::model::{ConnectedSystemExportErrorType, PendingExportChangeType};
+use crate::plan::{
+    AnchorEncoding, AnchorRead, Attribute, ContainerSpec, ExportPlan, ModKind, Modification,
+    ModifyPurpose, Operation, PlannedStep, dn_key,
+};
+
+/// What one attempt at a step came to.
+enum StepOutcome {
+    Done,
+    Retry {
+        outcome_unknown: bool,
+        message: String,
+    },
+    Failed {
+        error_type: ConnectedSystemExportErrorType,
+        message: String,
+    },
+}
+
+impl StepOutcome {
+    fn failed(message: impl Into<String>) -> Self {
+        StepOutcome::Failed {
+            error_type: ConnectedSystemExportErrorType::General,
+            message: message.into(),
+        }
+    }
+
+    /// The outcome for a verdict that is neither success nor one the step handles itself.
+    fn from_verdict(v: Verdict) -> Self {
+        match v {
+            Verdict::Success => StepOutcome::Done,
+            Verdict::Transient {
+                outcome_unknown,
+                message,
+            } => StepOutcome::Retry {
+                outcome_unknown,
+                message,
+            },
+            Verdict::Fail {
+                error_type,
+                message,
+            } => StepOutcome::Failed {
+                error_type,
+                message,
+            },
+            Verdict::NoSuchObject(m) | Verdict::EntryExists(m) | Verdict::ValueConflict(m) => {
+                StepOutcome::failed(m)
+            }
+        }
+    }
+}
+
+/// The running state of one export.
+struct Run<'a> {
+    plan: &'a ExportPlan,
+    /// An earlier attempt (a stale claim, or an operation of this run whose outcome is unknown) may
+    /// have applied part of the export.
+    reattempt: bool,
+    result: ExportResult,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Inner {
+    pub(super) async fn execute(&self, job: ExportJob) -> ExportResult {
+        let span = tracing::debug_span!("export", export_id = %job.export_id);
+        async move {
+            let plan = match job.plan {
+                Ok(plan) => plan,
+                Err(f) => return ExportResult::failed(job.export_id, f.error_type, f.message),
+            };
+            let mut run = Run {
+                plan: &plan,
+                reattempt: job.reattempt,
+                result: ExportResult::new(job.export_id),
+            };
+            run.result.warnings.extend(plan.warnings.iter().cloned());
+            for step in &plan.steps {
+                if let Err(status) = self.run_step_with_retries(step, &mut run).await {
+                    run.result.status = status;
+                    let written = &run.result.written_change_ids;
+                    run.result.substitutions = plan
+                        .substitutions
+                        .iter()
+                        .filter(|s| written.contains(&s.change_id))
+                        .cloned()
+                        .collect();
+                    return run.result;
+                }
+                run.result
+                    .written_change_ids
+                    .extend(step.change_ids.iter().copied());
+            }
+            run.result
+                .written_change_ids
+                .extend(plan.unsent_change_ids.iter().copied());
+            run.result.substitutions = plan.substitutions.clone();
+            if plan.change_type == PendingExportChangeType::Create {
+                run.result.secondary_external_id = Some(plan.dn.clone());
+            }
+            run.result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_step_with_retries(
+        &self,
+        step: &PlannedStep,
+        run: &mut Run<'_>,
+    ) -> Result<(), ExportStatus> {
+        let max = self.tuning.max_operation_retries;
+        let mut attempt = 0u32;
+        loop {
+            match self.run_step(step, run).await {
+                StepOutcome::Done => return Ok(()),
+                StepOutcome::Failed {
+                    error_type,
+                    message,
+                } => {
+                    tracing::debug!(op = step.operation.kind(), %message, "export failed");
+                    return Err(ExportStatus::Failed {
+                        error_type,
+                        message,
+                    });
+                }
+                StepOutcome::Retry {
+                    outcome_unknown,
+                    message,
+                } => {
+                    if outcome_unknown {
+                        run.reattempt = true;
+                    }
+                    if attempt >= max {
+                        return Err(ExportStatus::Failed {
+                            error_type: ConnectedSystemExportErrorType::General,
+                            message: format!("{message} (gave up after {} attempts)", attempt + 1),
+                        });
+                    }
+                    attempt += 1;
+                    run.result.retries += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = self
+                        .tuning
+                        .retry_backoff
+                        .saturating_mul(1 << (attempt - 1).min(16))
+                        .min(MAX_BACKOFF);
+                    tracing::warn!(
+                        op = step.operation.kind(),
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        %message,
+                        "retrying after a transient condition"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn run_step(&self, step: &PlannedStep, run: &mut Run<'_>) -> StepOutcome {
+        match &step.operation {
+            Operation::EnsureContainer(spec) => self.ensure_container(spec, run).await,
+            Operation::Add {
+                dn,
+                attributes,
+                placeholder,
+            } => self.add(dn, attributes, *placeholder, run).await,
+            Operation::Modify {
+                dn,
+                modifications,
+                purpose,
+            } => self.modify(dn, modifications, *purpose, run).await,
+            Operation::ModifyDn {
+                dn,
+                new_rdn,
+                delete_old_rdn,
+                new_superior,
+                new_dn,
+            } => {
+                self.modify_dn(
+                    dn,
+                    new_rdn,
+                    *delete_old_rdn,
+                    new_superior.as_deref(),
+                    new_dn,
+                    run,
+                )
+                .await
+            }
+            Operation::Delete { dn } => self.delete(dn, run).await,
+            Operation::DisableAccount { dn } => self.disable_account(dn, run).await,
+        }
+    }
+
+    async fn read(
+        &self,
+        dn: &str,
+        attributes: &[&str],
+        run: &mut Run<'_>,
+    ) -> Result<(Option<RawEntry>, LdapResult), TransportError> {
+        run.result.operations += 1;
+        self.pool.read(dn, attributes).await
+    }
+
+    /// A base read, classified: `Ok(Some)` present, `Ok(None)` absent, `Err` a step outcome.
+    async fn read_entry(
+        &self,
+        dn: &str,
+        attributes: &[&str],
+        run: &mut Run<'_>,
+    ) -> Result<Option<RawEntry>, StepOutcome> {
+        let outcome = self.read(dn, attributes, run).await;
+        let ctx = OpContext {
+            kind: OpKind::Search,
+            dn,
+            placeholder: false,
+        };
+        let verdict = classify(
+            &ctx,
+            &outcome
+                .as_ref()
+                .map(|(_, r)| r.clone())
+                .map_err(Clone::clone),
+        );
+        match verdict {
+            Verdict::Success => Ok(outcome.ok().and_then(|(e, _)| e)),
+            Verdict::NoSuchObject(_) => Ok(None),
+            other => Err(StepOutcome::from_verdict(other)),
+        }
+    }
+
+    async fn ensure_container(&self, spec: &ContainerSpec, run: &mut Run<'_>) -> StepOutcome {
+        let cell = {
+            let mut map = self
+                .containers
+                .verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            map.entry(dn_key(&spec.dn)).or_default().clone()
+        };
+        // Held across the read and the add: exports needing the same container wait here, and find
+        // it verified when they get the lock.
+        let mut verified = cell.lock().await;
+        if *verified {
+            return StepOutcome::Done;
+        }
+        match self.read_entry(&spec.dn, &[], run).await {
+            Ok(Some(_)) => {
+                *verified = true;
+                return StepOutcome::Done;
+            }
+            Ok(None) => {}
+            Err(outcome) => return outcome,
+        }
+        let mut attributes = vec![Attribute::text("objectClass", &[&spec.object_class])];
+        attributes.extend(spec.attributes.iter().cloned());
+        run.result.operations += 1;
+        let outcome = self.pool.add(&spec.dn, &attributes, Vec::new()).await;
+        let ctx = OpContext {
+            kind: OpKind::ContainerAdd,
+            dn: &spec.dn,
+            placeholder: false,
+        };
+        match classify(&ctx, &outcome) {
+            Verdict::Success => {
+                *verified = true;
+                run.result.containers_created.push(spec.dn.clone());
+                self.containers
+                    .created
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(spec.dn.clone());
+                StepOutcome::Done
+            }
+            // Someone else (another engine, an administrator) created it meanwhile.
+            Verdict::EntryExists(_) => {
+                *verified = true;
+                StepOutcome::Done
+            }
+            other => StepOutcome::from_verdict(other),
+        }
+    }
+
+    async fn add(
+        &self,
+        dn: &str,
+        attributes: &[Attribute],
+        placeholder: bool,
+        run: &mut Run<'_>,
+    ) -> StepOutcome {
+        let anchor = run.plan.anchor.clone();
+        let read_anchor = anchor.as_ref().filter(|a| a.encoding != AnchorEncoding::Dn);
+        let post_read =
+            read_anchor.filter(|_| self.tuning.use_post_read && self.profile.supports_post_read);
+        let controls: Vec<RawControl> = post_read
+            .map(|a| vec![PostRead::new(vec![a.attribute.as_str()])])
+            .unwrap_or_default();
+        run.result.operations += 1;
+        let outcome = self.pool.add(dn, attributes, controls).await;
+        let ctx = OpContext {
+            kind: OpKind::Add,
+            dn,
+            placeholder,
+        };
+        match classify(&ctx, &outcome) {
+            Verdict::Success => {
+                run.result.entry_created = true;
+                run.result.secondary_external_id = Some(dn.to_string());
+                let from_control = match (&outcome, post_read) {
+                    (Ok(r), Some(a)) => anchor_from_controls(r, a),
+                    _ => None,
+                };
+                run.result.external_id = match (from_control, &anchor) {
+                    (Some(v), _) => Some(v),
+                    (None, Some(a)) => self.read_anchor(dn, a, run).await,
+                    (None, None) => None,
+                };
+                StepOutcome::Done
+            }
+            Verdict::EntryExists(message) => {
+                if run.reattempt {
+                    self.adopt(dn, attributes, anchor.as_ref(), run).await
+                } else {
+                    // A first attempt never takes over an entry it did not create (JIM fails too).
+                    StepOutcome::failed(message)
+                }
+            }
+            other => StepOutcome::from_verdict(other),
+        }
+    }
+
+    /// An entry left by an earlier attempt: bring the exported attributes to the staged values with one
+    /// replace each, and read its anchor.
+    async fn adopt(
+        &self,
+        dn: &str,
+        attributes: &[Attribute],
+        anchor: Option<&AnchorRead>,
+        run: &mut Run<'_>,
+    ) -> StepOutcome {
+        let mods: Vec<Modification> = attributes
+            .iter()
+            .filter(|a| !a.name.eq_ignore_ascii_case("objectClass"))
+            .map(|a| Modification {
+                kind: ModKind::Replace,
+                attribute: a.name.clone(),
+                values: a.values.clone(),
+                placeholder: false,
+            })
+            .collect();
+        if !mods.is_empty() {
+            run.result.operations += 1;
+            let outcome = self.pool.modify(dn, &mods).await;
+            let ctx = OpContext {
+                kind: OpKind::Modify,
+                dn,
+                placeholder: false,
+            };
+            match classify(&ctx, &outcome) {
+                Verdict::Success => {}
+                Verdict::NoSuchObject(m) => {
+                    // It vanished between the Add and the replace: send the Add again.
+                    return StepOutcome::Retry {
+                        outcome_unknown: true,
+                        message: m,
+                    };
+                }
+                other => return StepOutcome::from_verdict(other),
+            }
+        }
+        run.result.entry_created = true;
+        run.result.adopted = true;
+        run.result.secondary_external_id = Some(dn.to_string());
+        run.result.external_id = match anchor {
+            Some(a) => self.read_anchor(dn, a, run).await,
+            None => None,
+        };
+        tracing::info!(dn, "adopted an entry left by an earlier attempt");
+        StepOutcome::Done
+    }
+
+    /// Reads the anchor after a Create. A failure leaves the external id empty (as in JIM, the
+    /// export still succeeds; the confirming import finds the object by DN).
+    async fn read_anchor(
+        &self,
+        dn: &str,
+        anchor: &AnchorRead,
+        run: &mut Run<'_>,
+    ) -> Option<String> {
+        if anchor.encoding == AnchorEncoding::Dn {
+            return Some(dn.to_string());
+        }
+        for _ in 0..=self.tuning.max_operation_retries {
+            match self.read_entry(dn, &[anchor.attribute.as_str()], run).await {
+                Ok(Some(entry)) => {
+                    let value = entry.anchor(&anchor.attribute, anchor.encoding);
+                    if value.is_none() {
+                        run.result.warnings.push(format!(
+                            "'{dn}' has no usable {} to use as its anchor",
+                            anchor.attribute
+                        ));
+                    }
+                    return value;
+                }
+                Ok(None) => break,
+                Err(StepOutcome::Retry { .. }) => {
+                    tokio::time::sleep(self.tuning.retry_backoff).await;
+                }
+                Err(_) => break,
+            }
+        }
+        run.result
+            .warnings
+            .push(format!("could not read back the anchor of '{dn}'"));
+        None
+    }
+
+    async fn modify(
+        &self,
+        dn: &str,
+        modifications: &[Modification],
+        purpose: ModifyPurpose,
+        run: &mut Run<'_>,
+    ) -> StepOutcome {
+        run.result.operations += 1;
+        let outcome = self.pool.modify(dn, modifications).await;
+        let ctx = OpContext {
+            kind: OpKind::Modify,
+            dn,
+            placeholder: modifications.iter().any(|m| m.placeholder),
+        };
+        match classify(&ctx, &outcome) {
+            Verdict::Success => StepOutcome::Done,
+            Verdict::ValueConflict(_) => self.converge(dn, modifications, run).await,
+            // A disable of an entry that is gone holds (§11.19).
+            Verdict::NoSuchObject(_) if purpose == ModifyPurpose::Disable => StepOutcome::Done,
+            other => StepOutcome::from_verdict(other),
+        }
+    }
+
+    /// A Modify met a value already there (20) or already gone (16), so none of it was applied.
+    /// Read the entry and drop the added values it already holds byte for byte, then resend; if the
+    /// rest still conflicts, send value by value and let the server's own matching say which already
+    /// hold. Nothing is taken as done without the server confirming it.
+    async fn converge(
+        &self,
+        dn: &str,
+        modifications: &[Modification],
+        run: &mut Run<'_>,
+    ) -> StepOutcome {
+        let names: Vec<&str> = modifications
+            .iter()
+            .filter(|m| m.kind == ModKind::Add)
+            .map(|m| m.attribute.as_str())
+            .collect();
+        let mut remaining: Vec<Modification> = modifications.to_vec();
+        if !names.is_empty() {
+            match self.read_entry(dn, &names, run).await {
+                Ok(Some(entry)) => {
+                    for m in remaining.iter_mut().filter(|m| m.kind == ModKind::Add) {
+                        let present = entry.values(&m.attribute);
+                        m.values.retain(|v| !present.contains(v));
+                    }
+                    remaining.retain(|m| m.kind != ModKind::Add || !m.values.is_empty());
+                }
+                Ok(None) => {
+                    return StepOutcome::failed(format!(
+                        "Modify of '{dn}' failed: noSuchObject (32): the entry is gone"
+                    ));
+                }
+                Err(outcome) => return outcome,
+            }
+            if remaining.is_empty() {
+                return StepOutcome::Done;
+            }
+            run.result.operations += 1;
+            let outcome = self.pool.modify(dn, &remaining).await;
+            let ctx = OpContext {
+                kind: OpKind::Modify,
+                dn,
+                placeholder: remaining.iter().any(|m| m.placeholder),
+            };
+            match classify(&ctx, &outcome) {
+                Verdict::Success => return StepOutcome::Done,
+                Verdict::ValueConflict(_) => {}
+                other => return StepOutcome::from_verdict(other),
+            }
+        }
+        for m in &remaining {
+            let singles: Vec<Modification> = if m.kind == ModKind::Replace || m.values.len() <= 1 {
+                vec![m.clone()]
+            } else {
+                m.values
+                    .iter()
+                    .map(|v| Modification {
+                        values: vec![v.clone()],
+                        ..m.clone()
+                    })
+                    .collect()
+            };
+            for single in singles {
+                run.result.operations += 1;
+                let outcome = self.pool.modify(dn, std::slice::from_ref(&single)).await;
+                let ctx = OpContext {
+                    kind: OpKind::Modify,
+                    dn,
+                    placeholder: single.placeholder,
+                };
+                match classify(&ctx, &outcome) {
+                    Verdict::Success => {}
+                    // One value: the server says it is already there (add) or already gone (delete).
+                    Verdict::ValueConflict(_) if single.kind != ModKind::Replace => {}
+                    other => return StepOutcome::from_verdict(other),
+                }
+            }
+        }
+        StepOutcome::Done
+    }
+
+    async fn modify_dn(
+        &self,
+        dn: &str,
+        new_rdn: &str,
+        delete_old_rdn: bool,
+        new_superior: Option<&str>,
+        new_dn: &str,
+        run: &mut Run<'_>,
+    ) -> StepOutcome {
+        run.result.operations += 1;
+        let outcome = self
+            .pool
+            .modify_dn(dn, new_rdn, delete_old_rdn, new_superior)
+            .await;
+        let ctx = OpContext {
+            kind: OpKind::ModifyDn,
+            dn,
+            placeholder: false,
+        };
+        let renamed = |run: &mut Run<'_>| {
+            run.result.secondary_external_id = Some(new_dn.to_string());
+            StepOutcome::Done
+        };
+        // After an attempt that may have renamed already: gone from the old DN and present at the new
+        // one means done.
+        let already_renamed = matches!(&outcome, Ok(r) if r.rc == rc::NO_SUCH_OBJECT || r.rc == rc::ENTRY_ALREADY_EXISTS)
+            && run.reattempt;
+        if already_renamed {
+            let old = match self.read_entry(dn, &[], run).await {
+                Ok(e) => e,
+                Err(o) => return o,
+            };
+            let new = match self.read_entry(new_dn, &[], run).await {
+                Ok(e) => e,
+                Err(o) => return o,
+            };
+            if old.is_none() && new.is_some() {
+                return renamed(run);
+            }
+        }
+        match classify(&ctx, &outcome) {
+            Verdict::Success => renamed(run),
+            other => StepOutcome::from_verdict(other),
+        }
+    }
+
+    async fn delete(&self, dn: &str, run: &mut Run<'_>) -> StepOutcome {
+        run.result.operations += 1;
+        let outcome = self.pool.delete(dn).await;
+        let ctx = OpContext {
+            kind: OpKind::Delete,
+            dn,
+            placeholder: false,
+        };
+        match classify(&ctx, &outcome) {
+            Verdict::Success | Verdict::NoSuchObject(_) => StepOutcome::Done,
+            other => StepOutcome::from_verdict(other),
+        }
+    }
+
+    /// AD's disable: read `userAccountControl`, set ACCOUNTDISABLE (0x2), write it back if it
+    /// changed. A missing entry counts as done (§11.19); a missing or unreadable value counts as 0.
+    async fn disable_account(&self, dn: &str, run: &mut Run<'_>) -> StepOutcome {
+        const ACCOUNT_DISABLE: i64 = 0x2;
+        let entry = match self.read_entry(dn, &["userAccountControl"], run).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return StepOutcome::Done,
+            Err(o) => return o,
+        };
+        let current: i64 = entry
+            .first_text("userAccountControl")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let wanted = current | ACCOUNT_DISABLE;
+        if wanted == current && entry.first_text("userAccountControl").is_some() {
+            return StepOutcome::Done;
+        }
+        let m = Modification {
+            kind: ModKind::Replace,
+            attribute: "userAccountControl".into(),
+            values: vec![wanted.to_string().into_bytes()],
+            placeholder: false,
+        };
+        self.modify(dn, &[m], ModifyPurpose::Disable, run).await
+    }
+}
+
+/// The anchor from an Add's post-read response control, if the server sent one.
+fn anchor_from_controls(result: &LdapResult, anchor: &AnchorRead) -> Option<String> {
+    result
+        .ctrls
+        .iter()
+        .filter(|c| c.1.ctype == POST_READ_CONTROL)
+        .find_map(|c| c.1.val.as_deref())
+        .and_then(parse_read_entry_control)
+        .and_then(|e| e.anchor(&anchor.attribute, anchor.encoding))
+}

@@ -1,0 +1,520 @@
+//! **directory**: runs planned exports against an LDAP directory (ldap3), pipelined over several
+//! connections.
+//!
+//! [`Directory::connect`] opens the first connection (URLs tried in order; simple bind or SASL
+//! EXTERNAL; ldaps or StartTLS verified against the system roots or a given CA), reads the root DSE to
+//! learn the [dialect](DirectoryProfile) and whether post-read is available, and sizes the pool from
+//! the run options or the dialect's defaults. Then:
+//!
+//! - [`Directory::execute`] runs one [`ExportJob`]: its operations strictly in order, each under the
+//!   pool's bounds (per connection, in total, optional ops/s), with transient conditions retried in
+//!   the run and partial progress reported in the [`ExportResult`];
+//! - [`Directory::run`] takes jobs from a channel and sends each result as soon as its export
+//!   completes, many exports at once and no batch barrier; [`Directory::execute_all`] does the same
+//!   for a batch, returning results in input order.
+//!
+//! Result codes are read in one place, [`classify`].
+
+pub mod classify;
+pub mod dialect;
+pub mod entry;
+mod execute;
+mod pool;
+mod rate;
+mod tls;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::config::{Dialect, DirectoryConfig, RunOptions};
+use crate::model::ConnectedSystemExportErrorType;
+use crate::plan::{ExportPlan, PlanFailure, ValueSubstitution};
+
+pub use dialect::{DirectoryProfile, RootDse, concurrency_defaults};
+pub use entry::RawEntry;
+pub use rate::RateLimiter;
+
+/// A condition that stops the run: nobody answers, the bind or TLS is refused. Messages name the URL
+/// and the bind DN, never the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// No URL could be reached.
+    #[error("cannot reach the directory: {0}")]
+    Connect(String),
+    /// The directory refused the bind.
+    #[error("{0}")]
+    Bind(String),
+    /// TLS could not be set up or the server's certificate was refused.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// How hard to drive the directory. `None` fields take the dialect's defaults
+/// ([`concurrency_defaults`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryTuning {
+    /// Connections.
+    pub connections: Option<u32>,
+    /// Outstanding operations per connection.
+    pub in_flight_per_connection: Option<u32>,
+    /// Outstanding operations over all connections (connections × per connection when absent).
+    pub max_in_flight: Option<u32>,
+    /// Cap on operations per second.
+    pub ops_per_second: Option<u32>,
+    /// In-run retries of an operation that met a transient condition.
+    pub max_operation_retries: u32,
+    /// The first retry's delay; it doubles with each further retry (capped at 5 s).
+    pub retry_backoff: Duration,
+    /// Read anchors back through RFC 4527 post-read when the server advertises it (else a base
+    /// search after the Add).
+    pub use_post_read: bool,
+    /// Exports in progress at once in [`Directory::run`] and [`Directory::execute_all`] (default:
+    /// twice the operations in flight, so that every free slot finds work).
+    pub max_active_exports: Option<usize>,
+}
+
+impl Default for DirectoryTuning {
+    fn default() -> Self {
+        Self {
+            connections: None,
+            in_flight_per_connection: None,
+            max_in_flight: None,
+            ops_per_second: None,
+            max_operation_retries: 3,
+            retry_backoff: Duration::from_millis(250),
+            use_post_read: true,
+            max_active_exports: None,
+        }
+    }
+}
+
+impl DirectoryTuning {
+    /// The tuning a run's options ask for.
+    pub fn from_run_options(options: &RunOptions) -> Self {
+        Self {
+            connections: options.connections,
+            in_flight_per_connection: options.in_flight_per_connection,
+            max_in_flight: options.max_in_flight,
+            ops_per_second: options.ops_per_second,
+            max_operation_retries: options.max_operation_retries,
+            ..Self::default()
+        }
+    }
+}
+
+/// One export for the directory to run.
+#[derive(Debug, Clone)]
+pub struct ExportJob {
+    /// The pending export's id.
+    pub export_id: Uuid,
+    /// Its plan, or why it could not be planned (reported without any LDAP call).
+    pub plan: Result<ExportPlan, PlanFailure>,
+    /// True for a row recovered from a stale `Executing` claim: an earlier attempt may have written
+    /// part of it, so an Add that meets its entry adopts it instead of failing.
+    pub reattempt: bool,
+}
+
+impl ExportJob {
+    /// A job from a plan (or a planning failure) for `export_id`.
+    pub fn new(export_id: Uuid, plan: Result<ExportPlan, PlanFailure>) -> Self {
+        Self {
+            export_id,
+            plan,
+            reattempt: false,
+        }
+    }
+
+    /// Marks the job as a re-attempt.
+    pub fn reattempt(mut self, reattempt: bool) -> Self {
+        self.reattempt = reattempt;
+        self
+    }
+}
+
+impl From<ExportPlan> for ExportJob {
+    fn from(plan: ExportPlan) -> Self {
+        Self::new(plan.export_id, Ok(plan))
+    }
+}
+
+/// How an export ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportStatus {
+    /// Every operation was applied (or already held).
+    Succeeded,
+    /// An operation failed; later ones were not sent.
+    Failed {
+        /// JIM's error type.
+        error_type: ConnectedSystemExportErrorType,
+        /// What failed, with the server's diagnostic text.
+        message: String,
+    },
+}
+
+/// What happened to one export: JIM's result fields plus what was done before a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportResult {
+    /// The pending export's id.
+    pub export_id: Uuid,
+    /// Success or failure.
+    pub status: ExportStatus,
+    /// The anchor read back after a Create (JIM's `ExternalId`): set whenever the entry exists, even
+    /// when a later operation failed; `None` when the read-back found nothing.
+    pub external_id: Option<String>,
+    /// The DN (JIM's `SecondaryExternalId`): the DN of a created entry, or the new DN after a
+    /// ModifyDN, even when a later operation failed.
+    pub secondary_external_id: Option<String>,
+    /// True when this export's entry now exists because of it (its Add succeeded or was adopted), so
+    /// a failed Create is continued as an Update rather than retried as a Create.
+    pub entry_created: bool,
+    /// True when an existing entry was adopted on a re-attempt.
+    pub adopted: bool,
+    /// The attribute changes now in the directory (all of the plan's on success; those of the
+    /// completed operations on failure).
+    pub written_change_ids: Vec<Uuid>,
+    /// Values written instead of the staged ones (JIM's protected defaults), for the changes written.
+    pub substitutions: Vec<ValueSubstitution>,
+    /// Parent containers this export created.
+    pub containers_created: Vec<String>,
+    /// LDAP operations sent for this export, reads and retries included.
+    pub operations: u32,
+    /// In-run retries.
+    pub retries: u32,
+    /// Things worth logging (from planning and execution).
+    pub warnings: Vec<String>,
+}
+
+impl ExportResult {
+    fn new(export_id: Uuid) -> Self {
+        Self {
+            export_id,
+            status: ExportStatus::Succeeded,
+            external_id: None,
+            secondary_external_id: None,
+            entry_created: false,
+            adopted: false,
+            written_change_ids: Vec::new(),
+            substitutions: Vec::new(),
+            containers_created: Vec::new(),
+            operations: 0,
+            retries: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A failure without any LDAP call (planning failed, or the task running it died).
+    pub fn failed(
+        export_id: Uuid,
+        error_type: ConnectedSystemExportErrorType,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status: ExportStatus::Failed {
+                error_type,
+                message: message.into(),
+            },
+            ..Self::new(export_id)
+        }
+    }
+
+    /// True on success.
+    pub fn is_success(&self) -> bool {
+        self.status == ExportStatus::Succeeded
+    }
+
+    /// The error type of a failure.
+    pub fn error_type(&self) -> Option<ConnectedSystemExportErrorType> {
+        match &self.status {
+            ExportStatus::Succeeded => None,
+            ExportStatus::Failed { error_type, .. } => Some(*error_type),
+        }
+    }
+
+    /// The message of a failure.
+    pub fn error_message(&self) -> Option<&str> {
+        match &self.status {
+            ExportStatus::Succeeded => None,
+            ExportStatus::Failed { message, .. } => Some(message),
+        }
+    }
+}
+
+/// Counters over the directory's lifetime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirectoryStats {
+    /// Adds sent (containers included).
+    pub adds: u64,
+    /// Modifies sent.
+    pub modifies: u64,
+    /// ModifyDNs sent.
+    pub modify_dns: u64,
+    /// Deletes sent.
+    pub deletes: u64,
+    /// Base-scope reads sent.
+    pub searches: u64,
+    /// Connections opened.
+    pub connects: u64,
+    /// Connections found dead and replaced.
+    pub lost_connections: u64,
+    /// In-run retries.
+    pub retries: u64,
+    /// The most operations in flight at once.
+    pub peak_in_flight: u64,
+}
+
+impl DirectoryStats {
+    /// Every operation sent.
+    pub fn operations(&self) -> u64 {
+        self.adds + self.modifies + self.modify_dns + self.deletes + self.searches
+    }
+}
+
+/// Parent containers seen in this run: each is checked and created once, whatever the number of
+/// exports that need it at the same time.
+#[derive(Default)]
+struct Containers {
+    verified: Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>,
+    created: Mutex<Vec<String>>,
+}
+
+struct Inner {
+    pool: pool::Pool,
+    profile: DirectoryProfile,
+    tuning: DirectoryTuning,
+    containers: Containers,
+    retries: AtomicU64,
+}
+
+/// A connected directory: the pool, what the directory is, and the run's container registry. Cheap to
+/// clone; clones share everything.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("profile", &self.inner.profile)
+            .field("connections", &self.inner.pool.limits().connections)
+            .field("max_in_flight", &self.inner.pool.limits().max_in_flight)
+            .finish()
+    }
+}
+
+impl Directory {
+    /// Connects with the tuning a run's options ask for.
+    pub async fn connect(
+        config: &DirectoryConfig,
+        options: &RunOptions,
+    ) -> Result<Directory, DirectoryError> {
+        Self::connect_with(config, DirectoryTuning::from_run_options(options)).await
+    }
+
+    /// Connects, reads the root DSE and sizes the pool. Must run inside a tokio runtime (connection
+    /// drivers are spawned on it).
+    pub async fn connect_with(
+        config: &DirectoryConfig,
+        tuning: DirectoryTuning,
+    ) -> Result<Directory, DirectoryError> {
+        let connector = pool::Connector::new(config)?;
+        let drivers = Mutex::new(JoinSet::new());
+        let mut first = connector.connect(&drivers).await?;
+        let operation_timeout = Duration::from_millis(config.operation_timeout_ms);
+        let root = pool::Pool::read_root_dse(&mut first, operation_timeout).await;
+        let profile = DirectoryProfile::from_root_dse(&root, config.dialect);
+        let connections = tuning.connections.unwrap_or(profile.connections).max(1);
+        let per_connection = tuning
+            .in_flight_per_connection
+            .unwrap_or(profile.in_flight_per_connection)
+            .max(1);
+        let max_in_flight = tuning
+            .max_in_flight
+            .unwrap_or(connections * per_connection)
+            .clamp(1, connections * per_connection);
+        let limits = pool::PoolLimits {
+            connections: connections as usize,
+            in_flight_per_connection: per_connection as usize,
+            max_in_flight: max_in_flight as usize,
+            ops_per_second: tuning.ops_per_second,
+            operation_timeout,
+        };
+        tracing::info!(
+            dialect = ?profile.dialect,
+            detected = profile.detected,
+            post_read = profile.supports_post_read,
+            connections,
+            per_connection,
+            max_in_flight,
+            "directory connected"
+        );
+        let drivers = drivers.into_inner().unwrap_or_else(|p| p.into_inner());
+        let pool = pool::Pool::new(connector, limits, drivers);
+        pool.adopt_connection(first);
+        Ok(Directory {
+            inner: Arc::new(Inner {
+                pool,
+                profile,
+                tuning,
+                containers: Containers::default(),
+                retries: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// What the directory is (dialect, post-read, defaults).
+    pub fn profile(&self) -> &DirectoryProfile {
+        &self.inner.profile
+    }
+
+    /// The dialect plans should be made for.
+    pub fn dialect(&self) -> Dialect {
+        self.inner.profile.dialect
+    }
+
+    /// The total of operations in flight the pool allows.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.pool.limits().max_in_flight
+    }
+
+    /// The number of connections.
+    pub fn connections(&self) -> usize {
+        self.inner.pool.limits().connections
+    }
+
+    /// Runs one export: its operations in order, transient conditions retried, partial progress
+    /// reported. Never fails as a call; failures are in the result.
+    pub async fn execute(&self, job: ExportJob) -> ExportResult {
+        self.inner.execute(job).await
+    }
+
+    /// Runs a batch concurrently (bounded) and returns the results in input order.
+    pub async fn execute_all(&self, jobs: Vec<ExportJob>) -> Vec<ExportResult> {
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.export_id).collect();
+        let (job_tx, job_rx) = mpsc::channel(self.max_active_exports());
+        let (result_tx, mut result_rx) = mpsc::channel(self.max_active_exports());
+        let runner = {
+            let this = self.clone();
+            tokio::spawn(async move { this.run(job_rx, result_tx).await })
+        };
+        let feeder = tokio::spawn(async move {
+            for job in jobs {
+                if job_tx.send(job).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut by_id: HashMap<Uuid, ExportResult> = HashMap::with_capacity(ids.len());
+        while let Some(r) = result_rx.recv().await {
+            by_id.insert(r.export_id, r);
+        }
+        let _ = feeder.await;
+        let _ = runner.await;
+        ids.into_iter()
+            .map(|id| {
+                by_id.remove(&id).unwrap_or_else(|| {
+                    ExportResult::failed(
+                        id,
+                        ConnectedSystemExportErrorType::General,
+                        "the export was not run (duplicate id in the batch, or the run stopped)",
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Takes jobs from `jobs` until it closes and sends each export's result to `results` as soon as
+    /// it completes; many exports run at once (bounded by [`DirectoryTuning::max_active_exports`]).
+    /// Returns when every job taken has a result, or early when `results` is closed.
+    pub async fn run(
+        &self,
+        mut jobs: mpsc::Receiver<ExportJob>,
+        results: mpsc::Sender<ExportResult>,
+    ) {
+        let max_active = self.max_active_exports();
+        let mut running: JoinSet<ExportResult> = JoinSet::new();
+        let mut ids: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                biased;
+                done = running.join_next_with_id(), if !running.is_empty() => {
+                    let result = match done {
+                        Some(Ok((id, r))) => { ids.remove(&id); r }
+                        Some(Err(e)) => {
+                            let export_id = ids.remove(&e.id()).unwrap_or_default();
+                            ExportResult::failed(
+                                export_id,
+                                ConnectedSystemExportErrorType::General,
+                                format!("the export's task ended abnormally: {e}"),
+                            )
+                        }
+                        None => continue,
+                    };
+                    if results.send(result).await.is_err() {
+                        running.abort_all();
+                        return;
+                    }
+                }
+                job = jobs.recv(), if open && running.len() < max_active => {
+                    match job {
+                        Some(job) => {
+                            let export_id = job.export_id;
+                            let this = self.clone();
+                            let handle = running.spawn(async move { this.execute(job).await });
+                            ids.insert(handle.id(), export_id);
+                        }
+                        None => open = false,
+                    }
+                }
+                else => break,
+            }
+        }
+    }
+
+    fn max_active_exports(&self) -> usize {
+        self.inner
+            .tuning
+            .max_active_exports
+            .unwrap_or(self.max_in_flight() * 2)
+            .max(1)
+    }
+
+    /// Containers created in this run so far (JIM's `CreatedContainerExternalIds`), across batches.
+    pub fn created_containers(&self) -> Vec<String> {
+        self.inner
+            .containers
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What the directory did so far.
+    pub fn stats(&self) -> DirectoryStats {
+        let c = &self.inner.pool.counters;
+        DirectoryStats {
+            adds: c.adds.load(Ordering::Relaxed),
+            modifies: c.modifies.load(Ordering::Relaxed),
+            modify_dns: c.modify_dns.load(Ordering::Relaxed),
+            deletes: c.deletes.load(Ordering::Relaxed),
+            searches: c.searches.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            lost_connections: c.lost_connections.load(Ordering::Relaxed),
+            retries: self.inner.retries.load(Ordering::Relaxed),
+            peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Unbinds every connection.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}

@@ -1,0 +1,525 @@
+//! A pool of ldap3 connections, each carrying many outstanding operations.
+//!
+//! ldap3 multiplexes operations over one connection by message id, and its request queue is
+//! unbounded, so the pool bounds the work itself: a semaphore per connection (the server's useful
+//! depth, e.g. 8 on OpenLDAP) and one over all connections. A connection that dies is replaced on its
+//! next use (URLs tried in order, the first that answers wins); operations lost with it report
+//! "outcome unknown" so the executor reads before retrying. Every request carries its own timeout,
+//! separate from the connect timeout.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Mod, Scope};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::task::JoinSet;
+
+use super::DirectoryError;
+use super::classify::{TransportError, rc, rc_name};
+use super::dialect::{ROOT_DSE_ATTRIBUTES, RootDse};
+use super::entry::{RawEntry, parse_entry};
+use super::rate::RateLimiter;
+use crate::config::{Bind, DirectoryConfig, DirectoryTlsMode};
+use crate::plan::{Attribute, ModKind, Modification};
+
+/// Sizes and limits of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolLimits {
+    pub connections: usize,
+    pub in_flight_per_connection: usize,
+    pub max_in_flight: usize,
+    pub ops_per_second: Option<u32>,
+    pub operation_timeout: Duration,
+}
+
+/// How to open one connection.
+pub(crate) struct Connector {
+    urls: Vec<String>,
+    mode: DirectoryTlsMode,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    bind: Bind,
+    connect_timeout: Duration,
+    verify: bool,
+}
+
+impl Connector {
+    pub fn new(config: &DirectoryConfig) -> Result<Self, DirectoryError> {
+        let mode = config.effective_tls_mode();
+        let tls = match mode {
+            DirectoryTlsMode::None => None,
+            _ => Some(super::tls::client_config(&config.tls)?),
+        };
+        Ok(Self {
+            urls: config.urls.clone(),
+            mode,
+            tls,
+            bind: config.bind.clone(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            verify: config.tls.verify,
+        })
+    }
+
+    /// Connects and binds to the first URL that answers, spawning the connection's driver into
+    /// `drivers`. A refused bind stops at once (another server of the same directory would refuse it
+    /// too); a server that does not answer moves on to the next URL.
+    pub async fn connect(&self, drivers: &Mutex<JoinSet<()>>) -> Result<Ldap, DirectoryError> {
+        let mut failures = Vec::new();
+        for url in &self.urls {
+            match tokio::time::timeout(self.connect_timeout, self.connect_url(url, drivers)).await {
+                Ok(Ok(ldap)) => return Ok(ldap),
+                Ok(Err(ConnectFailure::Fatal(e))) => return Err(e),
+                Ok(Err(ConnectFailure::TryNext(msg))) => failures.push(format!("{url}: {msg}")),
+                Err(_) => failures.push(format!(
+                    "{url}: no answer within {} ms",
+                    self.connect_timeout.as_millis()
+                )),
+            }
+        }
+        Err(DirectoryError::Connect(failures.join("; ")))
+    }
+
+    async fn connect_url(
+        &self,
+        url: &str,
+        drivers: &Mutex<JoinSet<()>>,
+    ) -> Result<Ldap, ConnectFailure> {
+        let mut settings = LdapConnSettings::new().set_conn_timeout(self.connect_timeout);
+        if let Some(cfg) = &self.tls {
+            settings = settings.set_config(cfg.clone());
+            if !self.verify {
+                // Lets ldap3 name a server given by IP address when verification is off.
+                settings = settings.set_no_tls_verify(true);
+            }
+        }
+        if self.mode == DirectoryTlsMode::StartTls {
+            settings = settings.set_starttls(true);
+        }
+        if !self.verify && self.tls.is_some() {
+            tracing::warn!(
+                url,
+                "TLS certificate verification is switched off for the directory (tls.verify = false)"
+            );
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+            .await
+            .map_err(|e| classify_connect_error(url, e))?;
+        {
+            let mut set = drivers.lock().unwrap_or_else(|p| p.into_inner());
+            set.spawn(async move {
+                if let Err(e) = conn.drive().await {
+                    tracing::debug!(error = %e, "directory connection ended");
+                }
+            });
+        }
+        ldap.with_timeout(self.connect_timeout);
+        let bound = match &self.bind {
+            Bind::Simple { dn, password } => ldap.simple_bind(dn, password.expose()).await,
+            Bind::SaslExternal => ldap.sasl_external_bind().await,
+        };
+        let who = match &self.bind {
+            Bind::Simple { dn, .. } => format!("as '{dn}'"),
+            Bind::SaslExternal => "with SASL EXTERNAL".to_string(),
+        };
+        match bound {
+            Ok(r) if r.rc == rc::SUCCESS => Ok(ldap),
+            Ok(r) if matches!(r.rc, rc::BUSY | rc::UNAVAILABLE) => Err(ConnectFailure::TryNext(
+                format!("bind {who} refused: {} ({})", rc_name(r.rc), r.rc),
+            )),
+            Ok(r) => Err(ConnectFailure::Fatal(DirectoryError::Bind(format!(
+                "bind {who} to {url} failed: {} ({}){}",
+                rc_name(r.rc),
+                r.rc,
+                if r.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.text)
+                }
+            )))),
+            Err(e) => Err(ConnectFailure::TryNext(format!("bind {who}: {e}"))),
+        }
+    }
+}
+
+enum ConnectFailure {
+    TryNext(String),
+    Fatal(DirectoryError),
+}
+
+fn classify_connect_error(url: &str, e: LdapError) -> ConnectFailure {
+    match e {
+        LdapError::Rustls { source } => ConnectFailure::Fatal(DirectoryError::Tls(format!(
+            "TLS with {url} failed: {source}"
+        ))),
+        LdapError::DNSName { source } => ConnectFailure::Fatal(DirectoryError::Tls(format!(
+            "TLS with {url} failed: {source}"
+        ))),
+        LdapError::Io { source } if is_tls_io_error(&source) => ConnectFailure::Fatal(
+            DirectoryError::Tls(format!("TLS with {url} failed: {source}")),
+        ),
+        LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_) => {
+            ConnectFailure::Fatal(DirectoryError::Connect(format!("{url}: {e}")))
+        }
+        other => ConnectFailure::TryNext(other.to_string()),
+    }
+}
+
+/// tokio-rustls reports handshake failures (such as an unknown issuer) as I/O errors wrapping a
+/// `rustls::Error`.
+fn is_tls_io_error(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+#[derive(Clone)]
+struct Live {
+    ldap: Ldap,
+    generation: u64,
+}
+
+struct Slot {
+    permits: Semaphore,
+    live: Mutex<Option<Live>>,
+    connecting: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+}
+
+/// Counters of what the pool did.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub adds: AtomicU64,
+    pub modifies: AtomicU64,
+    pub modify_dns: AtomicU64,
+    pub deletes: AtomicU64,
+    pub searches: AtomicU64,
+    pub connects: AtomicU64,
+    pub lost_connections: AtomicU64,
+    pub peak_in_flight: AtomicUsize,
+}
+
+/// The pool.
+pub(crate) struct Pool {
+    connector: Connector,
+    slots: Vec<Slot>,
+    global: Semaphore,
+    rate: Option<RateLimiter>,
+    next_slot: AtomicUsize,
+    limits: PoolLimits,
+    drivers: Mutex<JoinSet<()>>,
+    pub counters: Counters,
+}
+
+/// A connection lent to one operation, with its permits.
+struct Lease<'a> {
+    slot: usize,
+    live: Live,
+    _global: SemaphorePermit<'a>,
+    _slot: SemaphorePermit<'a>,
+}
+
+impl Pool {
+    pub fn new(connector: Connector, limits: PoolLimits, drivers: JoinSet<()>) -> Self {
+        let slots = (0..limits.connections.max(1))
+            .map(|_| Slot {
+                permits: Semaphore::new(limits.in_flight_per_connection.max(1)),
+                live: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                generation: AtomicU64::new(0),
+            })
+            .collect();
+        Self {
+            connector,
+            slots,
+            global: Semaphore::new(limits.max_in_flight.max(1)),
+            rate: limits.ops_per_second.map(RateLimiter::new),
+            next_slot: AtomicUsize::new(0),
+            limits,
+            drivers: Mutex::new(drivers),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &PoolLimits {
+        &self.limits
+    }
+
+    /// Puts an open connection into slot 0.
+    pub fn adopt_connection(&self, ldap: Ldap) {
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        let generation = self.slots[0].generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *lock(&self.slots[0].live) = Some(Live { ldap, generation });
+    }
+
+    /// Reads the root DSE over `ldap`.
+    pub async fn read_root_dse(ldap: &mut Ldap, timeout: Duration) -> RootDse {
+        let mut root = RootDse::default();
+        ldap.with_timeout(timeout);
+        let Ok(result) = ldap
+            .search(
+                "",
+                Scope::Base,
+                "(objectClass=*)",
+                ROOT_DSE_ATTRIBUTES.to_vec(),
+            )
+            .await
+        else {
+            return root;
+        };
+        for entry in result.0.into_iter().filter_map(|e| parse_entry(e.0)) {
+            for (name, values) in entry.attributes {
+                root.insert(
+                    &name,
+                    values
+                        .into_iter()
+                        .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                );
+            }
+        }
+        root
+    }
+
+    async fn lease(&self) -> Result<Lease<'_>, TransportError> {
+        let global = self
+            .global
+            .acquire()
+            .await
+            .map_err(|_| TransportError::NotSent("the pool is closed".into()))?;
+        if let Some(rate) = &self.rate {
+            rate.acquire().await;
+        }
+        let n = self.slots.len();
+        let start = self.next_slot.fetch_add(1, Ordering::Relaxed) % n;
+        let mut chosen = None;
+        for i in 0..n {
+            let s = (start + i) % n;
+            if let Ok(p) = self.slots[s].permits.try_acquire() {
+                chosen = Some((s, p));
+                break;
+            }
+        }
+        let (slot, permit) = match chosen {
+            Some(c) => c,
+            None => (
+                start,
+                self.slots[start]
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| TransportError::NotSent("the pool is closed".into()))?,
+            ),
+        };
+        let in_flight = self.limits.max_in_flight.max(1) - self.global.available_permits();
+        self.counters
+            .peak_in_flight
+            .fetch_max(in_flight, Ordering::Relaxed);
+        let live = self.live(slot).await?;
+        Ok(Lease {
+            slot,
+            live,
+            _global: global,
+            _slot: permit,
+        })
+    }
+
+    /// The slot's connection if it is still open. One found closed (its driver saw the socket go) is
+    /// dropped and counted as lost.
+    fn current(&self, slot: usize) -> Option<Live> {
+        let mut guard = lock(&self.slots[slot].live);
+        let mut live = guard.clone()?;
+        if live.ldap.is_closed() {
+            *guard = None;
+            self.counters
+                .lost_connections
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(live)
+    }
+
+    async fn live(&self, slot: usize) -> Result<Live, TransportError> {
+        if let Some(l) = self.current(slot) {
+            return Ok(l);
+        }
+        let s = &self.slots[slot];
+        let _one_at_a_time = s.connecting.lock().await;
+        if let Some(l) = self.current(slot) {
+            return Ok(l);
+        }
+        let ldap = self
+            .connector
+            .connect(&self.drivers)
+            .await
+            .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        let generation = s.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let live = Live { ldap, generation };
+        *lock(&s.live) = Some(live.clone());
+        tracing::debug!(slot, generation, "directory connection opened");
+        Ok(live)
+    }
+
+    fn invalidate(&self, slot: usize, generation: u64) {
+        let mut guard = lock(&self.slots[slot].live);
+        if guard.as_ref().is_some_and(|l| l.generation == generation) {
+            *guard = None;
+            self.counters
+                .lost_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one request on a leased connection with the operation timeout, mapping ldap3's errors
+    /// and dropping the connection when it is gone.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, TransportError>
+    where
+        F: FnOnce(Ldap) -> Fut,
+        Fut: Future<Output = ldap3::result::Result<T>>,
+    {
+        let lease = self.lease().await?;
+        let mut ldap = lease.live.ldap.clone();
+        ldap.with_timeout(self.limits.operation_timeout);
+        let outcome = f(ldap).await;
+        outcome.map_err(|e| {
+            let mapped = map_error(e, self.limits.operation_timeout);
+            if !matches!(mapped, TransportError::Client(_)) {
+                self.invalidate(lease.slot, lease.live.generation);
+            }
+            mapped
+        })
+    }
+
+    pub async fn add(
+        &self,
+        dn: &str,
+        attributes: &[Attribute],
+        controls: Vec<RawControl>,
+    ) -> Result<LdapResult, TransportError> {
+        self.counters.adds.fetch_add(1, Ordering::Relaxed);
+        let attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = attributes
+            .iter()
+            .map(|a| {
+                (
+                    a.name.as_bytes().to_vec(),
+                    a.values.iter().cloned().collect(),
+                )
+            })
+            .collect();
+        let dn = dn.to_string();
+        self.call(|mut ldap| async move {
+            if !controls.is_empty() {
+                ldap.with_controls(controls);
+            }
+            ldap.add(&dn, attrs).await
+        })
+        .await
+    }
+
+    pub async fn modify(
+        &self,
+        dn: &str,
+        modifications: &[Modification],
+    ) -> Result<LdapResult, TransportError> {
+        self.counters.modifies.fetch_add(1, Ordering::Relaxed);
+        let mods: Vec<Mod<Vec<u8>>> = modifications
+            .iter()
+            .map(|m| {
+                let name = m.attribute.as_bytes().to_vec();
+                let values: HashSet<Vec<u8>> = m.values.iter().cloned().collect();
+                match m.kind {
+                    ModKind::Add => Mod::Add(name, values),
+                    ModKind::Delete => Mod::Delete(name, values),
+                    ModKind::Replace => Mod::Replace(name, values),
+                }
+            })
+            .collect();
+        let dn = dn.to_string();
+        self.call(|mut ldap| async move { ldap.modify(&dn, mods).await })
+            .await
+    }
+
+    pub async fn modify_dn(
+        &self,
+        dn: &str,
+        new_rdn: &str,
+        delete_old_rdn: bool,
+        new_superior: Option<&str>,
+    ) -> Result<LdapResult, TransportError> {
+        self.counters.modify_dns.fetch_add(1, Ordering::Relaxed);
+        let (dn, rdn, sup) = (
+            dn.to_string(),
+            new_rdn.to_string(),
+            new_superior.map(str::to_string),
+        );
+        self.call(|mut ldap| async move {
+            ldap.modifydn(&dn, &rdn, delete_old_rdn, sup.as_deref())
+                .await
+        })
+        .await
+    }
+
+    pub async fn delete(&self, dn: &str) -> Result<LdapResult, TransportError> {
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        let dn = dn.to_string();
+        self.call(|mut ldap| async move { ldap.delete(&dn).await })
+            .await
+    }
+
+    /// A base-scope read of `dn` for `attributes` (`1.1` for none): the entry when it exists, with
+    /// the result (32 when it does not).
+    pub async fn read(
+        &self,
+        dn: &str,
+        attributes: &[&str],
+    ) -> Result<(Option<RawEntry>, LdapResult), TransportError> {
+        self.counters.searches.fetch_add(1, Ordering::Relaxed);
+        let dn = dn.to_string();
+        let attrs: Vec<String> = if attributes.is_empty() {
+            vec!["1.1".to_string()]
+        } else {
+            attributes.iter().map(|a| a.to_string()).collect()
+        };
+        let result = self
+            .call(|mut ldap| async move {
+                ldap.search(&dn, Scope::Base, "(objectClass=*)", attrs)
+                    .await
+            })
+            .await?;
+        let entry = result.0.into_iter().find_map(|e| parse_entry(e.0));
+        Ok((entry, result.1))
+    }
+
+    /// Unbinds every open connection; their drivers then end.
+    pub async fn close(&self) {
+        for s in &self.slots {
+            let live = lock(&s.live).take();
+            if let Some(mut l) = live {
+                let _ = tokio::time::timeout(Duration::from_secs(2), l.ldap.unbind()).await;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn map_error(e: LdapError, timeout: Duration) -> TransportError {
+    match e {
+        LdapError::OpSend { .. } => {
+            TransportError::NotSent("the connection was already closed".into())
+        }
+        LdapError::ResultRecv { .. } | LdapError::IdScrubSend { .. } => {
+            TransportError::OutcomeUnknown("the connection was lost before the result came".into())
+        }
+        LdapError::Timeout { .. } => {
+            TransportError::OutcomeUnknown(format!("no result within {} ms", timeout.as_millis()))
+        }
+        LdapError::EndOfStream | LdapError::Io { .. } => {
+            TransportError::OutcomeUnknown(e.to_string())
+        }
+        other => TransportError::Client(other.to_string()),
+    }
+}

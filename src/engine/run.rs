@@ -1,0 +1,751 @@
+//! One export run: claim → resolve → plan → execute → persist → report, streaming, with bounded
+//! queues between the stages and no barrier between batches.
+//!
+//! Tasks: a **claimer** claims pages (plain exports first, then reference-bearing ones, whose
+//! references it resolves in one query per page) into a small bounded channel; the **coordinator**
+//! (this module's loop) plans each export, holds those that name an object whose Create is still in
+//! flight, feeds the directory, collects results into flushes and hands each flush to a **persist**
+//! task (at most two at once); the **directory** runs many exports at once over its pool; a **lease**
+//! task renews the rows the run holds. Memory is bounded by the claim channel, the held exports and the
+//! flushes in flight, whatever the queue size.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::dependencies::{Dependencies, Readiness};
+use super::reporting::{Counters, build_items};
+use super::{CancellationToken, LogLevel, LogRecord, RunListener};
+use crate::config::ExportRequest;
+use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult, ExportStatus};
+use crate::error::{Error, Result};
+use crate::model::{ExportPhase, PendingExportChangeType, UnresolvedReferenceHandling};
+use crate::outcome::{ExportOutcome, ExportResult, Failure, Progress, Success};
+use crate::plan::{PlanInput, Planner};
+use crate::report::message::{metrics_checkpoint, outcome_message, throughput_clause};
+use crate::report::{BatchReport, ProgressEvent, ProgressThrottle, RunMetrics, RunResult};
+use crate::store::{BadRow, ClaimedExport, ClaimedPage, ExportQueue, Pass, PersistReport, Store, SystemSchema};
+
+/// Flushes persisted at once; more outcomes wait in the coordinator's buffer.
+const MAX_FLUSHES_IN_FLIGHT: usize = 2;
+
+/// What the claimer sends the coordinator.
+enum Claimed {
+    Page(ClaimedPage),
+    Failed(Error),
+}
+
+/// Runs one export (see [`crate::engine::Engine::run_export`]).
+pub(crate) async fn run(
+    store: Store,
+    request: &ExportRequest,
+    listener: Arc<dyn RunListener>,
+    cancel: CancellationToken,
+) -> Result<RunResult> {
+    let started_at = Utc::now();
+    let t0 = Instant::now();
+    let options = &request.options;
+    let log = Logger::new(listener.clone());
+    let queue = Arc::new(store.open(request.connected_system_id, options).await?);
+    let schema = queue.schema().clone();
+    let handling = request.settings.unresolved_reference_handling.unwrap_or(schema.unresolved_reference_handling);
+    let lease = Duration::from_secs(options.lease_seconds);
+    let total = store.queue_summary(request.connected_system_id, lease).await?.executable.max(0) as u64;
+    log.info(format!("export of connected system {} ({}) started: {total} pending export(s) due", schema.connected_system_id, schema.name));
+    let mut progress = ProgressState::new(&request.options, schema.connected_system_id, total, t0);
+    progress.emit(&*listener, ExportPhase::Preparing, 0, 0, "Preparing", &Counters::default());
+
+    if !request.directory.tls.verify {
+        log.warn("TLS certificate verification of the directory is turned off (directory.tls.verify = false)".into());
+    }
+    let directory = Directory::connect(&request.directory, options).await?;
+    let planner = Planner::new(&request.settings, directory.dialect());
+
+    let lease_guard = CancellationToken::new();
+    let lease_task = tokio::spawn(renew_leases(queue.clone(), lease, lease_guard.clone()).in_current_span());
+
+    let (claim_tx, claim_rx) = mpsc::channel::<Claimed>(2);
+    let claimer = tokio::spawn(
+        claim_pages(queue.clone(), options.page_size, cancel.clone(), claim_tx).instrument(tracing::debug_span!("claim")),
+    );
+
+    let max_active = directory.max_in_flight() * 2;
+    let (job_tx, job_rx) = mpsc::channel::<ExportJob>(max_active.max(1));
+    let (result_tx, result_rx) = mpsc::channel::<DirectoryResult>(max_active.max(1));
+    let runner = {
+        let directory = directory.clone();
+        tokio::spawn(async move { directory.run(job_rx, result_tx).await }.instrument(tracing::debug_span!("execute")))
+    };
+
+    let mut coordinator = Coordinator {
+        queue: queue.clone(),
+        schema: schema.clone(),
+        planner,
+        handling,
+        listener: listener.clone(),
+        log: log.clone(),
+        connected_system_name: schema.name.clone(),
+        flush_size: options.flush_size.max(1) as usize,
+        page_size: options.page_size.max(1) as usize,
+        flush_interval: Duration::from_millis(options.flush_interval_ms),
+        max_held: (options.page_size as usize) * 4 + max_active,
+        held: HashMap::new(),
+        ready: VecDeque::new(),
+        deps: Dependencies::default(),
+        buffer: Vec::new(),
+        buffer_since: None,
+        flushes: JoinSet::new(),
+        sequence: 0,
+        counters: Counters::default(),
+        progress,
+        dispatched: 0,
+        completed: 0,
+        first_write: None,
+        flush_count: 0,
+        t0,
+        total,
+        phase: ExportPhase::Executing,
+        in_flight_samples: (0, 0),
+        fatal: None,
+    };
+    let cancelled = coordinator.drive(claim_rx, job_tx, result_rx, &cancel).await;
+
+    let _ = claimer.await;
+    let _ = runner.await;
+    lease_guard.cancel();
+    let _ = lease_task.await;
+    let stats = directory.stats();
+    let created_containers = directory.created_containers();
+    directory.close().await;
+
+    // Whatever the run still holds (cancellation, a failure) goes back to the status it had.
+    if let Err(e) = queue.release_all().await {
+        log.warn(format!("returning unexecuted claims failed: {e}; they are reclaimed after the lease"));
+    }
+    if let Some(e) = coordinator.fatal.take() {
+        log.error(format!("export of connected system {} stopped: {e}", schema.connected_system_id));
+        return Err(e);
+    }
+
+    let elapsed = t0.elapsed();
+    let c = &coordinator.counters;
+    let processed = c.processed();
+    let message = outcome_message(c.succeeded, c.partly_written, c.failed, c.deferred, &throughput_clause(processed, elapsed));
+    log.info(message.clone());
+    coordinator.progress.emit(&*listener, ExportPhase::Completed, 0, directory.max_in_flight() as u32, &message, c);
+    let (samples, sum) = coordinator.in_flight_samples;
+    Ok(RunResult {
+        connected_system_id: schema.connected_system_id,
+        dry_run: false,
+        started_at,
+        completed_at: Utc::now(),
+        total_pending_exports: total,
+        success_count: c.succeeded,
+        failed_count: c.failed,
+        deferred_count: c.deferred,
+        partially_exported_count: c.partly_written,
+        unresolvable_reference_count: c.unresolvable_references,
+        reconciled_count: 0,
+        created_container_external_ids: created_containers,
+        optimistic_apply_applied_count: c.optimistic_applied,
+        optimistic_apply_skipped_count: c.optimistic_skipped,
+        optimistic_apply_failed_count: c.optimistic_failed,
+        optimistic_apply_unresolved_reference_count: c.optimistic_unresolved,
+        cancelled,
+        message,
+        dialect: Some(directory.dialect()),
+        metrics: RunMetrics {
+            operations: crate::report::OperationCounts {
+                add: stats.adds,
+                modify: stats.modifies,
+                modify_dn: stats.modify_dns,
+                delete: stats.deletes,
+                search: stats.searches,
+            },
+            sql_statements: queue.statements(),
+            flushes: coordinator.flush_count,
+            objects_per_second: if elapsed.as_secs_f64() > 0.0 { processed as f64 / elapsed.as_secs_f64() } else { 0.0 },
+            elapsed_ms: elapsed.as_millis() as u64,
+            time_to_first_write_ms: coordinator.first_write.map(|d| d.as_millis() as u64),
+            max_in_flight: stats.peak_in_flight as u32,
+            mean_in_flight: if samples > 0 { sum as f64 / samples as f64 } else { 0.0 },
+            in_flight_limit: directory.max_in_flight() as u32,
+            retries: stats.retries,
+            reconnects: stats.lost_connections,
+            recovered: c.recovered,
+        },
+    })
+}
+
+/// Claims pages, plain exports first and then reference-bearing ones (whose references are resolved
+/// in one query per page), until both passes are exhausted or the run is cancelled.
+async fn claim_pages(queue: Arc<ExportQueue>, page_size: u32, cancel: CancellationToken, tx: mpsc::Sender<Claimed>) {
+    for pass in [Pass::Plain, Pass::References] {
+        let mut cursor = None;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let page = match queue.claim(pass, cursor, page_size).await {
+                Ok(mut page) => {
+                    if pass == Pass::References
+                        && let Err(e) = queue.resolve_references(&mut page.exports).await
+                    {
+                        let _ = tx.send(Claimed::Failed(e)).await;
+                        return;
+                    }
+                    page
+                }
+                Err(e) => {
+                    let _ = tx.send(Claimed::Failed(e)).await;
+                    return;
+                }
+            };
+            let last = page.is_last();
+            cursor = page.cursor.or(cursor);
+            if tx.send(Claimed::Page(page)).await.is_err() {
+                return;
+            }
+            if last {
+                break;
+            }
+        }
+    }
+}
+
+/// Renews the lease of every held row every third of the lease, until `stop` fires.
+async fn renew_leases(queue: Arc<ExportQueue>, lease: Duration, stop: CancellationToken) {
+    let period = (lease / 3).max(Duration::from_secs(1));
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {
+                if let Err(e) = queue.renew_leases().await {
+                    tracing::warn!(error = %e, "lease renewal failed; retrying at the next tick");
+                }
+            }
+        }
+    }
+}
+
+/// A slot for one job in the directory's queue, or never (when the queue is closed).
+async fn reserve(
+    jobs: &Option<mpsc::Sender<ExportJob>>,
+) -> Option<std::result::Result<mpsc::Permit<'_, ExportJob>, mpsc::error::SendError<()>>> {
+    match jobs {
+        Some(tx) => Some(tx.reserve().await),
+        None => std::future::pending().await,
+    }
+}
+
+/// A flush handed to the persist task, and what came back.
+type FlushDone = (Vec<ExportOutcome>, Result<PersistReport>);
+
+/// The run's state, owned by one task: no locks on the hot path.
+struct Coordinator {
+    queue: Arc<ExportQueue>,
+    schema: Arc<SystemSchema>,
+    planner: Planner,
+    handling: UnresolvedReferenceHandling,
+    listener: Arc<dyn RunListener>,
+    log: Logger,
+    connected_system_name: String,
+    flush_size: usize,
+    page_size: usize,
+    flush_interval: Duration,
+    /// Most exports held between claim and outcome (ready, waiting, or in the directory).
+    max_held: usize,
+    /// Claimed exports not yet given an outcome, by id.
+    held: HashMap<Uuid, ClaimedExport>,
+    /// Planned jobs waiting for the directory.
+    ready: VecDeque<ExportJob>,
+    deps: Dependencies,
+    buffer: Vec<ExportOutcome>,
+    buffer_since: Option<Instant>,
+    flushes: JoinSet<FlushDone>,
+    sequence: u64,
+    counters: Counters,
+    progress: ProgressState,
+    dispatched: u64,
+    completed: u64,
+    first_write: Option<Duration>,
+    flush_count: u64,
+    t0: Instant,
+    total: u64,
+    phase: ExportPhase,
+    in_flight_samples: (u64, u64),
+    fatal: Option<Error>,
+}
+
+impl Coordinator {
+    /// Runs the loop until every claimed export has an outcome and every flush is persisted. Returns
+    /// true when the run was cancelled.
+    async fn drive(
+        &mut self,
+        mut claims: mpsc::Receiver<Claimed>,
+        jobs: mpsc::Sender<ExportJob>,
+        mut results: mpsc::Receiver<DirectoryResult>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut jobs = Some(jobs);
+        let mut claims_open = true;
+        let mut cancelled = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if (cancelled || self.fatal.is_some()) && claims_open {
+                claims_open = false;
+                self.stop_claiming(&mut claims).await;
+            }
+            let idle = !claims_open && self.held.is_empty() && self.ready.is_empty();
+            if idle {
+                // Nothing left to send: let the directory finish and close its result channel.
+                jobs = None;
+                self.flush(true).await;
+                if self.flushes.is_empty() {
+                    break;
+                }
+            }
+            let can_claim = claims_open && self.held.len() + self.queue_page_hint() <= self.max_held;
+            tokio::select! {
+                biased;
+                Some(result) = results.recv() => self.on_result(result),
+                Some(done) = self.flushes.join_next(), if !self.flushes.is_empty() => self.on_flushed(done),
+                Some(permit) = reserve(&jobs), if !self.ready.is_empty() && !cancelled => {
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(job) = self.ready.pop_front() {
+                                if self.first_write.is_none() {
+                                    self.first_write = Some(self.t0.elapsed());
+                                }
+                                self.dispatched += 1;
+                                permit.send(job);
+                            }
+                        }
+                        Err(_) => {
+                            self.fatal.get_or_insert(Error::Database("the directory executor stopped unexpectedly".into()));
+                        }
+                    }
+                }
+                claimed = claims.recv(), if can_claim => match claimed {
+                    Some(Claimed::Page(page)) => self.on_page(page).await,
+                    Some(Claimed::Failed(e)) => { self.fatal.get_or_insert(e); }
+                    None => {
+                        claims_open = false;
+                        self.phase = ExportPhase::Executing;
+                    }
+                },
+                _ = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    self.log.info("export cancelled: finishing operations in flight and returning unexecuted claims".into());
+                    self.release_unstarted().await;
+                }
+                _ = tick.tick() => {
+                    self.sample_in_flight();
+                    self.flush(false).await;
+                    let in_flight = self.in_flight() as u32;
+                    let phase = self.phase;
+                    self.progress.maybe_emit(&*self.listener, phase, in_flight, &self.counters);
+                }
+            }
+            if self.fatal.is_some() && !cancelled {
+                // A run-fatal error (database, claims): stop sending, let the directory finish what it
+                // has, persist what happened and return the rest.
+                cancelled = true;
+                self.release_unstarted().await;
+            }
+        }
+        drop(jobs);
+        // Drain results of jobs that were in the directory when the channel closed.
+        while let Some(result) = results.recv().await {
+            self.on_result(result);
+        }
+        self.flush(true).await;
+        while let Some(done) = self.flushes.join_next().await {
+            self.on_flushed(done);
+        }
+        cancelled
+    }
+
+    fn queue_page_hint(&self) -> usize {
+        self.page_size
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.dispatched.saturating_sub(self.completed)
+    }
+
+    fn sample_in_flight(&mut self) {
+        let n = self.in_flight();
+        if n > 0 {
+            self.in_flight_samples.0 += 1;
+            self.in_flight_samples.1 += n;
+        }
+    }
+
+    /// Stops taking pages; pages already claimed are returned unexecuted.
+    async fn stop_claiming(&mut self, claims: &mut mpsc::Receiver<Claimed>) {
+        claims.close();
+        let mut ids = Vec::new();
+        while let Some(claimed) = claims.recv().await {
+            if let Claimed::Page(page) = claimed {
+                ids.extend(page.exports.iter().map(|e| e.id()));
+                ids.extend(page.bad_rows.iter().map(|b| b.pending_export_id));
+            }
+        }
+        self.release(&ids).await;
+    }
+
+    /// Returns claimed exports that have not reached the directory (ready or waiting).
+    async fn release_unstarted(&mut self) {
+        let mut ids: Vec<Uuid> = self.ready.drain(..).map(|j| j.export_id).collect();
+        ids.extend(self.deps.drain_waiting());
+        for id in &ids {
+            self.held.remove(id);
+        }
+        self.release(&ids).await;
+    }
+
+    async fn release(&mut self, ids: &[Uuid]) {
+        if ids.is_empty() {
+            return;
+        }
+        match self.queue.release(ids).await {
+            Ok(n) => self.log.debug(format!("returned {n} unexecuted claim(s)")),
+            Err(e) => self.log.warn(format!("returning {} unexecuted claim(s) failed: {e}; they are reclaimed after the lease", ids.len())),
+        }
+    }
+
+    async fn on_page(&mut self, page: ClaimedPage) {
+        if !page.bad_rows.is_empty() {
+            self.fail_bad_rows(page.bad_rows).await;
+        }
+        if page.exports.iter().any(|e| e.export.has_unresolved_references) {
+            self.phase = ExportPhase::ResolvingReferences;
+        }
+        // Register every Create of the page first, so an export naming an object created later in the
+        // same page still waits for it.
+        for e in &page.exports {
+            if e.export.change_type == PendingExportChangeType::Create
+                && let Some(cso) = e.export.connected_system_object_id
+            {
+                self.deps.create_claimed(cso);
+            }
+        }
+        for claimed in page.exports {
+            self.admit(claimed);
+        }
+    }
+
+    /// Decides what to do with a freshly claimed export: defer it, hold it for a Create, or plan it.
+    fn admit(&mut self, claimed: ClaimedExport) {
+        let id = claimed.id();
+        if claimed.export.writable_changes().next().is_none() && claimed.export.has_unresolved_changes() {
+            // Nothing can be written now: JIM's "deferred whole".
+            self.complete(ExportOutcome::deferred(claimed));
+            return;
+        }
+        let named: HashSet<Uuid> = claimed
+            .export
+            .writable_changes()
+            .filter_map(|c| c.resolved_reference_cso_id)
+            .filter(|cso| Some(*cso) != claimed.export.connected_system_object_id)
+            .collect();
+        let own_create = (claimed.export.change_type == PendingExportChangeType::Create)
+            .then_some(claimed.export.connected_system_object_id)
+            .flatten();
+        match self.deps.readiness_for(named, own_create) {
+            Readiness::Ready => {
+                self.plan(&claimed);
+                self.held.insert(id, claimed);
+            }
+            Readiness::Wait(on) => {
+                self.deps.wait(id, own_create, on);
+                self.held.insert(id, claimed);
+            }
+            Readiness::DependencyFailed => self.complete(ExportOutcome::deferred(claimed)),
+        }
+    }
+
+    /// Plans an export and queues it for the directory.
+    fn plan(&mut self, claimed: &ClaimedExport) {
+        let export = &claimed.export;
+        let object_type = claimed.cso.as_ref().and_then(|c| self.schema.object_type(c.type_id));
+        let owned_attributes;
+        let input = match object_type {
+            Some(t) => PlanInput::new(export, t, claimed.cso.as_ref()),
+            None => {
+                owned_attributes = export
+                    .attribute_changes
+                    .iter()
+                    .filter_map(|c| self.schema.attribute(c.attribute_id).cloned())
+                    .collect::<Vec<_>>();
+                PlanInput {
+                    export,
+                    object_type_name: None,
+                    attributes: &owned_attributes,
+                    cso: claimed.cso.as_ref(),
+                    created_containers: &[],
+                }
+            }
+        };
+        let plan = self.planner.plan(&input);
+        self.ready.push_back(ExportJob::new(export.id, plan).reattempt(claimed.re_attempt));
+    }
+
+    fn on_result(&mut self, result: DirectoryResult) {
+        self.completed += 1;
+        let Some(claimed) = self.held.remove(&result.export_id) else {
+            self.log.warn(format!("the directory reported export {} which the run does not hold", result.export_id));
+            return;
+        };
+        for w in &result.warnings {
+            self.log.debug(format!("pending export {}: {w}", result.export_id));
+        }
+        let is_create = claimed.export.change_type == PendingExportChangeType::Create;
+        let cso = claimed.export.connected_system_object_id;
+        let entry_exists = result.entry_created || (is_create && result.is_success());
+        let outcome = to_outcome(claimed, result);
+        if let ExportResult::Failed(f) = &outcome.result {
+            self.log.debug(format!("pending export {} failed: {}", outcome.pending_export_id(), f.message));
+        }
+        self.complete(outcome);
+        if is_create && let Some(cso) = cso {
+            let released = self.deps.create_completed(cso, entry_exists);
+            for id in released.ready {
+                if let Some(claimed) = self.held.remove(&id) {
+                    self.plan(&claimed);
+                    self.held.insert(id, claimed);
+                }
+            }
+            for id in released.failed {
+                if let Some(claimed) = self.held.remove(&id) {
+                    self.log.debug(format!("pending export {id} deferred: an object it names failed to be created in this run"));
+                    self.complete(ExportOutcome::deferred(claimed));
+                }
+            }
+        }
+    }
+
+    /// Adds an outcome to the flush buffer.
+    fn complete(&mut self, outcome: ExportOutcome) {
+        if self.buffer.is_empty() {
+            self.buffer_since = Some(Instant::now());
+        }
+        self.buffer.push(outcome);
+    }
+
+    /// Hands the buffer to a persist task when it is full, old enough, or `force`d.
+    async fn flush(&mut self, force: bool) {
+        while self.buffer.len() >= self.flush_size
+            || (!self.buffer.is_empty() && (force || self.buffer_since.is_some_and(|t| t.elapsed() >= self.flush_interval)))
+        {
+            while self.flushes.len() >= MAX_FLUSHES_IN_FLIGHT {
+                if let Some(done) = self.flushes.join_next().await {
+                    self.on_flushed(done);
+                }
+            }
+            let n = self.buffer.len().min(self.flush_size);
+            let outcomes: Vec<ExportOutcome> = self.buffer.drain(..n).collect();
+            self.buffer_since = if self.buffer.is_empty() { None } else { Some(Instant::now()) };
+            let queue = self.queue.clone();
+            let span = tracing::debug_span!("persist", size = outcomes.len());
+            self.flushes.spawn(
+                async move {
+                    let report = queue.persist(&outcomes).await;
+                    (outcomes, report)
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    async fn fail_bad_rows(&mut self, bad_rows: Vec<BadRow>) {
+        for b in &bad_rows {
+            self.log.warn(format!("pending export {} cannot be read: {}", b.pending_export_id, b.error));
+        }
+        match self.queue.fail_bad_rows(&bad_rows).await {
+            Ok(report) => {
+                self.counters.failed += report.persisted.len() as u64;
+                let items = report
+                    .persisted
+                    .iter()
+                    .map(|p| super::reporting::bad_row_item(p, &bad_rows))
+                    .collect();
+                self.emit_batch(items);
+            }
+            Err(e) => {
+                self.fatal.get_or_insert(e);
+            }
+        }
+    }
+
+    fn on_flushed(&mut self, done: std::result::Result<FlushDone, tokio::task::JoinError>) {
+        let (outcomes, report) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                self.fatal.get_or_insert(Error::Database(format!("a persist task failed: {e}")));
+                return;
+            }
+        };
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                self.fatal.get_or_insert(e);
+                return;
+            }
+        };
+        self.flush_count += 1;
+        let items = build_items(&outcomes, &report, &self.schema, self.handling, &mut self.counters);
+        if !report.not_held.is_empty() {
+            self.log.warn(format!(
+                "{} outcome(s) were not written: another engine took the rows over after their lease expired",
+                report.not_held.len()
+            ));
+        }
+        self.emit_batch(items);
+        self.log.info(metrics_checkpoint(self.counters.processed(), self.t0.elapsed(), self.total, &self.connected_system_name));
+    }
+
+    fn emit_batch(&mut self, items: Vec<crate::report::ReportItem>) {
+        if items.is_empty() {
+            return;
+        }
+        self.sequence += 1;
+        let report = BatchReport { connected_system_id: self.schema.connected_system_id, sequence: self.sequence, items };
+        self.listener.on_batch(&report);
+    }
+}
+
+/// Maps the directory's result for an export to the outcome the store persists.
+fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> ExportOutcome {
+    match result.status {
+        ExportStatus::Succeeded => {
+            // Every writable change of the claimed export is accounted for, as JIM marks every change
+            // it handed the connector (the plan leaves some without an LDAP write of their own, e.g.
+            // the unchanged DN); a change staged after the claim is not in the snapshot and stays
+            // Pending.
+            let written_changes = claimed.writable_change_ids();
+            ExportOutcome {
+                export: claimed,
+                result: ExportResult::Succeeded(Success {
+                    written_changes,
+                    external_id: result.external_id,
+                    secondary_external_id: result.secondary_external_id,
+                }),
+            }
+        }
+        ExportStatus::Failed { error_type, message } => ExportOutcome {
+            export: claimed,
+            result: ExportResult::Failed(Failure {
+                message,
+                error_type,
+                progress: Progress {
+                    object_exists: result.entry_created,
+                    written_changes: result.written_change_ids,
+                    external_id: result.external_id,
+                    secondary_external_id: result.secondary_external_id,
+                },
+            }),
+        },
+    }
+}
+
+/// Progress events at a bounded rate.
+struct ProgressState {
+    throttle: ProgressThrottle,
+    connected_system_id: i32,
+    total: u64,
+    t0: Instant,
+}
+
+impl ProgressState {
+    fn new(options: &crate::config::RunOptions, connected_system_id: i32, total: u64, t0: Instant) -> Self {
+        Self {
+            throttle: ProgressThrottle::new(Duration::from_millis(options.progress_interval_ms)),
+            connected_system_id,
+            total,
+            t0,
+        }
+    }
+
+    fn maybe_emit(&mut self, listener: &dyn RunListener, phase: ExportPhase, in_flight: u32, counters: &Counters) {
+        if self.throttle.allow(phase, Instant::now()) {
+            let message = match phase {
+                ExportPhase::ResolvingReferences => "Exporting reference-bearing exports",
+                _ => "Exporting",
+            };
+            self.send(listener, phase, in_flight, 0, message, counters);
+        }
+    }
+
+    fn emit(&mut self, listener: &dyn RunListener, phase: ExportPhase, in_flight: u32, limit: u32, message: &str, counters: &Counters) {
+        self.throttle.allow(phase, Instant::now());
+        self.send(listener, phase, in_flight, limit, message, counters);
+    }
+
+    fn send(&self, listener: &dyn RunListener, phase: ExportPhase, in_flight: u32, limit: u32, message: &str, counters: &Counters) {
+        let elapsed = self.t0.elapsed();
+        let processed = counters.processed();
+        listener.on_progress(&ProgressEvent {
+            connected_system_id: self.connected_system_id,
+            phase,
+            total: self.total.max(processed),
+            processed,
+            succeeded: counters.succeeded,
+            failed: counters.failed,
+            deferred: counters.deferred,
+            rate: if elapsed.as_secs_f64() > 0.0 { processed as f64 / elapsed.as_secs_f64() } else { 0.0 },
+            in_flight,
+            in_flight_limit: limit,
+            elapsed_ms: elapsed.as_millis() as u64,
+            message: message.to_string(),
+        });
+    }
+}
+
+/// Sends log records to `tracing` and to the run's listener.
+#[derive(Clone)]
+pub(crate) struct Logger {
+    listener: Arc<dyn RunListener>,
+}
+
+impl Logger {
+    fn new(listener: Arc<dyn RunListener>) -> Self {
+        Self { listener }
+    }
+
+    fn record(&self, level: LogLevel, message: String) {
+        match level {
+            LogLevel::Trace => tracing::trace!("{message}"),
+            LogLevel::Debug => tracing::debug!("{message}"),
+            LogLevel::Info => tracing::info!("{message}"),
+            LogLevel::Warn => tracing::warn!("{message}"),
+            LogLevel::Error => tracing::error!("{message}"),
+        }
+        self.listener.on_log(&LogRecord { level, target: "jim_export::engine".into(), message });
+    }
+
+    fn debug(&self, message: String) {
+        self.record(LogLevel::Debug, message);
+    }
+
+    fn info(&self, message: String) {
+        self.record(LogLevel::Info, message);
+    }
+
+    fn warn(&self, message: String) {
+        self.record(LogLevel::Warn, message);
+    }
+
+    fn error(&self, message: String) {
+        self.record(LogLevel::Error, message);
+    }
+}

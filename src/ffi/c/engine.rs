@@ -1,0 +1,631 @@
+//! The engine handle: its own tokio runtime, the blocking run call and the operator calls.
+
+use std::ffi::c_char;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::runtime::{Handle, Runtime};
+use tokio_util::sync::CancellationToken;
+
+use super::boundary::{
+    FfiError, FfiResult, arg_opt_str, arg_str, boundary, c_string, check_out, panic_message,
+    write_out,
+};
+use super::callbacks::{HostListener, jim_callbacks};
+use super::cancel::{self, jim_cancel};
+use super::handle::Registry;
+use super::operator;
+use super::status::jim_status;
+use crate::config::{ConfigErrors, ExportRequest};
+use crate::engine::{Engine, NoListener, RunListener};
+use crate::report::RunResult;
+
+/// An export engine (opaque): a tokio runtime with its worker threads, and the engine's database pools.
+/// Made by `jim_engine_new`, released by `jim_engine_free`.
+///
+/// Thread safety: every function taking a `const jim_engine *` may be called from several host threads
+/// at once (e.g. runs for different connected systems in parallel). The library never dereferences the
+/// pointer; it is checked against the live engines, so a freed engine is reported
+/// (`JIM_STATUS_INVALID_HANDLE`), not used.
+#[allow(non_camel_case_types)]
+pub struct jim_engine {
+    _private: [u8; 0],
+}
+
+static ENGINES: Registry<Arc<EngineInner>> = Registry::new("jim_engine");
+
+/// Numbers engines for their thread names.
+static ENGINE_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// The start of the name of every thread of an engine's runtime (the engine's serial number follows).
+pub(crate) const THREAD_NAME_PREFIX: &str = "jim-export-";
+
+/// `jim_engine_new`'s options document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineOptions {
+    /// Worker threads of the engine's runtime; 0 = one per CPU core.
+    #[serde(default)]
+    worker_threads: usize,
+    /// How long `jim_engine_free` waits for the runtime's threads to stop, in milliseconds.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    shutdown_timeout_ms: u64,
+}
+
+fn default_shutdown_timeout_ms() -> u64 {
+    10_000
+}
+
+/// Upper bounds that catch unit mistakes (seconds given as milliseconds and the like).
+const MAX_WORKER_THREADS: usize = 512;
+const MAX_SHUTDOWN_TIMEOUT_MS: u64 = 600_000;
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            worker_threads: 0,
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
+        }
+    }
+}
+
+impl EngineOptions {
+    fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        errors.check(
+            self.worker_threads > MAX_WORKER_THREADS,
+            "worker_threads",
+            format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU core)"),
+        );
+        errors.check(
+            self.shutdown_timeout_ms > MAX_SHUTDOWN_TIMEOUT_MS,
+            "shutdown_timeout_ms",
+            format!("must be at most {MAX_SHUTDOWN_TIMEOUT_MS}"),
+        );
+        errors.into_result()
+    }
+}
+
+/// Which calls are in progress, so that freeing waits for them.
+#[derive(Debug)]
+struct Calls {
+    open: bool,
+    active: usize,
+}
+
+/// The state behind an engine handle.
+pub(crate) struct EngineInner {
+    /// `None` once freed.
+    engine: Mutex<Option<Arc<Engine>>>,
+    /// `None` once freed.
+    runtime: Mutex<Option<Runtime>>,
+    handle: Handle,
+    /// Fired when the engine is freed: every run in progress is cancelled.
+    closing: CancellationToken,
+    calls: Mutex<Calls>,
+    calls_done: Condvar,
+    shutdown_timeout: Duration,
+    /// The name of the runtime's threads (read by the tests, which check that freeing stops them).
+    #[cfg_attr(not(test), allow(dead_code))]
+    thread_name: String,
+}
+
+/// Marks one call in progress on an engine; freeing the engine waits until it is dropped.
+struct CallGuard<'a>(&'a EngineInner);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let mut calls = self.0.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        calls.active -= 1;
+        if calls.active == 0 {
+            self.0.calls_done.notify_all();
+        }
+    }
+}
+
+impl EngineInner {
+    fn new(options: &EngineOptions) -> FfiResult<Self> {
+        // Each engine names its threads apart (`jim-export-3`), so a host (or a test) can tell that
+        // freeing it really stopped them.
+        let thread_name = format!(
+            "{THREAD_NAME_PREFIX}{}",
+            ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all().thread_name(thread_name.clone());
+        if options.worker_threads > 0 {
+            builder.worker_threads(options.worker_threads);
+        }
+        let runtime = builder.build().map_err(|e| {
+            FfiError::new(
+                jim_status::Runtime,
+                format!("cannot start the engine's runtime: {e}"),
+            )
+        })?;
+        Ok(Self {
+            engine: Mutex::new(Some(Arc::new(Engine::new()))),
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            closing: CancellationToken::new(),
+            calls: Mutex::new(Calls {
+                open: true,
+                active: 0,
+            }),
+            calls_done: Condvar::new(),
+            shutdown_timeout: Duration::from_millis(options.shutdown_timeout_ms),
+            thread_name,
+        })
+    }
+
+    /// Enters a call: fails once the engine is being freed.
+    fn enter(&self) -> FfiResult<(CallGuard<'_>, Arc<Engine>)> {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let engine = self
+            .engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match engine {
+            Some(engine) if calls.open => {
+                calls.active += 1;
+                Ok((CallGuard(self), engine))
+            }
+            _ => Err(engine_closed("the engine was freed")),
+        }
+    }
+
+    /// Runs `future` on the engine's runtime and blocks the calling (host) thread until it is done. The
+    /// future runs on a worker thread, so callbacks never run on the host's thread.
+    fn block_on<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> FfiResult<T> {
+        let task = self.handle.spawn(future);
+        match self.handle.block_on(task) {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_panic() => Err(FfiError::new(
+                jim_status::Panic,
+                format!(
+                    "internal error (a bug in jim-export): {}",
+                    panic_message(e.into_panic().as_ref())
+                ),
+            )),
+            Err(_) => Err(engine_closed("the engine was freed during the call")),
+        }
+    }
+
+    /// Stops the engine: refuses new calls, cancels runs in progress, waits for every call to return,
+    /// then shuts the runtime down and joins its threads.
+    fn close(&self) {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        calls.open = false;
+        self.closing.cancel();
+        while calls.active > 0 {
+            calls = self
+                .calls_done
+                .wait(calls)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(calls);
+        let engine = self
+            .engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            {
+                // The engine's database pools may need the runtime while they close.
+                let _context = runtime.enter();
+                drop(engine);
+            }
+            runtime.shutdown_timeout(self.shutdown_timeout);
+        }
+    }
+}
+
+fn engine_closed(what: &str) -> FfiError {
+    FfiError::new(jim_status::EngineClosed, what.to_string())
+}
+
+/// Refuses blocking calls on a thread that runs a tokio runtime: an engine's worker thread (inside a
+/// callback), where blocking would deadlock or panic, or a Rust host's own async context.
+fn check_thread(function: &str) -> FfiResult<()> {
+    if Handle::try_current().is_ok() {
+        return Err(FfiError::new(
+            jim_status::WrongThread,
+            format!(
+                "{function} was called on a thread that runs a tokio runtime (e.g. inside a jim-export \
+                 callback); call it from a host thread"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Looks up a live engine and enters a call on it.
+fn with_engine<T>(
+    engine: *const jim_engine,
+    function: &str,
+    body: impl FnOnce(&EngineInner, Arc<Engine>) -> FfiResult<T>,
+) -> FfiResult<T> {
+    let inner = ENGINES.get(engine, "engine")?;
+    check_thread(function)?;
+    let (_call, core) = inner.enter()?;
+    body(&inner, core)
+}
+
+/// Parses a JSON argument: a syntax error is `JIM_STATUS_INVALID_JSON`, anything else wrong with it
+/// `JIM_STATUS_INVALID_REQUEST` naming the field's path.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(json: &str, parameter: &str) -> FfiResult<T> {
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(json) {
+        return Err(FfiError::new(
+            jim_status::InvalidJson,
+            format!("{parameter} is not valid JSON: {e}"),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { format!("{path}: ") };
+        FfiError::new(
+            jim_status::InvalidRequest,
+            format!("invalid {parameter}: {path}{}", e.into_inner()),
+        )
+    })
+}
+
+fn invalid_request(e: ConfigErrors) -> FfiError {
+    FfiError::new(jim_status::InvalidRequest, e.to_string())
+}
+
+/// Makes an export engine with its own multi-thread tokio runtime, and writes it to `*out_engine`.
+///
+/// `options_json` may be NULL (defaults) or a JSON object:
+/// `{"worker_threads": int (default 0 = one per CPU core, at most 512),
+///   "shutdown_timeout_ms": int (default 10000: how long jim_engine_free waits for the runtime's
+///   threads)}`. Unknown members are refused (`JIM_STATUS_INVALID_REQUEST`).
+///
+/// Ownership: the caller owns the engine and releases it with `jim_engine_free`, which stops its
+/// threads. `out_engine` must not be NULL; it is written only on success. On failure a message is
+/// written to `*out_error` (when `out_error` is not NULL), to be freed with `jim_string_free`.
+///
+/// # Safety
+/// `options_json` is NULL or a NUL-terminated string valid during the call; `out_engine` and `out_error`
+/// are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn jim_engine_new(
+    options_json: *const c_char,
+    out_engine: *mut *mut jim_engine,
+    out_error: *mut *mut c_char,
+) -> jim_status {
+    boundary(out_error, || {
+        check_out(out_engine, "out_engine")?;
+        // SAFETY: the caller passes NULL or a NUL-terminated string valid during the call.
+        let options = match unsafe { arg_opt_str(options_json, "options_json") }? {
+            Some(json) => parse_json::<EngineOptions>(json, "options_json")?,
+            None => EngineOptions::default(),
+        };
+        options.validate().map_err(invalid_request)?;
+        let inner = Arc::new(EngineInner::new(&options)?);
+        let handle = ENGINES.insert(inner)?;
+        // SAFETY: checked non-NULL; the host passed a writable `jim_engine **`.
+        unsafe { write_out(out_engine, handle) };
+        Ok(())
+    })
+}
+
+/// Releases an engine: cancels its runs in progress (each returns `JIM_STATUS_ENGINE_CLOSED` after
+/// persisting what it completed and returning its unexecuted claims), waits until every call on it has
+/// returned, closes its database pools, shuts its runtime down and joins its worker threads (waiting at
+/// most `shutdown_timeout_ms` for them). After it returns no library thread of this engine runs, so a
+/// managed host (Mono, .NET) can exit.
+///
+/// NULL is a no-op. An engine freed already returns `JIM_STATUS_INVALID_HANDLE` and nothing happens.
+/// Calling it on one of the engine's own threads (inside a callback) returns `JIM_STATUS_WRONG_THREAD`
+/// and leaves the engine alive. Blocks the calling thread; call it from a host thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn jim_engine_free(engine: *mut jim_engine) -> jim_status {
+    boundary(std::ptr::null_mut(), || {
+        if engine.is_null() {
+            return Ok(());
+        }
+        ENGINES.get(engine, "engine")?;
+        check_thread("jim_engine_free")?;
+        let inner = ENGINES.remove(engine, "engine")?;
+        inner.close();
+        Ok(())
+    })
+}
+
+/// Runs one export of a connected system's pending-export queue to its end (or until cancelled), and
+/// writes the result document to `*out_result_json`. Blocks the calling thread for the whole run: call
+/// it on a thread of your own (the .NET binding uses a dedicated thread). Several runs may go on at
+/// once on one engine, each on its own host thread.
+///
+/// `request_json` (required) is the export request, a JSON object:
+/// `{"database": {"connection": URL or Npgsql string "Host=…;Port=…;Username=…;Password=…;Database=…",
+///   "tls": {"mode": "disable"|"prefer"|"require"|"verify_ca"|"verify_full", "ca_pem": string,
+///   "ca_file": string} (optional), "max_connections": int (default 4), "connect_timeout_ms": int
+///   (default 10000)},
+///  "connected_system_id": int (ConnectedSystems.Id),
+///  "directory": {"urls": ["ldap://host:389" | "ldaps://host:636" | "ldapi://…", ...],
+///   "tls": {"mode": "none"|"start_tls"|"ldaps", "ca_pem": string, "ca_file": string, "verify": bool
+///   (default true)} (optional), "bind": {"kind": "simple", "dn": string, "password": string} |
+///   {"kind": "sasl_external"}, "connect_timeout_ms": int (default 10000), "operation_timeout_ms": int
+///   (default 60000), "dialect": "active_directory"|"samba_ad"|"open_ldap"|"ds389"|"generic" (default:
+///   detected)},
+///  "settings": {"delete_behaviour": "delete"|"disable", "disable_attribute": string,
+///   "create_containers_as_needed": bool, "placeholder_member_dn": string, "modify_batch_size": int
+///   (10-5000), "managed_scope": [{"dn": string, "scope": "Subtree"|"OneLevel", "excluded": bool}],
+///   "unresolved_reference_handling": "Error"|"Warn"|"Ignore"} (optional, JIM's LDAP connector
+///   settings),
+///  "options": {"page_size": int (100), "flush_size": int (100), "flush_interval_ms": int (250),
+///   "connections": int, "in_flight_per_connection": int, "max_in_flight": int, "ops_per_second": int,
+///   "lease_seconds": int (900), "max_operation_retries": int (3), "dry_run": bool,
+///   "skip_schema_check": bool, "progress_interval_ms": int (500)} (optional)}`.
+/// Unknown members are refused. Passwords are never logged or echoed in errors.
+///
+/// The result document (JIM's `ExportExecutionResult` fields plus metrics):
+/// `{"connected_system_id": int, "dry_run": bool, "started_at": timestamp, "completed_at": timestamp,
+///   "total_pending_exports": int, "success_count": int, "failed_count": int, "deferred_count": int,
+///   "partially_exported_count": int, "unresolvable_reference_count": int, "reconciled_count": int,
+///   "created_container_external_ids": [string], "optimistic_apply_applied_count": int,
+///   "optimistic_apply_skipped_count": int, "optimistic_apply_failed_count": int,
+///   "optimistic_apply_unresolved_reference_count": int, "cancelled": bool, "message": string (JIM's
+///   Activity outcome message), "dialect": string|null,
+///   "metrics": {"operations": {"add": int, "modify": int, "modify_dn": int, "delete": int,
+///   "search": int}, "sql_statements": int, "flushes": int, "objects_per_second": number,
+///   "elapsed_ms": int, "time_to_first_write_ms": int|null, "max_in_flight": int,
+///   "mean_in_flight": number, "in_flight_limit": int, "retries": int, "reconnects": int,
+///   "recovered": int}}`. Per-export failures are data (in the counts and the batch reports), not errors.
+///
+/// `callbacks` may be NULL (no events); see `jim_callbacks`. `cancel` may be NULL; when given, firing
+/// it (`jim_cancel_cancel`, from any thread) makes the run stop early and return `JIM_STATUS_OK` with
+/// `"cancelled": true` in the result. `out_result_json` must not be NULL; it is written only on success
+/// and freed by the caller with `jim_string_free`. On failure `*out_error` (when `out_error` is not
+/// NULL) receives a message to free with `jim_string_free`: `JIM_STATUS_INVALID_JSON`,
+/// `JIM_STATUS_INVALID_REQUEST` (bad fields by path, or an unknown connected system),
+/// `JIM_STATUS_DATABASE`, `JIM_STATUS_SCHEMA`, `JIM_STATUS_DIRECTORY`, `JIM_STATUS_ENGINE_CLOSED` (the
+/// engine was freed by another thread), `JIM_STATUS_WRONG_THREAD` (called inside a callback), ...
+///
+/// # Safety
+/// `request_json` is a NUL-terminated string valid during the call; `callbacks` is NULL or points to a
+/// `jim_callbacks` readable during the call, whose functions and `user_data` stay usable from any thread
+/// until this function returns; `out_result_json` and `out_error` are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn jim_engine_run(
+    engine: *const jim_engine,
+    request_json: *const c_char,
+    callbacks: *const jim_callbacks,
+    cancel: *const jim_cancel,
+    out_result_json: *mut *mut c_char,
+    out_error: *mut *mut c_char,
+) -> jim_status {
+    boundary(out_error, || {
+        check_out(out_result_json, "out_result_json")?;
+        // SAFETY: the caller passes a NUL-terminated string valid during the call.
+        let request = unsafe { arg_str(request_json, "request_json") }?;
+        // SAFETY: the caller passes NULL or a readable `jim_callbacks`; it is copied here.
+        let callbacks = unsafe { callbacks.as_ref() }.copied();
+        let cancel = if cancel.is_null() {
+            None
+        } else {
+            Some(cancel::token(cancel, "cancel")?)
+        };
+        let result = with_engine(engine, "jim_engine_run", |inner, core| {
+            parse_json::<serde::de::IgnoredAny>(request, "request_json")?;
+            let request = ExportRequest::from_json(request).map_err(invalid_request)?;
+            run(inner, core, request, callbacks, cancel)
+        })?;
+        let json = serde_json::to_string(&result).map_err(|e| {
+            FfiError::new(jim_status::Failed, format!("cannot encode the result: {e}"))
+        })?;
+        // SAFETY: checked non-NULL; the host passed a writable `char **`.
+        unsafe { write_out(out_result_json, c_string(&json)) };
+        Ok(())
+    })
+}
+
+/// The run itself, on the engine's runtime.
+fn run(
+    inner: &EngineInner,
+    core: Arc<Engine>,
+    request: ExportRequest,
+    callbacks: Option<jim_callbacks>,
+    cancel: Option<CancellationToken>,
+) -> FfiResult<RunResult> {
+    let host = callbacks.map(HostListener::new);
+    let listener: Arc<dyn RunListener> = match &host {
+        Some(host) => host.clone(),
+        None => Arc::new(NoListener),
+    };
+    let closing = inner.closing.clone();
+    let stop = {
+        let closing = closing.clone();
+        async move {
+            match cancel {
+                Some(cancel) => tokio::select! {
+                    _ = cancel.cancelled() => {},
+                    _ = closing.cancelled() => {},
+                },
+                None => closing.cancelled().await,
+            }
+        }
+    };
+    let outcome = inner.block_on(async move {
+        let token = CancellationToken::new();
+        run_until_stopped(core.run_export(&request, listener, token.clone()), stop, token).await
+    });
+    // No callback may run once this call returns, whatever happened.
+    if let Some(host) = &host {
+        host.close();
+    }
+    let freed = closing.is_cancelled();
+    match outcome? {
+        Ok(result) if freed && result.cancelled => Err(engine_closed(
+            "the engine was freed during the run: the run was cancelled, its completed outcomes \
+             persisted and its unexecuted claims returned",
+        )),
+        Ok(result) => Ok(result),
+        Err(e) if freed => Err(engine_closed(&format!(
+            "the engine was freed during the run, which then ended with: {e}"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drives `run` to its end; when `stop` completes first, fires `token` (the run's own cancellation,
+/// which it honours by finishing in-flight work and returning its claims) and still waits for the run.
+pub(crate) async fn run_until_stopped<T>(
+    run: impl Future<Output = T>,
+    stop: impl Future<Output = ()>,
+    token: CancellationToken,
+) -> T {
+    tokio::pin!(run);
+    tokio::select! {
+        biased;
+        done = &mut run => done,
+        () = stop => {
+            token.cancel();
+            run.await
+        }
+    }
+}
+
+/// Writes the queue of a connected system to `*out_json`: counts by status and change type, what a run
+/// would pick up now, what is backing off, rows stranded in `Executing` past the lease, and the oldest
+/// failure.
+///
+/// `request_json`: `{"database": {...as in jim_engine_run}, "connected_system_id": int,
+/// "lease_seconds": int (default 900)}`. The document written:
+/// `{"connected_system_id": int, "by_status": [{"status": int (PendingExportStatus), "status_name":
+/// string|null, "change_type": int (PendingExportChangeType), "change_type_name": string|null,
+/// "count": int}], "total": int, "executable": int, "due": int, "not_yet_due": int,
+/// "stranded_executing": int, "with_unresolved_references": int, "oldest_failure": timestamp|null}`.
+///
+/// Ownership, NULL and out-parameters as for `jim_engine_run`. Blocks; call it from a host thread.
+///
+/// # Safety
+/// `request_json` is a NUL-terminated string valid during the call; `out_json` and `out_error` are NULL
+/// or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn jim_engine_queue_summary(
+    engine: *const jim_engine,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+    out_error: *mut *mut c_char,
+) -> jim_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        operator_call(
+            engine,
+            request_json,
+            out_json,
+            out_error,
+            "jim_engine_queue_summary",
+            operator::queue_summary,
+        )
+    }
+}
+
+/// Returns to Pending the rows of a connected system left `Executing` (by a crashed or killed run) for
+/// longer than `older_than_seconds`, and writes `{"released": int}` to `*out_json`.
+///
+/// `request_json`: `{"database": {...}, "connected_system_id": int, "older_than_seconds": int (default
+/// 900, the default lease)}`. `0` releases every `Executing` row: only when no engine is running an
+/// export of that system. Ownership, NULL and out-parameters as for `jim_engine_run`. Blocks; call it
+/// from a host thread.
+///
+/// # Safety
+/// As for `jim_engine_queue_summary`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn jim_engine_release_stranded(
+    engine: *const jim_engine,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+    out_error: *mut *mut c_char,
+) -> jim_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        operator_call(
+            engine,
+            request_json,
+            out_json,
+            out_error,
+            "jim_engine_release_stranded",
+            operator::release_stranded,
+        )
+    }
+}
+
+/// Resets the `Failed` exports of a connected system to Pending with `ErrorCount` 0 and their error
+/// fields and retry time cleared, and writes `{"reset": int}` to `*out_json`.
+///
+/// `request_json`: `{"database": {...}, "connected_system_id": int}`. Ownership, NULL and out-parameters
+/// as for `jim_engine_run`. Blocks; call it from a host thread.
+///
+/// # Safety
+/// As for `jim_engine_queue_summary`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn jim_engine_reset_failed(
+    engine: *const jim_engine,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+    out_error: *mut *mut c_char,
+) -> jim_status {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        operator_call(
+            engine,
+            request_json,
+            out_json,
+            out_error,
+            "jim_engine_reset_failed",
+            operator::reset_failed,
+        )
+    }
+}
+
+/// The shared body of the operator calls: parse, run on the engine's runtime, write the answer.
+///
+/// # Safety
+/// As for `jim_engine_queue_summary`.
+unsafe fn operator_call<F, Fut>(
+    engine: *const jim_engine,
+    request_json: *const c_char,
+    out_json: *mut *mut c_char,
+    out_error: *mut *mut c_char,
+    function: &str,
+    call: F,
+) -> jim_status
+where
+    F: FnOnce(Arc<Engine>, &str) -> FfiResult<Fut>,
+    Fut: Future<Output = FfiResult<String>> + Send + 'static,
+{
+    boundary(out_error, || {
+        check_out(out_json, "out_json")?;
+        // SAFETY: the caller passes a NUL-terminated string valid during the call.
+        let request = unsafe { arg_str(request_json, "request_json") }?;
+        let json = with_engine(engine, function, |inner, core| {
+            let future = call(core, request)?;
+            inner.block_on(future)?
+        })?;
+        // SAFETY: checked non-NULL; the host passed a writable `char **`.
+        unsafe { write_out(out_json, c_string(&json)) };
+        Ok(())
+    })
+}
+
+/// The name of a live engine's runtime threads (for tests).
+#[cfg(test)]
+pub(crate) fn thread_name(engine: *const jim_engine) -> Option<String> {
+    ENGINES.get(engine, "engine").ok().map(|e| e.thread_name.clone())
+}

@@ -1,0 +1,349 @@
+//! The SQL the store issues, as static text. Values are always bound (`$n`), arrays with explicit casts;
+//! nothing is concatenated at run time.
+
+/// JIM's executable-exports predicate (`ExecutableExportsQuery`, schema.md §5.1) over `pe`, without the
+/// connected-system condition, with the engine's lease recovery added: a row left `Executing` whose
+/// `LastAttemptedAt` is older than the lease (the bound parameter named by `$lease`, in seconds) is
+/// eligible again. The database clock is "now".
+macro_rules! eligibility {
+    ($lease:literal) => {
+        concat!(
+            r#"(pe."Status" IN (0, 4, 1)
+           OR (pe."Status" = 2
+               AND COALESCE(pe."LastAttemptedAt", '-infinity'::timestamptz) < now() - make_interval(secs => "#,
+            $lease,
+            r#"::float8)))
+      AND (pe."NextRetryAt" IS NULL OR pe."NextRetryAt" <= now())
+      AND pe."ErrorCount" < pe."MaxRetries"
+      AND (pe."ChangeType" <> 1 OR EXISTS (
+            SELECT 1 FROM "PendingExportAttributeValueChanges" c
+            WHERE c."PendingExportId" = pe."Id" AND c."Status" IN (0, 2)))
+      AND NOT (pe."ChangeType" = 2 AND pe."Status" = 4)
+      AND NOT (pe."ChangeType" = 0 AND pe."Status" = 4)"#
+        )
+    };
+}
+
+/// The claim statement, up to the keyset condition. `$2` selects the pass (`HasUnresolvedReferences`),
+/// `$4` is the page size; the variant with a cursor adds `$5`/`$6`.
+macro_rules! claim_head {
+    () => {
+        concat!(
+            r#"WITH cand AS (
+    SELECT pe."Id", pe."Status" AS prev_status, pe."LastAttemptedAt" AS prev_attempted
+    FROM "PendingExports" pe
+    WHERE pe."ConnectedSystemId" = $1
+      AND "#,
+            eligibility!("$3"),
+            r#"
+      AND pe."HasUnresolvedReferences" = $2"#
+        )
+    };
+}
+
+/// The rest of the claim statement: lock, mark `Executing`, and return the claimed rows together with
+/// their attribute value changes and the CSO context, as one result set of three row kinds
+/// (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO attribute value). The CSO values
+/// returned are those of the anchor attributes and of every attribute the export's changes touch.
+/// Column layout: see `claim::col`. Every lookup is an index probe per claimed row (`LATERAL`,
+/// `= ANY(ARRAY(..))`), so the plan does not depend on statistics that go stale while a run inserts CSO
+/// values by the hundred thousand.
+macro_rules! claim_tail {
+    () => {
+        r#"
+    ORDER BY pe."CreatedAt", pe."Id"
+    LIMIT $4
+    FOR UPDATE OF pe SKIP LOCKED
+),
+claimed AS (
+    UPDATE "PendingExports" p
+    SET "Status" = 2, "LastAttemptedAt" = now()
+    WHERE p."Id" = ANY(ARRAY(SELECT "Id" FROM cand))
+    RETURNING p."Id", p."ConnectedSystemId", p."ConnectedSystemObjectId", p."ChangeType", p."Status",
+              p."ErrorCount", p."MaxRetries", p."LastAttemptedAt", p."NextRetryAt", p."LastErrorMessage",
+              p."LastErrorStackTrace", p."SourceMetaverseObjectId", p."HasUnresolvedReferences", p."CreatedAt",
+              p."ProvisioningSyncRuleId", p."QueuedByRunProfileExecutionItemId"
+),
+head AS MATERIALIZED (
+    SELECT c.*, cand.prev_status, cand.prev_attempted,
+           o."Id" AS o_id, o."TypeId" AS o_type, o."ExternalIdAttributeId" AS o_ext,
+           o."SecondaryExternalIdAttributeId" AS o_sec, o."Status" AS o_status, o."JoinType" AS o_join,
+           o."ConnectedSystemId" AS o_cs, o."MetaverseObjectId" AS o_mvo
+    FROM claimed c
+    JOIN cand ON cand."Id" = c."Id"
+    LEFT JOIN LATERAL (
+        SELECT * FROM "ConnectedSystemObjects" x WHERE x."Id" = c."ConnectedSystemObjectId"
+    ) o ON true
+),
+changes AS MATERIALIZED (
+    SELECT a.*
+    FROM head h
+    CROSS JOIN LATERAL (
+        SELECT * FROM "PendingExportAttributeValueChanges" x WHERE x."PendingExportId" = h."Id"
+    ) a
+),
+needed AS MATERIALIZED (
+    SELECT h."Id" AS pe_id, h.o_id AS cso_id, h.o_ext AS attr FROM head h WHERE h.o_id IS NOT NULL
+    UNION
+    SELECT h."Id", h.o_id, h.o_sec FROM head h WHERE h.o_id IS NOT NULL AND h.o_sec IS NOT NULL
+    UNION
+    SELECT h."Id", h.o_id, ch."AttributeId" FROM changes ch JOIN head h ON h."Id" = ch."PendingExportId"
+    WHERE h.o_id IS NOT NULL
+)
+SELECT 0::int4, h."Id", h."Id",
+       h."ConnectedSystemId", h."ChangeType", h."Status", h."ErrorCount", h."MaxRetries",
+       h."ProvisioningSyncRuleId", h.prev_status, h.o_type, h.o_ext, h.o_sec, h.o_status, h.o_join, h.o_cs,
+       h."ConnectedSystemObjectId", h."SourceMetaverseObjectId", h."QueuedByRunProfileExecutionItemId", h.o_mvo,
+       h."LastAttemptedAt", h."NextRetryAt", h."CreatedAt", h.prev_attempted,
+       h."LastErrorMessage", h."LastErrorStackTrace",
+       h."HasUnresolvedReferences", h.o_id IS NOT NULL,
+       NULL::text, NULL::timestamptz, NULL::int4, NULL::int8, NULL::numeric, NULL::bytea, NULL::uuid, NULL::bool
+FROM head h
+UNION ALL
+SELECT 1, a."PendingExportId", a."Id",
+       a."AttributeId", a."ChangeType", a."Status", a."ExportAttemptCount", NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL,
+       a."ResolvedReferenceCsoId", NULL, NULL, NULL,
+       a."LastExportedAt", NULL, NULL, NULL,
+       a."UnresolvedReferenceValue", a."LastImportedValue",
+       NULL, NULL,
+       a."StringValue", a."DateTimeValue", a."IntValue", a."LongValue", a."DecimalValue", a."ByteValue",
+       a."GuidValue", a."BoolValue"
+FROM changes a
+UNION ALL
+SELECT 2, n.pe_id, v."Id",
+       v."AttributeId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL,
+       v."ReferenceValueId", NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL,
+       v."UnresolvedReferenceValue", NULL,
+       NULL, NULL,
+       v."StringValue", v."DateTimeValue", v."IntValue", v."LongValue", v."DecimalValue", v."ByteValue",
+       v."GuidValue", v."BoolValue"
+FROM needed n
+CROSS JOIN LATERAL (
+    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+    WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+) v"#
+    };
+}
+
+/// Claims the first page of a pass. Binds: `$1` connected system, `$2` pass, `$3` lease seconds, `$4` limit.
+pub(crate) const CLAIM_FIRST: &str = concat!(claim_head!(), claim_tail!());
+
+/// Claims the page after a cursor, with the row comparison that becomes an index condition on
+/// `IX_PendingExports_ConnectedSystemId_CreatedAt_Id` (schema.md §5.2). Binds as [`CLAIM_FIRST`] plus
+/// `$5` cursor `CreatedAt`, `$6` cursor `Id`.
+pub(crate) const CLAIM_AFTER: &str = concat!(
+    claim_head!(),
+    r#"
+      AND (pe."CreatedAt", pe."Id") > ($5::timestamptz, $6::uuid)"#,
+    claim_tail!()
+);
+
+/// The connected system, its object types and their attribute definitions, loaded once per run.
+pub(crate) const LOAD_SYSTEM: &str = r#"
+SELECT s."Name", s."UnresolvedReferenceHandling", t."Id", t."Name",
+       a."Id", a."Name", a."Type", a."AttributePlurality", a."IsExternalId", a."IsSecondaryExternalId",
+       a."Writability"
+FROM "ConnectedSystems" s
+LEFT JOIN "ConnectedSystemObjectTypes" t ON t."ConnectedSystemId" = s."Id"
+LEFT JOIN "ConnectedSystemAttributes" a ON a."ConnectedSystemObjectTypeId" = t."Id"
+WHERE s."Id" = $1
+ORDER BY t."Id", a."Id""#;
+
+/// The schema guard: whether the expected migration is recorded, and the latest one that is.
+pub(crate) const SCHEMA_CHECK: &str = r#"
+SELECT COALESCE(bool_or("MigrationId" = $1), false), max("MigrationId")
+FROM "__EFMigrationsHistory""#;
+
+/// Reference resolution for a page: each MVO's CSO in the target system with the values of its anchor
+/// attributes (`$3`, the attributes flagged `IsSecondaryExternalId` or `IsExternalId`). An MVO without a
+/// row has no CSO there; a CSO whose anchor columns are all NULL has no anchor yet.
+pub(crate) const RESOLVE: &str = r#"
+SELECT o."MetaverseObjectId", o."Id", v."Id", v."AttributeId",
+       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue"
+FROM "ConnectedSystemObjects" o
+LEFT JOIN "ConnectedSystemObjectAttributeValues" v
+  ON v."ConnectedSystemObjectId" = o."Id" AND v."AttributeId" = ANY($3::int4[])
+WHERE o."ConnectedSystemId" = $1 AND o."MetaverseObjectId" = ANY($2::uuid[])"#;
+
+/// Renews the lease of held rows (`$1` ids, `$2` the `LastAttemptedAt` each was last given).
+pub(crate) const RENEW: &str = r#"
+UPDATE "PendingExports" t
+SET "LastAttemptedAt" = now()
+FROM unnest($1::uuid[], $2::timestamptz[]) AS h(id, token)
+WHERE t."Id" = h.id AND t."Status" = 2 AND t."LastAttemptedAt" = h.token
+RETURNING t."Id", t."LastAttemptedAt""#;
+
+/// Returns held rows to the status (and `LastAttemptedAt`) they had before the claim; rows recovered
+/// from an expired lease go back to Pending.
+pub(crate) const RELEASE: &str = r#"
+UPDATE "PendingExports" t
+SET "Status" = CASE WHEN h.prev = 2 THEN 0 ELSE h.prev END,
+    "LastAttemptedAt" = h.prev_attempted
+FROM unnest($1::uuid[], $2::timestamptz[], $3::int4[], $4::timestamptz[]) AS h(id, token, prev, prev_attempted)
+WHERE t."Id" = h.id AND t."Status" = 2 AND t."LastAttemptedAt" = h.token
+RETURNING t."Id""#;
+
+/// Persists the outcomes of one flush in one statement (data-modifying CTEs over `UNNEST` arrays).
+///
+/// Per export (`$1`-`$5`): id, lease token, kind (0 succeeded, 1 failed, 2 deferred), error message,
+/// whether the object now exists (a Create whose add went through before a later failure).
+/// Per attribute value change (`$6`-`$11`): id, export id, written, resolved, resolved value, resolved CSO.
+/// CSO attribute values to delete (`$12`, `$13` = owning export), and to update or insert
+/// (`$14`-`$28`). Every child write is limited to exports whose lease held (`pe_upd`), so a row another
+/// engine took over is left alone as a whole.
+pub(crate) const PERSIST: &str = r#"
+WITH pe_in AS (
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int4[], $4::text[], $5::bool[])
+        AS x(id, token, kind, msg, object_exists)
+),
+avc_in AS (
+    SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::bool[], $9::bool[], $10::text[], $11::uuid[])
+        AS y(id, pe, written, resolved, sval, rcso)
+),
+state AS MATERIALIZED (
+    SELECT x.id, x.token, x.kind, x.msg, x.object_exists,
+           COALESCE(bool_or(a."Status" IN (0, 2) AND NOT COALESCE(y.written, false)
+                            AND a.unresolved AND NOT COALESCE(y.resolved, false)), false) AS rem_unresolved,
+           COALESCE(bool_or(a."Status" IN (0, 2) AND NOT COALESCE(y.written, false)
+                            AND NOT (a.unresolved AND NOT COALESCE(y.resolved, false))), false) AS rem_pending,
+           COALESCE(bool_or(a.unresolved AND NOT COALESCE(y.resolved, false)), false) AS unresolved_after
+    FROM pe_in x
+    LEFT JOIN LATERAL (
+        SELECT c."Id", c."PendingExportId", c."Status",
+               (c."UnresolvedReferenceValue" IS NOT NULL AND c."UnresolvedReferenceValue" <> '') AS unresolved
+        FROM "PendingExportAttributeValueChanges" c
+        WHERE c."PendingExportId" = x.id
+    ) a ON true
+    LEFT JOIN avc_in y ON y.id = a."Id" AND y.pe = x.id
+    GROUP BY x.id, x.token, x.kind, x.msg, x.object_exists
+),
+pe_upd AS (
+    UPDATE "PendingExports" t SET
+        "Status" = CASE
+            WHEN s.kind = 0 AND t."ChangeType" = 2 THEN 4
+            WHEN s.kind = 0 AND NOT s.rem_unresolved AND NOT s.rem_pending THEN 4
+            WHEN s.kind = 1 AND t."ErrorCount" + 1 >= t."MaxRetries" THEN 3
+            ELSE 0 END,
+        "ChangeType" = CASE
+            WHEN t."ChangeType" = 0 AND s.kind = 0 AND (s.rem_unresolved OR s.rem_pending) THEN 1
+            WHEN t."ChangeType" = 0 AND s.kind = 1 AND s.object_exists THEN 1
+            ELSE t."ChangeType" END,
+        "ErrorCount" = CASE WHEN s.kind = 1 THEN t."ErrorCount" + 1 ELSE t."ErrorCount" END,
+        "LastAttemptedAt" = CASE
+            WHEN s.kind = 0 AND (t."ChangeType" = 2 OR NOT (s.rem_unresolved OR s.rem_pending))
+                THEN t."LastAttemptedAt"
+            ELSE now() END,
+        "NextRetryAt" = CASE
+            WHEN s.kind = 1 THEN now() + make_interval(
+                mins => LEAST(1 << LEAST(GREATEST(t."ErrorCount" + 1, 0), 6), 60))
+            WHEN s.kind = 2 THEN now() + interval '5 minutes'
+            WHEN t."ChangeType" = 2 THEN t."NextRetryAt"
+            WHEN s.rem_unresolved THEN now() + interval '5 minutes'
+            WHEN s.rem_pending THEN now()
+            ELSE t."NextRetryAt" END,
+        "LastErrorMessage" = CASE WHEN s.kind = 1 THEN s.msg ELSE t."LastErrorMessage" END,
+        "LastErrorStackTrace" = CASE WHEN s.kind = 1 THEN NULL ELSE t."LastErrorStackTrace" END,
+        "HasUnresolvedReferences" = CASE
+            WHEN s.kind = 2 THEN true
+            WHEN s.kind = 0 AND t."ChangeType" <> 2 AND s.rem_unresolved THEN true
+            ELSE s.unresolved_after END
+    FROM state s
+    WHERE t."Id" = s.id AND t."Status" = 2 AND t."LastAttemptedAt" = s.token
+    RETURNING t."Id", t."Status", t."ChangeType", t."ErrorCount", t."HasUnresolvedReferences",
+              t."NextRetryAt", t."ConnectedSystemObjectId"
+),
+avc_upd AS (
+    UPDATE "PendingExportAttributeValueChanges" a SET
+        "Status" = CASE WHEN y.written AND a."Status" IN (0, 2) THEN 1 ELSE a."Status" END,
+        "ExportAttemptCount" = CASE WHEN y.written AND a."Status" IN (0, 2)
+            THEN a."ExportAttemptCount" + 1 ELSE a."ExportAttemptCount" END,
+        "LastExportedAt" = CASE WHEN y.written AND a."Status" IN (0, 2) THEN now() ELSE a."LastExportedAt" END,
+        "StringValue" = CASE WHEN y.resolved THEN y.sval ELSE a."StringValue" END,
+        "UnresolvedReferenceValue" = CASE WHEN y.resolved THEN NULL ELSE a."UnresolvedReferenceValue" END,
+        "ResolvedReferenceCsoId" = CASE WHEN y.resolved THEN y.rcso ELSE a."ResolvedReferenceCsoId" END
+    FROM avc_in y
+    WHERE a."Id" = y.id AND a."PendingExportId" = y.pe AND y.pe IN (SELECT "Id" FROM pe_upd)
+    RETURNING a."Id"
+),
+cv_del AS (
+    DELETE FROM "ConnectedSystemObjectAttributeValues" v
+    USING unnest($12::uuid[], $13::uuid[]) AS d(id, pe)
+    WHERE v."Id" = d.id AND d.pe IN (SELECT "Id" FROM pe_upd)
+    RETURNING v."ConnectedSystemObjectId" AS cso
+),
+cv_in AS MATERIALIZED (
+    SELECT * FROM unnest($14::uuid[], $15::uuid[], $16::uuid[], $17::int4[], $18::bool[], $19::text[],
+                         $20::timestamptz[], $21::int4[], $22::int8[], $23::numeric[], $24::bytea[],
+                         $25::uuid[], $26::bool[], $27::uuid[], $28::text[])
+        AS i(id, pe, cso, attr, is_new, sval, dval, ival, lval, decval, bval, gval, boolval, ref, unresolved)
+    WHERE i.pe IN (SELECT "Id" FROM pe_upd)
+),
+cv_upd AS (
+    UPDATE "ConnectedSystemObjectAttributeValues" v SET
+        "StringValue" = i.sval, "DateTimeValue" = i.dval, "IntValue" = i.ival, "LongValue" = i.lval,
+        "DecimalValue" = i.decval, "ByteValue" = i.bval, "GuidValue" = i.gval, "BoolValue" = i.boolval,
+        "ReferenceValueId" = r."Id", "UnresolvedReferenceValue" = i.unresolved
+    FROM cv_in i
+    LEFT JOIN "ConnectedSystemObjects" r ON r."Id" = i.ref
+    WHERE NOT i.is_new AND v."Id" = i.id
+    RETURNING v."ConnectedSystemObjectId" AS cso
+),
+cv_ins AS (
+    INSERT INTO "ConnectedSystemObjectAttributeValues"
+        ("Id", "AttributeId", "ConnectedSystemObjectId", "StringValue", "DateTimeValue", "IntValue",
+         "LongValue", "ByteValue", "GuidValue", "BoolValue", "ReferenceValueId", "UnresolvedReferenceValue",
+         "DecimalValue")
+    SELECT i.id, i.attr, i.cso, i.sval, i.dval, i.ival, i.lval, i.bval, i.gval, i.boolval, r."Id",
+           i.unresolved, i.decval
+    FROM cv_in i
+    JOIN "ConnectedSystemObjects" o ON o."Id" = i.cso
+    LEFT JOIN "ConnectedSystemObjects" r ON r."Id" = i.ref
+    WHERE i.is_new
+    RETURNING "ConnectedSystemObjectId" AS cso
+),
+cso_upd AS (
+    UPDATE "ConnectedSystemObjects" o
+    SET "ImportStateHash" = NULL, "ImportStateFingerprint" = NULL
+    WHERE o."Id" = ANY(ARRAY(SELECT cso FROM cv_del UNION SELECT cso FROM cv_upd UNION SELECT cso FROM cv_ins))
+    RETURNING o."Id"
+)
+SELECT p."Id", p."Status", p."ChangeType", p."ErrorCount", p."HasUnresolvedReferences", p."NextRetryAt",
+       (SELECT count(*) FROM avc_upd), (SELECT count(*) FROM cso_upd)
+FROM pe_upd p"#;
+
+/// Summary of one connected system's queue for operators (`$1` system, `$2` lease seconds).
+pub(crate) const QUEUE_SUMMARY: &str = concat!(
+    r#"
+SELECT pe."Status", pe."ChangeType", count(*),
+       count(*) FILTER (WHERE pe."NextRetryAt" IS NULL OR pe."NextRetryAt" <= now()),
+       count(*) FILTER (WHERE pe."NextRetryAt" > now()),
+       count(*) FILTER (WHERE pe."Status" = 2
+           AND COALESCE(pe."LastAttemptedAt", '-infinity'::timestamptz) < now() - make_interval(secs => $2::float8)),
+       count(*) FILTER (WHERE pe."HasUnresolvedReferences"),
+       count(*) FILTER (WHERE "#,
+    eligibility!("$2"),
+    r#"),
+       min(pe."LastAttemptedAt") FILTER (WHERE pe."Status" = 3)
+FROM "PendingExports" pe
+WHERE pe."ConnectedSystemId" = $1
+GROUP BY pe."Status", pe."ChangeType"
+ORDER BY pe."Status", pe."ChangeType""#
+);
+
+/// Returns rows stranded in `Executing` for longer than `$2` seconds to Pending (operator action).
+pub(crate) const RELEASE_STRANDED: &str = r#"
+UPDATE "PendingExports" pe
+SET "Status" = 0
+WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 2
+  AND COALESCE(pe."LastAttemptedAt", '-infinity'::timestamptz) < now() - make_interval(secs => $2::float8)"#;
+
+/// Resets Failed exports to Pending with a clean error state (operator action; JIM's
+/// `RetryFailedExportsAsync`, set-based).
+pub(crate) const RESET_FAILED: &str = r#"
+UPDATE "PendingExports" pe
+SET "Status" = 0, "ErrorCount" = 0, "NextRetryAt" = NULL, "LastErrorMessage" = NULL,
+    "LastErrorStackTrace" = NULL
+WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 3"#;

@@ -1,0 +1,660 @@
+//! Planned exports run against the testkit's real slapd: creates with anchor read-back (post-read and
+//! search), updates of every kind including rename and move, a 20,000-member group built and shrunk
+//! without losing a value, deletes and disables, the placeholder member, convergence when values already
+//! hold, re-attempts that adopt an existing entry, a first attempt that meets a taken DN, partial
+//! progress after a failed overflow modify or a failed modify after a rename, and many exports at once.
+
+mod directory_support;
+
+use std::time::Duration;
+
+use directory_support::*;
+use jim_export::config::{DeleteBehaviour, ExportSettings, ScopeContainer};
+use jim_export::directory::{DirectoryTuning, ExportJob, ExportStatus};
+use jim_export::model::{
+    ConnectedSystemContainerScope, ConnectedSystemExportErrorType, ValueSlots,
+};
+use tokio::sync::mpsc;
+
+fn defaults() -> ExportSettings {
+    ExportSettings::default()
+}
+
+fn person(fx: &Fixture, uid: &str) -> Export {
+    Export::create()
+        .text(person::DN, C::Add, &fx.dn(&format!("uid={uid}")))
+        .text(person::UID, C::Add, uid)
+        .text(person::CN, C::Add, &format!("{uid} cn"))
+        .text(person::SN, C::Add, "Doe")
+}
+
+#[tokio::test]
+async fn create_reads_the_anchor_back_through_post_read() -> TestResult {
+    let fx = Fixture::new("create-post-read").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    assert!(directory.profile().supports_post_read);
+    let pt = person_type();
+    let e = person(&fx, "jdoe").text(person::MAIL, C::Add, "jdoe@example.org");
+    let r = run_ok(&directory, job(&defaults(), &e, &pt, None)).await;
+    let dn = fx.dn("uid=jdoe");
+    assert_eq!(r.secondary_external_id.as_deref(), Some(dn.as_str()));
+    assert_eq!(r.external_id, fx.entry_uuid(&dn).await?);
+    assert!(r.external_id.is_some());
+    assert_eq!(r.operations, 1, "the anchor came back on the Add itself");
+    assert!(r.entry_created);
+    let mut written = r.written_change_ids.clone();
+    written.sort();
+    let mut expected = e.ids();
+    expected.sort();
+    assert_eq!(written, expected);
+    assert_eq!(
+        fx.values(&dn, "mail").await?,
+        Some(set(["jdoe@example.org".to_string()]))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn create_reads_the_anchor_back_by_search_without_post_read() -> TestResult {
+    let fx = Fixture::new("create-search").await?;
+    let directory = fx
+        .connect(DirectoryTuning {
+            use_post_read: false,
+            ..DirectoryTuning::default()
+        })
+        .await?;
+    let pt = person_type();
+    let r = run_ok(
+        &directory,
+        job(&defaults(), &person(&fx, "asmith"), &pt, None),
+    )
+    .await;
+    let dn = fx.dn("uid=asmith");
+    assert_eq!(r.operations, 2, "an Add, then a base search");
+    assert_eq!(r.external_id, fx.entry_uuid(&dn).await?);
+    assert!(r.external_id.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn updates_of_every_kind_with_rename_and_move() -> TestResult {
+    let fx = Fixture::new("updates").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    let settings = ExportSettings {
+        create_containers_as_needed: true,
+        ..defaults()
+    };
+    let created = person(&fx, "mover")
+        .text(person::PHONE, C::Add, "+1 555 0100")
+        .text(person::PHONE, C::Add, "+1 555 0101")
+        .text(person::DESCRIPTION, C::Add, "to be cleared")
+        .text(person::MAIL, C::Add, "old@example.org");
+    run_ok(&directory, job(&settings, &created, &pt, None)).await;
+    let old_dn = fx.dn("uid=mover");
+
+    // Rename and move into a container that does not exist yet, with every change type at once.
+    let new_dn = fx.dn("uid=moved,ou=Sub2,ou=Sub1");
+    let update = Export::update()
+        .text(person::DN, C::Update, &new_dn)
+        .text(person::UID, C::Update, "moved")
+        .text(person::PHONE, C::Add, "+1 555 0102")
+        .text(person::PHONE, C::Remove, "+1 555 0100")
+        .text(person::MAIL, C::Update, "new@example.org")
+        .clear(person::DESCRIPTION)
+        .value(
+            person::EMPLOYEE_NUMBER,
+            C::Update,
+            ValueSlots {
+                int: Some(4711),
+                ..Default::default()
+            },
+        );
+    let c = cso(&pt, &old_dn, &[]);
+    let r = run_ok(&directory, job(&settings, &update, &pt, Some(&c))).await;
+    assert_eq!(r.secondary_external_id.as_deref(), Some(new_dn.as_str()));
+    assert_eq!(r.external_id, None);
+    assert_eq!(r.containers_created.len(), 2, "{:?}", r.containers_created);
+    assert!(!fx.exists(&old_dn).await?);
+    assert_eq!(
+        fx.values(&new_dn, "telephoneNumber").await?,
+        Some(set(["+1 555 0101".to_string(), "+1 555 0102".to_string()]))
+    );
+    assert_eq!(
+        fx.values(&new_dn, "mail").await?,
+        Some(set(["new@example.org".to_string()]))
+    );
+    assert_eq!(fx.values(&new_dn, "description").await?, Some(set([])));
+    assert_eq!(
+        fx.values(&new_dn, "employeeNumber").await?,
+        Some(set(["4711".to_string()]))
+    );
+    assert_eq!(
+        fx.values(&new_dn, "uid").await?,
+        Some(set(["moved".to_string()])),
+        "the old RDN value is deleted"
+    );
+    assert_eq!(r.written_change_ids.len(), update.ids().len());
+
+    // An RDN-only rename within the same parent, and a case-only change that does not rename.
+    let renamed = fx.dn("uid=renamed,ou=Sub2,ou=Sub1");
+    let e = Export::update().text(person::DN, C::Update, &renamed);
+    let c = cso(&pt, &new_dn, &[]);
+    let r = run_ok(&directory, job(&settings, &e, &pt, Some(&c))).await;
+    assert_eq!(r.secondary_external_id.as_deref(), Some(renamed.as_str()));
+    assert!(fx.exists(&renamed).await?);
+    let e = Export::update().text(person::DN, C::Update, &renamed.to_uppercase());
+    let c = cso(&pt, &renamed, &[]);
+    let r = run_ok(&directory, job(&settings, &e, &pt, Some(&c))).await;
+    assert_eq!(r.operations, 0);
+    assert_eq!(r.secondary_external_id, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn large_group_is_built_and_shrunk_without_losing_a_value() -> TestResult {
+    let fx = Fixture::new("large-group").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let gt = group_type();
+    let dn = fx.dn("cn=everyone");
+    let mut create =
+        Export::create()
+            .text(group::DN, C::Add, &dn)
+            .text(group::CN, C::Add, "everyone");
+    for i in 0..20_000 {
+        create = create.text(group::MEMBER, C::Add, &member(i));
+    }
+    let plan = job(&defaults(), &create, &gt, None);
+    let r = run_ok(&directory, plan).await;
+    assert_eq!(
+        r.operations, 20,
+        "one Add of 1,000 and 19 overflow modifies"
+    );
+    let members = fx.values(&dn, "member").await?.unwrap_or_default();
+    assert_eq!(members.len(), 20_000);
+    assert_eq!(members, set((0..20_000).map(member)));
+
+    // Shrink: 15,000 removals and 500 additions in one export.
+    let mut shrink = Export::update();
+    for i in 0..15_000 {
+        shrink = shrink.text(group::MEMBER, C::Remove, &member(i));
+    }
+    for i in 20_000..20_500 {
+        shrink = shrink.text(group::MEMBER, C::Add, &member(i));
+    }
+    let current: Vec<(i32, String)> = (0..20_000).map(|i| (group::MEMBER, member(i))).collect();
+    let current: Vec<(i32, &str)> = current.iter().map(|(a, v)| (*a, v.as_str())).collect();
+    let c = cso(&gt, &dn, &current);
+    let r = run_ok(&directory, job(&defaults(), &shrink, &gt, Some(&c))).await;
+    assert_eq!(r.written_change_ids.len(), 15_500);
+    let expected = set((15_000..20_500).map(member));
+    assert_eq!(
+        fx.values(&dn, "member").await?.unwrap_or_default(),
+        expected
+    );
+
+    // A replace larger than the batch (RemoveAll plus 2,500 values) keeps all 2,500 (§11.4, §11.5).
+    let mut replace = Export::update().clear(group::MEMBER);
+    for i in 30_000..32_500 {
+        replace = replace.text(group::MEMBER, C::Update, &member(i));
+    }
+    let r = run_ok(&directory, job(&defaults(), &replace, &gt, Some(&c))).await;
+    assert_eq!(r.operations, 3, "replace 1,000 then add 1,000 and 500");
+    assert_eq!(
+        fx.values(&dn, "member").await?.unwrap_or_default(),
+        set((30_000..32_500).map(member))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletes_and_disables_are_idempotent() -> TestResult {
+    let fx = Fixture::new("deletes").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    run_ok(
+        &directory,
+        job(&defaults(), &person(&fx, "gone"), &pt, None),
+    )
+    .await;
+    let dn = fx.dn("uid=gone");
+    let c = cso(&pt, &dn, &[]);
+    let r = run_ok(
+        &directory,
+        job(&defaults(), &Export::delete(), &pt, Some(&c)),
+    )
+    .await;
+    assert_eq!(
+        (r.external_id.as_deref(), r.secondary_external_id.as_deref()),
+        (None, None)
+    );
+    assert!(!fx.exists(&dn).await?);
+    // Deleting it again: "no such object" is success.
+    run_ok(
+        &directory,
+        job(&defaults(), &Export::delete(), &pt, Some(&c)),
+    )
+    .await;
+
+    // Disable through a configured attribute, and of a missing entry (§11.19).
+    let disable = ExportSettings {
+        delete_behaviour: DeleteBehaviour::Disable,
+        disable_attribute: "description".into(),
+        ..defaults()
+    };
+    run_ok(
+        &directory,
+        job(&defaults(), &person(&fx, "disabled"), &pt, None),
+    )
+    .await;
+    let dn = fx.dn("uid=disabled");
+    let c = cso(&pt, &dn, &[]);
+    run_ok(&directory, job(&disable, &Export::delete(), &pt, Some(&c))).await;
+    assert!(fx.exists(&dn).await?);
+    assert_eq!(
+        fx.values(&dn, "description").await?,
+        Some(set(["TRUE".to_string()]))
+    );
+    let missing = cso(&pt, &fx.dn("uid=never-there"), &[]);
+    run_ok(
+        &directory,
+        job(&disable, &Export::delete(), &pt, Some(&missing)),
+    )
+    .await;
+    let uac = ExportSettings {
+        delete_behaviour: DeleteBehaviour::Disable,
+        ..defaults()
+    };
+    run_ok(
+        &directory,
+        job(&uac, &Export::delete(), &pt, Some(&missing)),
+    )
+    .await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn placeholder_member_keeps_groups_valid() -> TestResult {
+    let fx = Fixture::new("placeholder").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let gt = group_type();
+    let dn = fx.dn("cn=empty");
+    let placeholder = "cn=placeholder".to_string();
+    let create = Export::create()
+        .text(group::DN, C::Add, &dn)
+        .text(group::CN, C::Add, "empty");
+    run_ok(&directory, job(&defaults(), &create, &gt, None)).await;
+    assert_eq!(
+        fx.values(&dn, "member").await?,
+        Some(set([placeholder.clone()]))
+    );
+
+    // Real members arrive; JIM's CSO shows none (import hides the placeholder): it goes (§11.3).
+    let add = Export::update()
+        .text(group::MEMBER, C::Add, &member(1))
+        .text(group::MEMBER, C::Add, &member(2));
+    let c = cso(&gt, &dn, &[]);
+    run_ok(&directory, job(&defaults(), &add, &gt, Some(&c))).await;
+    assert_eq!(
+        fx.values(&dn, "member").await?,
+        Some(set([member(1), member(2)]))
+    );
+
+    // The last members leave: the placeholder comes back in the same request.
+    let remove = Export::update()
+        .text(group::MEMBER, C::Remove, &member(1))
+        .text(group::MEMBER, C::Remove, &member(2));
+    let (m1, m2) = (member(1), member(2));
+    let c = cso(&gt, &dn, &[(group::MEMBER, &m1), (group::MEMBER, &m2)]);
+    run_ok(&directory, job(&defaults(), &remove, &gt, Some(&c))).await;
+    assert_eq!(
+        fx.values(&dn, "member").await?,
+        Some(set([placeholder.clone()]))
+    );
+
+    // Clearing the attribute keeps the placeholder too.
+    let add = Export::update().text(group::MEMBER, C::Add, &member(3));
+    run_ok(
+        &directory,
+        job(&defaults(), &add, &gt, Some(&cso(&gt, &dn, &[]))),
+    )
+    .await;
+    let clear = Export::update().clear(group::MEMBER);
+    let m3 = member(3);
+    let c = cso(&gt, &dn, &[(group::MEMBER, &m3)]);
+    run_ok(&directory, job(&defaults(), &clear, &gt, Some(&c))).await;
+    assert_eq!(fx.values(&dn, "member").await?, Some(set([placeholder])));
+    Ok(())
+}
+
+#[tokio::test]
+async fn values_that_already_hold_converge_without_failing() -> TestResult {
+    let fx = Fixture::new("converge").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let gt = group_type();
+    let dn = fx.dn("cn=partial");
+    fx.seed(
+        &dn,
+        vec![
+            ("objectClass", vec!["groupOfNames"]),
+            ("cn", vec!["partial"]),
+            ("member", vec![&member(1), &member(2)]),
+        ],
+    )
+    .await?;
+    // Adds of which two already hold (20), removals of which one is already gone (16).
+    let e = Export::update()
+        .text(group::MEMBER, C::Add, &member(1))
+        .text(group::MEMBER, C::Add, &member(2).to_uppercase())
+        .text(group::MEMBER, C::Add, &member(3))
+        .text(group::MEMBER, C::Remove, &member(9));
+    let (m1, m2) = (member(1), member(2));
+    let c = cso(&gt, &dn, &[(group::MEMBER, &m1), (group::MEMBER, &m2)]);
+    let r = run_ok(&directory, job(&defaults(), &e, &gt, Some(&c))).await;
+    assert!(r.operations > 1, "the conflict was converged, not ignored");
+    assert_eq!(
+        fx.values(&dn, "member").await?,
+        Some(set([member(1), member(2), member(3)]))
+    );
+    assert_eq!(r.written_change_ids.len(), 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reattempt_adopts_an_existing_entry() -> TestResult {
+    let fx = Fixture::new("adopt").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    let dn = fx.dn("uid=left-behind");
+    fx.seed(
+        &dn,
+        vec![
+            ("objectClass", vec!["inetOrgPerson"]),
+            ("uid", vec!["left-behind"]),
+            ("cn", vec!["stale"]),
+            ("sn", vec!["stale"]),
+            ("description", vec!["from the crashed attempt"]),
+        ],
+    )
+    .await?;
+    let e = person(&fx, "left-behind").text(person::DESCRIPTION, C::Add, "converged");
+    let r = run_ok(&directory, job(&defaults(), &e, &pt, None).reattempt(true)).await;
+    assert!(r.adopted && r.entry_created);
+    assert_eq!(r.external_id, fx.entry_uuid(&dn).await?);
+    assert_eq!(r.secondary_external_id.as_deref(), Some(dn.as_str()));
+    assert_eq!(
+        fx.values(&dn, "cn").await?,
+        Some(set(["left-behind cn".to_string()]))
+    );
+    assert_eq!(
+        fx.values(&dn, "description").await?,
+        Some(set(["converged".to_string()]))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn first_attempt_add_of_a_taken_dn_fails() -> TestResult {
+    let fx = Fixture::new("taken").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    let dn = fx.dn("uid=someone");
+    fx.seed(
+        &dn,
+        vec![
+            ("objectClass", vec!["inetOrgPerson"]),
+            ("uid", vec!["someone"]),
+            ("cn", vec!["Someone Else"]),
+            ("sn", vec!["Else"]),
+        ],
+    )
+    .await?;
+    let r = directory
+        .execute(job(&defaults(), &person(&fx, "someone"), &pt, None))
+        .await;
+    assert_eq!(
+        r.error_type(),
+        Some(ConnectedSystemExportErrorType::General)
+    );
+    let message = r.error_message().unwrap_or_default();
+    assert!(message.contains("entryAlreadyExists (68)"), "{message}");
+    assert!(!r.entry_created && !r.adopted);
+    assert!(r.written_change_ids.is_empty());
+    assert_eq!(
+        fx.values(&dn, "cn").await?,
+        Some(set(["Someone Else".to_string()]))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn overflow_failure_after_the_add_reports_partial_progress() -> TestResult {
+    let fx = Fixture::new("overflow").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let gt = group_type();
+    let settings = ExportSettings {
+        modify_batch_size: 10,
+        ..defaults()
+    };
+    let dn = fx.dn("cn=half");
+    let mut e = Export::create()
+        .text(group::DN, C::Add, &dn)
+        .text(group::CN, C::Add, "half");
+    for i in 0..10 {
+        e = e.text(group::MEMBER, C::Add, &member(i));
+    }
+    e = e.text(group::MEMBER, C::Add, "this is not a DN");
+    let r = directory.execute(job(&settings, &e, &gt, None)).await;
+    assert!(!r.is_success());
+    assert!(
+        r.entry_created,
+        "the entry exists: the retry must be an Update"
+    );
+    assert_eq!(r.external_id, fx.entry_uuid(&dn).await?);
+    assert!(r.external_id.is_some());
+    assert_eq!(r.secondary_external_id.as_deref(), Some(dn.as_str()));
+    assert_eq!(
+        r.written_change_ids.len(),
+        12,
+        "DN, cn and the ten members of the Add"
+    );
+    let message = r.error_message().unwrap_or_default();
+    assert!(
+        message.contains("Modify of") && message.contains(&dn),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn failure_after_a_rename_reports_the_new_dn() -> TestResult {
+    let fx = Fixture::new("rename-then-fail").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    run_ok(
+        &directory,
+        job(&defaults(), &person(&fx, "before"), &pt, None),
+    )
+    .await;
+    let old = fx.dn("uid=before");
+    let new = fx.dn("uid=after");
+    let e = Export::update().text(person::DN, C::Update, &new).text(
+        person::BOGUS,
+        C::Update,
+        "the schema has no such attribute",
+    );
+    let r = directory
+        .execute(job(&defaults(), &e, &pt, Some(&cso(&pt, &old, &[]))))
+        .await;
+    assert!(!r.is_success());
+    assert_eq!(r.secondary_external_id.as_deref(), Some(new.as_str()));
+    assert_eq!(r.written_change_ids, vec![e.ids()[0]]);
+    assert!(fx.exists(&new).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn plan_failures_make_no_ldap_call() -> TestResult {
+    let fx = Fixture::new("scope").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    let settings = ExportSettings {
+        managed_scope: vec![ScopeContainer {
+            dn: fx.dn("ou=Managed"),
+            scope: ConnectedSystemContainerScope::Subtree,
+            excluded: false,
+        }],
+        ..defaults()
+    };
+    let before = directory.stats().operations();
+    let r = directory
+        .execute(job(&settings, &person(&fx, "outside"), &pt, None))
+        .await;
+    assert_eq!(
+        r.error_type(),
+        Some(ConnectedSystemExportErrorType::OutsideManagedScope)
+    );
+    assert_eq!(r.operations, 0);
+    assert_eq!(directory.stats().operations(), before);
+    assert!(!fx.exists(&fx.dn("uid=outside")).await?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_exports_stream_through_with_shared_containers() -> TestResult {
+    let fx = Fixture::new("stream").await?;
+    let directory = fx
+        .connect(DirectoryTuning {
+            connections: Some(2),
+            in_flight_per_connection: Some(8),
+            ..DirectoryTuning::default()
+        })
+        .await?;
+    let pt = person_type();
+    let settings = ExportSettings {
+        create_containers_as_needed: true,
+        ..defaults()
+    };
+    let (job_tx, job_rx) = mpsc::channel::<ExportJob>(16);
+    let (result_tx, mut result_rx) = mpsc::channel(16);
+    let runner = {
+        let d = directory.clone();
+        tokio::spawn(async move { d.run(job_rx, result_tx).await })
+    };
+    let n = 300;
+    let mut expected = std::collections::HashMap::new();
+    let feeder_jobs: Vec<ExportJob> = (0..n)
+        .map(|i| {
+            let dn = fx.dn(&format!("uid=s{i},ou=Team{},ou=Shared", i % 3));
+            let e = Export::create()
+                .text(person::DN, C::Add, &dn)
+                .text(person::UID, C::Add, &format!("s{i}"))
+                .text(person::CN, C::Add, "S")
+                .text(person::SN, C::Add, "S");
+            expected.insert(e.0.id, dn);
+            job(&settings, &e, &pt, None)
+        })
+        .collect();
+    let feeder = tokio::spawn(async move {
+        for j in feeder_jobs {
+            job_tx.send(j).await.expect("the runner takes jobs");
+        }
+    });
+    let mut seen = 0;
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(60), result_rx.recv()).await? {
+        assert!(r.is_success(), "{:?}", r.status);
+        assert!(
+            expected.remove(&r.export_id).is_some(),
+            "one result per export"
+        );
+        seen += 1;
+    }
+    feeder.await?;
+    runner.await?;
+    assert_eq!(seen, n);
+    let mut created = directory.created_containers();
+    created.sort();
+    assert_eq!(
+        created.len(),
+        4,
+        "ou=Shared and three teams, each created once: {created:?}"
+    );
+    let stats = directory.stats();
+    assert!(
+        stats.peak_in_flight > 1,
+        "operations were pipelined: {stats:?}"
+    );
+    assert!(stats.peak_in_flight <= 16);
+    assert_eq!(
+        fx.slapd
+            .count_entries(&fx.dn("ou=Shared"), "(objectClass=inetOrgPerson)")
+            .await?,
+        n
+    );
+    Ok(())
+}
+
+/// `ExecuteAsync_EmptyList_…`, `…MaintainsPositionalOrdering…`, `…IndividualFailure_DoesNotAbortOtherExports…`,
+/// `…ExceptionInOneExport_OthersStillComplete…`, `…MixedOperations_MaintainsCorrectResults…`.
+#[tokio::test]
+async fn execute_all_returns_one_result_per_export_in_input_order() -> TestResult {
+    let fx = Fixture::new("batch").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    assert!(directory.execute_all(Vec::new()).await.is_empty());
+    let pt = person_type();
+    let seeded: Vec<Export> = (0..3).map(|i| person(&fx, &format!("m{i}"))).collect();
+    for e in &seeded {
+        run_ok(&directory, job(&defaults(), e, &pt, None)).await;
+    }
+    let taken = person(&fx, "m0");
+    let no_dn = Export::create().text(person::UID, C::Add, "nodn");
+    let update0 = Export::update().text(person::MAIL, C::Update, "m0@example.org");
+    let update2 = Export::update().text(person::MAIL, C::Update, "m2@example.org");
+    let cso0 = cso(&pt, &fx.dn("uid=m0"), &[]);
+    let cso1 = cso(&pt, &fx.dn("uid=m1"), &[]);
+    let cso2 = cso(&pt, &fx.dn("uid=m2"), &[]);
+    let mut exports: Vec<(
+        Export,
+        Option<&jim_export::model::ConnectedSystemObject>,
+        bool,
+    )> = vec![
+        (update0, Some(&cso0), true),
+        (Export::delete(), Some(&cso1), true),
+        (taken, None, false),
+        (update2, Some(&cso2), true),
+        (no_dn, None, false),
+    ];
+    for i in 0..40 {
+        exports.push((person(&fx, &format!("b{i}")), None, true));
+    }
+    let jobs = exports
+        .iter()
+        .map(|(e, c, _)| job(&defaults(), e, &pt, *c))
+        .collect();
+    let results = directory.execute_all(jobs).await;
+    assert_eq!(results.len(), exports.len());
+    for ((e, _, ok), r) in exports.iter().zip(&results) {
+        assert_eq!(e.0.id, r.export_id, "positional");
+        assert_eq!(r.is_success(), *ok, "{:?}", r.status);
+    }
+    assert!(
+        results[2]
+            .error_message()
+            .unwrap_or_default()
+            .contains("entryAlreadyExists")
+    );
+    assert!(
+        results[4]
+            .error_message()
+            .unwrap_or_default()
+            .contains("could not be determined")
+    );
+    assert_eq!(results[4].operations, 0);
+    assert_eq!(results[0].status, ExportStatus::Succeeded);
+    assert!(!fx.exists(&fx.dn("uid=m1")).await?);
+    assert_eq!(
+        fx.values(&fx.dn("uid=m2"), "mail").await?,
+        Some(set(["m2@example.org".to_string()]))
+    );
+    Ok(())
+}

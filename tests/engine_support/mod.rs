@@ -1,0 +1,191 @@
+//! Shared harness for the engine's end-to-end tests: a JIM database on the shared PostgreSQL, a
+//! throwaway slapd, a seeded connected system, requests for it, and directory/database assertions.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use jim_export::config::{DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions};
+use jim_export::engine::{CancellationToken, Engine, LogRecord, RunListener};
+use jim_export::report::{BatchReport, ProgressEvent, RunResult};
+use jim_export_testkit::seed::{self, DirectoryState, SeedOptions, SeededSystem, Template};
+use jim_export_testkit::slapd::{self, Slapd, SlapdOptions};
+use jim_export_testkit::{JimDatabase, Postgres};
+use ldap3::{Scope, SearchEntry};
+use sqlx::Row;
+
+/// One test's servers and seeded system.
+pub struct Env {
+    pub db: JimDatabase,
+    pub slapd: Slapd,
+    pub seeded: SeededSystem,
+}
+
+impl Env {
+    /// A fresh database with `template` seeded for a fresh slapd.
+    pub async fn new(template: Template) -> Env {
+        Self::with(SeedOptions::new(template), SlapdOptions::default()).await
+    }
+
+    /// A fresh database and slapd, seeded with `options` (suffix and directory filled in).
+    pub async fn with(options: SeedOptions, slapd_options: SlapdOptions) -> Env {
+        let pg = Postgres::shared().await.expect("PostgreSQL starts");
+        let db = pg.jim_database().await.expect("a JIM database");
+        let slapd = Slapd::start(slapd_options).await.expect("slapd starts");
+        let (host, port) = host_port(slapd.ldap_url());
+        let options = options.with_suffix(slapd.suffix()).with_directory(host, port);
+        let seeded = seed::seed(&db.pool, &options).await.expect("seed");
+        Env { db, slapd, seeded }
+    }
+
+    /// A request exporting the seeded system to the slapd over plain LDAP.
+    pub fn request(&self) -> ExportRequest {
+        ExportRequest {
+            database: DatabaseConfig::new(self.db.url.clone()),
+            connected_system_id: self.seeded.connected_system_id(),
+            directory: DirectoryConfig::simple(self.slapd.ldap_url(), self.slapd.admin_dn(), self.slapd.admin_password()),
+            settings: ExportSettings::default(),
+            options: RunOptions::default(),
+        }
+    }
+
+    /// Runs an export with `request`, collecting its events.
+    pub async fn run(&self, engine: &Engine, request: &ExportRequest) -> (RunResult, Arc<Events>) {
+        let events = Arc::new(Events::default());
+        let result = engine
+            .run_export(request, events.clone(), CancellationToken::new())
+            .await
+            .expect("the export runs");
+        (result, events)
+    }
+
+    /// The directory's content under the suffix's containers, in the shape of [`DirectoryState`].
+    pub async fn directory(&self) -> DirectoryState {
+        read_directory(&self.slapd).await
+    }
+
+    /// Status counts of the system's pending exports: (Status, ChangeType) → count.
+    pub async fn pending_export_counts(&self) -> BTreeMap<(i32, i32), i64> {
+        let rows = sqlx::query(
+            r#"SELECT "Status", "ChangeType", count(*) FROM "PendingExports" WHERE "ConnectedSystemId" = $1 GROUP BY 1, 2"#,
+        )
+        .bind(self.seeded.connected_system_id())
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("count pending exports");
+        rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect()
+    }
+
+    /// Rows left `Executing`.
+    pub async fn executing(&self) -> i64 {
+        sqlx::query_scalar(r#"SELECT count(*) FROM "PendingExports" WHERE "ConnectedSystemId" = $1 AND "Status" = 2"#)
+            .bind(self.seeded.connected_system_id())
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count executing")
+    }
+}
+
+/// `ldap://h:p` → (h, p).
+pub fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (h, p) = authority.rsplit_once(':').expect("a port");
+    (h.to_string(), p.parse().expect("a numeric port"))
+}
+
+/// Reads every entry below the suffix's `ou=People`, `ou=Groups` and `ou=Alumni` (not the OUs
+/// themselves), keeping the attributes the seed's expected state uses.
+pub async fn read_directory(slapd: &Slapd) -> DirectoryState {
+    let mut ldap = slapd.admin_ldap().await.expect("admin connection");
+    let mut state = DirectoryState::default();
+    for ou in ["People", "Groups", "Alumni"] {
+        let base = format!("ou={ou},{}", slapd.suffix());
+        let (entries, _) = match ldap.search(&base, Scope::OneLevel, "(objectClass=*)", vec!["*"]).await {
+            Ok(r) => match r.success() {
+                Ok(ok) => ok,
+                Err(_) => continue, // the container does not exist
+            },
+            Err(e) => panic!("search {base}: {e}"),
+        };
+        for raw in entries {
+            let entry = SearchEntry::construct(raw);
+            let mut attrs = BTreeMap::new();
+            for (name, values) in entry.attrs {
+                let name = canonical_attribute(&name);
+                attrs.insert(name, values.into_iter().collect::<BTreeSet<String>>());
+            }
+            state.entries.insert(entry.dn, attrs);
+        }
+    }
+    let _ = ldap.unbind().await;
+    state
+}
+
+/// The seed's spelling of an attribute name (slapd answers with the schema's).
+fn canonical_attribute(name: &str) -> String {
+    const KNOWN: &[&str] = &[
+        "objectClass", "uid", "employeeNumber", "givenName", "sn", "displayName", "cn", "mail", "title",
+        "departmentNumber", "o", "manager", "description", "member",
+    ];
+    KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)).map_or_else(|| name.to_string(), |k| k.to_string())
+}
+
+/// Asserts that `actual` holds exactly the entries of `expected`, each with exactly the expected values
+/// of every attribute `expected` lists (other operational or extra attributes are ignored).
+pub fn assert_directory_matches(actual: &DirectoryState, expected: &DirectoryState) {
+    let actual_dns: BTreeSet<&String> = actual.entries.keys().collect();
+    let expected_dns: BTreeSet<&String> = expected.entries.keys().collect();
+    let missing: Vec<_> = expected_dns.difference(&actual_dns).take(5).collect();
+    let extra: Vec<_> = actual_dns.difference(&expected_dns).take(5).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "entries differ: missing {missing:?}, unexpected {extra:?}");
+    for (dn, want) in &expected.entries {
+        let got = &actual.entries[dn];
+        for (attr, values) in want {
+            let have = got.get(attr).cloned().unwrap_or_default();
+            assert_eq!(&have, values, "{dn}: attribute {attr}");
+        }
+    }
+}
+
+/// Every event a run reported.
+#[derive(Default)]
+pub struct Events {
+    pub progress: Mutex<Vec<ProgressEvent>>,
+    pub batches: Mutex<Vec<BatchReport>>,
+    pub logs: Mutex<Vec<LogRecord>>,
+}
+
+impl RunListener for Events {
+    fn on_progress(&self, event: &ProgressEvent) {
+        self.progress.lock().unwrap().push(event.clone());
+    }
+    fn on_batch(&self, report: &BatchReport) {
+        self.batches.lock().unwrap().push(report.clone());
+    }
+    fn on_log(&self, record: &LogRecord) {
+        self.logs.lock().unwrap().push(record.clone());
+    }
+}
+
+impl Events {
+    /// All report items, in report order.
+    pub fn items(&self) -> Vec<jim_export::report::ReportItem> {
+        self.batches.lock().unwrap().iter().flat_map(|b| b.items.clone()).collect()
+    }
+}
+
+/// Reads one entry's attribute values.
+pub async fn entry_values(slapd: &Slapd, dn: &str, attr: &str) -> Option<BTreeSet<String>> {
+    let mut ldap = slapd.admin_ldap().await.expect("admin connection");
+    let entry = slapd::read_entry(&mut ldap, dn, &[attr]).await.expect("read entry")?;
+    Some(
+        entry
+            .attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+            .map(|(_, v)| v.iter().cloned().collect())
+            .unwrap_or_default(),
+    )
+}
