@@ -147,9 +147,16 @@ impl Inner {
                         run.reattempt = true;
                     }
                     if attempt >= max {
+                        let mut message = format!("{message} (gave up after {} attempts)", attempt + 1);
+                        if run.reattempt {
+                            // The directory may have applied part of this export without our knowing:
+                            // say so, so the next attempt reads the directory before writing.
+                            message.push(' ');
+                            message.push_str(super::OUTCOME_UNKNOWN_NOTE);
+                        }
                         return Err(ExportStatus::Failed {
                             error_type: ConnectedSystemExportErrorType::General,
-                            message: format!("{message} (gave up after {} attempts)", attempt + 1),
+                            message,
                         });
                     }
                     attempt += 1;

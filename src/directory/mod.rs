@@ -37,6 +37,12 @@ use crate::model::ConnectedSystemExportErrorType;
 use crate::plan::{ExportPlan, PlanFailure, ValueSubstitution};
 
 pub use dialect::{DirectoryProfile, RootDse, concurrency_defaults};
+
+/// Appended to the message of an export that gave up after an operation whose outcome is unknown (a
+/// timeout, or a connection lost after sending). The message is stored as `LastErrorMessage`, and the
+/// engine treats the next attempt of such an export as a re-attempt: it reads the directory first and
+/// adopts what the earlier attempt already wrote, instead of failing on it.
+pub const OUTCOME_UNKNOWN_NOTE: &str = "[outcome unknown: the next attempt reads the directory first]";
 pub use entry::RawEntry;
 pub use rate::RateLimiter;
 

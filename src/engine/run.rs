@@ -23,7 +23,7 @@ use super::dependencies::{Dependencies, Readiness};
 use super::reporting::{Counters, build_items};
 use super::{CancellationToken, LogLevel, LogRecord, RunListener};
 use crate::config::ExportRequest;
-use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult, ExportStatus};
+use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult, ExportStatus, OUTCOME_UNKNOWN_NOTE};
 use crate::error::{Error, Result};
 use crate::model::{ExportPhase, PendingExportChangeType, UnresolvedReferenceHandling};
 use crate::outcome::{ExportOutcome, ExportResult, Failure, Progress, Success};
@@ -497,7 +497,10 @@ impl Coordinator {
             }
         };
         let plan = self.planner.plan(&input);
-        self.ready.push_back(ExportJob::new(export.id, plan).reattempt(claimed.re_attempt));
+        // A row recovered from a crashed run's claim, or one whose last attempt ended not knowing what
+        // the directory applied, may already be (partly) in the directory.
+        let unknown_before = export.last_error_message.as_deref().is_some_and(|m| m.contains(OUTCOME_UNKNOWN_NOTE));
+        self.ready.push_back(ExportJob::new(export.id, plan).reattempt(claimed.re_attempt || unknown_before));
     }
 
     fn on_result(&mut self, result: DirectoryResult) {
@@ -509,16 +512,34 @@ impl Coordinator {
         for w in &result.warnings {
             self.log.debug(format!("pending export {}: {w}", result.export_id));
         }
-        let is_create = claimed.export.change_type == PendingExportChangeType::Create;
-        let cso = claimed.export.connected_system_object_id;
-        let entry_exists = result.entry_created || (is_create && result.is_success());
         let outcome = to_outcome(claimed, result);
         if let ExportResult::Failed(f) = &outcome.result {
             self.log.debug(format!("pending export {} failed: {}", outcome.pending_export_id(), f.message));
         }
         self.complete(outcome);
-        if is_create && let Some(cso) = cso {
-            let released = self.deps.create_completed(cso, entry_exists);
+    }
+
+    /// Adds an outcome to the flush buffer. When it ends a Create of this run, the exports waiting for
+    /// that object are released: planned if the object exists now, deferred if not (and so on down
+    /// the chain, since a deferred Create releases its own waiters the same way).
+    fn complete(&mut self, outcome: ExportOutcome) {
+        let mut work = vec![outcome];
+        while let Some(outcome) = work.pop() {
+            let export = &outcome.export.export;
+            let created = (export.change_type == PendingExportChangeType::Create)
+                .then_some(export.connected_system_object_id)
+                .flatten();
+            let exists = match &outcome.result {
+                ExportResult::Succeeded(_) => true,
+                ExportResult::Failed(f) => f.progress.object_exists,
+                ExportResult::Deferred => false,
+            };
+            if self.buffer.is_empty() {
+                self.buffer_since = Some(Instant::now());
+            }
+            self.buffer.push(outcome);
+            let Some(cso) = created else { continue };
+            let released = self.deps.create_completed(cso, exists);
             for id in released.ready {
                 if let Some(claimed) = self.held.remove(&id) {
                     self.plan(&claimed);
@@ -527,19 +548,11 @@ impl Coordinator {
             }
             for id in released.failed {
                 if let Some(claimed) = self.held.remove(&id) {
-                    self.log.debug(format!("pending export {id} deferred: an object it names failed to be created in this run"));
-                    self.complete(ExportOutcome::deferred(claimed));
+                    self.log.debug(format!("pending export {id} deferred: an object it names was not created in this run"));
+                    work.push(ExportOutcome::deferred(claimed));
                 }
             }
         }
-    }
-
-    /// Adds an outcome to the flush buffer.
-    fn complete(&mut self, outcome: ExportOutcome) {
-        if self.buffer.is_empty() {
-            self.buffer_since = Some(Instant::now());
-        }
-        self.buffer.push(outcome);
     }
 
     /// Hands the buffer to a persist task when it is full, old enough, or `force`d.

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use jim_export::config::{DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions};
+use jim_export::config::{
+    DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions,
+};
 use jim_export::engine::{CancellationToken, Engine, LogRecord, RunListener};
 use jim_export::report::{BatchReport, ProgressEvent, RunResult};
 use jim_export_testkit::seed::{self, DirectoryState, SeedOptions, SeededSystem, Template};
@@ -34,7 +36,9 @@ impl Env {
         let db = pg.jim_database().await.expect("a JIM database");
         let slapd = Slapd::start(slapd_options).await.expect("slapd starts");
         let (host, port) = host_port(slapd.ldap_url());
-        let options = options.with_suffix(slapd.suffix()).with_directory(host, port);
+        let options = options
+            .with_suffix(slapd.suffix())
+            .with_directory(host, port);
         let seeded = seed::seed(&db.pool, &options).await.expect("seed");
         Env { db, slapd, seeded }
     }
@@ -44,7 +48,11 @@ impl Env {
         ExportRequest {
             database: DatabaseConfig::new(self.db.url.clone()),
             connected_system_id: self.seeded.connected_system_id(),
-            directory: DirectoryConfig::simple(self.slapd.ldap_url(), self.slapd.admin_dn(), self.slapd.admin_password()),
+            directory: DirectoryConfig::simple(
+                self.slapd.ldap_url(),
+                self.slapd.admin_dn(),
+                self.slapd.admin_password(),
+            ),
             settings: ExportSettings::default(),
             options: RunOptions::default(),
         }
@@ -74,7 +82,9 @@ impl Env {
         .fetch_all(&self.db.pool)
         .await
         .expect("count pending exports");
-        rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect()
+        rows.iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect()
     }
 
     /// Rows left `Executing`.
@@ -102,7 +112,10 @@ pub async fn read_directory(slapd: &Slapd) -> DirectoryState {
     let mut state = DirectoryState::default();
     for ou in ["People", "Groups", "Alumni"] {
         let base = format!("ou={ou},{}", slapd.suffix());
-        let (entries, _) = match ldap.search(&base, Scope::OneLevel, "(objectClass=*)", vec!["*"]).await {
+        let (entries, _) = match ldap
+            .search(&base, Scope::OneLevel, "(objectClass=*)", vec!["*"])
+            .await
+        {
             Ok(r) => match r.success() {
                 Ok(ok) => ok,
                 Err(_) => continue, // the container does not exist
@@ -126,10 +139,25 @@ pub async fn read_directory(slapd: &Slapd) -> DirectoryState {
 /// The seed's spelling of an attribute name (slapd answers with the schema's).
 fn canonical_attribute(name: &str) -> String {
     const KNOWN: &[&str] = &[
-        "objectClass", "uid", "employeeNumber", "givenName", "sn", "displayName", "cn", "mail", "title",
-        "departmentNumber", "o", "manager", "description", "member",
+        "objectClass",
+        "uid",
+        "employeeNumber",
+        "givenName",
+        "sn",
+        "displayName",
+        "cn",
+        "mail",
+        "title",
+        "departmentNumber",
+        "o",
+        "manager",
+        "description",
+        "member",
     ];
-    KNOWN.iter().find(|k| k.eq_ignore_ascii_case(name)).map_or_else(|| name.to_string(), |k| k.to_string())
+    KNOWN
+        .iter()
+        .find(|k| k.eq_ignore_ascii_case(name))
+        .map_or_else(|| name.to_string(), |k| k.to_string())
 }
 
 /// Asserts that `actual` holds exactly the entries of `expected`, each with exactly the expected values
@@ -139,7 +167,10 @@ pub fn assert_directory_matches(actual: &DirectoryState, expected: &DirectorySta
     let expected_dns: BTreeSet<&String> = expected.entries.keys().collect();
     let missing: Vec<_> = expected_dns.difference(&actual_dns).take(5).collect();
     let extra: Vec<_> = actual_dns.difference(&expected_dns).take(5).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "entries differ: missing {missing:?}, unexpected {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "entries differ: missing {missing:?}, unexpected {extra:?}"
+    );
     for (dn, want) in &expected.entries {
         let got = &actual.entries[dn];
         for (attr, values) in want {
@@ -172,14 +203,21 @@ impl RunListener for Events {
 impl Events {
     /// All report items, in report order.
     pub fn items(&self) -> Vec<jim_export::report::ReportItem> {
-        self.batches.lock().unwrap().iter().flat_map(|b| b.items.clone()).collect()
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.items.clone())
+            .collect()
     }
 }
 
 /// Reads one entry's attribute values.
 pub async fn entry_values(slapd: &Slapd, dn: &str, attr: &str) -> Option<BTreeSet<String>> {
     let mut ldap = slapd.admin_ldap().await.expect("admin connection");
-    let entry = slapd::read_entry(&mut ldap, dn, &[attr]).await.expect("read entry")?;
+    let entry = slapd::read_entry(&mut ldap, dn, &[attr])
+        .await
+        .expect("read entry")?;
     Some(
         entry
             .attrs
