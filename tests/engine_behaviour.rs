@@ -359,3 +359,46 @@ async fn concurrent_runs_export_everything_exactly_once() {
         assert_eq!(count as u64, system.counts.pending_exports, "{suffix}");
     }
 }
+
+/// A dry run plans and reports every export without writing to the directory or the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_writes_nothing() {
+    let env = Env::new(Template::Nano).await;
+    let mut request = env.request();
+    request.options.dry_run = true;
+    // One export outside the managed scope: the dry run reports the failure a run would record.
+    request.settings.managed_scope = vec![jim_export::config::ScopeContainer {
+        dn: format!("ou=Groups,{}", env.slapd.suffix()),
+        scope: jim_export::model::ConnectedSystemContainerScope::Subtree,
+        excluded: false,
+    }];
+    let before: Vec<(i32, i32, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        r#"SELECT "Status", "ErrorCount", "LastAttemptedAt" FROM "PendingExports" WHERE "ConnectedSystemId" = $1 ORDER BY "Id""#,
+    )
+    .bind(env.seeded.connected_system_id())
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap();
+    let engine = Engine::new();
+    let (result, events) = env.run(&engine, &request).await;
+    assert!(result.dry_run);
+    let users = env.seeded.counts.users;
+    assert_eq!(result.failed_count, users, "users are outside the scope: {}", result.message);
+    assert_eq!(result.success_count, env.seeded.counts.groups);
+    assert_eq!(result.message, format!("Preview complete: {} export(s) would be processed", env.seeded.counts.pending_exports));
+    assert_eq!(events.items().len() as u64, env.seeded.counts.pending_exports);
+    let after: Vec<(i32, i32, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        r#"SELECT "Status", "ErrorCount", "LastAttemptedAt" FROM "PendingExports" WHERE "ConnectedSystemId" = $1 ORDER BY "Id""#,
+    )
+    .bind(env.seeded.connected_system_id())
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(before, after, "the database is untouched");
+    assert!(read_directory(&env.slapd).await.is_empty(), "the directory is untouched");
+    let resolved: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "PendingExportAttributeValueChanges" WHERE "ResolvedReferenceCsoId" IS NOT NULL"#)
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(resolved, 0, "resolutions are not persisted");
+}

@@ -7,6 +7,7 @@
 //! UniFFI layers own the runtime and drive the engine on it.
 
 mod dependencies;
+mod dry_run;
 mod listener;
 mod reporting;
 mod run;
@@ -54,7 +55,11 @@ impl Engine {
         let span = tracing::info_span!("export_run", connected_system_id = request.connected_system_id);
         async {
             let store = self.store(&request.database).await?;
-            run::run(store, request, listener, cancel).await
+            if request.options.dry_run {
+                dry_run::dry_run(store, request, listener).await
+            } else {
+                run::run(store, request, listener, cancel).await
+            }
         }
         .instrument(span)
         .await

@@ -119,6 +119,29 @@ impl ExportQueue {
         Ok(page)
     }
 
+    /// A dry run's look at the next page of `pass` after `after`: what [`ExportQueue::claim`] would
+    /// return, read without locking or marking anything and without the run holding the rows. One
+    /// statement.
+    pub async fn peek(&self, pass: Pass, after: Option<Cursor>, limit: u32) -> Result<ClaimedPage> {
+        let limit = limit.max(1);
+        let query = match after {
+            None => sqlx::query(sql::PEEK_FIRST),
+            Some(_) => sqlx::query(sql::PEEK_AFTER),
+        };
+        let mut query = query
+            .bind(self.schema.connected_system_id)
+            .bind(pass == Pass::References)
+            .bind(self.lease_seconds)
+            .bind(i64::from(limit));
+        if let Some(c) = after {
+            query = query.bind(c.created_at).bind(c.id);
+        }
+        self.store.count(1);
+        let rows = query.fetch_all(&self.store.pool).await?;
+        let (page, _keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
+        Ok(page)
+    }
+
     /// Resolves the unresolved reference changes of `exports` in one query: each referenced MVO's CSO in
     /// this connected system, its secondary anchor (the DN) preferred, the primary as fallback. Resolved
     /// changes are rewritten in place (`StringValue`, `UnresolvedReferenceValue = None`,
@@ -223,6 +246,11 @@ impl ExportQueue {
     /// whose values changed. Outcomes of rows this run no longer holds are left out and listed in
     /// [`PersistReport::not_held`]. If the statement fails and it carried optimistic-apply rows, it is
     /// retried once without them (the failure is logged and counted, never fails the exports).
+    ///
+    /// A change JIM's sync staged on a claimed row after the claim is not among the written ones: it
+    /// stays Pending and the export ends Pending, due now (a Create that went through becomes an
+    /// Update). The statement sees changes committed before it starts; one committed while it runs
+    /// is left Pending on an Exported row, which JIM's confirming import turns back to Pending.
     pub async fn persist(&self, outcomes: &[ExportOutcome]) -> Result<PersistReport> {
         let _shared = self.gate.read().await;
         let mut not_held = Vec::new();

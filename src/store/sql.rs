@@ -41,14 +41,8 @@ macro_rules! claim_head {
     };
 }
 
-/// The rest of the claim statement: lock, mark `Executing`, and return the claimed rows together with
-/// their attribute value changes and the CSO context, as one result set of three row kinds
-/// (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO attribute value). The CSO values
-/// returned are those of the anchor attributes and of every attribute the export's changes touch.
-/// Column layout: see `claim::col`. Every lookup is an index probe per claimed row (`LATERAL`,
-/// `= ANY(ARRAY(..))`), so the plan does not depend on statistics that go stale while a run inserts CSO
-/// values by the hundred thousand.
-macro_rules! claim_tail {
+/// Locks the candidates and marks them `Executing` (`claimed` returns the rows as updated).
+macro_rules! claim_lock {
     () => {
         r#"
     ORDER BY pe."CreatedAt", pe."Id"
@@ -63,8 +57,40 @@ claimed AS (
               p."ErrorCount", p."MaxRetries", p."LastAttemptedAt", p."NextRetryAt", p."LastErrorMessage",
               p."LastErrorStackTrace", p."SourceMetaverseObjectId", p."HasUnresolvedReferences", p."CreatedAt",
               p."ProvisioningSyncRuleId", p."QueuedByRunProfileExecutionItemId"
+),"#
+    };
+}
+
+/// Reads the candidates without locking or marking them (a dry run's read-only look at the queue).
+macro_rules! peek_select {
+    () => {
+        r#"
+    ORDER BY pe."CreatedAt", pe."Id"
+    LIMIT $4
 ),
-head AS MATERIALIZED (
+claimed AS (
+    SELECT p."Id", p."ConnectedSystemId", p."ConnectedSystemObjectId", p."ChangeType", p."Status",
+              p."ErrorCount", p."MaxRetries",
+              -- the load decodes it as a claim token; a dry run never uses it
+              COALESCE(p."LastAttemptedAt", now()) AS "LastAttemptedAt", p."NextRetryAt", p."LastErrorMessage",
+              p."LastErrorStackTrace", p."SourceMetaverseObjectId", p."HasUnresolvedReferences", p."CreatedAt",
+              p."ProvisioningSyncRuleId", p."QueuedByRunProfileExecutionItemId"
+    FROM "PendingExports" p
+    WHERE p."Id" = ANY(ARRAY(SELECT "Id" FROM cand))
+),
+"#
+    };
+}
+
+/// Loads the claimed (or peeked) rows with their attribute value changes and the CSO context, as one
+/// result set of three row kinds (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO
+/// attribute value). The CSO values returned are those of the anchor attributes and of every attribute
+/// the export's changes touch. Column layout: see `claim::col`. Every lookup is an index probe per
+/// claimed row (`LATERAL`, `= ANY(ARRAY(..))`), so the plan does not depend on statistics that go stale
+/// while a run inserts CSO values by the hundred thousand.
+macro_rules! load_tail {
+    () => {
+        r#"head AS MATERIALIZED (
     SELECT c.*, cand.prev_status, cand.prev_attempted,
            o."Id" AS o_id, o."TypeId" AS o_type, o."ExternalIdAttributeId" AS o_ext,
            o."SecondaryExternalIdAttributeId" AS o_sec, o."Status" AS o_status, o."JoinType" AS o_join,
@@ -128,6 +154,14 @@ CROSS JOIN LATERAL (
     };
 }
 
+/// The rest of the claim statement: lock, mark `Executing`, and return the claimed rows together with
+/// their attribute value changes and the CSO context.
+macro_rules! claim_tail {
+    () => {
+        concat!(claim_lock!(), load_tail!())
+    };
+}
+
 /// Claims the first page of a pass. Binds: `$1` connected system, `$2` pass, `$3` lease seconds, `$4` limit.
 pub(crate) const CLAIM_FIRST: &str = concat!(claim_head!(), claim_tail!());
 
@@ -139,6 +173,18 @@ pub(crate) const CLAIM_AFTER: &str = concat!(
     r#"
       AND (pe."CreatedAt", pe."Id") > ($5::timestamptz, $6::uuid)"#,
     claim_tail!()
+);
+
+/// A dry run's look at the first page of a pass: [`CLAIM_FIRST`] without locking or marking anything.
+pub(crate) const PEEK_FIRST: &str = concat!(claim_head!(), peek_select!(), load_tail!());
+
+/// A dry run's look at the page after a cursor: [`CLAIM_AFTER`] without locking or marking anything.
+pub(crate) const PEEK_AFTER: &str = concat!(
+    claim_head!(),
+    r#"
+      AND (pe."CreatedAt", pe."Id") > ($5::timestamptz, $6::uuid)"#,
+    peek_select!(),
+    load_tail!()
 );
 
 /// The connected system, its object types and their attribute definitions, loaded once per run.
