@@ -1,5 +1,5 @@
 //! Planner tests, named after the entries of JIM's LDAP test catalogue they cover
-//! (`ldap-export.md` §10; mapped in `docs/acceptance-directory.md`).
+//! (`ldap-export.md` §10; mapped in `docs/acceptance.md`).
 
 use chrono::Utc;
 use rust_decimal::Decimal;
