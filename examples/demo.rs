@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use jim_export::config::{DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions};
+use jim_export::config::{
+    DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions,
+};
 use jim_export::engine::{CancellationToken, Engine, LogLevel, LogRecord, RunListener};
 use jim_export::report::{BatchReport, ItemStatus, ProgressEvent, RunResult};
 use jim_export_testkit::seed::{self, FollowUps, SeedOptions, Template};
@@ -31,7 +33,11 @@ impl RunListener for Display {
     }
 
     fn on_batch(&self, report: &BatchReport) {
-        for item in report.items.iter().filter(|i| i.status == ItemStatus::Failed) {
+        for item in report
+            .items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Failed)
+        {
             self.bar.println(format!(
                 "  failed {}: {}",
                 item.pending_export_id,
@@ -42,14 +48,19 @@ impl RunListener for Display {
 
     fn on_log(&self, record: &LogRecord) {
         if record.level >= LogLevel::Warn {
-            self.bar.println(format!("  {:?}: {}", record.level, record.message));
+            self.bar
+                .println(format!("  {:?}: {}", record.level, record.message));
         }
     }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let template: Template = std::env::args().nth(1).as_deref().unwrap_or("Medium").parse()?;
+    let template: Template = std::env::args()
+        .nth(1)
+        .as_deref()
+        .unwrap_or("Medium")
+        .parse()?;
 
     println!("Starting throwaway PostgreSQL 15 and slapd ...");
     let started = Instant::now();
@@ -67,7 +78,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("Seeding JIM's {template:?} template, staged as JIM stages it ...");
     let (host, port) = host_and_port(slapd.ldap_url());
-    let options = SeedOptions::new(template).with_suffix(slapd.suffix()).with_directory(host, port);
+    let options = SeedOptions::new(template)
+        .with_suffix(slapd.suffix())
+        .with_directory(host, port);
     let seeded = seed::seed(&db.pool, &options).await?;
     println!(
         "  {} users, {} groups, {} memberships: {} pending exports, {} attribute changes ({:.1} s)",
@@ -80,14 +93,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let engine = Engine::new();
-    let mut settings = ExportSettings::default();
-    settings.create_containers_as_needed = true; // follow-up moves go to ou=Alumni
+    // Follow-up moves go to ou=Alumni, which the directory does not have yet.
+    let settings = ExportSettings {
+        create_containers_as_needed: true,
+        ..ExportSettings::default()
+    };
     let request = ExportRequest {
         database: DatabaseConfig::new(db.url.clone()),
         connected_system_id: seeded.connected_system_id(),
-        directory: DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password()),
+        directory: DirectoryConfig::simple(
+            slapd.ldap_url(),
+            slapd.admin_dn(),
+            slapd.admin_password(),
+        ),
         settings,
-        options: RunOptions { progress_interval_ms: 100, ..RunOptions::default() },
+        options: RunOptions {
+            progress_interval_ms: 100,
+            ..RunOptions::default()
+        },
     };
 
     println!("\nInitial provisioning (users, then groups with their members):");
@@ -116,12 +139,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn export(engine: &Engine, request: &ExportRequest) -> Result<RunResult, Box<dyn std::error::Error>> {
+async fn export(
+    engine: &Engine,
+    request: &ExportRequest,
+) -> Result<RunResult, Box<dyn std::error::Error>> {
     let bar = ProgressBar::new(1);
-    bar.set_style(ProgressStyle::with_template("  [{bar:40.cyan/blue}] {pos}/{len} {msg}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("  [{bar:40.cyan/blue}] {pos}/{len} {msg}")?
+            .progress_chars("=> "),
+    );
     bar.enable_steady_tick(Duration::from_millis(100));
     let display = Arc::new(Display { bar: bar.clone() });
-    let result = engine.run_export(request, display, CancellationToken::new()).await;
+    let result = engine
+        .run_export(request, display, CancellationToken::new())
+        .await;
     bar.finish_and_clear();
     Ok(result?)
 }

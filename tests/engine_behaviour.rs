@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use engine_support::{Env, Events, assert_directory_matches, host_port, read_directory};
 use jim_export::engine::{CancellationToken, Engine, RunListener};
-use jim_export::model::{ConnectedSystemExportErrorType, PendingExportChangeType, PendingExportStatus};
+use jim_export::model::{
+    ConnectedSystemExportErrorType, PendingExportChangeType, PendingExportStatus,
+};
 use jim_export::report::{BatchReport, ItemStatus};
 use jim_export_testkit::LatencyProxy;
 use jim_export_testkit::seed::{self, SeedOptions, Template};
@@ -44,7 +46,13 @@ async fn a_reference_to_an_object_outside_the_system_is_a_partial_write() {
     assert_eq!(result.failed_count, 0, "{}", result.message);
     assert_eq!(result.partially_exported_count, 1);
     assert_eq!(result.unresolvable_reference_count, 1);
-    assert!(result.message.contains("(1 written in part, awaiting references)"), "{}", result.message);
+    assert!(
+        result
+            .message
+            .contains("(1 written in part, awaiting references)"),
+        "{}",
+        result.message
+    );
 
     let row = sqlx::query(r#"SELECT "Status", "ChangeType", "HasUnresolvedReferences", "ErrorCount", "NextRetryAt" > now() + interval '4 minutes' FROM "PendingExports" WHERE "Id" = $1"#)
         .bind(group.ids.pending_export)
@@ -52,16 +60,35 @@ async fn a_reference_to_an_object_outside_the_system_is_a_partial_write() {
         .await
         .unwrap();
     assert_eq!(row.get::<i32, _>(0), PendingExportStatus::Pending.as_i32());
-    assert_eq!(row.get::<i32, _>(1), PendingExportChangeType::Update.as_i32(), "a partly written Create becomes an Update");
+    assert_eq!(
+        row.get::<i32, _>(1),
+        PendingExportChangeType::Update.as_i32(),
+        "a partly written Create becomes an Update"
+    );
     assert!(row.get::<bool, _>(2));
     assert_eq!(row.get::<i32, _>(3), 0, "a partial write counts no error");
     assert!(row.get::<bool, _>(4), "due again in 5 minutes");
-    let members = engine_support::entry_values(&env.slapd, &group.dn, "member").await.expect("the group exists");
-    assert_eq!(members.len(), group.member_count(), "the resolvable members are written");
-    let item = events.items().into_iter().find(|i| i.pending_export_id == group.ids.pending_export).unwrap();
+    let members = engine_support::entry_values(&env.slapd, &group.dn, "member")
+        .await
+        .expect("the group exists");
+    assert_eq!(
+        members.len(),
+        group.member_count(),
+        "the resolvable members are written"
+    );
+    let item = events
+        .items()
+        .into_iter()
+        .find(|i| i.pending_export_id == group.ids.pending_export)
+        .unwrap();
     assert_eq!(item.status, ItemStatus::PartlyWritten);
-    let note = item.unresolved_reference_note.expect("Error handling names the reference");
-    assert!(note.contains(&ghost.to_string()) && note.contains("member"), "{note}");
+    let note = item
+        .unresolved_reference_note
+        .expect("Error handling names the reference");
+    assert!(
+        note.contains(&ghost.to_string()) && note.contains("member"),
+        "{note}"
+    );
 }
 
 /// An export naming an object whose Create is in flight in the same run waits for it: with 10 ms of
@@ -75,23 +102,48 @@ async fn writes_wait_for_the_creates_they_name() {
     request.directory.urls = vec![proxy.url("ldap")];
     let engine = Engine::new();
     let (result, _) = env.run(&engine, &request).await;
-    assert_eq!(result.failed_count + result.deferred_count, 0, "{}", result.message);
+    assert_eq!(
+        result.failed_count + result.deferred_count,
+        0,
+        "{}",
+        result.message
+    );
 
     let mut ldap = env.slapd.admin_ldap().await.unwrap();
     let (entries, _) = ldap
-        .search(env.slapd.suffix(), Scope::Subtree, "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))", vec!["entryCSN", "manager", "member"])
+        .search(
+            env.slapd.suffix(),
+            Scope::Subtree,
+            "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))",
+            vec!["entryCSN", "manager", "member"],
+        )
         .await
         .unwrap()
         .success()
         .unwrap();
-    let entries: Vec<_> = entries.into_iter().map(ldap3::SearchEntry::construct).collect();
-    let csn: std::collections::HashMap<String, String> =
-        entries.iter().map(|e| (e.dn.to_lowercase(), e.attrs["entryCSN"][0].clone())).collect();
+    let entries: Vec<_> = entries
+        .into_iter()
+        .map(ldap3::SearchEntry::construct)
+        .collect();
+    let csn: std::collections::HashMap<String, String> = entries
+        .iter()
+        .map(|e| (e.dn.to_lowercase(), e.attrs["entryCSN"][0].clone()))
+        .collect();
     let mut checked = 0;
     for e in &entries {
-        for named in e.attrs.get("manager").into_iter().chain(e.attrs.get("member")).flatten() {
+        for named in e
+            .attrs
+            .get("manager")
+            .into_iter()
+            .chain(e.attrs.get("member"))
+            .flatten()
+        {
             let named_csn = csn.get(&named.to_lowercase()).expect("named entries exist");
-            assert!(named_csn < &e.attrs["entryCSN"][0], "{named} was created after {} which names it", e.dn);
+            assert!(
+                named_csn < &e.attrs["entryCSN"][0],
+                "{named} was created after {} which names it",
+                e.dn
+            );
             checked += 1;
         }
     }
@@ -125,8 +177,17 @@ async fn bad_rows_fail_only_themselves() {
     assert_eq!(result.failed_count, 2, "{}", result.message);
     // Groups naming the user whose Create failed in this run wait for it, then are deferred
     // (+5 minutes, no error counted); everything else is exported.
-    assert_eq!(result.success_count + result.deferred_count, objects - 2, "{}", result.message);
-    let deferred: Vec<_> = events.items().into_iter().filter(|i| i.status == ItemStatus::Deferred).collect();
+    assert_eq!(
+        result.success_count + result.deferred_count,
+        objects - 2,
+        "{}",
+        result.message
+    );
+    let deferred: Vec<_> = events
+        .items()
+        .into_iter()
+        .filter(|i| i.status == ItemStatus::Deferred)
+        .collect();
     assert_eq!(deferred.len() as u64, result.deferred_count);
     let bad_user = bad_dn.ids.mvo.to_string();
     for item in &deferred {
@@ -138,14 +199,33 @@ async fn bad_rows_fail_only_themselves() {
         .fetch_one(&env.db.pool)
         .await
         .unwrap();
-        assert!(names_bad_user, "only exports naming the failed Create are deferred ({bad_user})");
+        assert!(
+            names_bad_user,
+            "only exports naming the failed Create are deferred ({bad_user})"
+        );
     }
     let items = events.items();
-    let enum_item = items.iter().find(|i| i.pending_export_id == bad_enum.ids.pending_export).unwrap();
+    let enum_item = items
+        .iter()
+        .find(|i| i.pending_export_id == bad_enum.ids.pending_export)
+        .unwrap();
     let msg = enum_item.error_message.as_deref().unwrap();
-    assert!(msg.contains("PendingExportAttributeValueChanges") && msg.contains("ChangeType") && msg.contains('9'), "{msg}");
-    let dn_item = items.iter().find(|i| i.pending_export_id == bad_dn.ids.pending_export).unwrap();
-    assert_eq!(dn_item.error_type, Some(ConnectedSystemExportErrorType::InvalidGeneratedExternalId), "{:?}", dn_item.error_message);
+    assert!(
+        msg.contains("PendingExportAttributeValueChanges")
+            && msg.contains("ChangeType")
+            && msg.contains('9'),
+        "{msg}"
+    );
+    let dn_item = items
+        .iter()
+        .find(|i| i.pending_export_id == bad_dn.ids.pending_export)
+        .unwrap();
+    assert_eq!(
+        dn_item.error_type,
+        Some(ConnectedSystemExportErrorType::InvalidGeneratedExternalId),
+        "{:?}",
+        dn_item.error_message
+    );
     assert_eq!(env.executing().await, 0);
 }
 
@@ -168,23 +248,43 @@ async fn cancellation_persists_what_happened_and_returns_the_rest() {
     let listener = Arc::new(CancelOnFirstBatch(cancel.clone(), Events::default()));
     let engine = Engine::new();
     let started = Instant::now();
-    let result = engine.run_export(&request, listener.clone(), cancel).await.unwrap();
+    let result = engine
+        .run_export(&request, listener.clone(), cancel)
+        .await
+        .unwrap();
     assert!(result.cancelled);
-    assert!(started.elapsed() < Duration::from_secs(30), "a cancelled run ends promptly");
-    assert!(result.success_count > 0 && result.success_count < env.seeded.counts.pending_exports, "{}", result.message);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a cancelled run ends promptly"
+    );
+    assert!(
+        result.success_count > 0 && result.success_count < env.seeded.counts.pending_exports,
+        "{}",
+        result.message
+    );
     assert_eq!(env.executing().await, 0, "nothing is left Executing");
     let counts = env.pending_export_counts().await;
     let exported = counts.get(&(4, 0)).copied().unwrap_or(0);
     let pending = counts.get(&(0, 0)).copied().unwrap_or(0);
     assert_eq!(exported as u64, result.success_count);
-    assert_eq!((exported + pending) as u64, env.seeded.counts.pending_exports, "{counts:?}");
+    assert_eq!(
+        (exported + pending) as u64,
+        env.seeded.counts.pending_exports,
+        "{counts:?}"
+    );
     let in_directory = read_directory(&env.slapd).await.len() as i64;
-    assert_eq!(in_directory, exported, "the directory holds exactly the exports recorded as done");
+    assert_eq!(
+        in_directory, exported,
+        "the directory holds exactly the exports recorded as done"
+    );
 
     // The next run finishes the job.
     let (rest, _) = env.run(&engine, &env.request()).await;
     assert_eq!(rest.success_count as i64, pending, "{}", rest.message);
-    assert_directory_matches(&read_directory(&env.slapd).await, &env.seeded.expected_directory().unwrap());
+    assert_directory_matches(
+        &read_directory(&env.slapd).await,
+        &env.seeded.expected_directory().unwrap(),
+    );
 }
 
 /// The directory goes away mid-run: the run ends within a bounded time, nothing is left Executing, and
@@ -198,7 +298,12 @@ async fn a_directory_that_goes_away_ends_the_run_cleanly() {
             self.0.refuse_new(true);
             self.0.drop_connections();
             if std::env::var_os("JIM_TEST_VERBOSE").is_some() {
-                for i in report.items.iter().filter(|i| i.error_message.is_some()).take(1) {
+                for i in report
+                    .items
+                    .iter()
+                    .filter(|i| i.error_message.is_some())
+                    .take(1)
+                {
                     eprintln!("failure: {:?}", i.error_message);
                 }
             }
@@ -223,8 +328,18 @@ async fn a_directory_that_goes_away_ends_the_run_cleanly() {
     request.options.max_operation_retries = 2;
     let engine = Engine::new();
     let started = Instant::now();
-    let outcome = engine.run_export(&request, Arc::new(KillOnFirstBatch(proxy)), CancellationToken::new()).await;
-    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
+    let outcome = engine
+        .run_export(
+            &request,
+            Arc::new(KillOnFirstBatch(proxy)),
+            CancellationToken::new(),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(env.executing().await, 0, "nothing is left Executing");
     let rows = sqlx::query(r#"SELECT "Status", "NextRetryAt" IS NOT NULL, "ErrorCount" FROM "PendingExports" WHERE "ConnectedSystemId" = $1"#)
         .bind(env.seeded.connected_system_id())
@@ -232,37 +347,61 @@ async fn a_directory_that_goes_away_ends_the_run_cleanly() {
         .await
         .unwrap();
     let exported = rows.iter().filter(|r| r.get::<i32, _>(0) == 4).count();
-    assert!(rows.iter().all(|r| matches!(r.get::<i32, _>(0), 0 | 4)), "only Pending or Exported");
     assert!(
-        rows.iter().filter(|r| r.get::<i32, _>(0) == 0 && r.get::<i32, _>(2) > 0).all(|r| r.get::<bool, _>(1)),
+        rows.iter().all(|r| matches!(r.get::<i32, _>(0), 0 | 4)),
+        "only Pending or Exported"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.get::<i32, _>(0) == 0 && r.get::<i32, _>(2) > 0)
+            .all(|r| r.get::<bool, _>(1)),
         "a failed attempt carries a retry time"
     );
     // Nothing is recorded as done that the directory does not hold. Adds whose response was lost with
     // the connection may be in the directory while their export is Pending: the next run adopts them.
     let in_directory = read_directory(&env.slapd).await.len();
-    assert!(in_directory >= exported, "{in_directory} entries, {exported} recorded as exported");
+    assert!(
+        in_directory >= exported,
+        "{in_directory} entries, {exported} recorded as exported"
+    );
     if let Ok(result) = outcome {
-        assert!(result.failed_count + result.deferred_count > 0, "{}", result.message);
+        assert!(
+            result.failed_count + result.deferred_count > 0,
+            "{}",
+            result.message
+        );
     }
 
     // When the directory is back, the next runs converge without a single duplicate or failure.
-    sqlx::query(r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#)
+    sqlx::query(
+        r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
+    )
+    .bind(env.seeded.connected_system_id())
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let (rest, _) = env.run(&engine, &env.request()).await;
+    assert_eq!(rest.failed_count, 0, "{}", rest.message);
+    if rest.deferred_count > 0 {
+        sqlx::query(
+            r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
+        )
         .bind(env.seeded.connected_system_id())
         .execute(&env.db.pool)
         .await
         .unwrap();
-    let (rest, _) = env.run(&engine, &env.request()).await;
-    assert_eq!(rest.failed_count, 0, "{}", rest.message);
-    if rest.deferred_count > 0 {
-        sqlx::query(r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#)
-            .bind(env.seeded.connected_system_id())
-            .execute(&env.db.pool)
-            .await
-            .unwrap();
         let (last, _) = env.run(&engine, &env.request()).await;
-        assert_eq!(last.failed_count + last.deferred_count, 0, "{}", last.message);
+        assert_eq!(
+            last.failed_count + last.deferred_count,
+            0,
+            "{}",
+            last.message
+        );
     }
-    assert_directory_matches(&read_directory(&env.slapd).await, &env.seeded.expected_directory().unwrap());
+    assert_directory_matches(
+        &read_directory(&env.slapd).await,
+        &env.seeded.expected_directory().unwrap(),
+    );
     assert_eq!(env.executing().await, 0);
 }
 
@@ -274,11 +413,17 @@ async fn operator_calls() {
     let database = env.request().database;
     let system = env.seeded.connected_system_id();
     let lease = Duration::from_secs(900);
-    let summary = engine.queue_summary(&database, system, lease).await.unwrap();
+    let summary = engine
+        .queue_summary(&database, system, lease)
+        .await
+        .unwrap();
     assert_eq!(summary.total as u64, env.seeded.counts.pending_exports);
     assert_eq!(summary.executable, summary.total);
 
-    let (a, b) = (env.seeded.user(0).unwrap().ids.pending_export, env.seeded.user(1).unwrap().ids.pending_export);
+    let (a, b) = (
+        env.seeded.user(0).unwrap().ids.pending_export,
+        env.seeded.user(1).unwrap().ids.pending_export,
+    );
     sqlx::query(r#"UPDATE "PendingExports" SET "Status" = 2, "LastAttemptedAt" = now() - interval '1 hour' WHERE "Id" = $1"#)
         .bind(a)
         .execute(&env.db.pool)
@@ -289,10 +434,19 @@ async fn operator_calls() {
         .execute(&env.db.pool)
         .await
         .unwrap();
-    let summary = engine.queue_summary(&database, system, lease).await.unwrap();
+    let summary = engine
+        .queue_summary(&database, system, lease)
+        .await
+        .unwrap();
     assert_eq!(summary.stranded_executing, 1);
     assert!(summary.oldest_failure.is_some());
-    assert_eq!(engine.release_stranded(&database, system, lease).await.unwrap(), 1);
+    assert_eq!(
+        engine
+            .release_stranded(&database, system, lease)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(engine.reset_failed(&database, system).await.unwrap(), 1);
     let row = sqlx::query(r#"SELECT "Status", "ErrorCount", "LastErrorMessage", "NextRetryAt" FROM "PendingExports" WHERE "Id" = $1"#)
         .bind(b)
@@ -300,8 +454,16 @@ async fn operator_calls() {
         .await
         .unwrap();
     assert_eq!((row.get::<i32, _>(0), row.get::<i32, _>(1)), (0, 0));
-    assert!(row.get::<Option<String>, _>(2).is_none() && row.get::<Option<chrono::DateTime<chrono::Utc>>, _>(3).is_none());
-    let summary = engine.queue_summary(&database, system, lease).await.unwrap();
+    assert!(
+        row.get::<Option<String>, _>(2).is_none()
+            && row
+                .get::<Option<chrono::DateTime<chrono::Utc>>, _>(3)
+                .is_none()
+    );
+    let summary = engine
+        .queue_summary(&database, system, lease)
+        .await
+        .unwrap();
     assert_eq!(summary.executable, summary.total);
 }
 
@@ -318,27 +480,42 @@ async fn concurrent_runs_export_everything_exactly_once() {
     .await
     .unwrap();
     let (host, port) = host_port(slapd.ldap_url());
-    let one = seed::seed(&db.pool, &SeedOptions::new(Template::Small).with_suffix("dc=one,dc=test").with_directory(host.clone(), port))
-        .await
-        .unwrap();
-    let two = seed::seed(
+    let one = seed::seed(
         &db.pool,
-        &SeedOptions::new(Template::Small).with_seed(2).with_suffix("dc=two,dc=test").with_directory(host, port),
+        &SeedOptions::new(Template::Small)
+            .with_suffix("dc=one,dc=test")
+            .with_directory(host.clone(), port),
     )
     .await
     .unwrap();
-    let request_for = |system: &seed::SeededSystem, suffix: &str| jim_export::config::ExportRequest {
-        database: jim_export::config::DatabaseConfig::new(db.url.clone()),
-        connected_system_id: system.connected_system_id(),
-        directory: jim_export::config::DirectoryConfig::simple(
-            slapd.ldap_url(),
-            slapd.admin_dn_for(suffix).unwrap(),
-            slapd.admin_password(),
-        ),
-        settings: Default::default(),
-        options: jim_export::config::RunOptions { page_size: 20, ..Default::default() },
-    };
-    let (r1, r2) = (request_for(&one, "dc=one,dc=test"), request_for(&two, "dc=two,dc=test"));
+    let two = seed::seed(
+        &db.pool,
+        &SeedOptions::new(Template::Small)
+            .with_seed(2)
+            .with_suffix("dc=two,dc=test")
+            .with_directory(host, port),
+    )
+    .await
+    .unwrap();
+    let request_for =
+        |system: &seed::SeededSystem, suffix: &str| jim_export::config::ExportRequest {
+            database: jim_export::config::DatabaseConfig::new(db.url.clone()),
+            connected_system_id: system.connected_system_id(),
+            directory: jim_export::config::DirectoryConfig::simple(
+                slapd.ldap_url(),
+                slapd.admin_dn_for(suffix).unwrap(),
+                slapd.admin_password(),
+            ),
+            settings: Default::default(),
+            options: jim_export::config::RunOptions {
+                page_size: 20,
+                ..Default::default()
+            },
+        };
+    let (r1, r2) = (
+        request_for(&one, "dc=one,dc=test"),
+        request_for(&two, "dc=two,dc=test"),
+    );
     let engine = Engine::new();
     let second_engine = Engine::new();
     // System one twice at once (two engines), system two alongside on the first engine.
@@ -348,14 +525,29 @@ async fn concurrent_runs_export_everything_exactly_once() {
         engine.run_export(&r2, Arc::new(Events::default()), CancellationToken::new()),
     );
     let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
-    assert_eq!(a.failed_count + b.failed_count + c.failed_count, 0, "{} / {} / {}", a.message, b.message, c.message);
-    assert_eq!(a.success_count + b.success_count, one.counts.pending_exports, "each export of system one exactly once");
+    assert_eq!(
+        a.failed_count + b.failed_count + c.failed_count,
+        0,
+        "{} / {} / {}",
+        a.message,
+        b.message,
+        c.message
+    );
+    assert_eq!(
+        a.success_count + b.success_count,
+        one.counts.pending_exports,
+        "each export of system one exactly once"
+    );
     assert_eq!(c.success_count, two.counts.pending_exports);
     for (system, suffix) in [(&one, "dc=one,dc=test"), (&two, "dc=two,dc=test")] {
         let mut ldap = slapd.admin_ldap_for(suffix).await.unwrap();
-        let count = jim_export_testkit::slapd::count_entries(&mut ldap, suffix, "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))")
-            .await
-            .unwrap();
+        let count = jim_export_testkit::slapd::count_entries(
+            &mut ldap,
+            suffix,
+            "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))",
+        )
+        .await
+        .unwrap();
         assert_eq!(count as u64, system.counts.pending_exports, "{suffix}");
     }
 }
@@ -383,10 +575,23 @@ async fn a_dry_run_writes_nothing() {
     let (result, events) = env.run(&engine, &request).await;
     assert!(result.dry_run);
     let users = env.seeded.counts.users;
-    assert_eq!(result.failed_count, users, "users are outside the scope: {}", result.message);
+    assert_eq!(
+        result.failed_count, users,
+        "users are outside the scope: {}",
+        result.message
+    );
     assert_eq!(result.success_count, env.seeded.counts.groups);
-    assert_eq!(result.message, format!("Preview complete: {} export(s) would be processed", env.seeded.counts.pending_exports));
-    assert_eq!(events.items().len() as u64, env.seeded.counts.pending_exports);
+    assert_eq!(
+        result.message,
+        format!(
+            "Preview complete: {} export(s) would be processed",
+            env.seeded.counts.pending_exports
+        )
+    );
+    assert_eq!(
+        events.items().len() as u64,
+        env.seeded.counts.pending_exports
+    );
     let after: Vec<(i32, i32, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
         r#"SELECT "Status", "ErrorCount", "LastAttemptedAt" FROM "PendingExports" WHERE "ConnectedSystemId" = $1 ORDER BY "Id""#,
     )
@@ -395,7 +600,10 @@ async fn a_dry_run_writes_nothing() {
     .await
     .unwrap();
     assert_eq!(before, after, "the database is untouched");
-    assert!(read_directory(&env.slapd).await.is_empty(), "the directory is untouched");
+    assert!(
+        read_directory(&env.slapd).await.is_empty(),
+        "the directory is untouched"
+    );
     let resolved: i64 = sqlx::query_scalar(r#"SELECT count(*) FROM "PendingExportAttributeValueChanges" WHERE "ResolvedReferenceCsoId" IS NOT NULL"#)
         .fetch_one(&env.db.pool)
         .await

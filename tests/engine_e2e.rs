@@ -21,8 +21,21 @@ async fn initial_provisioning_writes_every_object_and_records_jims_state() {
     let objects = env.seeded.counts.pending_exports;
     assert_eq!(result.total_pending_exports, objects);
     assert_eq!(result.success_count, objects, "{}", result.message);
-    assert_eq!((result.failed_count, result.deferred_count, result.partially_exported_count), (0, 0, 0));
-    assert!(result.message.starts_with(&format!("Export complete: {objects} succeeded, 0 failed, 0 deferred")), "{}", result.message);
+    assert_eq!(
+        (
+            result.failed_count,
+            result.deferred_count,
+            result.partially_exported_count
+        ),
+        (0, 0, 0)
+    );
+    assert!(
+        result.message.starts_with(&format!(
+            "Export complete: {objects} succeeded, 0 failed, 0 deferred"
+        )),
+        "{}",
+        result.message
+    );
     assert!(!result.cancelled);
 
     // The directory holds exactly the seeded objects with their values and memberships.
@@ -32,7 +45,14 @@ async fn initial_provisioning_writes_every_object_and_records_jims_state() {
     // JIM's state: every export Exported, every change awaiting confirmation once, CSOs still
     // PendingProvisioning with their entryUUID anchor written.
     let counts = env.pending_export_counts().await;
-    assert_eq!(counts.get(&(PendingExportStatus::Exported.as_i32(), PendingExportChangeType::Create.as_i32())), Some(&(objects as i64)), "{counts:?}");
+    assert_eq!(
+        counts.get(&(
+            PendingExportStatus::Exported.as_i32(),
+            PendingExportChangeType::Create.as_i32()
+        )),
+        Some(&(objects as i64)),
+        "{counts:?}"
+    );
     let row = sqlx::query(
         r#"SELECT count(*) FILTER (WHERE c."Status" = 1 AND c."ExportAttemptCount" = 1 AND c."LastExportedAt" IS NOT NULL),
                   count(*) FILTER (WHERE c."UnresolvedReferenceValue" IS NOT NULL),
@@ -45,7 +65,11 @@ async fn initial_provisioning_writes_every_object_and_records_jims_state() {
     .await
     .unwrap();
     let (confirmed, unresolved, all): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!((confirmed, unresolved), (all, 0), "every change ExportedPendingConfirmation, references resolved");
+    assert_eq!(
+        (confirmed, unresolved),
+        (all, 0),
+        "every change ExportedPendingConfirmation, references resolved"
+    );
     let anchors: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "ConnectedSystemObjects" o
            JOIN "ConnectedSystemObjectAttributeValues" v ON v."ConnectedSystemObjectId" = o."Id" AND v."AttributeId" = o."ExternalIdAttributeId"
@@ -55,20 +79,44 @@ async fn initial_provisioning_writes_every_object_and_records_jims_state() {
     .fetch_one(&env.db.pool)
     .await
     .unwrap();
-    assert_eq!(anchors, objects as i64, "each CSO got its entryUUID and stays PendingProvisioning");
+    assert_eq!(
+        anchors, objects as i64,
+        "each CSO got its entryUUID and stays PendingProvisioning"
+    );
     assert_eq!(env.executing().await, 0);
 
     // Reports: one item per export, each with its provenance and its new anchor.
     let items = events.items();
     assert_eq!(items.len() as u64, objects);
-    assert!(items.iter().all(|i| i.status == ItemStatus::Succeeded && i.provisioned && i.source_metaverse_object_id.is_some()));
-    assert!(items.iter().all(|i| i.anchor_changes.iter().any(|a| a.attribute_name == "entryUUID")));
+    assert!(items.iter().all(|i| i.status == ItemStatus::Succeeded
+        && i.provisioned
+        && i.source_metaverse_object_id.is_some()));
+    assert!(items.iter().all(|i| {
+        i.anchor_changes
+            .iter()
+            .any(|a| a.attribute_name == "entryUUID")
+    }));
     let progress = events.progress.lock().unwrap();
-    assert_eq!(progress.first().map(|p| p.phase), Some(ExportPhase::Preparing));
-    assert_eq!(progress.last().map(|p| (p.phase, p.processed)), Some((ExportPhase::Completed, objects)));
+    assert_eq!(
+        progress.first().map(|p| p.phase),
+        Some(ExportPhase::Preparing)
+    );
+    assert_eq!(
+        progress.last().map(|p| (p.phase, p.processed)),
+        Some((ExportPhase::Completed, objects))
+    );
     let logs = events.logs.lock().unwrap();
-    assert!(logs.iter().any(|l| l.message.starts_with("MetricsCheckpoint: Export processed=")), "a MetricsCheckpoint per flush");
-    assert!(!logs.iter().any(|l| l.level == jim_export::engine::LogLevel::Error));
+    assert!(
+        logs.iter().any(|l| l
+            .message
+            .starts_with("MetricsCheckpoint: Export processed=")),
+        "a MetricsCheckpoint per flush"
+    );
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.level == jim_export::engine::LogLevel::Error)
+    );
     assert!(result.metrics.sql_statements > 0 && result.metrics.operations.add >= objects);
     assert!(result.metrics.time_to_first_write_ms.is_some());
 }
@@ -82,7 +130,9 @@ async fn follow_up_changes_converge_the_directory() {
     request.settings.create_containers_as_needed = true;
     let (first, _) = env.run(&engine, &request).await;
     assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_exported(&env.db.pool, &env.seeded).await.unwrap();
+    seed::confirm_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
 
     let follow_ups = FollowUps {
         seed: 7,
@@ -97,23 +147,45 @@ async fn follow_up_changes_converge_the_directory() {
         group_deletes: 1,
         ..FollowUps::default()
     };
-    let staged = seed::stage_follow_ups(&env.db.pool, &env.seeded, &follow_ups).await.unwrap();
+    let staged = seed::stage_follow_ups(&env.db.pool, &env.seeded, &follow_ups)
+        .await
+        .unwrap();
     let (second, events) = env.run(&engine, &request).await;
-    for item in events.items().iter().filter(|i| i.status == ItemStatus::Failed) {
+    for item in events
+        .items()
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed)
+    {
         eprintln!("failed: {:?} {:?}", item.change_type, item.error_message);
     }
-    assert_eq!(second.success_count as usize, staged.pending_exports(), "{}", second.message);
+    assert_eq!(
+        second.success_count as usize,
+        staged.pending_exports(),
+        "{}",
+        second.message
+    );
     assert_eq!(second.failed_count, 0, "{}", second.message);
-    assert_eq!(second.created_container_external_ids, vec![format!("ou=Alumni,{}", env.slapd.suffix())]);
+    assert_eq!(
+        second.created_container_external_ids,
+        vec![format!("ou=Alumni,{}", env.slapd.suffix())]
+    );
 
     let mut expected = env.seeded.expected_directory().unwrap();
     staged.apply(&mut expected);
     assert_directory_matches(&env.directory().await, &expected);
     assert_eq!(env.executing().await, 0);
     let items = events.items();
-    assert!(items.iter().filter(|i| i.change_type == PendingExportChangeType::Delete).all(|i| i.object_change_type == jim_export::model::ObjectChangeType::Deprovisioned));
     assert!(
-        items.iter().any(|i| i.anchor_changes.iter().any(|a| a.attribute_name == "distinguishedName")),
+        items
+            .iter()
+            .filter(|i| i.change_type == PendingExportChangeType::Delete)
+            .all(|i| i.object_change_type == jim_export::model::ObjectChangeType::Deprovisioned)
+    );
+    assert!(
+        items.iter().any(|i| i
+            .anchor_changes
+            .iter()
+            .any(|a| a.attribute_name == "distinguishedName")),
         "renames and moves report the new DN"
     );
 }

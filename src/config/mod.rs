@@ -188,8 +188,10 @@ mod tests {
 
     #[test]
     fn modify_batch_size_is_clamped_like_jim() {
-        let mut s = ExportSettings::default();
-        s.modify_batch_size = 1;
+        let mut s = ExportSettings {
+            modify_batch_size: 1,
+            ..ExportSettings::default()
+        };
         assert_eq!(s.effective_modify_batch_size(), 10);
         s.modify_batch_size = 10_000;
         assert_eq!(s.effective_modify_batch_size(), 5000);

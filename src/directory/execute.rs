@@ -147,7 +147,8 @@ impl Inner {
                         run.reattempt = true;
                     }
                     if attempt >= max {
-                        let mut message = format!("{message} (gave up after {} attempts)", attempt + 1);
+                        let mut message =
+                            format!("{message} (gave up after {} attempts)", attempt + 1);
                         if run.reattempt {
                             // The directory may have applied part of this export without our knowing:
                             // say so, so the next attempt reads the directory before writing.

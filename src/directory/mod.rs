@@ -42,7 +42,8 @@ pub use dialect::{DirectoryProfile, RootDse, concurrency_defaults};
 /// timeout, or a connection lost after sending). The message is stored as `LastErrorMessage`, and the
 /// engine treats the next attempt of such an export as a re-attempt: it reads the directory first and
 /// adopts what the earlier attempt already wrote, instead of failing on it.
-pub const OUTCOME_UNKNOWN_NOTE: &str = "[outcome unknown: the next attempt reads the directory first]";
+pub const OUTCOME_UNKNOWN_NOTE: &str =
+    "[outcome unknown: the next attempt reads the directory first]";
 pub use entry::RawEntry;
 pub use rate::RateLimiter;
 

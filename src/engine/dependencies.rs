@@ -61,9 +61,15 @@ impl Dependencies {
     /// created in this run) the export is sent at once instead, as JIM would send it, so a cycle can
     /// never stall the run; the directory then decides (OpenLDAP accepts a DN that does not exist yet,
     /// AD refuses it and the export is retried after its partner exists).
-    pub fn readiness_for(&self, named: impl IntoIterator<Item = Uuid>, own_create: Option<Uuid>) -> Readiness {
+    pub fn readiness_for(
+        &self,
+        named: impl IntoIterator<Item = Uuid>,
+        own_create: Option<Uuid>,
+    ) -> Readiness {
         match self.readiness(named) {
-            Readiness::Wait(on) if own_create.is_some_and(|own| self.reaches(&on, own)) => Readiness::Ready,
+            Readiness::Wait(on) if own_create.is_some_and(|own| self.reaches(&on, own)) => {
+                Readiness::Ready
+            }
             other => other,
         }
     }
@@ -100,7 +106,11 @@ impl Dependencies {
                 Some(CreateState::Succeeded) | None => {}
             }
         }
-        if pending.is_empty() { Readiness::Ready } else { Readiness::Wait(pending) }
+        if pending.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::Wait(pending)
+        }
     }
 
     /// Holds `export` (which creates `own_create`, if it is a Create) until every CSO in `on` has
@@ -127,7 +137,14 @@ impl Dependencies {
 
     /// Records that the Create of `cso` completed and returns the exports it releases.
     pub fn create_completed(&mut self, cso: Uuid, succeeded: bool) -> Released {
-        self.creates.insert(cso, if succeeded { CreateState::Succeeded } else { CreateState::Failed });
+        self.creates.insert(
+            cso,
+            if succeeded {
+                CreateState::Succeeded
+            } else {
+                CreateState::Failed
+            },
+        );
         let mut released = Released::default();
         for export in self.waiters.remove(&cso).unwrap_or_default() {
             if !succeeded {
@@ -175,11 +192,19 @@ mod tests {
         let mut deps = Dependencies::default();
         deps.create_claimed(id(1));
         deps.create_claimed(id(2));
-        let Readiness::Wait(on) = deps.readiness([id(1), id(2), id(3)]) else { panic!("should wait") };
+        let Readiness::Wait(on) = deps.readiness([id(1), id(2), id(3)]) else {
+            panic!("should wait")
+        };
         assert_eq!(on, HashSet::from([id(1), id(2)]));
         deps.wait(id(100), None, on);
         assert_eq!(deps.create_completed(id(1), true), Released::default());
-        assert_eq!(deps.create_completed(id(2), true), Released { ready: vec![id(100)], failed: vec![] });
+        assert_eq!(
+            deps.create_completed(id(2), true),
+            Released {
+                ready: vec![id(100)],
+                failed: vec![]
+            }
+        );
         assert_eq!(deps.readiness([id(1)]), Readiness::Ready);
     }
 
@@ -188,10 +213,22 @@ mod tests {
         let mut deps = Dependencies::default();
         deps.create_claimed(id(1));
         deps.create_claimed(id(2));
-        let Readiness::Wait(on) = deps.readiness([id(1), id(2)]) else { panic!("should wait") };
+        let Readiness::Wait(on) = deps.readiness([id(1), id(2)]) else {
+            panic!("should wait")
+        };
         deps.wait(id(100), None, on);
-        assert_eq!(deps.create_completed(id(1), false), Released::default(), "still waits for the other");
-        assert_eq!(deps.create_completed(id(2), true), Released { ready: vec![], failed: vec![id(100)] });
+        assert_eq!(
+            deps.create_completed(id(1), false),
+            Released::default(),
+            "still waits for the other"
+        );
+        assert_eq!(
+            deps.create_completed(id(2), true),
+            Released {
+                ready: vec![],
+                failed: vec![id(100)]
+            }
+        );
         assert_eq!(deps.readiness([id(1)]), Readiness::DependencyFailed);
     }
 
@@ -201,13 +238,28 @@ mod tests {
         let mut deps = Dependencies::default();
         deps.create_claimed(id(1));
         deps.create_claimed(id(2));
-        let Readiness::Wait(on) = deps.readiness_for([id(2)], Some(id(1))) else { panic!("A waits for B") };
+        let Readiness::Wait(on) = deps.readiness_for([id(2)], Some(id(1))) else {
+            panic!("A waits for B")
+        };
         deps.wait(id(100), Some(id(1)), on);
-        assert_eq!(deps.readiness_for([id(1)], Some(id(2))), Readiness::Ready, "B would close the cycle: send it");
+        assert_eq!(
+            deps.readiness_for([id(1)], Some(id(2))),
+            Readiness::Ready,
+            "B would close the cycle: send it"
+        );
         // A chain without a cycle still waits.
         deps.create_claimed(id(3));
-        assert!(matches!(deps.readiness_for([id(1)], Some(id(3))), Readiness::Wait(_)));
-        assert_eq!(deps.create_completed(id(2), true), Released { ready: vec![id(100)], failed: vec![] });
+        assert!(matches!(
+            deps.readiness_for([id(1)], Some(id(3))),
+            Readiness::Wait(_)
+        ));
+        assert_eq!(
+            deps.create_completed(id(2), true),
+            Released {
+                ready: vec![id(100)],
+                failed: vec![]
+            }
+        );
     }
 
     #[test]

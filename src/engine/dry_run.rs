@@ -19,14 +19,21 @@ use crate::report::{BatchReport, ItemStatus, ReportItem, RunMetrics, RunResult};
 use crate::store::{ClaimedExport, Pass, Store};
 
 /// Runs a dry run of `request` (see the module docs).
-pub(crate) async fn dry_run(store: Store, request: &ExportRequest, listener: Arc<dyn RunListener>) -> Result<RunResult> {
+pub(crate) async fn dry_run(
+    store: Store,
+    request: &ExportRequest,
+    listener: Arc<dyn RunListener>,
+) -> Result<RunResult> {
     let started_at = Utc::now();
     let t0 = Instant::now();
     let options = &request.options;
     let queue = store.open(request.connected_system_id, options).await?;
     let schema = queue.schema().clone();
     let total = store
-        .queue_summary(request.connected_system_id, Duration::from_secs(options.lease_seconds))
+        .queue_summary(
+            request.connected_system_id,
+            Duration::from_secs(options.lease_seconds),
+        )
         .await?
         .executable
         .max(0) as u64;
@@ -41,7 +48,8 @@ pub(crate) async fn dry_run(store: Store, request: &ExportRequest, listener: Arc
         }
     };
     let planner = Planner::new(&request.settings, dialect);
-    let (mut would_export, mut would_fail, mut would_defer, mut sequence) = (0u64, 0u64, 0u64, 0u64);
+    let (mut would_export, mut would_fail, mut would_defer, mut sequence) =
+        (0u64, 0u64, 0u64, 0u64);
     for pass in [Pass::Plain, Pass::References] {
         let mut cursor = None;
         loop {
@@ -64,12 +72,19 @@ pub(crate) async fn dry_run(store: Store, request: &ExportRequest, listener: Arc
                 listener.on_log(&LogRecord {
                     level: LogLevel::Warn,
                     target: "jim_export::engine".into(),
-                    message: format!("pending export {} cannot be read: {}", bad.pending_export_id, bad.error),
+                    message: format!(
+                        "pending export {} cannot be read: {}",
+                        bad.pending_export_id, bad.error
+                    ),
                 });
             }
             if !items.is_empty() {
                 sequence += 1;
-                listener.on_batch(&BatchReport { connected_system_id: schema.connected_system_id, sequence, items });
+                listener.on_batch(&BatchReport {
+                    connected_system_id: schema.connected_system_id,
+                    sequence,
+                    items,
+                });
             }
             let last = page.is_last();
             cursor = page.cursor.or(cursor);
@@ -109,19 +124,37 @@ pub(crate) async fn dry_run(store: Store, request: &ExportRequest, listener: Arc
 }
 
 /// What a run would report for one export, judged by planning alone.
-fn preview_item(claimed: &ClaimedExport, schema: &crate::store::SystemSchema, planner: &Planner) -> ReportItem {
+fn preview_item(
+    claimed: &ClaimedExport,
+    schema: &crate::store::SystemSchema,
+    planner: &Planner,
+) -> ReportItem {
     let export = &claimed.export;
-    let nothing_writable = export.writable_changes().next().is_none() && export.has_unresolved_changes();
+    let nothing_writable =
+        export.writable_changes().next().is_none() && export.has_unresolved_changes();
     let failure = if nothing_writable {
         None
     } else {
-        let object_type = claimed.cso.as_ref().and_then(|c| schema.object_type(c.type_id));
+        let object_type = claimed
+            .cso
+            .as_ref()
+            .and_then(|c| schema.object_type(c.type_id));
         let attributes: Vec<_>;
         let input = match object_type {
             Some(t) => PlanInput::new(export, t, claimed.cso.as_ref()),
             None => {
-                attributes = export.attribute_changes.iter().filter_map(|c| schema.attribute(c.attribute_id).cloned()).collect();
-                PlanInput { export, object_type_name: None, attributes: &attributes, cso: claimed.cso.as_ref(), created_containers: &[] }
+                attributes = export
+                    .attribute_changes
+                    .iter()
+                    .filter_map(|c| schema.attribute(c.attribute_id).cloned())
+                    .collect();
+                PlanInput {
+                    export,
+                    object_type_name: None,
+                    attributes: &attributes,
+                    cso: claimed.cso.as_ref(),
+                    created_containers: &[],
+                }
             }
         };
         planner.plan(&input).err()

@@ -52,7 +52,10 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Result<RunResult> {
         request.validate()?;
-        let span = tracing::info_span!("export_run", connected_system_id = request.connected_system_id);
+        let span = tracing::info_span!(
+            "export_run",
+            connected_system_id = request.connected_system_id
+        );
         async {
             let store = self.store(&request.database).await?;
             if request.options.dry_run {
@@ -73,7 +76,10 @@ impl Engine {
         connected_system_id: i32,
         lease: Duration,
     ) -> Result<QueueSummary> {
-        self.store(database).await?.queue_summary(connected_system_id, lease).await
+        self.store(database)
+            .await?
+            .queue_summary(connected_system_id, lease)
+            .await
     }
 
     /// Returns rows left `Executing` longer than `older_than` (by a crashed or killed run) to Pending;
@@ -85,20 +91,35 @@ impl Engine {
         connected_system_id: i32,
         older_than: Duration,
     ) -> Result<u64> {
-        self.store(database).await?.release_stranded(connected_system_id, older_than).await
+        self.store(database)
+            .await?
+            .release_stranded(connected_system_id, older_than)
+            .await
     }
 
     /// Resets `Failed` exports of a connected system to Pending with `ErrorCount` 0 and the error
     /// fields and retry time cleared (what JIM's unused `RetryFailedExportsAsync` intends); returns
     /// how many.
-    pub async fn reset_failed(&self, database: &DatabaseConfig, connected_system_id: i32) -> Result<u64> {
-        self.store(database).await?.reset_failed(connected_system_id).await
+    pub async fn reset_failed(
+        &self,
+        database: &DatabaseConfig,
+        connected_system_id: i32,
+    ) -> Result<u64> {
+        self.store(database)
+            .await?
+            .reset_failed(connected_system_id)
+            .await
     }
 
     /// The shared store for a database configuration, connecting on first use.
     async fn store(&self, database: &DatabaseConfig) -> Result<Store> {
         let key = database.connection.expose().to_string();
-        if let Some(store) = self.stores.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(store) = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(store.clone());
         }
         let store = Store::connect(database).await?;

@@ -44,7 +44,8 @@ pub(crate) fn build_items(
     handling: UnresolvedReferenceHandling,
     counters: &mut Counters,
 ) -> Vec<ReportItem> {
-    let persisted: HashMap<Uuid, &PersistedExport> = report.persisted.iter().map(|p| (p.id, p)).collect();
+    let persisted: HashMap<Uuid, &PersistedExport> =
+        report.persisted.iter().map(|p| (p.id, p)).collect();
     counters.optimistic_applied += report.optimistic_apply.applied as u64;
     counters.optimistic_skipped += report.optimistic_apply.skipped as u64;
     counters.optimistic_failed += report.optimistic_apply.failed as u64;
@@ -78,30 +79,43 @@ fn item(
         .filter(|u| u.reason == UnresolvedReferenceReason::NotInTargetSystem)
         .collect();
     counters.unresolvable_references += unresolvable.len() as u64;
-    let (status, written, error_message, error_type, external_id, secondary, created) = match &outcome.result {
-        ExportResult::Succeeded(s) => {
-            let status = if after.has_unresolved_references { ItemStatus::PartlyWritten } else { ItemStatus::Succeeded };
-            (
-                status,
-                s.written_changes.clone(),
+    let (status, written, error_message, error_type, external_id, secondary, created) =
+        match &outcome.result {
+            ExportResult::Succeeded(s) => {
+                let status = if after.has_unresolved_references {
+                    ItemStatus::PartlyWritten
+                } else {
+                    ItemStatus::Succeeded
+                };
+                (
+                    status,
+                    s.written_changes.clone(),
+                    None,
+                    None,
+                    s.external_id.clone(),
+                    s.secondary_external_id.clone(),
+                    export.change_type == PendingExportChangeType::Create,
+                )
+            }
+            ExportResult::Failed(f) => (
+                ItemStatus::Failed,
+                f.progress.written_changes.clone(),
+                Some(f.message.clone()),
+                Some(f.error_type),
+                f.progress.external_id.clone(),
+                f.progress.secondary_external_id.clone(),
+                export.change_type == PendingExportChangeType::Create && f.progress.object_exists,
+            ),
+            ExportResult::Deferred => (
+                ItemStatus::Deferred,
+                Vec::new(),
                 None,
                 None,
-                s.external_id.clone(),
-                s.secondary_external_id.clone(),
-                export.change_type == PendingExportChangeType::Create,
-            )
-        }
-        ExportResult::Failed(f) => (
-            ItemStatus::Failed,
-            f.progress.written_changes.clone(),
-            Some(f.message.clone()),
-            Some(f.error_type),
-            f.progress.external_id.clone(),
-            f.progress.secondary_external_id.clone(),
-            export.change_type == PendingExportChangeType::Create && f.progress.object_exists,
-        ),
-        ExportResult::Deferred => (ItemStatus::Deferred, Vec::new(), None, None, None, None, false),
-    };
+                None,
+                None,
+                false,
+            ),
+        };
     match status {
         ItemStatus::Succeeded => counters.succeeded += 1,
         ItemStatus::PartlyWritten => {
@@ -125,7 +139,10 @@ fn item(
                 });
             }
         }
-        if let (Some(new), Some(attr)) = (secondary.filter(|v| !v.is_empty()), cso.secondary_external_id_attribute_id) {
+        if let (Some(new), Some(attr)) = (
+            secondary.filter(|v| !v.is_empty()),
+            cso.secondary_external_id_attribute_id,
+        ) {
             let old = claimed.current_dn().map(str::to_string);
             if old.as_deref() != Some(new.as_str()) {
                 anchor_changes.push(AnchorChange {
@@ -138,8 +155,20 @@ fn item(
         }
     }
 
-    let unresolved_reference_note = (handling == UnresolvedReferenceHandling::Error && !unresolvable.is_empty())
-        .then(|| unresolved_note(&unresolvable.iter().map(|u| (attribute_name(schema, u.attribute_id), u.metaverse_object_id.as_str())).collect::<Vec<_>>()));
+    let unresolved_reference_note =
+        (handling == UnresolvedReferenceHandling::Error && !unresolvable.is_empty()).then(|| {
+            unresolved_note(
+                &unresolvable
+                    .iter()
+                    .map(|u| {
+                        (
+                            attribute_name(schema, u.attribute_id),
+                            u.metaverse_object_id.as_str(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
     let run_history_error_type = match (&error_type, &unresolved_reference_note) {
         (Some(t), _) => Some(t.run_history_error_type()),
         (None, Some(_)) => Some(ActivityRunProfileExecutionItemErrorType::UnresolvedReference),
@@ -167,15 +196,25 @@ fn item(
 }
 
 fn attribute_name(schema: &SystemSchema, id: i32) -> String {
-    schema.attribute(id).map_or_else(|| format!("attribute {id}"), |a| a.name.clone())
+    schema
+        .attribute(id)
+        .map_or_else(|| format!("attribute {id}"), |a| a.name.clone())
 }
 
 /// The note JIM attaches, under Error handling, to an export whose references name objects that have
 /// no CSO in the target system: each reference as `attribute -> MVO id`, the first three named.
 pub(crate) fn unresolved_note(references: &[(String, &str)]) -> String {
     const SHOWN: usize = 3;
-    let described: Vec<String> = references.iter().map(|(attr, mvo)| format!("{attr} -> {mvo}")).collect();
-    let mut summary = described.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    let described: Vec<String> = references
+        .iter()
+        .map(|(attr, mvo)| format!("{attr} -> {mvo}"))
+        .collect();
+    let mut summary = described
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
     if described.len() > SHOWN {
         summary.push_str(&format!("; and {} more", described.len() - SHOWN));
     }
@@ -188,26 +227,18 @@ pub(crate) fn unresolved_note(references: &[(String, &str)]) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_note_names_three_references_then_counts_the_rest() {
-        let refs: Vec<(String, &str)> = (0..5).map(|i| (format!("member{i}"), "mvo")).collect();
-        let note = unresolved_note(&refs);
-        assert!(note.starts_with("5 reference value(s) could not be written"), "{note}");
-        assert!(note.contains("member0 -> mvo; member1 -> mvo; member2 -> mvo; and 2 more"), "{note}");
-    }
-}
-
 /// The item for a claimed row the engine could not read (its failure was persisted as such).
-pub(crate) fn bad_row_item(persisted: &PersistedExport, bad_rows: &[crate::store::BadRow]) -> ReportItem {
+pub(crate) fn bad_row_item(
+    persisted: &PersistedExport,
+    bad_rows: &[crate::store::BadRow],
+) -> ReportItem {
     let message = bad_rows
         .iter()
         .find(|b| b.pending_export_id == persisted.id)
         .map(|b| format!("jim-export cannot read this pending export: {}", b.error));
-    let change_type = persisted.change_type.unwrap_or(PendingExportChangeType::Update);
+    let change_type = persisted
+        .change_type
+        .unwrap_or(PendingExportChangeType::Update);
     ReportItem {
         pending_export_id: persisted.id,
         change_type,
@@ -226,5 +257,24 @@ pub(crate) fn bad_row_item(persisted: &PersistedExport, bad_rows: &[crate::store
         provisioned: false,
         anchor_changes: Vec::new(),
         unresolved_reference_note: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_note_names_three_references_then_counts_the_rest() {
+        let refs: Vec<(String, &str)> = (0..5).map(|i| (format!("member{i}"), "mvo")).collect();
+        let note = unresolved_note(&refs);
+        assert!(
+            note.starts_with("5 reference value(s) could not be written"),
+            "{note}"
+        );
+        assert!(
+            note.contains("member0 -> mvo; member1 -> mvo; member2 -> mvo; and 2 more"),
+            "{note}"
+        );
     }
 }

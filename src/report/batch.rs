@@ -97,7 +97,10 @@ pub struct ReportItem {
 
 impl ReportItem {
     /// JIM's run-history change type for an export of `change_type` that ended with `status`.
-    pub fn object_change_type_for(change_type: PendingExportChangeType, status: ItemStatus) -> ObjectChangeType {
+    pub fn object_change_type_for(
+        change_type: PendingExportChangeType,
+        status: ItemStatus,
+    ) -> ObjectChangeType {
         match (status, change_type) {
             (ItemStatus::Deferred, _) => ObjectChangeType::PendingExport,
             (_, PendingExportChangeType::Delete) => ObjectChangeType::Deprovisioned,
