@@ -210,6 +210,9 @@ jim_status jim_string_free(char *s);
 // Ownership: the caller owns the handle and releases it with `jim_cancel_free`. It may be freed while a
 // run that was given it is still going: the run keeps its own reference. `out_cancel` must not be NULL;
 // it is written only on success.
+//
+// # Safety
+// `out_cancel` is NULL or writable.
 jim_status jim_cancel_new(struct jim_cancel **out_cancel);
 
 // Fires a cancellation handle: every run given this handle stops claiming new work, lets the directory
@@ -222,6 +225,9 @@ jim_status jim_cancel_cancel(const struct jim_cancel *cancel);
 
 // Writes whether the handle was fired to `*out_cancelled`. `out_cancelled` must not be NULL; it is
 // written only on success. Callable from any thread.
+//
+// # Safety
+// `out_cancelled` is NULL or writable.
 jim_status jim_cancel_is_cancelled(const struct jim_cancel *cancel, bool *out_cancelled);
 
 // Releases a cancellation handle. NULL is a no-op. A handle freed already (or not a `jim_cancel`)

@@ -44,12 +44,18 @@ pub(crate) type FfiResult<T> = Result<T, FfiError>;
 /// Runs the body of an entry point: a panic becomes `JIM_STATUS_PANIC`, an `Err` its status, and the
 /// message goes to `out_error` when the host passed one. The body writes its out-parameters itself, last,
 /// and only when everything else succeeded.
-pub(crate) fn boundary(out_error: *mut *mut c_char, body: impl FnOnce() -> FfiResult<()>) -> jim_status {
+pub(crate) fn boundary(
+    out_error: *mut *mut c_char,
+    body: impl FnOnce() -> FfiResult<()>,
+) -> jim_status {
     let outcome = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(outcome) => outcome,
         Err(payload) => Err(FfiError::new(
             jim_status::Panic,
-            format!("internal error (a bug in jim-export): {}", panic_message(payload.as_ref())),
+            format!(
+                "internal error (a bug in jim-export): {}",
+                panic_message(payload.as_ref())
+            ),
         )),
     };
     match outcome {
@@ -102,7 +108,10 @@ pub(crate) unsafe fn arg_str<'a>(ptr: *const c_char, parameter: &str) -> FfiResu
 ///
 /// # Safety
 /// As for [`arg_str`].
-pub(crate) unsafe fn arg_opt_str<'a>(ptr: *const c_char, parameter: &str) -> FfiResult<Option<&'a str>> {
+pub(crate) unsafe fn arg_opt_str<'a>(
+    ptr: *const c_char,
+    parameter: &str,
+) -> FfiResult<Option<&'a str>> {
     if ptr.is_null() {
         Ok(None)
     } else {
@@ -191,15 +200,22 @@ mod tests {
         let status = boundary(&mut error, || panic!("boom {}", 42));
         assert_eq!(status, jim_status::Panic);
         // SAFETY: boundary wrote a string made by c_string.
-        let message = unsafe { CStr::from_ptr(error) }.to_str().unwrap().to_string();
+        let message = unsafe { CStr::from_ptr(error) }
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(message.contains("boom 42"), "{message}");
         assert_eq!(jim_string_free(error), jim_status::Ok);
-        assert_eq!(jim_string_free(error), jim_status::InvalidHandle, "double free refused");
+        assert_eq!(
+            jim_string_free(error),
+            jim_status::InvalidHandle,
+            "double free refused"
+        );
     }
 
     #[test]
     fn out_error_is_written_only_on_failure() {
-        let sentinel = 0x1usize as *mut c_char;
+        let sentinel = std::ptr::dangling_mut::<c_char>();
         let mut error = sentinel;
         assert_eq!(boundary(&mut error, || Ok(())), jim_status::Ok);
         assert_eq!(error, sentinel);
@@ -227,7 +243,10 @@ mod tests {
         assert_eq!(e.status, jim_status::InvalidUtf8);
         assert!(e.message.contains("offset 1"), "{}", e.message);
         // SAFETY: NULL is allowed.
-        assert_eq!(unsafe { arg_opt_str(std::ptr::null(), "options_json") }, Ok(None));
+        assert_eq!(
+            unsafe { arg_opt_str(std::ptr::null(), "options_json") },
+            Ok(None)
+        );
         // SAFETY: NULL is reported.
         let e = unsafe { arg_str(std::ptr::null(), "request_json") }.unwrap_err();
         assert_eq!(e.status, jim_status::NullParameter);
@@ -237,6 +256,9 @@ mod tests {
         assert_eq!(jim_string_free(s), jim_status::Ok);
         assert_eq!(jim_string_free(std::ptr::null_mut()), jim_status::Ok);
         let mut local = [0 as c_char; 4];
-        assert_eq!(jim_string_free(local.as_mut_ptr()), jim_status::InvalidHandle);
+        assert_eq!(
+            jim_string_free(local.as_mut_ptr()),
+            jim_status::InvalidHandle
+        );
     }
 }

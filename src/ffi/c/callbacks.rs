@@ -159,14 +159,18 @@ impl RunListener for HostListener {
     fn on_progress(&self, event: &ProgressEvent) {
         if let Some(cb) = self.callbacks.on_progress {
             // SAFETY: a callback the host registered; `json` lives until the call returns.
-            self.deliver(event, |json, len| unsafe { cb(self.callbacks.user_data, json, len) });
+            self.deliver(event, |json, len| unsafe {
+                cb(self.callbacks.user_data, json, len)
+            });
         }
     }
 
     fn on_batch(&self, report: &BatchReport) {
         if let Some(cb) = self.callbacks.on_batch {
             // SAFETY: as above.
-            self.deliver(report, |json, len| unsafe { cb(self.callbacks.user_data, json, len) });
+            self.deliver(report, |json, len| unsafe {
+                cb(self.callbacks.user_data, json, len)
+            });
         }
     }
 

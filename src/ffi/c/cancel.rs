@@ -100,19 +100,28 @@ mod tests {
         assert_eq!(unsafe { jim_cancel_new(&mut c) }, jim_status::Ok);
         assert!(!c.is_null());
         let mut fired = true;
-        assert_eq!(unsafe { jim_cancel_is_cancelled(c, &mut fired) }, jim_status::Ok);
+        assert_eq!(
+            unsafe { jim_cancel_is_cancelled(c, &mut fired) },
+            jim_status::Ok
+        );
         assert!(!fired);
         let t = token(c, "cancel").unwrap();
         assert_eq!(jim_cancel_cancel(c), jim_status::Ok);
         assert_eq!(jim_cancel_cancel(c), jim_status::Ok, "idempotent");
         assert!(t.is_cancelled());
-        assert_eq!(unsafe { jim_cancel_is_cancelled(c, &mut fired) }, jim_status::Ok);
+        assert_eq!(
+            unsafe { jim_cancel_is_cancelled(c, &mut fired) },
+            jim_status::Ok
+        );
         assert!(fired);
         assert_eq!(jim_cancel_free(c), jim_status::Ok);
         assert_eq!(jim_cancel_free(c), jim_status::InvalidHandle);
         assert_eq!(jim_cancel_cancel(c), jim_status::InvalidHandle);
         assert_eq!(jim_cancel_free(std::ptr::null_mut()), jim_status::Ok);
-        assert_eq!(unsafe { jim_cancel_new(std::ptr::null_mut()) }, jim_status::NullParameter);
+        assert_eq!(
+            unsafe { jim_cancel_new(std::ptr::null_mut()) },
+            jim_status::NullParameter
+        );
         assert_eq!(
             unsafe { jim_cancel_is_cancelled(std::ptr::null(), &mut fired) },
             jim_status::NullParameter

@@ -264,7 +264,10 @@ fn with_engine<T>(
 
 /// Parses a JSON argument: a syntax error is `JIM_STATUS_INVALID_JSON`, anything else wrong with it
 /// `JIM_STATUS_INVALID_REQUEST` naming the field's path.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(json: &str, parameter: &str) -> FfiResult<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    json: &str,
+    parameter: &str,
+) -> FfiResult<T> {
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(json) {
         return Err(FfiError::new(
             jim_status::InvalidJson,
@@ -274,7 +277,11 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(json: &str, parameter: 
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { format!("{path}: ") };
+        let path = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
         FfiError::new(
             jim_status::InvalidRequest,
             format!("invalid {parameter}: {path}{}", e.into_inner()),
@@ -462,18 +469,26 @@ fn run(
     };
     let outcome = inner.block_on(async move {
         let token = CancellationToken::new();
-        run_until_stopped(core.run_export(&request, listener, token.clone()), stop, token).await
+        run_until_stopped(
+            core.run_export(&request, listener, token.clone()),
+            stop,
+            token,
+        )
+        .await
     });
     // No callback may run once this call returns, whatever happened.
     if let Some(host) = &host {
         host.close();
     }
+    // Freed while the run went on: the run was told to stop (and did, or had just finished), so the
+    // call reports the free rather than a result the host can no longer act on.
     let freed = closing.is_cancelled();
     match outcome? {
-        Ok(result) if freed && result.cancelled => Err(engine_closed(
-            "the engine was freed during the run: the run was cancelled, its completed outcomes \
-             persisted and its unexecuted claims returned",
-        )),
+        Ok(result) if freed => Err(engine_closed(&format!(
+            "the engine was freed during the run, which stopped: its completed outcomes are \
+             persisted and its unexecuted claims returned ({})",
+            result.message
+        ))),
         Ok(result) => Ok(result),
         Err(e) if freed => Err(engine_closed(&format!(
             "the engine was freed during the run, which then ended with: {e}"
@@ -627,5 +642,8 @@ where
 /// The name of a live engine's runtime threads (for tests).
 #[cfg(test)]
 pub(crate) fn thread_name(engine: *const jim_engine) -> Option<String> {
-    ENGINES.get(engine, "engine").ok().map(|e| e.thread_name.clone())
+    ENGINES
+        .get(engine, "engine")
+        .ok()
+        .map(|e| e.thread_name.clone())
 }

@@ -101,8 +101,15 @@ mod tests {
         assert_eq!(reg.remove(h, "thing").unwrap(), 7);
         let e = reg.get(h, "thing").unwrap_err();
         assert_eq!(e.status, jim_status::InvalidHandle);
-        assert!(e.message.contains("thing is not a live jim_thing"), "{}", e.message);
-        assert_eq!(reg.remove(h, "thing").unwrap_err().status, jim_status::InvalidHandle);
+        assert!(
+            e.message.contains("thing is not a live jim_thing"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            reg.remove(h, "thing").unwrap_err().status,
+            jim_status::InvalidHandle
+        );
         let h2: *mut A = reg.insert(8).unwrap();
         assert_ne!(h, h2, "tokens are never reused");
         assert_eq!(

@@ -19,10 +19,7 @@
 
 #![allow(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(
-    test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod boundary;
 mod callbacks;
@@ -39,10 +36,12 @@ use std::ffi::c_char;
 
 pub use boundary::jim_string_free;
 pub use callbacks::{jim_callbacks, jim_json_callback, jim_log_callback, jim_log_level};
-pub use cancel::{jim_cancel, jim_cancel_cancel, jim_cancel_free, jim_cancel_is_cancelled, jim_cancel_new};
+pub use cancel::{
+    jim_cancel, jim_cancel_cancel, jim_cancel_free, jim_cancel_is_cancelled, jim_cancel_new,
+};
 pub use engine::{
-    jim_engine, jim_engine_free, jim_engine_new, jim_engine_queue_summary, jim_engine_release_stranded,
-    jim_engine_reset_failed, jim_engine_run,
+    jim_engine, jim_engine_free, jim_engine_new, jim_engine_queue_summary,
+    jim_engine_release_stranded, jim_engine_reset_failed, jim_engine_run,
 };
 pub use status::{jim_status, jim_status_name};
 

@@ -52,12 +52,19 @@ fn run(
     cancel: *const jim_cancel,
 ) -> (jim_status, String) {
     let request = CString::new(request).unwrap();
-    let sentinel = 0x10 as *mut c_char;
+    let sentinel = std::ptr::dangling_mut::<c_char>();
     let mut result = sentinel;
     let mut error = sentinel;
     // SAFETY: valid strings and out-pointers.
     let status = unsafe {
-        jim_engine_run(engine, request.as_ptr(), null(), cancel, &mut result, &mut error)
+        jim_engine_run(
+            engine,
+            request.as_ptr(),
+            null(),
+            cancel,
+            &mut result,
+            &mut error,
+        )
     };
     if status == jim_status::Ok {
         assert_eq!(error, sentinel, "out_error untouched on success");
@@ -123,7 +130,9 @@ fn header_version_matches_cargo() {
             "{name} in src/ffi/c/mod.rs must be {value} (Cargo.toml's version)"
         );
     }
-    assert!(HEADER.contains(&format!("#define JIM_EXPORT_ABI_VERSION {JIM_EXPORT_ABI_VERSION}\n")));
+    assert!(HEADER.contains(&format!(
+        "#define JIM_EXPORT_ABI_VERSION {JIM_EXPORT_ABI_VERSION}\n"
+    )));
     for status in jim_status::ALL {
         assert!(
             HEADER.contains(&format!("  {} = {},\n", status.name(), status as u32)),
@@ -266,7 +275,10 @@ fn header_documents_every_json_member() {
 
 #[test]
 fn engine_new_and_free_join_the_runtime_threads() {
-    let engine = new_engine(Some(r#"{"worker_threads": 2, "shutdown_timeout_ms": 5000}"#)).unwrap();
+    let engine = new_engine(Some(
+        r#"{"worker_threads": 2, "shutdown_timeout_ms": 5000}"#,
+    ))
+    .unwrap();
     let name = thread_name(engine).unwrap();
     // A new thread takes its name as it starts: give the workers a moment to get there.
     let started = std::time::Instant::now();
@@ -275,8 +287,16 @@ fn engine_new_and_free_join_the_runtime_threads() {
     }
     assert_eq!(threads_named(&name), 2, "the engine's workers run");
     assert_eq!(jim_engine_free(engine), jim_status::Ok);
-    assert_eq!(threads_named(&name), 0, "freeing joined the engine's threads");
-    assert_eq!(jim_engine_free(engine), jim_status::InvalidHandle, "double free");
+    assert_eq!(
+        threads_named(&name),
+        0,
+        "freeing joined the engine's threads"
+    );
+    assert_eq!(
+        jim_engine_free(engine),
+        jim_status::InvalidHandle,
+        "double free"
+    );
     assert_eq!(jim_engine_free(null_mut()), jim_status::Ok);
     // NULL options = defaults.
     let engine = new_engine(None).unwrap();
@@ -287,7 +307,10 @@ fn engine_new_and_free_join_the_runtime_threads() {
 fn engine_options_are_checked() {
     let (status, message) = new_engine(Some("{ worker_threads: 2")).unwrap_err();
     assert_eq!(status, jim_status::InvalidJson, "{message}");
-    assert!(message.contains("options_json is not valid JSON"), "{message}");
+    assert!(
+        message.contains("options_json is not valid JSON"),
+        "{message}"
+    );
     let (status, message) = new_engine(Some(r#"{"workers": 2}"#)).unwrap_err();
     assert_eq!(status, jim_status::InvalidRequest, "{message}");
     assert!(message.contains("workers"), "{message}");
@@ -325,7 +348,10 @@ fn run_arguments_are_checked() {
     assert_eq!(status, jim_status::InvalidRequest, "{message}");
     assert!(message.contains("connected_system_id"), "{message}");
     assert!(message.contains("directory.urls[0]"), "{message}");
-    assert!(!message.contains("pg-secret") && !message.contains("ldap-secret"), "{message}");
+    assert!(
+        !message.contains("pg-secret") && !message.contains("ldap-secret"),
+        "{message}"
+    );
     let (status, message) = run(engine, b"{\"database\": \"\xff\"}", null());
     assert_eq!(status, jim_status::InvalidUtf8, "{message}");
     assert!(message.contains("request_json"), "{message}");
@@ -335,8 +361,7 @@ fn run_arguments_are_checked() {
     let mut out: *mut c_char = null_mut();
     let mut error: *mut c_char = null_mut();
     // SAFETY: NULL arguments are reported, not used.
-    let status =
-        unsafe { jim_engine_run(engine, null(), null(), null(), &mut out, &mut error) };
+    let status = unsafe { jim_engine_run(engine, null(), null(), null(), &mut out, &mut error) };
     assert_eq!(status, jim_status::NullParameter);
     assert!(take(error).contains("request_json"));
     // SAFETY: as above.
@@ -356,12 +381,18 @@ fn run_arguments_are_checked() {
     assert_eq!(unsafe { jim_cancel_new(&mut cancel) }, jim_status::Ok);
     let (status, message) = run(cancel.cast(), b"{}", null());
     assert_eq!(status, jim_status::InvalidHandle, "{message}");
-    assert!(message.contains("engine is not a live jim_engine"), "{message}");
+    assert!(
+        message.contains("engine is not a live jim_engine"),
+        "{message}"
+    );
     assert_eq!(jim_cancel_free(cancel), jim_status::Ok);
     let valid = request("postgres://u:p@127.0.0.1:1/jim", 100);
     let (status, message) = run(engine, valid.as_bytes(), cancel);
     assert_eq!(status, jim_status::InvalidHandle, "{message}");
-    assert!(message.contains("cancel is not a live jim_cancel"), "{message}");
+    assert!(
+        message.contains("cancel is not a live jim_cancel"),
+        "{message}"
+    );
 
     // An unreachable database is a database error that names no secret.
     let (status, message) = run(engine, valid.as_bytes(), null());
@@ -370,7 +401,11 @@ fn run_arguments_are_checked() {
 
     assert_eq!(jim_engine_free(engine), jim_status::Ok);
     let (status, message) = run(engine, valid.as_bytes(), null());
-    assert_eq!(status, jim_status::InvalidHandle, "a run on a freed engine: {message}");
+    assert_eq!(
+        status,
+        jim_status::InvalidHandle,
+        "a run on a freed engine: {message}"
+    );
 }
 
 #[test]
@@ -399,7 +434,8 @@ fn operator_calls_check_their_requests() {
         };
         let (status, message) = attempt("nope");
         assert_eq!(status, jim_status::InvalidJson, "{name}: {message}");
-        let (status, message) = attempt(r#"{"database": {"connection": "Host=h;Port=x"}, "connected_system_id": 0}"#);
+        let (status, message) =
+            attempt(r#"{"database": {"connection": "Host=h;Port=x"}, "connected_system_id": 0}"#);
         assert_eq!(status, jim_status::InvalidRequest, "{name}: {message}");
         assert!(message.contains("database.connection"), "{name}: {message}");
         assert!(message.contains("connected_system_id"), "{name}: {message}");
@@ -420,7 +456,9 @@ fn blocking_calls_are_refused_on_runtime_threads() {
     let engine = new_engine(Some(r#"{"worker_threads": 1}"#)).unwrap();
     let engine_token = engine.addr();
     // A thread inside a tokio runtime, as a callback on an engine worker thread would be.
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let (free_status, run_status) = rt.block_on(async move {
         let engine: *mut jim_engine = std::ptr::without_provenance_mut(engine_token);
         let free_status = jim_engine_free(engine);
@@ -430,7 +468,11 @@ fn blocking_calls_are_refused_on_runtime_threads() {
     });
     assert_eq!(free_status, jim_status::WrongThread);
     assert_eq!(run_status, jim_status::WrongThread);
-    assert_eq!(jim_engine_free(engine), jim_status::Ok, "the engine stayed alive");
+    assert_eq!(
+        jim_engine_free(engine),
+        jim_status::Ok,
+        "the engine stayed alive"
+    );
 }
 
 /// A run on an engine that another thread frees while the run is in progress returns an error, and the
@@ -456,7 +498,11 @@ fn freeing_the_engine_during_a_run_ends_the_run_with_an_error() {
     let (status, message) = runner.join().unwrap();
     assert_eq!(status, jim_status::EngineClosed, "{message}");
     assert!(message.contains("freed during the run"), "{message}");
-    assert_eq!(threads_named(&name), 0, "freeing joined the engine's threads");
+    assert_eq!(
+        threads_named(&name),
+        0,
+        "freeing joined the engine's threads"
+    );
 }
 
 #[tokio::test]
@@ -478,7 +524,10 @@ async fn a_stop_signal_cancels_the_run_token_and_the_run_still_finishes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         host.cancel();
     });
-    assert_eq!(run_until_stopped(run, stop, token.clone()).await, "returned claims");
+    assert_eq!(
+        run_until_stopped(run, stop, token.clone()).await,
+        "returned claims"
+    );
     assert!(token.is_cancelled());
     canceller.await.unwrap();
 

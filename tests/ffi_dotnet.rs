@@ -1,0 +1,194 @@
+//! The .NET binding (`bindings/dotnet/`) compiled with Mono's `mcs` (C# 7.2) and run under `mono`
+//! against the native library, a throwaway PostgreSQL and slapd: a full export through a typed
+//! request, cancellation through a CancellationToken, a throwing batch handler, bad input surfacing as
+//! typed exceptions, a run on an engine disposed by another thread, and a clean process exit (the
+//! program disposes its engines; without the native runtime's shutdown Mono would hang at exit and
+//! the deadline below would fail the test). Afterwards the directory and database state each export
+//! produced is checked here.
+
+mod engine_support;
+mod ffi_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use engine_support::{Env, assert_directory_matches};
+use ffi_support::{json, library_dir, repo_root, require_tool, run, scratch};
+use jim_export::model::{PendingExportChangeType, PendingExportStatus};
+use jim_export_testkit::seed::Template;
+use tokio::runtime::Runtime;
+
+/// Compiles the binding into a library and the test program against it, as a host would.
+fn compile(dir: &std::path::Path) -> std::path::PathBuf {
+    require_tool("mcs", "mono-devel");
+    require_tool("mono", "mono-devel");
+    let root = repo_root().join("bindings/dotnet");
+    let sources: Vec<_> = std::fs::read_dir(root.join("JimExport"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cs"))
+        .collect();
+    let dll = dir.join("JimExport.dll");
+    let mut mcs = Command::new("mcs");
+    mcs.args([
+        "-langversion:7.2",
+        "-warnaserror+",
+        "-warn:4",
+        "-target:library",
+    ])
+    .arg(format!("-out:{}", dll.display()))
+    .arg("-r:System.Runtime.Serialization.dll")
+    .args(&sources);
+    run(mcs, Duration::from_secs(300), dir, "mcs-library").assert_success("mcs JimExport.dll");
+    let exe = dir.join("ExportTests.exe");
+    let mut mcs = Command::new("mcs");
+    mcs.args(["-langversion:7.2", "-warnaserror+", "-warn:4"])
+        .arg(format!("-out:{}", exe.display()))
+        .arg(format!("-r:{}", dll.display()))
+        .arg("-r:System.Runtime.Serialization.dll")
+        .arg(root.join("tests/ExportTests.cs"));
+    run(mcs, Duration::from_secs(300), dir, "mcs-tests").assert_success("mcs ExportTests.exe");
+    exe
+}
+
+#[test]
+fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
+    let dir = scratch("dotnet");
+    let exe = compile(&dir);
+    let rt = Runtime::new().unwrap();
+    let (full, partial) = rt.block_on(async {
+        (
+            Env::new(Template::Small).await,
+            Env::new(Template::Small).await,
+        )
+    });
+    let objects = full.seeded.counts.pending_exports;
+    let partial_objects = partial.seeded.counts.pending_exports;
+
+    // The system to cancel: small pages, one operation in flight, so a cancel lands mid-queue.
+    let mut cancel_request = serde_json::to_value(partial.request()).unwrap();
+    cancel_request["options"]["page_size"] = 10.into();
+    cancel_request["options"]["flush_size"] = 5.into();
+    cancel_request["options"]["connections"] = 1.into();
+    cancel_request["options"]["in_flight_per_connection"] = 1.into();
+    let cancel_file = dir.join("cancel_request.json");
+    std::fs::write(&cancel_file, cancel_request.to_string()).unwrap();
+    // The same system throttled to 5 operations/s: still running when the engine is disposed under it.
+    cancel_request["options"]["ops_per_second"] = 5.into();
+    let slow_file = dir.join("slow_request.json");
+    std::fs::write(&slow_file, cancel_request.to_string()).unwrap();
+    let unknown_request = serde_json::json!({
+        "database": { "connection": full.db.url },
+        "connected_system_id": 999_999,
+        "directory": {
+            "urls": [full.slapd.ldap_url()],
+            "bind": { "kind": "simple", "dn": full.slapd.admin_dn(), "password": full.slapd.admin_password() }
+        }
+    });
+    let unknown_file = dir.join("unknown_request.json");
+    std::fs::write(&unknown_file, unknown_request.to_string()).unwrap();
+
+    let mut mono = Command::new("mono");
+    mono.arg("--debug")
+        .arg(&exe)
+        .env("LD_LIBRARY_PATH", library_dir())
+        .env("JIM_DOTNET_TEST_DB", &full.db.url)
+        .env(
+            "JIM_DOTNET_TEST_SYSTEM",
+            full.seeded.connected_system_id().to_string(),
+        )
+        .env("JIM_DOTNET_TEST_OBJECTS", objects.to_string())
+        .env("JIM_DOTNET_TEST_LDAP_URL", full.slapd.ldap_url())
+        .env("JIM_DOTNET_TEST_BIND_DN", full.slapd.admin_dn())
+        .env("JIM_DOTNET_TEST_PASSWORD", full.slapd.admin_password())
+        .env("JIM_DOTNET_TEST_CANCEL_REQUEST", &cancel_file)
+        .env(
+            "JIM_DOTNET_TEST_CANCEL_OBJECTS",
+            partial_objects.to_string(),
+        )
+        .env("JIM_DOTNET_TEST_SLOW_REQUEST", &slow_file)
+        .env("JIM_DOTNET_TEST_UNKNOWN_REQUEST", &unknown_file);
+    let outcome = run(mono, Duration::from_secs(600), &dir, "mono-ExportTests");
+    eprintln!("{}", outcome.stdout);
+    outcome.assert_success(
+        "the Mono test program (a hang at exit would have been killed at the deadline)",
+    );
+    assert!(outcome.stdout.contains("\nPASS"), "{}", outcome.stdout);
+    assert!(!outcome.stdout.contains("not ok"), "{}", outcome.stdout);
+    eprintln!(
+        "the Mono program took {:.1} s",
+        outcome.elapsed.as_secs_f64()
+    );
+
+    // The full export: the directory holds every seeded object; JIM's rows say Exported.
+    let result = json(outcome.line("EXPORT"), "EXPORT");
+    assert_eq!(result["success_count"], objects, "{result}");
+    assert_directory_matches(
+        &rt.block_on(full.directory()),
+        &full.seeded.expected_directory().unwrap(),
+    );
+    let counts = rt.block_on(full.pending_export_counts());
+    let exported_creates = (
+        PendingExportStatus::Exported.as_i32(),
+        PendingExportChangeType::Create.as_i32(),
+    );
+    assert_eq!(
+        counts.get(&exported_creates),
+        Some(&(objects as i64)),
+        "{counts:?}"
+    );
+    assert_eq!(rt.block_on(full.executing()), 0);
+
+    // The interrupted runs (token cancelled, handler threw, engine disposed): nothing stranded, each
+    // export either Exported by one of them or back to Pending, and the directory holds exactly the
+    // objects they wrote.
+    let interrupted: Vec<serde_json::Value> = ["CANCEL", "CALLBACK_FAILURE", "DISPOSED"]
+        .iter()
+        .filter_map(|l| outcome.line(l).map(|_| json(outcome.line(l), l)))
+        .collect();
+    assert!(interrupted.len() >= 2, "{}", outcome.stdout);
+    assert!(
+        interrupted.iter().all(|r| r["cancelled"] == true),
+        "{interrupted:?}"
+    );
+    assert_eq!(rt.block_on(partial.executing()), 0, "no row left Executing");
+    let counts = rt.block_on(partial.pending_export_counts());
+    let exported: i64 = counts
+        .iter()
+        .filter(|((s, _), _)| *s == PendingExportStatus::Exported.as_i32())
+        .map(|(_, n)| n)
+        .sum();
+    let pending: i64 = counts
+        .iter()
+        .filter(|((s, _), _)| *s == PendingExportStatus::Pending.as_i32())
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!((exported + pending) as u64, partial_objects, "{counts:?}");
+    let fully_written: u64 = interrupted
+        .iter()
+        .map(|r| {
+            r["success_count"].as_u64().unwrap() - r["partially_exported_count"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(exported as u64, fully_written, "{counts:?} {interrupted:?}");
+    assert!(
+        exported > 0 && (exported as u64) < partial_objects,
+        "{counts:?}"
+    );
+    let written: i64 = rt.block_on(async {
+        sqlx::query_scalar(
+            r#"SELECT count(DISTINCT p."Id") FROM "PendingExports" p
+               JOIN "PendingExportAttributeValueChanges" c ON c."PendingExportId" = p."Id"
+               WHERE p."ConnectedSystemId" = $1 AND c."Status" = 1"#,
+        )
+        .bind(partial.seeded.connected_system_id())
+        .fetch_one(&partial.db.pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        rt.block_on(partial.directory()).len() as i64,
+        written,
+        "one entry per export written"
+    );
+}
