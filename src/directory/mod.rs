@@ -391,6 +391,11 @@ impl Directory {
         self.inner.pool.limits().max_in_flight
     }
 
+    /// Operations outstanding right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.pool.in_flight()
+    }
+
     /// The number of connections.
     pub fn connections(&self) -> usize {
         self.inner.pool.limits().connections

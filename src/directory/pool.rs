@@ -221,6 +221,11 @@ struct Lease<'a> {
 }
 
 impl Pool {
+    /// Operations outstanding right now (held permits of the global limit).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.limits.max_in_flight.max(1) - self.global.available_permits()
+    }
+
     pub fn new(connector: Connector, limits: PoolLimits, drivers: JoinSet<()>) -> Self {
         let slots = (0..limits.connections.max(1))
             .map(|_| Slot {

@@ -23,14 +23,18 @@ use super::dependencies::{Dependencies, Readiness};
 use super::reporting::{Counters, build_items};
 use super::{CancellationToken, LogLevel, LogRecord, RunListener};
 use crate::config::ExportRequest;
-use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult, ExportStatus, OUTCOME_UNKNOWN_NOTE};
+use crate::directory::{
+    Directory, ExportJob, ExportResult as DirectoryResult, ExportStatus, OUTCOME_UNKNOWN_NOTE,
+};
 use crate::error::{Error, Result};
 use crate::model::{ExportPhase, PendingExportChangeType, UnresolvedReferenceHandling};
 use crate::outcome::{ExportOutcome, ExportResult, Failure, Progress, Success};
 use crate::plan::{PlanInput, Planner};
 use crate::report::message::{metrics_checkpoint, outcome_message, throughput_clause};
 use crate::report::{BatchReport, ProgressEvent, ProgressThrottle, RunMetrics, RunResult};
-use crate::store::{BadRow, ClaimedExport, ClaimedPage, ExportQueue, Pass, PersistReport, Store, SystemSchema};
+use crate::store::{
+    BadRow, ClaimedExport, ClaimedPage, ExportQueue, Pass, PersistReport, Store, SystemSchema,
+};
 
 /// Flushes persisted at once; more outcomes wait in the coordinator's buffer.
 const MAX_FLUSHES_IN_FLIGHT: usize = 2;
@@ -54,12 +58,29 @@ pub(crate) async fn run(
     let log = Logger::new(listener.clone());
     let queue = Arc::new(store.open(request.connected_system_id, options).await?);
     let schema = queue.schema().clone();
-    let handling = request.settings.unresolved_reference_handling.unwrap_or(schema.unresolved_reference_handling);
+    let handling = request
+        .settings
+        .unresolved_reference_handling
+        .unwrap_or(schema.unresolved_reference_handling);
     let lease = Duration::from_secs(options.lease_seconds);
-    let total = store.queue_summary(request.connected_system_id, lease).await?.executable.max(0) as u64;
-    log.info(format!("export of connected system {} ({}) started: {total} pending export(s) due", schema.connected_system_id, schema.name));
+    let total = store
+        .queue_summary(request.connected_system_id, lease)
+        .await?
+        .executable
+        .max(0) as u64;
+    log.info(format!(
+        "export of connected system {} ({}) started: {total} pending export(s) due",
+        schema.connected_system_id, schema.name
+    ));
     let mut progress = ProgressState::new(&request.options, schema.connected_system_id, total, t0);
-    progress.emit(&*listener, ExportPhase::Preparing, 0, 0, "Preparing", &Counters::default());
+    progress.emit(
+        &*listener,
+        ExportPhase::Preparing,
+        0,
+        0,
+        "Preparing",
+        &Counters::default(),
+    );
 
     if !request.directory.tls.verify {
         log.warn("TLS certificate verification of the directory is turned off (directory.tls.verify = false)".into());
@@ -68,11 +89,13 @@ pub(crate) async fn run(
     let planner = Planner::new(&request.settings, directory.dialect());
 
     let lease_guard = CancellationToken::new();
-    let lease_task = tokio::spawn(renew_leases(queue.clone(), lease, lease_guard.clone()).in_current_span());
+    let lease_task =
+        tokio::spawn(renew_leases(queue.clone(), lease, lease_guard.clone()).in_current_span());
 
     let (claim_tx, claim_rx) = mpsc::channel::<Claimed>(2);
     let claimer = tokio::spawn(
-        claim_pages(queue.clone(), options.page_size, cancel.clone(), claim_tx).instrument(tracing::debug_span!("claim")),
+        claim_pages(queue.clone(), options.page_size, cancel.clone(), claim_tx)
+            .instrument(tracing::debug_span!("claim")),
     );
 
     let max_active = directory.max_in_flight() * 2;
@@ -80,13 +103,17 @@ pub(crate) async fn run(
     let (result_tx, result_rx) = mpsc::channel::<DirectoryResult>(max_active.max(1));
     let runner = {
         let directory = directory.clone();
-        tokio::spawn(async move { directory.run(job_rx, result_tx).await }.instrument(tracing::debug_span!("execute")))
+        tokio::spawn(
+            async move { directory.run(job_rx, result_tx).await }
+                .instrument(tracing::debug_span!("execute")),
+        )
     };
 
     let mut coordinator = Coordinator {
         queue: queue.clone(),
         schema: schema.clone(),
         planner,
+        directory: directory.clone(),
         handling,
         listener: listener.clone(),
         log: log.clone(),
@@ -114,7 +141,11 @@ pub(crate) async fn run(
         in_flight_samples: (0, 0),
         fatal: None,
     };
-    let cancelled = coordinator.drive(claim_rx, job_tx, result_rx, &cancel).await;
+    // A cancel that lands before the coordinator sees it (the claimer stops first) still counts.
+    let cancelled = coordinator
+        .drive(claim_rx, job_tx, result_rx, &cancel)
+        .await
+        || cancel.is_cancelled();
 
     let _ = claimer.await;
     let _ = runner.await;
@@ -126,19 +157,41 @@ pub(crate) async fn run(
 
     // Whatever the run still holds (cancellation, a failure) goes back to the status it had.
     if let Err(e) = queue.release_all().await {
-        log.warn(format!("returning unexecuted claims failed: {e}; they are reclaimed after the lease"));
+        log.warn(format!(
+            "returning unexecuted claims failed: {e}; they are reclaimed after the lease"
+        ));
     }
     if let Some(e) = coordinator.fatal.take() {
-        log.error(format!("export of connected system {} stopped: {e}", schema.connected_system_id));
+        log.error(format!(
+            "export of connected system {} stopped: {e}",
+            schema.connected_system_id
+        ));
         return Err(e);
     }
 
     let elapsed = t0.elapsed();
     let c = &coordinator.counters;
     let processed = c.processed();
-    let message = outcome_message(c.succeeded, c.partly_written, c.failed, c.deferred, &throughput_clause(processed, elapsed));
+    let mut message = outcome_message(
+        c.succeeded,
+        c.partly_written,
+        c.failed,
+        c.deferred,
+        &throughput_clause(processed, elapsed),
+    );
+    if cancelled {
+        // JIM's worker reports a cancelled export as such; the counts keep JIM's wording.
+        message = message.replacen("Export complete:", "Export cancelled:", 1);
+    }
     log.info(message.clone());
-    coordinator.progress.emit(&*listener, ExportPhase::Completed, 0, directory.max_in_flight() as u32, &message, c);
+    coordinator.progress.emit(
+        &*listener,
+        ExportPhase::Completed,
+        0,
+        directory.max_in_flight() as u32,
+        &message,
+        c,
+    );
     let (samples, sum) = coordinator.in_flight_samples;
     Ok(RunResult {
         connected_system_id: schema.connected_system_id,
@@ -170,11 +223,19 @@ pub(crate) async fn run(
             },
             sql_statements: queue.statements(),
             flushes: coordinator.flush_count,
-            objects_per_second: if elapsed.as_secs_f64() > 0.0 { processed as f64 / elapsed.as_secs_f64() } else { 0.0 },
+            objects_per_second: if elapsed.as_secs_f64() > 0.0 {
+                processed as f64 / elapsed.as_secs_f64()
+            } else {
+                0.0
+            },
             elapsed_ms: elapsed.as_millis() as u64,
             time_to_first_write_ms: coordinator.first_write.map(|d| d.as_millis() as u64),
             max_in_flight: stats.peak_in_flight as u32,
-            mean_in_flight: if samples > 0 { sum as f64 / samples as f64 } else { 0.0 },
+            mean_in_flight: if samples > 0 {
+                sum as f64 / samples as f64
+            } else {
+                0.0
+            },
             in_flight_limit: directory.max_in_flight() as u32,
             retries: stats.retries,
             reconnects: stats.lost_connections,
@@ -185,7 +246,12 @@ pub(crate) async fn run(
 
 /// Claims pages, plain exports first and then reference-bearing ones (whose references are resolved
 /// in one query per page), until both passes are exhausted or the run is cancelled.
-async fn claim_pages(queue: Arc<ExportQueue>, page_size: u32, cancel: CancellationToken, tx: mpsc::Sender<Claimed>) {
+async fn claim_pages(
+    queue: Arc<ExportQueue>,
+    page_size: u32,
+    cancel: CancellationToken,
+    tx: mpsc::Sender<Claimed>,
+) {
     for pass in [Pass::Plain, Pass::References] {
         let mut cursor = None;
         loop {
@@ -253,6 +319,8 @@ struct Coordinator {
     queue: Arc<ExportQueue>,
     schema: Arc<SystemSchema>,
     planner: Planner,
+    /// The directory, for sampling the operations in flight.
+    directory: Directory,
     handling: UnresolvedReferenceHandling,
     listener: Arc<dyn RunListener>,
     log: Logger,
@@ -313,7 +381,8 @@ impl Coordinator {
                     break;
                 }
             }
-            let can_claim = claims_open && self.held.len() + self.queue_page_hint() <= self.max_held;
+            let can_claim =
+                claims_open && self.held.len() + self.queue_page_hint() <= self.max_held;
             tokio::select! {
                 biased;
                 Some(result) = results.recv() => self.on_result(result),
@@ -383,7 +452,7 @@ impl Coordinator {
     }
 
     fn sample_in_flight(&mut self) {
-        let n = self.in_flight();
+        let n = self.directory.in_flight() as u64;
         if n > 0 {
             self.in_flight_samples.0 += 1;
             self.in_flight_samples.1 += n;
@@ -419,7 +488,10 @@ impl Coordinator {
         }
         match self.queue.release(ids).await {
             Ok(n) => self.log.debug(format!("returned {n} unexecuted claim(s)")),
-            Err(e) => self.log.warn(format!("returning {} unexecuted claim(s) failed: {e}; they are reclaimed after the lease", ids.len())),
+            Err(e) => self.log.warn(format!(
+                "returning {} unexecuted claim(s) failed: {e}; they are reclaimed after the lease",
+                ids.len()
+            )),
         }
     }
 
@@ -427,7 +499,11 @@ impl Coordinator {
         if !page.bad_rows.is_empty() {
             self.fail_bad_rows(page.bad_rows).await;
         }
-        if page.exports.iter().any(|e| e.export.has_unresolved_references) {
+        if page
+            .exports
+            .iter()
+            .any(|e| e.export.has_unresolved_references)
+        {
             self.phase = ExportPhase::ResolvingReferences;
         }
         // Register every Create of the page first, so an export naming an object created later in the
@@ -447,7 +523,9 @@ impl Coordinator {
     /// Decides what to do with a freshly claimed export: defer it, hold it for a Create, or plan it.
     fn admit(&mut self, claimed: ClaimedExport) {
         let id = claimed.id();
-        if claimed.export.writable_changes().next().is_none() && claimed.export.has_unresolved_changes() {
+        if claimed.export.writable_changes().next().is_none()
+            && claimed.export.has_unresolved_changes()
+        {
             // Nothing can be written now: JIM's "deferred whole".
             self.complete(ExportOutcome::deferred(claimed));
             return;
@@ -477,7 +555,10 @@ impl Coordinator {
     /// Plans an export and queues it for the directory.
     fn plan(&mut self, claimed: &ClaimedExport) {
         let export = &claimed.export;
-        let object_type = claimed.cso.as_ref().and_then(|c| self.schema.object_type(c.type_id));
+        let object_type = claimed
+            .cso
+            .as_ref()
+            .and_then(|c| self.schema.object_type(c.type_id));
         let owned_attributes;
         let input = match object_type {
             Some(t) => PlanInput::new(export, t, claimed.cso.as_ref()),
@@ -499,22 +580,35 @@ impl Coordinator {
         let plan = self.planner.plan(&input);
         // A row recovered from a crashed run's claim, or one whose last attempt ended not knowing what
         // the directory applied, may already be (partly) in the directory.
-        let unknown_before = export.last_error_message.as_deref().is_some_and(|m| m.contains(OUTCOME_UNKNOWN_NOTE));
-        self.ready.push_back(ExportJob::new(export.id, plan).reattempt(claimed.re_attempt || unknown_before));
+        let unknown_before = export
+            .last_error_message
+            .as_deref()
+            .is_some_and(|m| m.contains(OUTCOME_UNKNOWN_NOTE));
+        self.ready.push_back(
+            ExportJob::new(export.id, plan).reattempt(claimed.re_attempt || unknown_before),
+        );
     }
 
     fn on_result(&mut self, result: DirectoryResult) {
         self.completed += 1;
         let Some(claimed) = self.held.remove(&result.export_id) else {
-            self.log.warn(format!("the directory reported export {} which the run does not hold", result.export_id));
+            self.log.warn(format!(
+                "the directory reported export {} which the run does not hold",
+                result.export_id
+            ));
             return;
         };
         for w in &result.warnings {
-            self.log.debug(format!("pending export {}: {w}", result.export_id));
+            self.log
+                .debug(format!("pending export {}: {w}", result.export_id));
         }
         let outcome = to_outcome(claimed, result);
         if let ExportResult::Failed(f) = &outcome.result {
-            self.log.debug(format!("pending export {} failed: {}", outcome.pending_export_id(), f.message));
+            self.log.debug(format!(
+                "pending export {} failed: {}",
+                outcome.pending_export_id(),
+                f.message
+            ));
         }
         self.complete(outcome);
     }
@@ -558,7 +652,11 @@ impl Coordinator {
     /// Hands the buffer to a persist task when it is full, old enough, or `force`d.
     async fn flush(&mut self, force: bool) {
         while self.buffer.len() >= self.flush_size
-            || (!self.buffer.is_empty() && (force || self.buffer_since.is_some_and(|t| t.elapsed() >= self.flush_interval)))
+            || (!self.buffer.is_empty()
+                && (force
+                    || self
+                        .buffer_since
+                        .is_some_and(|t| t.elapsed() >= self.flush_interval)))
         {
             while self.flushes.len() >= MAX_FLUSHES_IN_FLIGHT {
                 if let Some(done) = self.flushes.join_next().await {
@@ -567,7 +665,11 @@ impl Coordinator {
             }
             let n = self.buffer.len().min(self.flush_size);
             let outcomes: Vec<ExportOutcome> = self.buffer.drain(..n).collect();
-            self.buffer_since = if self.buffer.is_empty() { None } else { Some(Instant::now()) };
+            self.buffer_since = if self.buffer.is_empty() {
+                None
+            } else {
+                Some(Instant::now())
+            };
             let queue = self.queue.clone();
             let span = tracing::debug_span!("persist", size = outcomes.len());
             self.flushes.spawn(
@@ -582,7 +684,10 @@ impl Coordinator {
 
     async fn fail_bad_rows(&mut self, bad_rows: Vec<BadRow>) {
         for b in &bad_rows {
-            self.log.warn(format!("pending export {} cannot be read: {}", b.pending_export_id, b.error));
+            self.log.warn(format!(
+                "pending export {} cannot be read: {}",
+                b.pending_export_id, b.error
+            ));
         }
         match self.queue.fail_bad_rows(&bad_rows).await {
             Ok(report) => {
@@ -604,7 +709,8 @@ impl Coordinator {
         let (outcomes, report) = match done {
             Ok(d) => d,
             Err(e) => {
-                self.fatal.get_or_insert(Error::Database(format!("a persist task failed: {e}")));
+                self.fatal
+                    .get_or_insert(Error::Database(format!("a persist task failed: {e}")));
                 return;
             }
         };
@@ -616,7 +722,13 @@ impl Coordinator {
             }
         };
         self.flush_count += 1;
-        let items = build_items(&outcomes, &report, &self.schema, self.handling, &mut self.counters);
+        let items = build_items(
+            &outcomes,
+            &report,
+            &self.schema,
+            self.handling,
+            &mut self.counters,
+        );
         if !report.not_held.is_empty() {
             self.log.warn(format!(
                 "{} outcome(s) were not written: another engine took the rows over after their lease expired",
@@ -624,7 +736,12 @@ impl Coordinator {
             ));
         }
         self.emit_batch(items);
-        self.log.info(metrics_checkpoint(self.counters.processed(), self.t0.elapsed(), self.total, &self.connected_system_name));
+        self.log.info(metrics_checkpoint(
+            self.counters.processed(),
+            self.t0.elapsed(),
+            self.total,
+            &self.connected_system_name,
+        ));
     }
 
     fn emit_batch(&mut self, items: Vec<crate::report::ReportItem>) {
@@ -632,7 +749,11 @@ impl Coordinator {
             return;
         }
         self.sequence += 1;
-        let report = BatchReport { connected_system_id: self.schema.connected_system_id, sequence: self.sequence, items };
+        let report = BatchReport {
+            connected_system_id: self.schema.connected_system_id,
+            sequence: self.sequence,
+            items,
+        };
         self.listener.on_batch(&report);
     }
 }
@@ -655,7 +776,10 @@ fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> ExportOutcome 
                 }),
             }
         }
-        ExportStatus::Failed { error_type, message } => ExportOutcome {
+        ExportStatus::Failed {
+            error_type,
+            message,
+        } => ExportOutcome {
             export: claimed,
             result: ExportResult::Failed(Failure {
                 message,
@@ -680,7 +804,12 @@ struct ProgressState {
 }
 
 impl ProgressState {
-    fn new(options: &crate::config::RunOptions, connected_system_id: i32, total: u64, t0: Instant) -> Self {
+    fn new(
+        options: &crate::config::RunOptions,
+        connected_system_id: i32,
+        total: u64,
+        t0: Instant,
+    ) -> Self {
         Self {
             throttle: ProgressThrottle::new(Duration::from_millis(options.progress_interval_ms)),
             connected_system_id,
@@ -689,7 +818,13 @@ impl ProgressState {
         }
     }
 
-    fn maybe_emit(&mut self, listener: &dyn RunListener, phase: ExportPhase, in_flight: u32, counters: &Counters) {
+    fn maybe_emit(
+        &mut self,
+        listener: &dyn RunListener,
+        phase: ExportPhase,
+        in_flight: u32,
+        counters: &Counters,
+    ) {
         if self.throttle.allow(phase, Instant::now()) {
             let message = match phase {
                 ExportPhase::ResolvingReferences => "Exporting reference-bearing exports",
@@ -699,12 +834,28 @@ impl ProgressState {
         }
     }
 
-    fn emit(&mut self, listener: &dyn RunListener, phase: ExportPhase, in_flight: u32, limit: u32, message: &str, counters: &Counters) {
+    fn emit(
+        &mut self,
+        listener: &dyn RunListener,
+        phase: ExportPhase,
+        in_flight: u32,
+        limit: u32,
+        message: &str,
+        counters: &Counters,
+    ) {
         self.throttle.allow(phase, Instant::now());
         self.send(listener, phase, in_flight, limit, message, counters);
     }
 
-    fn send(&self, listener: &dyn RunListener, phase: ExportPhase, in_flight: u32, limit: u32, message: &str, counters: &Counters) {
+    fn send(
+        &self,
+        listener: &dyn RunListener,
+        phase: ExportPhase,
+        in_flight: u32,
+        limit: u32,
+        message: &str,
+        counters: &Counters,
+    ) {
         let elapsed = self.t0.elapsed();
         let processed = counters.processed();
         listener.on_progress(&ProgressEvent {
@@ -715,7 +866,11 @@ impl ProgressState {
             succeeded: counters.succeeded,
             failed: counters.failed,
             deferred: counters.deferred,
-            rate: if elapsed.as_secs_f64() > 0.0 { processed as f64 / elapsed.as_secs_f64() } else { 0.0 },
+            rate: if elapsed.as_secs_f64() > 0.0 {
+                processed as f64 / elapsed.as_secs_f64()
+            } else {
+                0.0
+            },
             in_flight,
             in_flight_limit: limit,
             elapsed_ms: elapsed.as_millis() as u64,
@@ -743,7 +898,11 @@ impl Logger {
             LogLevel::Warn => tracing::warn!("{message}"),
             LogLevel::Error => tracing::error!("{message}"),
         }
-        self.listener.on_log(&LogRecord { level, target: "jim_export::engine".into(), message });
+        self.listener.on_log(&LogRecord {
+            level,
+            target: "jim_export::engine".into(),
+            message,
+        });
     }
 
     fn debug(&self, message: String) {
