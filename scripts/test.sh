@@ -11,3 +11,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --all-targets
+# The Python and Kotlin bindings against throwaway servers (they reuse the build above). Kotlin first:
+# it uses target/debug/libjim_export.so, which maturin's own library build overwrites.
+echo "== kotlin bindings"
+bash scripts/test-kotlin.sh
+echo "== python bindings"
+bash scripts/test-python.sh

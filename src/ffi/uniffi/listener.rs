@@ -25,10 +25,10 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for ListenerError {
     }
 }
 
-/// Receives a run's events. The engine calls it from its worker threads, possibly from several runs
-/// at once, so implementations must be quick and thread-safe (in Python, hand work to the event loop
-/// with `loop.call_soon_threadsafe`). An exception raised by a method is ignored: it never stops
-/// the run.
+/// Receives a run's events: subclass it in Python, implement it in Kotlin. The engine calls it from
+/// its worker threads, possibly from several runs at once, so implementations must be quick and
+/// thread-safe (in Python, hand work to the event loop with `loop.call_soon_threadsafe`). An
+/// exception raised by a method is ignored: it never stops the run.
 #[uniffi::export(with_foreign)]
 pub trait RunListener: Send + Sync {
     /// A progress snapshot, at most once per `progress_interval_ms` (phase changes always).

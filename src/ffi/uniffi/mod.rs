@@ -460,7 +460,10 @@ mod tests {
             serde_json::to_value(&again).unwrap()
         );
         let shown = format!("{parsed:?}");
-        assert!(!shown.contains("pg-secret") && !shown.contains("ldap-secret"), "{shown}");
+        assert!(
+            !shown.contains("pg-secret") && !shown.contains("ldap-secret"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -498,7 +501,11 @@ mod tests {
         assert!(matches!(err, ExportError::InvalidRequest { .. }), "{err:?}");
         // Nothing listens on port 1: a database error, reported without the password.
         let err = host
-            .block_on(engine.queue_summary(request("postgres://u:pg-secret@127.0.0.1:1/db").database, 1, 900))
+            .block_on(engine.queue_summary(
+                request("postgres://u:pg-secret@127.0.0.1:1/db").database,
+                1,
+                900,
+            ))
             .unwrap_err();
         assert!(matches!(err, ExportError::Database { .. }), "{err:?}");
         assert!(!err.to_string().contains("pg-secret"), "{err}");
@@ -531,12 +538,18 @@ mod tests {
             assert!(futures_poll_once(call.as_mut()).await.is_none());
         });
         let mut active = engine.runs.active.subscribe();
-        engine.runtime.lock().unwrap().as_ref().unwrap().block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), active.wait_for(|n| *n == 0))
-                .await
-                .expect("the task ended after its caller went away")
-                .unwrap();
-        });
+        engine
+            .runtime
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), active.wait_for(|n| *n == 0))
+                    .await
+                    .expect("the task ended after its caller went away")
+                    .unwrap();
+            });
         engine.shutdown(1_000);
     }
 
