@@ -1,0 +1,1387 @@
+//! The benchmark: the engine against the directory's limit, a JIM-today emulation and `ldapmodify`,
+//! on identical data, for the initial provisioning and a follow-up round separately.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--template MediumLarge] [--rtt 0,2,10]
+//!     [--modes durable,nosync] [--strategies limit,ldapmodify,jim-today,engine]
+//!     [--follow-ups 200] [--out bench-results] [--scale] [--scale-seconds 60]
+//! ```
+//!
+//! The parent starts a throwaway PostgreSQL 15 per mode (durable or `fsync = off`) and, per mode ×
+//! RTT × strategy, a fresh slapd (durable or `dbnosync`) behind a [`LatencyProxy`] and a fresh JIM
+//! database seeded with the template. Each strategy runs in its own child process (this binary
+//! re-executed with `child <spec>`), so its peak RSS (`VmHWM`) and CPU seconds are its own:
+//!
+//! - **limit**: the seeded exports read with the store's read-only peek and planned in memory before
+//!   the clock starts, then the same LDAP operations through `Directory` at saturation (4 connections
+//!   × 32 in flight), plain exports first, then the reference-bearing ones; no database work.
+//! - **ldapmodify**: the same plans written as LDIF and applied sequentially by `ldapmodify -c -f`.
+//! - **jim-today**: the emulation `DESIGN.md` defines (batches of 100 with a barrier, one connection,
+//!   16 in flight, Add + base search per Create, JIM's per-batch statements one by one; then the
+//!   reference-bearing exports two batches at a time on their own connections).
+//! - **engine**: `Engine::run_export` with its defaults.
+//!
+//! SQL statements come from `pg_stat_statements` (`track = all`), reset before each child: top-level
+//! statements without transaction control, with the nested ones (foreign-key triggers) beside them.
+//! CPU seconds of slapd and PostgreSQL come from `/proc/<pid>/stat` before and after (PostgreSQL:
+//! the postmaster, its live children and its reaped children). Results go to `<out>/results.json`,
+//! `<out>/results.md` and `<out>/objects_per_second.png`. Figures are printed, never asserted.
+
+#[path = "bench/chart.rs"]
+mod chart;
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jim_export::config::{
+    DatabaseConfig, Dialect, DirectoryConfig, ExportRequest, ExportSettings, RunOptions,
+};
+use jim_export::directory::{Directory, DirectoryTuning, ExportJob, ExportStatus};
+use jim_export::engine::{CancellationToken, Engine, NoListener};
+use jim_export::outcome::ExportOutcome;
+use jim_export::plan::{ModKind, Operation, PlanInput, Planner};
+use jim_export::store::{ClaimedExport, Cursor, ExportQueue, Pass, Store};
+use jim_export_testkit::seed::{self, FollowUps, SeedOptions, Template};
+use jim_export_testkit::{LatencyProxy, Postgres, PostgresOptions, Slapd, SlapdOptions};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const STRATEGIES: [&str; 4] = ["limit", "ldapmodify", "jim-today", "engine"];
+/// JIM's batch size (and the emulation's page and flush).
+const JIM_BATCH: u32 = 100;
+/// JIM's auto-tuned Export Concurrency for OpenLDAP.
+const JIM_IN_FLIGHT: u32 = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Child side
+// ---------------------------------------------------------------------------------------------
+
+/// What the parent asks a child to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChildSpec {
+    strategy: String,
+    database_url: String,
+    connected_system_id: i32,
+    ldap_url: String,
+    bind_dn: String,
+    password: String,
+    /// Cancel the run after this long (the scale run).
+    cancel_after_s: Option<u64>,
+}
+
+/// What a child reports (one JSON line on stdout).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ChildReport {
+    exports: u64,
+    failed: u64,
+    elapsed_s: f64,
+    ldap_operations: u64,
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    latency_note: String,
+    peak_rss_mb: f64,
+    cpu_s: f64,
+    time_to_first_write_ms: Option<u64>,
+    /// The emulation's statements per batch by kind of batch (jim-today only).
+    statements_per_batch: Vec<(String, u64)>,
+    note: String,
+}
+
+fn settings() -> ExportSettings {
+    // The follow-ups move users to a container the directory does not have yet.
+    ExportSettings {
+        create_containers_as_needed: true,
+        ..ExportSettings::default()
+    }
+}
+
+fn directory_config(spec: &ChildSpec) -> DirectoryConfig {
+    let mut c = DirectoryConfig::simple(&spec.ldap_url, &spec.bind_dn, &spec.password);
+    c.dialect = Some(Dialect::OpenLdap);
+    c
+}
+
+/// `VmHWM` of this process, in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn clock_ticks() -> f64 {
+    // /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture we run on.
+    100.0
+}
+
+/// (utime + stime, cutime + cstime) of a process, in seconds.
+fn proc_cpu(pid: i32) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields after the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Some((
+        (n(11) + n(12)) / clock_ticks(),
+        (n(13) + n(14)) / clock_ticks(),
+    ))
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU seconds of a server process and all its children, live or reaped.
+fn tree_cpu(pid: Option<i32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let (own, reaped) = proc_cpu(pid).unwrap_or((0.0, 0.0));
+    let mut total = own + reaped;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                && ppid(child) == Some(pid)
+            {
+                total += proc_cpu(child).map_or(0.0, |(o, _)| o);
+            }
+        }
+    }
+    total
+}
+
+fn own_cpu() -> f64 {
+    proc_cpu(std::process::id() as i32).map_or(0.0, |(o, _)| o)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+/// Plans one claimed export as the engine does.
+fn plan_job(planner: &Planner, queue: &ExportQueue, claimed: &ClaimedExport) -> ExportJob {
+    let export = &claimed.export;
+    let schema = queue.schema();
+    let object_type = claimed
+        .cso
+        .as_ref()
+        .and_then(|c| schema.object_type(c.type_id));
+    let plan = match object_type {
+        Some(t) => planner.plan(&PlanInput::new(export, t, claimed.cso.as_ref())),
+        None => {
+            let attributes: Vec<_> = export
+                .attribute_changes
+                .iter()
+                .filter_map(|c| schema.attribute(c.attribute_id).cloned())
+                .collect();
+            planner.plan(&PlanInput {
+                export,
+                object_type_name: None,
+                attributes: &attributes,
+                cso: claimed.cso.as_ref(),
+                created_containers: &[],
+            })
+        }
+    };
+    ExportJob::new(export.id, plan).reattempt(claimed.re_attempt)
+}
+
+/// Every export of the queue, read-only (peek), references resolved, planned: plain ones first.
+async fn planned_jobs(
+    spec: &ChildSpec,
+    dialect: Dialect,
+) -> Result<(Vec<ExportJob>, Vec<ExportJob>)> {
+    let store = Store::connect(&DatabaseConfig::new(spec.database_url.clone())).await?;
+    let queue = store
+        .open(spec.connected_system_id, &RunOptions::default())
+        .await?;
+    let planner = Planner::new(&settings(), dialect);
+    let mut passes = Vec::new();
+    for pass in [Pass::Plain, Pass::References] {
+        let mut jobs = Vec::new();
+        let mut cursor = None;
+        loop {
+            let mut page = queue.peek(pass, cursor, 1000).await?;
+            cursor = page.cursor.or(cursor);
+            queue.resolve_references(&mut page.exports).await?;
+            jobs.extend(page.exports.iter().map(|c| plan_job(&planner, &queue, c)));
+            if page.is_last() {
+                break;
+            }
+        }
+        passes.push(jobs);
+    }
+    store.pool().close().await;
+    let references = passes.pop().unwrap_or_default();
+    let plain = passes.pop().unwrap_or_default();
+    Ok((plain, references))
+}
+
+/// Runs `jobs` with at most `active` exports at once, timing each export. Returns (failed, latencies
+/// in ms).
+async fn timed_execute(
+    directory: &Directory,
+    jobs: Vec<ExportJob>,
+    active: usize,
+) -> (u64, Vec<f64>) {
+    let gate = Arc::new(Semaphore::new(active));
+    let mut set = JoinSet::new();
+    for job in jobs {
+        let Ok(permit) = Arc::clone(&gate).acquire_owned().await else {
+            break;
+        };
+        let d = directory.clone();
+        set.spawn(async move {
+            let t = Instant::now();
+            let r = d.execute(job).await;
+            drop(permit);
+            (r.is_success(), t.elapsed().as_secs_f64() * 1000.0)
+        });
+    }
+    let mut failed = 0;
+    let mut lat = Vec::new();
+    while let Some(Ok((ok, ms))) = set.join_next().await {
+        failed += u64::from(!ok);
+        lat.push(ms);
+    }
+    (failed, lat)
+}
+
+async fn child_limit(spec: &ChildSpec) -> Result<ChildReport> {
+    let directory = Directory::connect_with(
+        &directory_config(spec),
+        DirectoryTuning {
+            connections: Some(4),
+            in_flight_per_connection: Some(32),
+            max_active_exports: Some(512),
+            ..DirectoryTuning::default()
+        },
+    )
+    .await?;
+    let (plain, references) = planned_jobs(spec, directory.dialect()).await?;
+    let exports = (plain.len() + references.len()) as u64;
+    let started = Instant::now();
+    let (f1, mut lat) = timed_execute(&directory, plain, 512).await;
+    let (f2, lat2) = timed_execute(&directory, references, 512).await;
+    let elapsed = started.elapsed();
+    lat.extend(lat2);
+    lat.sort_by(f64::total_cmp);
+    let ops = directory.stats().operations();
+    directory.close().await;
+    Ok(ChildReport {
+        exports,
+        failed: f1 + f2,
+        elapsed_s: elapsed.as_secs_f64(),
+        ldap_operations: ops,
+        latency_p50_ms: percentile(&lat, 0.5),
+        latency_p99_ms: percentile(&lat, 0.99),
+        latency_note: "per export, Directory::execute call to result".into(),
+        ..ChildReport::default()
+    })
+}
+
+fn ldif_value(out: &mut String, attr: &str, v: &[u8]) {
+    let safe = std::str::from_utf8(v).is_ok_and(|s| {
+        !s.starts_with([' ', ':', '<']) && !s.ends_with(' ') && !s.contains(['\n', '\r', '\0'])
+    });
+    if safe {
+        let _ = writeln!(out, "{attr}: {}", String::from_utf8_lossy(v));
+    } else {
+        let _ = writeln!(out, "{attr}:: {}", base64(v));
+    }
+}
+
+fn base64(v: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(v.len().div_ceil(3) * 4);
+    for c in v.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// The plans as LDIF change records; returns the number of records.
+fn write_ldif(jobs: &[ExportJob], out: &mut String) -> u64 {
+    let mut records = 0;
+    let mut containers = HashSet::new();
+    for job in jobs {
+        let Ok(plan) = &job.plan else { continue };
+        for step in &plan.steps {
+            records += 1;
+            match &step.operation {
+                Operation::EnsureContainer(c) => {
+                    if !containers.insert(c.dn.clone()) {
+                        records -= 1;
+                        continue;
+                    }
+                    let _ = writeln!(out, "dn: {}\nchangetype: add", c.dn);
+                    let _ = writeln!(out, "objectClass: {}", c.object_class);
+                    for a in &c.attributes {
+                        for v in &a.values {
+                            ldif_value(out, &a.name, v);
+                        }
+                    }
+                }
+                Operation::Add { dn, attributes, .. } => {
+                    let _ = writeln!(out, "dn: {dn}\nchangetype: add");
+                    for a in attributes {
+                        for v in &a.values {
+                            ldif_value(out, &a.name, v);
+                        }
+                    }
+                }
+                Operation::Modify {
+                    dn, modifications, ..
+                } => {
+                    let _ = writeln!(out, "dn: {dn}\nchangetype: modify");
+                    for m in modifications {
+                        let kind = match m.kind {
+                            ModKind::Add => "add",
+                            ModKind::Delete => "delete",
+                            ModKind::Replace => "replace",
+                        };
+                        let _ = writeln!(out, "{kind}: {}", m.attribute);
+                        for v in &m.values {
+                            ldif_value(out, &m.attribute, v);
+                        }
+                        let _ = writeln!(out, "-");
+                    }
+                }
+                Operation::ModifyDn {
+                    dn,
+                    new_rdn,
+                    delete_old_rdn,
+                    new_superior,
+                    ..
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "dn: {dn}\nchangetype: modrdn\nnewrdn: {new_rdn}\ndeleteoldrdn: {}",
+                        u8::from(*delete_old_rdn)
+                    );
+                    if let Some(s) = new_superior {
+                        let _ = writeln!(out, "newsuperior: {s}");
+                    }
+                }
+                Operation::Delete { dn } => {
+                    let _ = writeln!(out, "dn: {dn}\nchangetype: delete");
+                }
+                Operation::DisableAccount { .. } => {
+                    records -= 1;
+                    continue;
+                }
+            }
+            out.push('\n');
+        }
+    }
+    records
+}
+
+async fn child_ldapmodify(spec: &ChildSpec) -> Result<ChildReport> {
+    let (plain, references) = planned_jobs(spec, Dialect::OpenLdap).await?;
+    let exports = (plain.len() + references.len()) as u64;
+    let mut ldif = String::new();
+    let mut records = write_ldif(&plain, &mut ldif);
+    records += write_ldif(&references, &mut ldif);
+    let path = std::env::temp_dir().join(format!("jim-export-bench-{}.ldif", std::process::id()));
+    std::fs::write(&path, ldif)?;
+    let started = Instant::now();
+    let out = Command::new("ldapmodify")
+        .args(["-x", "-c", "-H", &spec.ldap_url, "-D", &spec.bind_dn, "-w"])
+        .arg(&spec.password)
+        .arg("-f")
+        .arg(&path)
+        .output()?;
+    let elapsed = started.elapsed();
+    std::fs::remove_file(&path).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let failed = stderr.matches("ldap_").count() as u64;
+    let mean = elapsed.as_secs_f64() * 1000.0 / records.max(1) as f64;
+    Ok(ChildReport {
+        exports,
+        failed,
+        elapsed_s: elapsed.as_secs_f64(),
+        ldap_operations: records,
+        latency_note: format!(
+            "sequential; mean {mean:.2} ms per operation (no per-operation timing from the CLI)"
+        ),
+        // The CLI's own CPU is not ours; report it as the child's CPU from rusage below.
+        note: format!("exit status {}", out.status),
+        ..ChildReport::default()
+    })
+}
+
+/// JIM's extra round trips that the store folds into its own statements, issued one by one.
+struct JimStatements {
+    pool: PgPool,
+    activity_id: uuid::Uuid,
+    rpei_insert: String,
+}
+
+/// An INSERT filling every NOT NULL column without a default of `table` with a neutral value
+/// (`$1` for `Id` of the activity), read from the catalogue so it follows the fixture.
+async fn neutral_insert(pool: &PgPool, table: &str, fixed: &[(&str, &str)]) -> Result<String> {
+    let rows = sqlx::query(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_name = $1 AND is_nullable = 'NO' AND column_default IS NULL \
+         AND is_identity = 'NO' ORDER BY ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await?;
+    let mut cols = Vec::new();
+    let mut vals = Vec::new();
+    for r in rows {
+        let name: String = r.try_get(0)?;
+        let ty: String = r.try_get(1)?;
+        let v = if let Some((_, v)) = fixed.iter().find(|(c, _)| *c == name) {
+            (*v).to_string()
+        } else {
+            match ty.as_str() {
+                "uuid" => "gen_random_uuid()".into(),
+                "integer" | "bigint" | "smallint" | "numeric" => "0".into(),
+                "boolean" => "false".into(),
+                "interval" => "interval '0'".into(),
+                t if t.starts_with("timestamp") => "now()".into(),
+                _ => "''".into(),
+            }
+        };
+        cols.push(format!("\"{name}\""));
+        vals.push(v);
+    }
+    Ok(format!(
+        "INSERT INTO \"{table}\" ({}) SELECT {}",
+        cols.join(", "),
+        vals.join(", ")
+    ))
+}
+
+impl JimStatements {
+    async fn new(pool: PgPool) -> Result<Self> {
+        let activity_id = uuid::Uuid::new_v4();
+        let insert = neutral_insert(&pool, "Activities", &[("Id", "$1")]).await?;
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(activity_id)
+            .execute(&pool)
+            .await?;
+        // One RPEI row per export of the batch (JIM's host inserts them through the callback).
+        let rpei = neutral_insert(
+            &pool,
+            "ActivityRunProfileExecutionItems",
+            &[("ActivityId", "$1")],
+        )
+        .await?
+            + " FROM unnest($2::uuid[]) AS x";
+        Ok(Self {
+            pool,
+            activity_id,
+            rpei_insert: rpei,
+        })
+    }
+
+    /// The page load JIM splits in 3 round trips: the store's claim is one; these are the other two.
+    async fn load_extra(&self, ids: &[uuid::Uuid], csos: &[uuid::Uuid]) -> Result<u64> {
+        sqlx::query(
+            r#"SELECT * FROM "PendingExportAttributeValueChanges" WHERE "PendingExportId" = ANY($1)"#,
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        sqlx::query(
+            r#"SELECT * FROM "ConnectedSystemObjectAttributeValues" WHERE "ConnectedSystemObjectId" = ANY($1)"#,
+        )
+        .bind(csos)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(2)
+    }
+
+    async fn progress(&self, processed: i32) -> Result<u64> {
+        sqlx::query(
+            r#"UPDATE "Activities" SET "Message" = 'Exporting', "ObjectsProcessed" = $2 WHERE "Id" = $1"#,
+        )
+        .bind(self.activity_id)
+        .bind(processed)
+        .execute(&self.pool)
+        .await?;
+        Ok(1)
+    }
+
+    /// Mark Executing (W1): the store's claim already did it; JIM issues its own UPDATE. The lease
+    /// token (`LastAttemptedAt`) is left alone so the store's persist still recognises the claim.
+    async fn mark_executing(&self, ids: &[uuid::Uuid]) -> Result<u64> {
+        sqlx::query(r#"UPDATE "PendingExports" SET "Status" = 2 WHERE "Id" = ANY($1)"#)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(1)
+    }
+
+    /// JIM writes PEs and AVCs in two statements (W3 + W4); the store's persist writes both in one,
+    /// so the AVC half is issued again on its own.
+    async fn avc_update(&self, ids: &[uuid::Uuid]) -> Result<u64> {
+        sqlx::query(
+            r#"UPDATE "PendingExportAttributeValueChanges" SET "ExportAttemptCount" = "ExportAttemptCount" WHERE "PendingExportId" = ANY($1)"#,
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(1)
+    }
+
+    /// A batch with Creates: the anchor attribute definitions (R6) and the CSO hash reset (W5's second
+    /// statement; the anchor values themselves are written by the store's persist).
+    async fn creates(&self, cs: i32, csos: &[uuid::Uuid]) -> Result<u64> {
+        sqlx::query(
+            r#"SELECT * FROM "ConnectedSystemAttributes" a JOIN "ConnectedSystemObjectTypes" t ON t."Id" = a."ConnectedSystemObjectTypeId" WHERE t."ConnectedSystemId" = $1 AND (a."IsExternalId" OR a."IsSecondaryExternalId")"#,
+        )
+        .bind(cs)
+        .fetch_all(&self.pool)
+        .await?;
+        sqlx::query(
+            r#"UPDATE "ConnectedSystemObjects" SET "ImportStateHash" = NULL, "ImportStateFingerprint" = NULL WHERE "Id" = ANY($1)"#,
+        )
+        .bind(csos)
+        .execute(&self.pool)
+        .await?;
+        Ok(2)
+    }
+
+    /// The host's run history for the batch (JIM: ~5-6 statements; here one multi-row INSERT).
+    async fn rpei(&self, csos: &[uuid::Uuid]) -> Result<u64> {
+        sqlx::query(sqlx::AssertSqlSafe(self.rpei_insert.clone()))
+            .bind(self.activity_id)
+            .bind(csos)
+            .execute(&self.pool)
+            .await?;
+        Ok(1)
+    }
+}
+
+/// One JIM batch: extra loads, progress, mark Executing, the directory at 16 in flight with a barrier,
+/// persist, the separate AVC update, the Create statements, the run history. Returns (statements
+/// issued by the emulation, failed, latencies).
+async fn jim_batch(
+    queue: &ExportQueue,
+    jim: &JimStatements,
+    directory: &Directory,
+    planner: &Planner,
+    mut exports: Vec<ClaimedExport>,
+    processed: i32,
+) -> Result<(u64, u64, Vec<f64>, bool)> {
+    let mut statements = 1; // the claim
+    let ids: Vec<uuid::Uuid> = exports.iter().map(ClaimedExport::id).collect();
+    let csos: Vec<uuid::Uuid> = exports
+        .iter()
+        .filter_map(|e| e.export.connected_system_object_id)
+        .collect();
+    let before = queue.statements();
+    queue.resolve_references(&mut exports).await?;
+    statements += jim.load_extra(&ids, &csos).await?;
+    statements += jim.progress(processed).await?;
+    statements += jim.mark_executing(&ids).await?;
+    let has_creates = exports
+        .iter()
+        .any(|e| e.export.change_type == jim_export::model::PendingExportChangeType::Create);
+    let mut jobs = Vec::new();
+    let mut deferred = Vec::new();
+    let mut sent = Vec::new();
+    for e in exports {
+        if e.writable_change_ids().is_empty() && !e.unresolved.is_empty() {
+            deferred.push(e);
+        } else {
+            jobs.push(plan_job(planner, queue, &e));
+            sent.push(e);
+        }
+    }
+    let (results, lat) = {
+        let gate = Arc::new(Semaphore::new(JIM_IN_FLIGHT as usize));
+        let mut set = JoinSet::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let permit = Arc::clone(&gate).acquire_owned().await?;
+            let d = directory.clone();
+            set.spawn(async move {
+                let t = Instant::now();
+                let r = d.execute(job).await;
+                drop(permit);
+                (i, r, t.elapsed().as_secs_f64() * 1000.0)
+            });
+        }
+        let mut results: Vec<Option<jim_export::directory::ExportResult>> =
+            (0..sent.len()).map(|_| None).collect();
+        let mut lat = Vec::new();
+        while let Some(done) = set.join_next().await {
+            let (i, r, ms) = done?;
+            results[i] = Some(r);
+            lat.push(ms);
+        }
+        (results, lat)
+    };
+    let mut failed = 0;
+    let mut outcomes: Vec<ExportOutcome> =
+        deferred.into_iter().map(ExportOutcome::deferred).collect();
+    for (claimed, r) in sent.into_iter().zip(results) {
+        let Some(r) = r else {
+            failed += 1;
+            continue;
+        };
+        outcomes.push(match r.status {
+            ExportStatus::Succeeded => {
+                ExportOutcome::created(claimed, r.external_id, r.secondary_external_id)
+            }
+            ExportStatus::Failed {
+                error_type,
+                message,
+            } => {
+                failed += 1;
+                ExportOutcome::failed(claimed, message, error_type)
+            }
+        });
+    }
+    queue.persist(&outcomes).await?;
+    statements += queue.statements() - before;
+    statements += jim.avc_update(&ids).await?;
+    if has_creates {
+        statements += jim.creates(queue.connected_system_id(), &csos).await?;
+    }
+    statements += jim.rpei(&csos).await?;
+    Ok((statements, failed, lat, has_creates))
+}
+
+async fn jim_directory(spec: &ChildSpec) -> Result<Directory> {
+    Ok(Directory::connect_with(
+        &directory_config(spec),
+        DirectoryTuning {
+            connections: Some(1),
+            in_flight_per_connection: Some(JIM_IN_FLIGHT),
+            max_active_exports: Some(JIM_IN_FLIGHT as usize),
+            use_post_read: false,
+            ..DirectoryTuning::default()
+        },
+    )
+    .await?)
+}
+
+#[derive(Default)]
+struct JimTotals {
+    exports: u64,
+    failed: u64,
+    lat: Vec<f64>,
+    create_batches: (u64, u64),
+    other_batches: (u64, u64),
+}
+
+impl JimTotals {
+    fn add(&mut self, n: usize, r: (u64, u64, Vec<f64>, bool)) {
+        let (statements, failed, lat, creates) = r;
+        self.exports += n as u64;
+        self.failed += failed;
+        self.lat.extend(lat);
+        let b = if creates {
+            &mut self.create_batches
+        } else {
+            &mut self.other_batches
+        };
+        b.0 += 1;
+        b.1 += statements;
+    }
+}
+
+async fn child_jim_today(spec: &ChildSpec) -> Result<ChildReport> {
+    let store = Store::connect(&DatabaseConfig::new(spec.database_url.clone())).await?;
+    let queue = Arc::new(
+        store
+            .open(spec.connected_system_id, &RunOptions::default())
+            .await?,
+    );
+    let jim = Arc::new(JimStatements::new(store.pool().clone()).await?);
+    let primary = jim_directory(spec).await?;
+    let planner = Planner::new(&settings(), Dialect::OpenLdap);
+    let started = Instant::now();
+    let mut t = JimTotals::default();
+    // Plain exports: one batch at a time, one connection, a barrier after each.
+    let mut cursor = None;
+    loop {
+        let page = queue.claim(Pass::Plain, cursor, JIM_BATCH).await?;
+        cursor = page.cursor.or(cursor);
+        let last = page.is_last();
+        if !page.exports.is_empty() {
+            let n = page.exports.len();
+            let r = jim_batch(
+                &queue,
+                &jim,
+                &primary,
+                &planner,
+                page.exports,
+                t.exports as i32,
+            )
+            .await?;
+            t.add(n, r);
+        }
+        if last {
+            break;
+        }
+    }
+    // Reference-bearing exports: two batches at a time, each on its own connection.
+    let shared: Arc<Mutex<(Option<Cursor>, bool, JimTotals)>> =
+        Arc::new(Mutex::new((None, false, std::mem::take(&mut t))));
+    let mut workers = JoinSet::new();
+    for w in 0..2 {
+        let directory = if w == 0 {
+            primary.clone()
+        } else {
+            jim_directory(spec).await?
+        };
+        let (queue, jim, planner, shared) = (
+            Arc::clone(&queue),
+            Arc::clone(&jim),
+            planner.clone(),
+            Arc::clone(&shared),
+        );
+        workers.spawn(async move {
+            loop {
+                let (page, processed) = {
+                    let mut s = shared.lock().await;
+                    if s.1 {
+                        break;
+                    }
+                    let page = queue.claim(Pass::References, s.0, JIM_BATCH).await?;
+                    s.0 = page.cursor.or(s.0);
+                    s.1 = page.is_last();
+                    (page, s.2.exports as i32)
+                };
+                if page.exports.is_empty() {
+                    continue;
+                }
+                let n = page.exports.len();
+                let r =
+                    jim_batch(&queue, &jim, &directory, &planner, page.exports, processed).await?;
+                shared.lock().await.2.add(n, r);
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    let elapsed = started.elapsed();
+    let mut t = std::mem::take(&mut shared.lock().await.2);
+    let ops = primary.stats().operations();
+    t.lat.sort_by(f64::total_cmp);
+    let per = |(b, s): (u64, u64)| s.checked_div(b).unwrap_or(0);
+    Ok(ChildReport {
+        exports: t.exports,
+        failed: t.failed,
+        elapsed_s: elapsed.as_secs_f64(),
+        ldap_operations: ops,
+        latency_p50_ms: percentile(&t.lat, 0.5),
+        latency_p99_ms: percentile(&t.lat, 0.99),
+        latency_note: "per export, Directory::execute call to result (16 in flight)".into(),
+        statements_per_batch: vec![
+            ("with Creates".into(), per(t.create_batches)),
+            ("without Creates".into(), per(t.other_batches)),
+        ],
+        note: format!(
+            "{} batches with Creates, {} without; operations counted on the first connection only",
+            t.create_batches.0, t.other_batches.0
+        ),
+        ..ChildReport::default()
+    })
+}
+
+async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
+    let request = ExportRequest {
+        database: DatabaseConfig::new(spec.database_url.clone()),
+        connected_system_id: spec.connected_system_id,
+        directory: directory_config(spec),
+        settings: settings(),
+        options: RunOptions::default(),
+    };
+    let token = CancellationToken::new();
+    if let Some(s) = spec.cancel_after_s {
+        let t = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(s)).await;
+            t.cancel();
+        });
+    }
+    let started = Instant::now();
+    let r = Engine::new()
+        .run_export(&request, Arc::new(NoListener), token)
+        .await?;
+    let elapsed = started.elapsed();
+    Ok(ChildReport {
+        exports: r.success_count + r.failed_count + r.deferred_count,
+        failed: r.failed_count,
+        elapsed_s: elapsed.as_secs_f64(),
+        ldap_operations: r.metrics.operations.total(),
+        latency_note: "not measured per export (the engine does not expose per-export timing)"
+            .into(),
+        time_to_first_write_ms: r.metrics.time_to_first_write_ms,
+        note: format!(
+            "{}; mean in flight {:.1}, max {}",
+            r.message, r.metrics.mean_in_flight, r.metrics.max_in_flight
+        ),
+        ..ChildReport::default()
+    })
+}
+
+async fn child(spec_json: &str) -> Result<()> {
+    let spec: ChildSpec = serde_json::from_str(spec_json)?;
+    let cpu0 = own_cpu();
+    let mut report = match spec.strategy.as_str() {
+        "limit" => child_limit(&spec).await?,
+        "ldapmodify" => child_ldapmodify(&spec).await?,
+        "jim-today" => child_jim_today(&spec).await?,
+        "engine" => child_engine(&spec).await?,
+        other => return Err(format!("unknown strategy {other}").into()),
+    };
+    report.cpu_s = own_cpu() - cpu0;
+    report.peak_rss_mb = peak_rss_mb();
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent side
+// ---------------------------------------------------------------------------------------------
+
+struct Args {
+    template: Template,
+    rtts: Vec<u64>,
+    modes: Vec<String>,
+    strategies: Vec<String>,
+    follow_ups: usize,
+    out: PathBuf,
+    scale: bool,
+    scale_seconds: u64,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        template: Template::MediumLarge,
+        rtts: vec![0, 2, 10],
+        modes: vec!["durable".into(), "nosync".into()],
+        strategies: STRATEGIES.iter().map(|s| s.to_string()).collect(),
+        follow_ups: 200,
+        out: PathBuf::from("bench-results"),
+        scale: false,
+        scale_seconds: 60,
+    };
+    let mut it = std::env::args().skip(1);
+    let list = |v: String| -> Vec<String> { v.split(',').map(|s| s.trim().to_string()).collect() };
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--template" => a.template = value()?.parse()?,
+            "--rtt" => {
+                a.rtts = list(value()?)
+                    .iter()
+                    .map(|s| s.parse::<u64>())
+                    .collect::<std::result::Result<_, _>>()?
+            }
+            "--modes" => a.modes = list(value()?),
+            "--strategies" => a.strategies = list(value()?),
+            "--follow-ups" => a.follow_ups = value()?.parse()?,
+            "--out" => a.out = PathBuf::from(value()?),
+            "--scale" => a.scale = true,
+            "--scale-seconds" => a.scale_seconds = value()?.parse()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    for m in &a.modes {
+        if m != "durable" && m != "nosync" {
+            return Err(format!("unknown mode {m} (durable, nosync)").into());
+        }
+    }
+    for s in &a.strategies {
+        if !STRATEGIES.contains(&s.as_str()) {
+            return Err(format!("unknown strategy {s}").into());
+        }
+    }
+    Ok(a)
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Machine {
+    cpu_model: String,
+    cores: usize,
+    memory_gb: f64,
+    kernel: String,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, v)| v.trim().to_string());
+    let memory_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    Machine {
+        cpu_model,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_gb: (memory_gb * 10.0).round() / 10.0,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// One measured row of the table.
+#[derive(Debug, Clone, Serialize)]
+struct Measured {
+    mode: String,
+    rtt_ms: u64,
+    phase: String,
+    strategy: String,
+    objects_per_second: f64,
+    ratio_to_limit: Option<f64>,
+    sql_per_100: Option<f64>,
+    sql_nested_per_100: Option<f64>,
+    slapd_cpu_s: f64,
+    postgres_cpu_s: f64,
+    report: ChildReport,
+}
+
+/// Top-level and nested statement counts of `pool`'s database since the last reset.
+async fn statement_counts(pool: &PgPool) -> Result<(i64, i64)> {
+    let rows = sqlx::query(
+        "SELECT s.toplevel, s.query, s.calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = current_database()",
+    )
+    .fetch_all(pool)
+    .await?;
+    let (mut top, mut nested) = (0, 0);
+    for r in &rows {
+        let toplevel: bool = r.try_get(0)?;
+        let query: String = r.try_get(1)?;
+        let calls: i64 = r.try_get(2)?;
+        let q = query.trim().to_ascii_uppercase();
+        let control = [
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+            "START TRANSACTION",
+            "SET ",
+            "SHOW ",
+        ]
+        .iter()
+        .any(|k| q.starts_with(k));
+        if control || query.contains("pg_stat_") || query.contains("information_schema") {
+            continue;
+        }
+        if toplevel {
+            top += calls;
+        } else {
+            nested += calls;
+        }
+    }
+    Ok((top, nested))
+}
+
+fn run_child(spec: &ChildSpec) -> Result<ChildReport> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .arg("child")
+        .arg(serde_json::to_string(spec)?)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{} child failed: {}", spec.strategy, out.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().ok_or("the child printed nothing")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(389)),
+        None => (authority.to_string(), 389),
+    }
+}
+
+/// Runs one child with the server CPU and statement counts around it.
+async fn measured(
+    pg: &Postgres,
+    slapd: &Slapd,
+    pool: &PgPool,
+    spec: &ChildSpec,
+) -> Result<(ChildReport, f64, f64, i64, i64)> {
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(pool)
+        .await?;
+    let (pg0, sl0) = (tree_cpu(pg.pid()), tree_cpu(slapd.pid()));
+    let spec = spec.clone();
+    let report = tokio::task::spawn_blocking(move || run_child(&spec)).await??;
+    let (pg1, sl1) = (tree_cpu(pg.pid()), tree_cpu(slapd.pid()));
+    let (top, nested) = statement_counts(pool).await?;
+    Ok((report, sl1 - sl0, pg1 - pg0, top, nested))
+}
+
+async fn one_combination(
+    args: &Args,
+    pg: &Postgres,
+    mode: &str,
+    rtt: u64,
+    strategy: &str,
+) -> Result<Vec<Measured>> {
+    let slapd = Slapd::start(SlapdOptions {
+        durable: mode == "durable",
+        ..SlapdOptions::default()
+    })
+    .await?;
+    let proxy = LatencyProxy::in_front_of(slapd.ldap_url(), Duration::from_millis(rtt))?;
+    let ldap_url = proxy.url("ldap");
+    let db = pg.jim_database().await?;
+    let (host, port) = host_port(&ldap_url);
+    let seeded = seed::seed(
+        &db.pool,
+        &SeedOptions::new(args.template)
+            .with_suffix(slapd.suffix())
+            .with_directory(host, port),
+    )
+    .await?;
+    let spec = ChildSpec {
+        strategy: strategy.to_string(),
+        database_url: db.url.clone(),
+        connected_system_id: seeded.connected_system_id(),
+        ldap_url,
+        bind_dn: slapd.admin_dn().to_string(),
+        password: slapd.admin_password().to_string(),
+        cancel_after_s: None,
+    };
+    let mut rows = Vec::new();
+    for phase in ["initial", "follow-ups"] {
+        if phase == "follow-ups" {
+            if matches!(strategy, "limit" | "ldapmodify") {
+                // Nothing was written back: take the directory as holding what was sent.
+                seed::confirm_all_as_exported(&db.pool, &seeded).await?;
+            } else {
+                seed::confirm_exported(&db.pool, &seeded).await?;
+            }
+            seed::stage_follow_ups(
+                &db.pool,
+                &seeded,
+                &follow_ups(args.follow_ups, seeded.counts.groups as usize),
+            )
+            .await?;
+        }
+        let (report, slapd_cpu, pg_cpu, top, nested) =
+            measured(pg, &slapd, &db.pool, &spec).await?;
+        let n = report.exports.max(1) as f64;
+        let sql = !matches!(strategy, "limit" | "ldapmodify");
+        let row = Measured {
+            mode: mode.to_string(),
+            rtt_ms: rtt,
+            phase: phase.to_string(),
+            strategy: strategy.to_string(),
+            objects_per_second: report.exports as f64 / report.elapsed_s.max(1e-9),
+            ratio_to_limit: None,
+            sql_per_100: sql.then_some(top as f64 * 100.0 / n),
+            sql_nested_per_100: sql.then_some(nested as f64 * 100.0 / n),
+            slapd_cpu_s: slapd_cpu,
+            postgres_cpu_s: pg_cpu,
+            report,
+        };
+        eprintln!(
+            "  {mode:<7} rtt {rtt:>2} ms {phase:<10} {strategy:<10} {:>6} exports {:>8.0} obj/s  failed {}  sql/100 {}",
+            row.report.exports,
+            row.objects_per_second,
+            row.report.failed,
+            row.sql_per_100.map_or("-".into(), |v| format!("{v:.2}"))
+        );
+        rows.push(row);
+    }
+    drop(proxy);
+    drop(slapd);
+    Ok(rows)
+}
+
+/// A mixed follow-up round of about `n` objects per kind, the group-bound kinds capped to what the
+/// template's groups allow (each group takes at most one pending export).
+fn follow_ups(n: usize, groups: usize) -> FollowUps {
+    FollowUps {
+        seed: 7,
+        attribute_updates: n,
+        renames: n / 2,
+        moves: n / 4,
+        manager_changes: n / 2,
+        member_add_groups: (n / 2).min(groups / 4),
+        member_remove_groups: (n / 2).min(groups / 4),
+        members_per_group: 5,
+        user_deletes: n / 4,
+        group_deletes: (n / 20).clamp(1, (groups / 10).max(1)),
+        ..FollowUps::default()
+    }
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String, u64)]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Machine: {} ({} cores, {} GB), Linux {}. Template {}, follow-ups: a mixed round of ~{} objects per kind (updates, renames, moves, manager and membership changes, deletes).\n",
+        m.cpu_model, m.cores, m.memory_gb, m.kernel, args.template, args.follow_ups
+    );
+    let _ = writeln!(
+        s,
+        "| mode | RTT | phase | strategy | exports | objects/s | × limit | SQL/100 (nested) | peak RSS MB | p50 / p99 ms | CPU s client / slapd / PG | failed |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} ms | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} / {} | {:.1} / {:.1} / {:.1} | {} |",
+            r.mode,
+            r.rtt_ms,
+            r.phase,
+            r.strategy,
+            r.report.exports,
+            r.objects_per_second,
+            fmt_opt(r.ratio_to_limit, 2),
+            match (r.sql_per_100, r.sql_nested_per_100) {
+                (Some(a), Some(b)) => format!("{a:.2} ({b:.0})"),
+                _ => "–".into(),
+            },
+            r.report.peak_rss_mb,
+            fmt_opt(r.report.latency_p50_ms, 1),
+            fmt_opt(r.report.latency_p99_ms, 1),
+            r.report.cpu_s,
+            r.slapd_cpu_s,
+            r.postgres_cpu_s,
+            r.report.failed
+        );
+    }
+    if !jim_batches.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nJIM-today emulation, SQL statements per 100-export batch (top-level, issued one by one): {} — JIM at 199d33b: 13-25 (`export-semantics.md` §3.3).",
+            jim_batches
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nLatency: limit and jim-today time each export from `Directory::execute` to its result; the engine's per-export latency is not measured; ldapmodify is sequential (mean in the JSON). CPU s client is the strategy's own process (for ldapmodify the bench child, not the CLI)."
+    );
+    s
+}
+
+async fn scale_run(args: &Args, m: &Machine) -> Result<()> {
+    eprintln!("scale: Scale1m80Groups (1,000,000 pending exports), seeding takes minutes ...");
+    let pg = Postgres::start(PostgresOptions::default()).await?;
+    let slapd = Slapd::start(SlapdOptions::default()).await?;
+    let db = pg.jim_database().await?;
+    let (host, port) = host_port(slapd.ldap_url());
+    let started = Instant::now();
+    let seeded = seed::seed(
+        &db.pool,
+        &SeedOptions::new(Template::Scale1m80Groups)
+            .with_suffix(slapd.suffix())
+            .with_directory(host, port),
+    )
+    .await?;
+    eprintln!(
+        "  seeded {} pending exports in {:.0} s",
+        seeded.counts.pending_exports,
+        started.elapsed().as_secs_f64()
+    );
+    let spec = ChildSpec {
+        strategy: "engine".into(),
+        database_url: db.url.clone(),
+        connected_system_id: seeded.connected_system_id(),
+        ldap_url: slapd.ldap_url().to_string(),
+        bind_dn: slapd.admin_dn().to_string(),
+        password: slapd.admin_password().to_string(),
+        cancel_after_s: Some(args.scale_seconds),
+    };
+    let (report, slapd_cpu, pg_cpu, top, _) = measured(&pg, &slapd, &db.pool, &spec).await?;
+    let out = serde_json::json!({
+        "machine": m,
+        "template": "Scale1m80Groups",
+        "queued": seeded.counts.pending_exports,
+        "cancelled_after_s": args.scale_seconds,
+        "peak_rss_mb": report.peak_rss_mb,
+        "time_to_first_write_ms": report.time_to_first_write_ms,
+        "exports_in_window": report.exports,
+        "objects_per_second": report.exports as f64 / report.elapsed_s.max(1e-9),
+        "sql_per_100": top as f64 * 100.0 / report.exports.max(1) as f64,
+        "slapd_cpu_s": slapd_cpu,
+        "postgres_cpu_s": pg_cpu,
+        "report": report,
+    });
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("scale.json"),
+        serde_json::to_string_pretty(&out)?,
+    )?;
+    println!(
+        "scale: peak RSS {:.0} MB (target <= 150), first directory write after {} ms (target <= 1000), {} exports in {} s",
+        report.peak_rss_mb,
+        report
+            .time_to_first_write_ms
+            .map_or("-".into(), |v| v.to_string()),
+        report.exports,
+        args.scale_seconds
+    );
+    Ok(())
+}
+
+async fn parent(args: Args) -> Result<()> {
+    let m = machine();
+    eprintln!(
+        "machine: {} ({} cores); template {}; RTT {:?} ms; modes {:?}; strategies {:?}",
+        m.cpu_model, m.cores, args.template, args.rtts, args.modes, args.strategies
+    );
+    if args.scale {
+        return scale_run(&args, &m).await;
+    }
+    let mut rows = Vec::new();
+    for mode in &args.modes {
+        let pg = Postgres::start(PostgresOptions {
+            durable: mode == "durable",
+            ..PostgresOptions::default()
+        })
+        .await?;
+        for &rtt in &args.rtts {
+            for strategy in &args.strategies {
+                rows.extend(one_combination(&args, &pg, mode, rtt, strategy).await?);
+            }
+        }
+    }
+    // Ratios to the limit of the same mode, RTT and phase.
+    let limits: Vec<(String, u64, String, f64)> = rows
+        .iter()
+        .filter(|r| r.strategy == "limit")
+        .map(|r| {
+            (
+                r.mode.clone(),
+                r.rtt_ms,
+                r.phase.clone(),
+                r.objects_per_second,
+            )
+        })
+        .collect();
+    for r in &mut rows {
+        r.ratio_to_limit = limits
+            .iter()
+            .find(|(m, t, p, _)| *m == r.mode && *t == r.rtt_ms && *p == r.phase)
+            .map(|(_, _, _, l)| r.objects_per_second / l);
+    }
+    // Per kind of batch, from whichever run had such batches (the initial provisioning has Creates,
+    // the follow-up round has none).
+    let mut jim_batches: Vec<(String, u64)> = Vec::new();
+    for r in rows.iter().filter(|r| r.strategy == "jim-today") {
+        for (kind, n) in &r.report.statements_per_batch {
+            if *n > 0 && !jim_batches.iter().any(|(k, _)| k == kind) {
+                jim_batches.push((kind.clone(), *n));
+            }
+        }
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let json = serde_json::json!({
+        "machine": m,
+        "template": args.template.to_string(),
+        "follow_ups": args.follow_ups,
+        "rows": rows,
+    });
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let md = markdown(&m, &args, &rows, &jim_batches);
+    std::fs::write(args.out.join("results.md"), &md)?;
+    // The chart: initial provisioning, one group per mode and RTT.
+    let mut groups = Vec::new();
+    for mode in &args.modes {
+        for &rtt in &args.rtts {
+            groups.push(chart::Group {
+                label: format!("{mode} {rtt} ms"),
+                values: args
+                    .strategies
+                    .iter()
+                    .map(|s| {
+                        rows.iter()
+                            .find(|r| {
+                                r.mode == *mode
+                                    && r.rtt_ms == rtt
+                                    && r.phase == "initial"
+                                    && r.strategy == *s
+                            })
+                            .map(|r| r.objects_per_second)
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let series: Vec<&str> = args.strategies.iter().map(String::as_str).collect();
+    chart::write(
+        &args.out.join("objects_per_second.png"),
+        &format!(
+            "INITIAL PROVISIONING, {} - OBJECTS/S BY STRATEGY AND RTT",
+            args.template
+        ),
+        &series,
+        &groups,
+    )?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{md}")?;
+    writeln!(stdout, "written to {}", args.out.display())?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("child") {
+        let spec = argv.next().ok_or("child needs a spec")?;
+        return child(&spec).await;
+    }
+    parent(args()?).await
+}
