@@ -10,10 +10,10 @@ REQUEST.json is an export request in the JSON form the C ABI takes (`-` reads st
 `queue` command only its database and connected system are used. `jim-testkit serve` prints one
 under "request", e.g.
 
-    target/debug/jim-testkit serve --template Small --json-out /tmp/servers.json &
-    python3 -c 'import json; print(json.dumps(json.load(open("/tmp/servers.json"))["request"]))' > /tmp/request.json
-    python3 examples/queue_tool.py queue /tmp/request.json
-    python3 examples/queue_tool.py export /tmp/request.json
+    target/debug/jim-testkit serve --template Small --json-out target/servers.json &
+    python3 -c 'import json; print(json.dumps(json.load(open("target/servers.json"))["request"]))' > target/request.json
+    python3 examples/queue_tool.py queue target/request.json
+    python3 examples/queue_tool.py export target/request.json
 
 Install the package first (`bash scripts/test-python.sh` builds the wheel into target/python/wheels).
 """

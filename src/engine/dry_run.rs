@@ -13,7 +13,7 @@ use crate::config::ExportRequest;
 use crate::directory::Directory;
 use crate::error::Result;
 use crate::model::ConnectedSystemExportErrorType;
-use crate::plan::{PlanInput, Planner};
+use crate::plan::Planner;
 use crate::report::message::preview_message;
 use crate::report::{BatchReport, ItemStatus, ReportItem, RunMetrics, RunResult};
 use crate::store::{ClaimedExport, Pass, Store};
@@ -135,29 +135,7 @@ fn preview_item(
     let failure = if nothing_writable {
         None
     } else {
-        let object_type = claimed
-            .cso
-            .as_ref()
-            .and_then(|c| schema.object_type(c.type_id));
-        let attributes: Vec<_>;
-        let input = match object_type {
-            Some(t) => PlanInput::new(export, t, claimed.cso.as_ref()),
-            None => {
-                attributes = export
-                    .attribute_changes
-                    .iter()
-                    .filter_map(|c| schema.attribute(c.attribute_id).cloned())
-                    .collect();
-                PlanInput {
-                    export,
-                    object_type_name: None,
-                    attributes: &attributes,
-                    cso: claimed.cso.as_ref(),
-                    created_containers: &[],
-                }
-            }
-        };
-        planner.plan(&input).err()
+        super::planning::plan(planner, schema, claimed).err()
     };
     let status = match (&failure, nothing_writable) {
         (Some(_), _) => ItemStatus::Failed,

@@ -9,6 +9,7 @@
 mod dependencies;
 mod dry_run;
 mod listener;
+mod planning;
 mod reporting;
 mod run;
 

@@ -29,7 +29,7 @@ use crate::directory::{
 use crate::error::{Error, Result};
 use crate::model::{ExportPhase, PendingExportChangeType, UnresolvedReferenceHandling};
 use crate::outcome::{ExportOutcome, ExportResult, Failure, Progress, Success};
-use crate::plan::{PlanInput, Planner};
+use crate::plan::Planner;
 use crate::report::message::{metrics_checkpoint, outcome_message, throughput_clause};
 use crate::report::{BatchReport, ProgressEvent, ProgressThrottle, RunMetrics, RunResult};
 use crate::store::{
@@ -555,29 +555,7 @@ impl Coordinator {
     /// Plans an export and queues it for the directory.
     fn plan(&mut self, claimed: &ClaimedExport) {
         let export = &claimed.export;
-        let object_type = claimed
-            .cso
-            .as_ref()
-            .and_then(|c| self.schema.object_type(c.type_id));
-        let owned_attributes;
-        let input = match object_type {
-            Some(t) => PlanInput::new(export, t, claimed.cso.as_ref()),
-            None => {
-                owned_attributes = export
-                    .attribute_changes
-                    .iter()
-                    .filter_map(|c| self.schema.attribute(c.attribute_id).cloned())
-                    .collect::<Vec<_>>();
-                PlanInput {
-                    export,
-                    object_type_name: None,
-                    attributes: &owned_attributes,
-                    cso: claimed.cso.as_ref(),
-                    created_containers: &[],
-                }
-            }
-        };
-        let plan = self.planner.plan(&input);
+        let plan = super::planning::plan(&self.planner, &self.schema, claimed);
         // A row recovered from a crashed run's claim, or one whose last attempt ended not knowing what
         // the directory applied, may already be (partly) in the directory.
         let unknown_before = export
