@@ -125,6 +125,9 @@ struct ChildRun {
     _stdin: Option<ChildStdin>,
     started: Instant,
     output: Arc<Mutex<String>>,
+    /// The threads copying the child's stdout and stderr into `output`; joined once the child has
+    /// ended, so that what it printed last is read before anyone looks at it.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl ChildRun {
@@ -145,6 +148,7 @@ impl ChildRun {
             .spawn()
             .expect("the child starts");
         let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stdout
@@ -159,7 +163,7 @@ impl ChildRun {
         .flatten()
         {
             let output = output.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut stream = stream;
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = stream.read(&mut buf) {
@@ -171,18 +175,33 @@ impl ChildRun {
                         .unwrap()
                         .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
-            });
+            }));
         }
         ChildRun {
             _stdin: child.stdin.take(),
             child,
             started: Instant::now(),
             output,
+            readers,
         }
     }
 
+    /// Whether the child has ended; once it has, everything it printed is in `output`.
     fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        let ended = matches!(self.child.try_wait(), Ok(Some(_)));
+        if ended {
+            self.drain();
+        }
+        ended
+    }
+
+    /// Waits for the reader threads: the child's pipes are closed once it has ended, so they finish
+    /// as soon as they have copied the last bytes. Without this, a child that printed its result and
+    /// exited could look as if it had printed nothing.
+    fn drain(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
     }
 
     /// SIGKILL, then reap. Returns how long the child had run.
@@ -190,6 +209,7 @@ impl ChildRun {
         let ran = self.started.elapsed();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.drain();
         ran
     }
 
