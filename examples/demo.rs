@@ -2,7 +2,13 @@
 //! exactly as JIM stages it, an export with a live progress display and a summary, then a round of
 //! follow-up changes (attribute updates, renames, moves, membership changes, deletes) exported again.
 //!
-//! Run it with `bash scripts/demo.sh` (or `cargo run --release --example demo -- [Template]`).
+//! With `--samba` (or `--target samba-ad`) the target is a throwaway Samba Active Directory domain
+//! controller instead (the testkit's `SambaAd`, LDAPS verified against its CA), seeded in the shape
+//! of JIM's Scenario 8 Samba target (`user`/`group`, `objectGUID` anchors; Small by default), followed
+//! by a round of attribute updates, member additions and deletes.
+//!
+//! Run it with `bash scripts/demo.sh [--samba] [Template]` (or `cargo run --release --example demo --
+//! [--samba] [Template]`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +18,16 @@ use jim_export::config::{
     DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions,
 };
 use jim_export::engine::{CancellationToken, Engine, LogLevel, LogRecord, RunListener};
+use jim_export::model::PendingExportAttributeChangeType as AvcType;
 use jim_export::report::{BatchReport, ItemStatus, ProgressEvent, RunResult};
-use jim_export_testkit::seed::{self, FollowUps, SeedOptions, Template};
+use jim_export_testkit::samba::SambaAd;
+use jim_export_testkit::seed::{
+    self, AdExport, AdValue, FollowUps, SeedObject, SeedOptions, SeededAdSystem, Template,
+};
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
 use jim_export_testkit::{Postgres, PostgresOptions};
+
+const USAGE: &str = "usage: demo [--samba | --target openldap|samba-ad] [Template]";
 
 /// Drives an indicatif bar from the engine's progress events.
 struct Display {
@@ -54,14 +66,53 @@ impl RunListener for Display {
     }
 }
 
+/// The directory the demo exports to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    OpenLdap,
+    SambaAd,
+}
+
+fn parse_args() -> Result<(Target, Option<Template>), Box<dyn std::error::Error>> {
+    let mut target = Target::OpenLdap;
+    let mut template = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let target_name = match arg.as_str() {
+            "--samba" => Some("samba-ad".to_string()),
+            "--target" => Some(args.next().ok_or(USAGE)?),
+            a if a.starts_with("--target=") => Some(a["--target=".len()..].to_string()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            a if a.starts_with('-') => return Err(format!("unknown option {a}; {USAGE}").into()),
+            a => {
+                template = Some(a.parse()?);
+                None
+            }
+        };
+        if let Some(name) = target_name {
+            target = match name.as_str() {
+                "openldap" | "slapd" => Target::OpenLdap,
+                "samba-ad" | "samba" => Target::SambaAd,
+                other => return Err(format!("unknown target {other}; {USAGE}").into()),
+            };
+        }
+    }
+    Ok((target, template))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let template: Template = std::env::args()
-        .nth(1)
-        .as_deref()
-        .unwrap_or("Medium")
-        .parse()?;
+    let (target, template) = parse_args()?;
+    match target {
+        Target::OpenLdap => openldap(template.unwrap_or(Template::Medium)).await,
+        Target::SambaAd => samba_ad(template.unwrap_or(Template::Small)).await,
+    }
+}
 
+async fn openldap(template: Template) -> Result<(), Box<dyn std::error::Error>> {
     println!("Starting throwaway PostgreSQL 15 and slapd ...");
     let started = Instant::now();
     let pg = Postgres::start(PostgresOptions::default()).await?;
@@ -137,6 +188,97 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let second = export(&engine, &request).await?;
     summary(&second);
     Ok(())
+}
+
+async fn samba_ad(template: Template) -> Result<(), Box<dyn std::error::Error>> {
+    println!("Starting throwaway PostgreSQL 15 and a Samba AD domain controller ...");
+    let started = Instant::now();
+    let pg = Postgres::start(PostgresOptions::default()).await?;
+    let dc = SambaAd::try_shared()
+        .await
+        .map_err(|e| format!("the Samba AD domain controller cannot run here: {e}"))?;
+    let db = pg.jim_database().await?;
+    println!(
+        "  PostgreSQL on 127.0.0.1:{} (database {}), Samba AD {} at {} ({}), in {:.1} s",
+        pg.port(),
+        db.name,
+        dc.realm(),
+        dc.ldaps_url(),
+        dc.base_dn(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let root = format!("OU=JimDemo,{}", dc.base_dn());
+    dc.delete_tree(&root).await?;
+    println!("Seeding JIM's {template:?} template in Scenario 8's Samba AD shape under {root} ...");
+    let options = SeedOptions::active_directory(template, &root).with_directory("127.0.0.1", 636);
+    let seeded = seed::seed_ad(&db.pool, &options).await?;
+    println!(
+        "  {} users, {} groups, {} memberships: {} pending exports, {} attribute changes",
+        seeded.counts.users,
+        seeded.counts.groups,
+        seeded.counts.memberships,
+        seeded.counts.pending_exports,
+        seeded.counts.attribute_changes,
+    );
+
+    let engine = Engine::new();
+    let request = ExportRequest {
+        database: DatabaseConfig::new(db.url.clone()),
+        connected_system_id: seeded.connected_system_id(),
+        // LDAPS verified against the DC's CA, simple bind by UPN; the dialect is detected.
+        directory: dc.directory_config(),
+        settings: ExportSettings {
+            create_containers_as_needed: true,
+            ..ExportSettings::default()
+        },
+        options: RunOptions {
+            progress_interval_ms: 100,
+            ..RunOptions::default()
+        },
+    };
+
+    println!("\nInitial provisioning (users, then groups with their members and managers):");
+    let first = export(&engine, &request).await?;
+    summary(&first);
+
+    println!("\nJIM's confirming import, then a round of follow-up changes ...");
+    seed::confirm_ad_exported(&db.pool, &seeded).await?;
+    let follow_ups = ad_follow_ups(&seeded);
+    seed::stage_ad_exports(&db.pool, &seeded, &follow_ups, None).await?;
+    println!("  {} follow-up exports staged", follow_ups.len());
+    let second = export(&engine, &request).await?;
+    summary(&second);
+    Ok(())
+}
+
+/// Title updates on the first users, new members for the first groups (from those users) and the
+/// last few users deleted: one export per object, as JIM's unique index allows.
+fn ad_follow_ups(seeded: &SeededAdSystem) -> Vec<AdExport> {
+    let users = seeded.users.len();
+    let deletes = (users / 20).clamp(1, 10).min(users);
+    let updated = (users - deletes).min(50);
+    let mut out = Vec::new();
+    for i in 0..updated {
+        out.push(AdExport::update(SeedObject::User(i)).with(
+            "title",
+            AvcType::Update,
+            AdValue::Text(format!("{} (promoted)", seeded.users[i].title)),
+        ));
+    }
+    for group in seeded.groups.iter().take(10) {
+        let mut export = AdExport::update(SeedObject::Group(group.index));
+        for u in (0..updated).filter(|u| !group.members.contains(u)).take(3) {
+            export = export.with("member", AvcType::Add, AdValue::User(u));
+        }
+        if !export.changes.is_empty() {
+            out.push(export);
+        }
+    }
+    for i in users - deletes..users {
+        out.push(AdExport::delete(SeedObject::User(i)));
+    }
+    out
 }
 
 async fn export(

@@ -278,6 +278,7 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //  "directory": {"urls": ["ldap://host:389" | "ldaps://host:636" | "ldapi://…", ...],
 //   "tls": {"mode": "none"|"start_tls"|"ldaps", "ca_pem": string, "ca_file": string, "verify": bool
 //   (default true)} (optional), "bind": {"kind": "simple", "dn": string, "password": string} |
+//   {"kind": "ntlm", "username": string, "domain": string (optional, NetBIOS), "password": string} |
 //   {"kind": "sasl_external"}, "connect_timeout_ms": int (default 10000), "operation_timeout_ms": int
 //   (default 60000), "dialect": "active_directory"|"samba_ad"|"open_ldap"|"ds389"|"generic" (default:
 //   detected)},
@@ -287,7 +288,9 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   "unresolved_reference_handling": "Error"|"Warn"|"Ignore"} (optional, JIM's LDAP connector
 //   settings),
 //  "options": {"page_size": int (100), "flush_size": int (100), "flush_interval_ms": int (250),
-//   "connections": int, "in_flight_per_connection": int, "max_in_flight": int, "ops_per_second": int,
+//   "connections": int, "in_flight_per_connection": int, "concurrency": "adaptive"|"fixed"
+//   (adaptive), "max_in_flight": int (the fixed limit, or the adaptive limit's ceiling),
+//   "min_in_flight": int (1; the adaptive limit's floor), "ops_per_second": int,
 //   "lease_seconds": int (900), "max_operation_retries": int (3), "dry_run": bool,
 //   "skip_schema_check": bool, "progress_interval_ms": int (500)} (optional)}`.
 // Unknown members are refused. Passwords are never logged or echoed in errors.
@@ -303,8 +306,10 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   "metrics": {"operations": {"add": int, "modify": int, "modify_dn": int, "delete": int,
 //   "search": int}, "sql_statements": int, "flushes": int, "objects_per_second": number,
 //   "elapsed_ms": int, "time_to_first_write_ms": int|null, "max_in_flight": int,
-//   "mean_in_flight": number, "in_flight_limit": int, "retries": int, "reconnects": int,
-//   "recovered": int}}`. Per-export failures are data (in the counts and the batch reports), not errors.
+//   "mean_in_flight": number, "in_flight_limit": int, "min_in_flight_limit": int,
+//   "max_in_flight_limit": int, "in_flight_limit_increases": int, "in_flight_limit_decreases": int,
+//   "retries": int, "reconnects": int, "recovered": int}}`. Per-export failures are data (in the
+//   counts and the batch reports), not errors.
 //
 // `callbacks` may be NULL (no events); see `jim_callbacks`. `cancel` may be NULL; when given, firing
 // it (`jim_cancel_cancel`, from any thread) makes the run stop early and return `JIM_STATUS_OK` with
@@ -379,6 +384,98 @@ jim_status jim_engine_reset_failed(const struct jim_engine *engine,
 // `"JIM_STATUS_UNKNOWN"` for a number this library does not define. Never free the pointer. Safe to
 // call from any thread at any time.
 const char *jim_status_name(uint32_t status);
+
+// Watches one or several connected systems and exports continuously until `cancel` fires (or the
+// engine is freed), then writes the watch's summary to `*out_result_json`. Blocks the calling thread
+// for the whole watch: call it on a thread of your own. `cancel` is required (without it the watch
+// could only end with the engine).
+//
+// `request_json` (required): `{"requests": [export request, ...] (one per connected system, each as
+// `jim_engine_run`'s request_json; all with the same database connection and different
+// connected_system_id, none a dry run), "watch": {"wake_up": "auto"|"poll" (default "auto":
+// notifications when the trigger of jim_engine_install_notify_trigger is installed, polling otherwise),
+// "poll_min_ms": int (100: the poll interval after a pass that exported something), "poll_max_ms": int
+// (3000: the longest, reached by doubling while idle), "notify_recheck_ms": int (60000: the safety
+// re-scan with notifications)} (optional)}`. Unknown members are refused.
+//
+// While it runs, each pass over a system's queue is reported through `callbacks` exactly as a
+// `jim_engine_run` (progress from "Preparing" to "Completed", batch reports whose `sequence` numbers
+// on across passes, logs); the first log record says whether the watch uses notifications or polling.
+// Rows whose `NextRetryAt` comes due are picked up when it does. Errors after the start (the database
+// restarting, the directory unreachable) are logged and retried, not returned.
+//
+// The result document: `{"started_at": timestamp, "completed_at": timestamp, "mode":
+// "notifications"|"polling", "trigger_installed": bool, "listener_reconnects": int, "passes": int,
+// "exports": int, "wake_ups": wake-ups, "systems": [{"connected_system_id": int, "passes": int,
+// "failed_passes": int, "exports": int, "succeeded": int, "failed": int, "deferred": int, "wake_ups":
+// wake-ups, "last_error": string|null}], "message": string}`, where wake-ups is `{"startup": int,
+// "notification": int, "poll": int, "retry_due": int, "reconnect": int, "recheck": int,
+// "after_error": int}`.
+//
+// Stopping: firing `cancel` lets the passes in progress finish their in-flight operations, persist
+// their outcomes and return their unexecuted claims (nothing is left `Executing`); then the call
+// returns `JIM_STATUS_OK`. Errors as for `jim_engine_run` (only for a watch that cannot start:
+// invalid request, database or directory unreachable, unknown system, wrong schema), and
+// `JIM_STATUS_ENGINE_CLOSED` when the engine was freed during the watch. Ownership, callbacks and
+// out-parameters as for `jim_engine_run`.
+//
+// # Safety
+// As for `jim_engine_run`; `cancel` must be a live cancellation handle.
+jim_status jim_engine_watch(const struct jim_engine *engine,
+                            const char *request_json,
+                            const struct jim_callbacks *callbacks,
+                            const struct jim_cancel *cancel,
+                            char **out_result_json,
+                            char **out_error);
+
+// Installs the notifying trigger on JIM's `"PendingExports"` (the SQL of `jim_notify_trigger_sql`),
+// so that watches started afterwards are woken at once by PostgreSQL notifications instead of
+// polling. An operator action, never done implicitly: it needs the right to create functions and
+// triggers on JIM's tables. Idempotent. Writes `{"installed": true, "channel": string}`.
+//
+// `request_json`: `{"database": {...as in jim_engine_run}}`. Ownership, NULL and out-parameters as
+// for `jim_engine_queue_summary`. Blocks; call it from a host thread.
+//
+// # Safety
+// As for `jim_engine_queue_summary`.
+jim_status jim_engine_install_notify_trigger(const struct jim_engine *engine,
+                                             const char *request_json,
+                                             char **out_json,
+                                             char **out_error);
+
+// Removes the notifying trigger and its function (watches then poll once restarted). Idempotent.
+// Writes `{"installed": false, "channel": string}`. Request, ownership and out-parameters as for
+// `jim_engine_install_notify_trigger`.
+//
+// # Safety
+// As for `jim_engine_queue_summary`.
+jim_status jim_engine_remove_notify_trigger(const struct jim_engine *engine,
+                                            const char *request_json,
+                                            char **out_json,
+                                            char **out_error);
+
+// Whether the notifying trigger is installed and enabled: writes `{"installed": bool, "channel":
+// string}`. Request, ownership and out-parameters as for `jim_engine_install_notify_trigger`.
+//
+// # Safety
+// As for `jim_engine_queue_summary`.
+jim_status jim_engine_notify_trigger_status(const struct jim_engine *engine,
+                                            const char *request_json,
+                                            char **out_json,
+                                            char **out_error);
+
+// The SQL that installs the notifying trigger (what `jim_engine_install_notify_trigger` runs), for an
+// operator or a database migration to apply by hand: a function and three statement-level triggers
+// that `NOTIFY jim_export_pending_exports` with the `ConnectedSystemId` when pending exports are
+// staged or made eligible again (once per system and transaction, at commit).
+//
+// The pointer refers to static memory owned by the library: never free it. Safe to call from any
+// thread at any time.
+const char *jim_notify_trigger_sql(void);
+
+// The SQL that removes the notifying trigger and its function. Static memory, as for
+// `jim_notify_trigger_sql`.
+const char *jim_notify_trigger_removal_sql(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -27,6 +27,12 @@ need=()
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql-15 postgresql-contrib)
+# The Samba AD domain controller of the AD tests and of `scripts/demo.sh --samba` (testkit/src/samba.rs).
+# DEBIAN_FRONTEND=noninteractive (apt_install) keeps krb5-user from asking for a default realm.
+if ! { [ -x /usr/sbin/samba ] || command -v samba >/dev/null 2>&1; } \
+  || ! command -v samba-tool >/dev/null 2>&1; then
+  need+=(samba samba-ad-dc winbind krb5-user)
+fi
 # C and .NET FFI tests: gcc for the C host, valgrind for its memory check, Mono (mcs, C# 7.2) for the
 # .NET binding's test program.
 command -v gcc >/dev/null 2>&1 || need+=(gcc)

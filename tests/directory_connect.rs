@@ -34,9 +34,14 @@ async fn detects_openldap_and_post_read_from_the_root_dse() -> TestResult {
     assert_eq!(profile.anchor_attribute, "entryUUID");
     assert_eq!(directory.connections(), 4);
     assert_eq!(
-        directory.max_in_flight(),
+        directory.in_flight_limit(),
         32,
-        "4 connections × 8 (half of slapd's 16 threads)"
+        "the adaptive limit starts at 4 connections × 8 (half of slapd's 16 threads)"
+    );
+    assert_eq!(
+        directory.max_in_flight(),
+        128,
+        "and may grow to four times that"
     );
     // `ExecuteAsync_ConcurrencyZero_ClampedToOneAsync`: zero is taken as one.
     let clamped = fx

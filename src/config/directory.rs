@@ -96,6 +96,71 @@ pub enum Bind {
     },
     /// SASL EXTERNAL: the identity of the `ldapi://` peer (or TLS client certificate).
     SaslExternal,
+    /// NTLM (SASL GSS-SPNEGO carrying NTLMSSP), which JIM's connector offers beside simple bind for
+    /// Active Directory. Use it over TLS (`ldaps://` or StartTLS): the NTLM session is neither signed
+    /// nor sealed (TLS protects it, and its channel binding is sent). Windows AD accepts that; a Samba
+    /// DC only with `ldap server require strong auth = allow_sasl_over_tls` (its default `yes`
+    /// demands signing or sealing even over TLS).
+    Ntlm {
+        /// The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN\user` or
+        /// `user@dns.domain`.
+        username: String,
+        /// The NetBIOS domain; with it the engine binds as `DOMAIN\username`.
+        #[serde(default)]
+        domain: Option<String>,
+        /// The password; never logged.
+        password: Secret,
+    },
+}
+
+impl Bind {
+    /// The name an NTLM bind authenticates as (`DOMAIN\user`, `user@domain` or `user`), or why
+    /// `username` and `domain` do not make one. `None` for other binds.
+    pub fn ntlm_name(&self) -> Option<Result<String, &'static str>> {
+        let Bind::Ntlm {
+            username, domain, ..
+        } = self
+        else {
+            return None;
+        };
+        Some(ntlm_name(username, domain.as_deref()))
+    }
+}
+
+/// Composes and checks an NTLM user name the way the NTLM implementation parses it: one `\`
+/// separates a NetBIOS domain from the account, else the last `@` a UPN suffix; an account name
+/// holds neither separator next to a domain.
+fn ntlm_name(username: &str, domain: Option<&str>) -> Result<String, &'static str> {
+    let username = username.trim();
+    if username.is_empty() {
+        return Err("must not be empty");
+    }
+    match domain.map(str::trim).filter(|d| !d.is_empty()) {
+        Some(domain) => {
+            if domain.contains(['\\', '@']) {
+                return Err("the domain must be a NetBIOS name, without '\\' or '@'");
+            }
+            if username.contains(['\\', '@']) {
+                return Err("must be a bare account name when a domain is given (no '\\' or '@')");
+            }
+            Ok(format!("{domain}\\{username}"))
+        }
+        None => {
+            if let Some((domain, account)) = username.split_once('\\') {
+                if domain.is_empty() || account.is_empty() {
+                    return Err("DOMAIN\\user needs both parts");
+                }
+                if domain.contains('@') || account.contains(['\\', '@']) {
+                    return Err("mixes the DOMAIN\\user and user@domain forms");
+                }
+            } else if let Some((account, suffix)) = username.rsplit_once('@')
+                && (account.is_empty() || suffix.is_empty())
+            {
+                return Err("user@domain needs both parts");
+            }
+            Ok(username.to_string())
+        }
+    }
 }
 
 impl std::fmt::Debug for Bind {
@@ -107,6 +172,14 @@ impl std::fmt::Debug for Bind {
                 .field("password", &"***")
                 .finish(),
             Bind::SaslExternal => f.write_str("SaslExternal"),
+            Bind::Ntlm {
+                username, domain, ..
+            } => f
+                .debug_struct("Ntlm")
+                .field("username", username)
+                .field("domain", domain)
+                .field("password", &"***")
+                .finish(),
         }
     }
 }
@@ -212,6 +285,26 @@ impl DirectoryConfig {
                 "must not be empty",
             );
         }
+        if let Bind::Ntlm { password, .. } = &self.bind {
+            if let Some(Err(reason)) = self.bind.ntlm_name() {
+                errors.push(format!("{path}.bind.username"), reason);
+            }
+            errors.check(
+                password.is_empty(),
+                format!("{path}.bind.password"),
+                "must not be empty",
+            );
+            if let Some(url) = self
+                .urls
+                .iter()
+                .find(|u| u.to_ascii_lowercase().starts_with("ldapi://"))
+            {
+                errors.push(
+                    format!("{path}.bind"),
+                    format!("ntlm needs a network URL, not {url}"),
+                );
+            }
+        }
         if matches!(self.bind, Bind::SaslExternal)
             && !self
                 .urls
@@ -247,6 +340,80 @@ impl DirectoryConfig {
                 format!("{path}.tls.mode"),
                 "a CA is given but TLS is off (use start_tls or ldaps)",
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ntlm(username: &str, domain: Option<&str>) -> Bind {
+        Bind::Ntlm {
+            username: username.into(),
+            domain: domain.map(str::to_string),
+            password: Secret::new("hunter2"),
+        }
+    }
+
+    #[test]
+    fn ntlm_names_follow_the_ntlm_parser() {
+        let name = |u: &str, d: Option<&str>| ntlm(u, d).ntlm_name().expect("ntlm");
+        assert_eq!(
+            name("Administrator", Some("GENTIAN")).unwrap(),
+            "GENTIAN\\Administrator"
+        );
+        assert_eq!(name("GENTIAN\\svc-jim", None).unwrap(), "GENTIAN\\svc-jim");
+        assert_eq!(
+            name("svc-jim@gentian.local", None).unwrap(),
+            "svc-jim@gentian.local"
+        );
+        assert_eq!(name("svc-jim", Some("  ")).unwrap(), "svc-jim");
+        assert!(name("", Some("GENTIAN")).is_err());
+        assert!(name("a@b", Some("GENTIAN")).is_err());
+        assert!(name("svc", Some("GEN\\TIAN")).is_err());
+        assert!(name("A\\B\\C", None).is_err());
+        assert!(name("A\\b@c", None).is_err());
+        assert!(name("\\user", None).is_err());
+        assert!(name("user@", None).is_err());
+        assert!(Bind::SaslExternal.ntlm_name().is_none());
+    }
+
+    #[test]
+    fn ntlm_bind_json_validation_and_debug() {
+        let config: DirectoryConfig = serde_json::from_value(serde_json::json!({
+            "urls": ["ldaps://dc1.gentian.local"],
+            "bind": {"kind": "ntlm", "username": "Administrator", "domain": "GENTIAN", "password": "hunter2"}
+        }))
+        .expect("json");
+        assert_eq!(config.bind, ntlm("Administrator", Some("GENTIAN")));
+        let debug = format!("{config:?}");
+        assert!(debug.contains("Ntlm") && debug.contains("GENTIAN") && !debug.contains("hunter2"));
+        let mut errors = ConfigErrors::default();
+        config.validate("directory", &mut errors);
+        assert!(errors.0.is_empty(), "{errors:?}");
+        let back = serde_json::to_value(&config.bind).expect("serialise");
+        assert_eq!(back["kind"], "ntlm");
+        assert_eq!(back["domain"], "GENTIAN");
+
+        let bad = DirectoryConfig {
+            urls: vec!["ldapi://%2Frun%2Fldapi".into()],
+            bind: Bind::Ntlm {
+                username: "a\\b\\c".into(),
+                domain: None,
+                password: Secret::new(""),
+            },
+            ..config
+        };
+        let mut errors = ConfigErrors::default();
+        bad.validate("directory", &mut errors);
+        let paths = errors.paths();
+        for p in [
+            "directory.bind.username",
+            "directory.bind.password",
+            "directory.bind",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
     }
 }

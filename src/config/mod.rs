@@ -9,15 +9,17 @@ mod options;
 mod secret;
 mod settings;
 mod validate;
+mod watch;
 
 use serde::{Deserialize, Serialize};
 
 pub use database::{DatabaseConfig, DatabaseTls, DatabaseTlsMode, redact_connection};
 pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
-pub use options::RunOptions;
+pub use options::{Concurrency, RunOptions};
 pub use secret::Secret;
 pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};
 pub use validate::{ConfigErrors, FieldError};
+pub use watch::{WakeUpMode, WatchOptions, WatchRequest};
 
 /// Everything one export run needs: where JIM's database is, which connected system to export, how to
 /// reach its directory, the system's export settings and the run's options.

@@ -23,9 +23,18 @@ pub struct RunOptions {
     /// Outstanding operations per connection; the dialect's default when absent.
     #[serde(default)]
     pub in_flight_per_connection: Option<u32>,
-    /// Cap on outstanding operations over all connections; connections × per-connection when absent.
+    /// How the in-flight limit is set (default `adaptive`).
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    /// Cap on outstanding operations over all connections. With `fixed` concurrency it is the limit
+    /// (connections × per-connection when absent, as before); with `adaptive` it is the ceiling the
+    /// limit may grow to (when absent: connections × per-connection if `in_flight_per_connection` is
+    /// given, else four times the dialect's default, at most 256).
     #[serde(default)]
     pub max_in_flight: Option<u32>,
+    /// The floor of the adaptive limit (default 1); ignored with `fixed` concurrency.
+    #[serde(default)]
+    pub min_in_flight: Option<u32>,
     /// Cap on directory operations per second; none when absent.
     #[serde(default)]
     pub ops_per_second: Option<u32>,
@@ -44,6 +53,19 @@ pub struct RunOptions {
     /// Least interval between progress events, in milliseconds (default 500).
     #[serde(default = "default_progress_interval_ms")]
     pub progress_interval_ms: u64,
+}
+
+/// How the limit on directory operations in flight is set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concurrency {
+    /// Found while the run goes on: it starts at the dialect's default, grows while operation
+    /// latency holds and shrinks when it rises or the directory pushes back (busy, unavailable,
+    /// unwilling, timeouts, lost connections), between `min_in_flight` and `max_in_flight`.
+    #[default]
+    Adaptive,
+    /// Constant: `max_in_flight`, or connections × per-connection.
+    Fixed,
 }
 
 fn default_page_size() -> u32 {
@@ -73,7 +95,9 @@ impl Default for RunOptions {
             flush_interval_ms: default_flush_interval_ms(),
             connections: None,
             in_flight_per_connection: None,
+            concurrency: Concurrency::default(),
             max_in_flight: None,
+            min_in_flight: None,
             ops_per_second: None,
             lease_seconds: default_lease_seconds(),
             max_operation_retries: default_max_operation_retries(),
@@ -112,6 +136,17 @@ impl RunOptions {
         if let Some(v) = self.max_in_flight {
             range(errors, "max_in_flight", v.into(), 1, 4096);
         }
+        if let Some(v) = self.min_in_flight {
+            range(errors, "min_in_flight", v.into(), 1, 4096);
+            errors.check(
+                self.max_in_flight.is_some_and(|max| v > max),
+                format!("{path}.min_in_flight"),
+                format!(
+                    "must not exceed max_in_flight ({})",
+                    self.max_in_flight.unwrap_or_default()
+                ),
+            );
+        }
         if let Some(v) = self.ops_per_second {
             range(errors, "ops_per_second", v.into(), 1, 1_000_000);
         }
@@ -136,5 +171,50 @@ impl RunOptions {
             10,
             3_600_000,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_is_adaptive_unless_asked_fixed() {
+        let o: RunOptions = serde_json::from_str("{}").expect("defaults");
+        assert_eq!(o.concurrency, Concurrency::Adaptive);
+        let o: RunOptions =
+            serde_json::from_str(r#"{"concurrency":"fixed","max_in_flight":8}"#).expect("fixed");
+        assert_eq!(
+            (o.concurrency, o.max_in_flight),
+            (Concurrency::Fixed, Some(8))
+        );
+        assert!(serde_json::from_str::<RunOptions>(r#"{"concurrency":"fast"}"#).is_err());
+    }
+
+    #[test]
+    fn min_in_flight_is_checked_against_its_range_and_the_ceiling() {
+        let mut errors = ConfigErrors::default();
+        RunOptions {
+            min_in_flight: Some(0),
+            ..RunOptions::default()
+        }
+        .validate("options", &mut errors);
+        assert_eq!(errors.paths(), vec!["options.min_in_flight"]);
+        let mut errors = ConfigErrors::default();
+        RunOptions {
+            min_in_flight: Some(16),
+            max_in_flight: Some(8),
+            ..RunOptions::default()
+        }
+        .validate("options", &mut errors);
+        assert_eq!(errors.paths(), vec!["options.min_in_flight"]);
+        let mut errors = ConfigErrors::default();
+        RunOptions {
+            min_in_flight: Some(4),
+            max_in_flight: Some(8),
+            ..RunOptions::default()
+        }
+        .validate("options", &mut errors);
+        assert!(errors.paths().is_empty());
     }
 }

@@ -82,6 +82,28 @@ pub fn is_no_such_object(code: Option<u32>, message: Option<&str>) -> bool {
         || message.is_some_and(|m| m.contains("00002030") || m.contains("DSID-0C090CE2"))
 }
 
+/// Samba AD's answer to a value naming a DN that does not exist (`member` on an Add or a Modify):
+/// noSuchObject (32) with `00000525` ("specified dn doesn't exist"), which is not the entry missing.
+pub fn names_missing_reference(text: &str) -> bool {
+    text.contains("00000525")
+}
+
+/// True when a Modify's result says a value is already there or already gone, so nothing was
+/// applied: attributeOrValueExists (20) and noSuchAttribute (16) everywhere, and AD's own codes for
+/// linked attributes such as `member`: entryAlreadyExists (68, ERROR_MEMBER_IN_GROUP `00000562`; a
+/// Modify never creates an entry, so any 68 is a value) and unwillingToPerform (53) for a member
+/// that is not there (ERROR_MEMBER_NOT_IN_GROUP `00000561`, Samba: "Attribute member doesn't exist
+/// for target GUID"), which is otherwise back pressure.
+pub fn is_value_conflict(code: u32, text: &str) -> bool {
+    match code {
+        rc::ATTRIBUTE_OR_VALUE_EXISTS | rc::NO_SUCH_ATTRIBUTE | rc::ENTRY_ALREADY_EXISTS => true,
+        rc::UNWILLING_TO_PERFORM => {
+            text.contains("00000561") || text.contains("doesn't exist for target GUID")
+        }
+        _ => false,
+    }
+}
+
 /// A failure below the LDAP result: the operation got no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
@@ -203,15 +225,20 @@ pub fn classify(ctx: &OpContext<'_>, outcome: &Result<LdapResult, TransportError
         return Verdict::Success;
     }
     let message = describe(ctx, result);
+    if code == rc::NO_SUCH_OBJECT && names_missing_reference(&result.text) {
+        // The entry exists; a DN among the values does not (read as "gone" it would be retried).
+        return Verdict::Fail {
+            error_type: ConnectedSystemExportErrorType::General,
+            message: format!("{message}. A DN among the values does not exist in the directory"),
+        };
+    }
     if is_no_such_object(Some(code), Some(&result.text)) {
         return Verdict::NoSuchObject(message);
     }
     if code == rc::ENTRY_ALREADY_EXISTS && matches!(ctx.kind, OpKind::Add | OpKind::ContainerAdd) {
         return Verdict::EntryExists(message);
     }
-    if matches!(code, rc::ATTRIBUTE_OR_VALUE_EXISTS | rc::NO_SUCH_ATTRIBUTE)
-        && ctx.kind == OpKind::Modify
-    {
+    if ctx.kind == OpKind::Modify && is_value_conflict(code, &result.text) {
         return Verdict::ValueConflict(message);
     }
     if ctx.placeholder
@@ -228,7 +255,7 @@ pub fn classify(ctx: &OpContext<'_>, outcome: &Result<LdapResult, TransportError
             ),
         };
     }
-    if matches!(code, rc::BUSY | rc::UNAVAILABLE | rc::UNWILLING_TO_PERFORM) {
+    if is_back_pressure_code(code) {
         return Verdict::Transient {
             outcome_unknown: false,
             message,
@@ -256,6 +283,19 @@ fn classify_transport(ctx: &OpContext<'_>, e: &TransportError) -> Verdict {
             message,
         },
     }
+}
+
+/// True for result codes by which a directory says it is overloaded or unwilling for now (busy,
+/// unavailable, unwilling to perform): the in-flight limit backs off on them, and the executor
+/// retries the operation in the run.
+pub fn is_back_pressure_code(code: u32) -> bool {
+    matches!(code, rc::BUSY | rc::UNAVAILABLE | rc::UNWILLING_TO_PERFORM)
+}
+
+/// True when a result is back pressure: a back-pressure code that is not AD's way of saying a member
+/// is already gone ([`is_value_conflict`]).
+pub fn is_back_pressure_result(code: u32, text: &str) -> bool {
+    is_back_pressure_code(code) && !is_value_conflict(code, text)
 }
 
 /// True for verdicts that say the directory is struggling (back pressure for a concurrency limiter).
@@ -303,6 +343,60 @@ mod tests {
         assert!(is_no_such_object(None, Some("00002030: ...")));
         assert!(!is_no_such_object(None, None));
         assert!(!is_no_such_object(Some(80), Some("")));
+    }
+
+    /// What Samba AD 4.17 answers for member changes that already hold, and for a member DN that
+    /// does not exist (captured from a real DC).
+    #[test]
+    fn ad_member_answers() {
+        let m = ctx(OpKind::Modify, false);
+        let exists =
+            "Attribute member already exists for target GUID b212e52a-fdaa-436f-a074-3b8d39026572";
+        assert!(matches!(
+            classify(&m, &result(68, exists)),
+            Verdict::ValueConflict(_)
+        ));
+        let windows = "00000562: UpdErr: DSID-031A11C4, problem 6005 (ENTRY_EXISTS), data 0";
+        assert!(matches!(
+            classify(&m, &result(68, windows)),
+            Verdict::ValueConflict(_)
+        ));
+        let absent =
+            "Attribute member doesn't exist for target GUID 47ee589d-ae4d-4deb-8917-034b09c037d3";
+        assert!(matches!(
+            classify(&m, &result(53, absent)),
+            Verdict::ValueConflict(_)
+        ));
+        let windows = "00000561: SvcErr: DSID-031A1021, problem 5003 (WILL_NOT_PERFORM), data 0";
+        assert!(matches!(
+            classify(&m, &result(53, windows)),
+            Verdict::ValueConflict(_)
+        ));
+        // Any other 53 stays back pressure; a 68 on an Add stays "the entry exists".
+        assert!(matches!(
+            classify(&m, &result(53, "00002035: busy elsewhere")),
+            Verdict::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(&ctx(OpKind::Add, false), &result(68, exists)),
+            Verdict::EntryExists(_)
+        ));
+        // A member DN that does not exist: the entry is there, so it is no "noSuchObject".
+        let missing = "00000525: specified dn doesn't exist at ../../source4/dsdb/samdb/ldb_modules/extended_dn_store.c:160:extended_dn_handle_fpo_attr";
+        for kind in [OpKind::Add, OpKind::Modify] {
+            match classify(&ctx(kind, false), &result(32, missing)) {
+                Verdict::Fail { message, .. } => {
+                    assert!(message.contains("does not exist"), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Samba's own noSuchObject for the entry itself.
+        let gone = "00002030: No such Base DN: CN=Ghost,OU=probe,DC=gentian,DC=local";
+        assert!(matches!(
+            classify(&m, &result(32, gone)),
+            Verdict::NoSuchObject(_)
+        ));
     }
 
     /// `ExecuteAsync_HardDelete_NoSuchObjectResponse_…` and `…SambaNoSuchObjectException_…`.

@@ -15,7 +15,7 @@ use super::entry::{RawEntry, parse_read_entry_control};
 use super::{ExportJob, ExportResult, ExportStatus, Inner};
 use crate::model::{ConnectedSystemExportErrorType, PendingExportChangeType};
 use crate::plan::{
-    AnchorEncoding, AnchorRead, Attribute, ContainerSpec, ExportPlan, ModKind, Modification,
+    AnchorEncoding, AnchorRead, Attribute, ContainerSpec, Dn, ExportPlan, ModKind, Modification,
     ModifyPurpose, Operation, PlannedStep, dn_key,
 };
 
@@ -362,16 +362,7 @@ impl Inner {
         anchor: Option<&AnchorRead>,
         run: &mut Run<'_>,
     ) -> StepOutcome {
-        let mods: Vec<Modification> = attributes
-            .iter()
-            .filter(|a| !a.name.eq_ignore_ascii_case("objectClass"))
-            .map(|a| Modification {
-                kind: ModKind::Replace,
-                attribute: a.name.clone(),
-                values: a.values.clone(),
-                placeholder: false,
-            })
-            .collect();
+        let mods = adoption_modifications(dn, attributes);
         if !mods.is_empty() {
             run.result.operations += 1;
             let outcome = self.pool.modify(dn, &mods).await;
@@ -628,6 +619,30 @@ impl Inner {
     }
 }
 
+/// The replaces that bring an adopted entry to an Add's attributes: every attribute but
+/// `objectClass` and the leaf RDN's attribute (the entry's name already holds that value, and AD
+/// refuses any modify of it, even to the same value: notAllowedOnRDN, 67).
+fn adoption_modifications(dn: &str, attributes: &[Attribute]) -> Vec<Modification> {
+    let rdn_type = Dn::parse(dn)
+        .ok()
+        .and_then(|d| d.leaf().map(|r| r.attr_type().to_string()));
+    attributes
+        .iter()
+        .filter(|a| !a.name.eq_ignore_ascii_case("objectClass"))
+        .filter(|a| {
+            rdn_type
+                .as_deref()
+                .is_none_or(|t| !a.name.eq_ignore_ascii_case(t))
+        })
+        .map(|a| Modification {
+            kind: ModKind::Replace,
+            attribute: a.name.clone(),
+            values: a.values.clone(),
+            placeholder: false,
+        })
+        .collect()
+}
+
 /// The anchor from an Add's post-read response control, if the server sent one.
 fn anchor_from_controls(result: &LdapResult, anchor: &AnchorRead) -> Option<String> {
     result
@@ -637,4 +652,29 @@ fn anchor_from_controls(result: &LdapResult, anchor: &AnchorRead) -> Option<Stri
         .find_map(|c| c.1.val.as_deref())
         .and_then(parse_read_entry_control)
         .and_then(|e| e.anchor(&anchor.attribute, anchor.encoding))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samba AD answered a replace of `cn` on `CN=…` with notAllowedOnRDN (67), same value or not.
+    #[test]
+    fn adoption_leaves_the_rdn_attribute_and_object_class_alone() {
+        let attributes = vec![
+            Attribute::text("objectClass", &["user"]),
+            Attribute::text("CN", &["Brennan, Ben"]),
+            Attribute::text("sAMAccountName", &["ben1"]),
+            Attribute::text("member", &["CN=a,DC=x", "CN=b,DC=x"]),
+        ];
+        let mods = adoption_modifications("cn=Brennan\\, Ben,OU=Users,DC=x", &attributes);
+        let names: Vec<&str> = mods.iter().map(|m| m.attribute.as_str()).collect();
+        assert_eq!(names, ["sAMAccountName", "member"]);
+        assert!(mods.iter().all(|m| m.kind == ModKind::Replace));
+        assert_eq!(mods[1].values.len(), 2);
+        // OpenLDAP users are named by uid: cn is an ordinary attribute there.
+        let mods = adoption_modifications("uid=ben1,ou=People,dc=x", &attributes);
+        assert!(mods.iter().any(|m| m.attribute == "CN"));
+        assert!(!mods.iter().any(|m| m.attribute == "objectClass"));
+    }
 }

@@ -19,6 +19,7 @@ pub mod classify;
 pub mod dialect;
 pub mod entry;
 mod execute;
+pub mod limit;
 mod pool;
 mod rate;
 mod tls;
@@ -32,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::config::{Dialect, DirectoryConfig, RunOptions};
+use crate::config::{Concurrency, Dialect, DirectoryConfig, RunOptions};
 use crate::model::ConnectedSystemExportErrorType;
 use crate::plan::{ExportPlan, PlanFailure, ValueSubstitution};
 
@@ -71,8 +72,17 @@ pub struct DirectoryTuning {
     pub connections: Option<u32>,
     /// Outstanding operations per connection.
     pub in_flight_per_connection: Option<u32>,
-    /// Outstanding operations over all connections (connections × per connection when absent).
+    /// Outstanding operations over all connections: the limit with [`Concurrency::Fixed`]
+    /// (connections × per connection when absent); the ceiling with [`Concurrency::Adaptive`]
+    /// (connections × per connection when that is given, else four times the dialect's default,
+    /// at most 256).
     pub max_in_flight: Option<u32>,
+    /// Whether the in-flight limit adapts to the directory's pace or stays fixed.
+    pub concurrency: Concurrency,
+    /// The adaptive limit's floor (default 1).
+    pub min_in_flight: Option<u32>,
+    /// Where the adaptive limit starts (default: connections × per connection, within the bounds).
+    pub initial_in_flight: Option<u32>,
     /// Cap on operations per second.
     pub ops_per_second: Option<u32>,
     /// In-run retries of an operation that met a transient condition.
@@ -93,6 +103,9 @@ impl Default for DirectoryTuning {
             connections: None,
             in_flight_per_connection: None,
             max_in_flight: None,
+            concurrency: Concurrency::default(),
+            min_in_flight: None,
+            initial_in_flight: None,
             ops_per_second: None,
             max_operation_retries: 3,
             retry_backoff: Duration::from_millis(250),
@@ -109,6 +122,8 @@ impl DirectoryTuning {
             connections: options.connections,
             in_flight_per_connection: options.in_flight_per_connection,
             max_in_flight: options.max_in_flight,
+            concurrency: options.concurrency,
+            min_in_flight: options.min_in_flight,
             ops_per_second: options.ops_per_second,
             max_operation_retries: options.max_operation_retries,
             ..Self::default()
@@ -274,12 +289,78 @@ pub struct DirectoryStats {
     pub retries: u64,
     /// The most operations in flight at once.
     pub peak_in_flight: u64,
+    /// The in-flight limit now (and how it moved, when it adapts).
+    pub in_flight_limit: limit::LimitStats,
 }
 
 impl DirectoryStats {
     /// Every operation sent.
     pub fn operations(&self) -> u64 {
         self.adds + self.modifies + self.modify_dns + self.deletes + self.searches
+    }
+}
+
+/// The ceiling of an adaptive limit when none is configured, as a multiple of the dialect's
+/// default: room to grow where a directory is faster (or farther) than its defaults assume.
+const ADAPTIVE_HEADROOM: u32 = 4;
+/// The highest default ceiling of an adaptive limit.
+const ADAPTIVE_DEFAULT_CEILING: u32 = 256;
+
+/// How the pool is sized from the tuning and the dialect's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sizing {
+    connections: u32,
+    per_connection: u32,
+    /// The fixed limit, or the adaptive ceiling.
+    max_in_flight: u32,
+    adaptive: Option<limit::LimitBounds>,
+}
+
+impl Sizing {
+    fn new(tuning: &DirectoryTuning, profile: &DirectoryProfile) -> Self {
+        let connections = tuning.connections.unwrap_or(profile.connections).max(1);
+        let per_connection = tuning
+            .in_flight_per_connection
+            .unwrap_or(profile.in_flight_per_connection)
+            .max(1);
+        let start = connections.saturating_mul(per_connection);
+        match tuning.concurrency {
+            Concurrency::Fixed => Self {
+                connections,
+                per_connection,
+                max_in_flight: tuning.max_in_flight.unwrap_or(start).clamp(1, start),
+                adaptive: None,
+            },
+            Concurrency::Adaptive => {
+                // An explicit per-connection depth is a hard cap (a server limit); otherwise the
+                // connections are deepened so that the ceiling can be reached.
+                let ceiling = match (tuning.max_in_flight, tuning.in_flight_per_connection) {
+                    (Some(max), Some(_)) => max.clamp(1, start),
+                    (Some(max), None) => max.max(1),
+                    (None, Some(_)) => start,
+                    (None, None) => start
+                        .saturating_mul(ADAPTIVE_HEADROOM)
+                        .min(ADAPTIVE_DEFAULT_CEILING)
+                        .max(start),
+                };
+                let per_connection = if tuning.in_flight_per_connection.is_some() {
+                    per_connection
+                } else {
+                    per_connection.max(ceiling.div_ceil(connections))
+                };
+                let bounds = limit::LimitBounds::new(
+                    tuning.min_in_flight.unwrap_or(1).min(ceiling),
+                    ceiling,
+                    tuning.initial_in_flight.unwrap_or(start),
+                );
+                Self {
+                    connections,
+                    per_connection,
+                    max_in_flight: bounds.max,
+                    adaptive: Some(bounds),
+                }
+            }
+        }
     }
 }
 
@@ -337,19 +418,17 @@ impl Directory {
         let operation_timeout = Duration::from_millis(config.operation_timeout_ms);
         let root = pool::Pool::read_root_dse(&mut first, operation_timeout).await;
         let profile = DirectoryProfile::from_root_dse(&root, config.dialect);
-        let connections = tuning.connections.unwrap_or(profile.connections).max(1);
-        let per_connection = tuning
-            .in_flight_per_connection
-            .unwrap_or(profile.in_flight_per_connection)
-            .max(1);
-        let max_in_flight = tuning
-            .max_in_flight
-            .unwrap_or(connections * per_connection)
-            .clamp(1, connections * per_connection);
+        let sizing = Sizing::new(&tuning, &profile);
+        let (connections, per_connection, max_in_flight) = (
+            sizing.connections,
+            sizing.per_connection,
+            sizing.max_in_flight,
+        );
         let limits = pool::PoolLimits {
             connections: connections as usize,
             in_flight_per_connection: per_connection as usize,
             max_in_flight: max_in_flight as usize,
+            adaptive: sizing.adaptive,
             ops_per_second: tuning.ops_per_second,
             operation_timeout,
         };
@@ -360,6 +439,7 @@ impl Directory {
             connections,
             per_connection,
             max_in_flight,
+            adaptive = ?sizing.adaptive,
             "directory connected"
         );
         let drivers = drivers.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -386,9 +466,20 @@ impl Directory {
         self.inner.profile.dialect
     }
 
-    /// The total of operations in flight the pool allows.
+    /// The most operations in flight the pool ever allows: the fixed limit, or the adaptive limit's
+    /// ceiling.
     pub fn max_in_flight(&self) -> usize {
         self.inner.pool.limits().max_in_flight
+    }
+
+    /// The in-flight limit in force now (it moves when concurrency is adaptive).
+    pub fn in_flight_limit(&self) -> usize {
+        self.inner.pool.in_flight_limit()
+    }
+
+    /// True when the in-flight limit adapts to the directory's pace.
+    pub fn is_adaptive(&self) -> bool {
+        self.inner.pool.limits().adaptive.is_some()
     }
 
     /// Operations outstanding right now.
@@ -521,12 +612,89 @@ impl Directory {
             connects: c.connects.load(Ordering::Relaxed),
             lost_connections: c.lost_connections.load(Ordering::Relaxed),
             retries: self.inner.retries.load(Ordering::Relaxed),
-            peak_in_flight: c.peak_in_flight.load(Ordering::Relaxed) as u64,
+            peak_in_flight: self.inner.pool.peak_in_flight() as u64,
+            in_flight_limit: self.inner.pool.limit_stats(),
         }
     }
 
     /// Unbinds every connection.
     pub async fn close(&self) {
         self.inner.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizing(tuning: DirectoryTuning, dialect: Dialect) -> Sizing {
+        Sizing::new(&tuning, &DirectoryProfile::for_dialect(dialect))
+    }
+
+    #[test]
+    fn adaptive_by_default_from_the_dialect_default_with_room_to_grow() {
+        let s = sizing(DirectoryTuning::default(), Dialect::OpenLdap);
+        let bounds = s.adaptive.expect("adaptive by default");
+        assert_eq!((bounds.min, bounds.initial, bounds.max), (1, 32, 128));
+        assert_eq!((s.connections, s.max_in_flight), (4, 128));
+        assert_eq!(s.per_connection, 32, "deep enough to reach the ceiling");
+        let samba = sizing(DirectoryTuning::default(), Dialect::SambaAd);
+        let b = samba.adaptive.expect("adaptive");
+        assert_eq!((b.initial, b.max, samba.per_connection), (4, 16, 16));
+    }
+
+    #[test]
+    fn explicit_values_bound_the_adaptive_limit() {
+        // A per-connection depth is a server limit: the ceiling stays within it.
+        let s = sizing(
+            DirectoryTuning {
+                connections: Some(2),
+                in_flight_per_connection: Some(8),
+                ..DirectoryTuning::default()
+            },
+            Dialect::OpenLdap,
+        );
+        let b = s.adaptive.expect("adaptive");
+        assert_eq!((b.initial, b.max, s.per_connection), (16, 16, 8));
+        // A total cap alone: connections deepen to reach it; the start is clamped under it.
+        let s = sizing(
+            DirectoryTuning {
+                max_in_flight: Some(64),
+                min_in_flight: Some(4),
+                ..DirectoryTuning::default()
+            },
+            Dialect::ActiveDirectory,
+        );
+        let b = s.adaptive.expect("adaptive");
+        assert_eq!((b.min, b.initial, b.max, s.per_connection), (4, 16, 64, 16));
+        let s = sizing(
+            DirectoryTuning {
+                max_in_flight: Some(2),
+                ..DirectoryTuning::default()
+            },
+            Dialect::OpenLdap,
+        );
+        let b = s.adaptive.expect("adaptive");
+        assert_eq!((b.initial, b.max), (2, 2));
+    }
+
+    #[test]
+    fn fixed_keeps_the_limit_as_before() {
+        let fixed = |max_in_flight| DirectoryTuning {
+            concurrency: Concurrency::Fixed,
+            max_in_flight,
+            ..DirectoryTuning::default()
+        };
+        let s = sizing(fixed(None), Dialect::OpenLdap);
+        assert_eq!(
+            (s.adaptive, s.max_in_flight, s.per_connection),
+            (None, 32, 8)
+        );
+        assert_eq!(sizing(fixed(Some(10)), Dialect::OpenLdap).max_in_flight, 10);
+        assert_eq!(
+            sizing(fixed(Some(1000)), Dialect::OpenLdap).max_in_flight,
+            32,
+            "clamped to connections × per connection"
+        );
     }
 }

@@ -19,9 +19,10 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 
 use super::DirectoryError;
-use super::classify::{TransportError, rc, rc_name};
+use super::classify::{TransportError, is_back_pressure_result, rc, rc_name};
 use super::dialect::{ROOT_DSE_ATTRIBUTES, RootDse};
 use super::entry::{RawEntry, parse_entry};
+use super::limit::{AimdSettings, GatePermit, InFlightGate, LimitBounds, LimitStats};
 use super::rate::RateLimiter;
 use crate::config::{Bind, DirectoryConfig, DirectoryTlsMode};
 use crate::plan::{Attribute, ModKind, Modification};
@@ -31,7 +32,10 @@ use crate::plan::{Attribute, ModKind, Modification};
 pub(crate) struct PoolLimits {
     pub connections: usize,
     pub in_flight_per_connection: usize,
+    /// The fixed limit, or the adaptive limit's ceiling.
     pub max_in_flight: usize,
+    /// The adaptive limit's bounds; `None` for a fixed limit.
+    pub adaptive: Option<LimitBounds>,
     pub ops_per_second: Option<u32>,
     pub operation_timeout: Duration,
 }
@@ -116,13 +120,31 @@ impl Connector {
             });
         }
         ldap.with_timeout(self.connect_timeout);
-        let bound = match &self.bind {
-            Bind::Simple { dn, password } => ldap.simple_bind(dn, password.expose()).await,
-            Bind::SaslExternal => ldap.sasl_external_bind().await,
-        };
-        let who = match &self.bind {
-            Bind::Simple { dn, .. } => format!("as '{dn}'"),
-            Bind::SaslExternal => "with SASL EXTERNAL".to_string(),
+        let (bound, who) = match &self.bind {
+            Bind::Simple { dn, password } => (
+                ldap.simple_bind(dn, password.expose()).await,
+                format!("as '{dn}'"),
+            ),
+            Bind::SaslExternal => (
+                ldap.sasl_external_bind().await,
+                "with SASL EXTERNAL".to_string(),
+            ),
+            Bind::Ntlm { password, .. } => {
+                // Checked here too, not only in validation: ldap3 panics on a name its NTLM
+                // implementation cannot parse.
+                let name = match self.bind.ntlm_name().unwrap_or(Err("not an NTLM bind")) {
+                    Ok(name) => name,
+                    Err(reason) => {
+                        return Err(ConnectFailure::Fatal(DirectoryError::Bind(format!(
+                            "NTLM user name: {reason}"
+                        ))));
+                    }
+                };
+                (
+                    ldap.sasl_ntlm_bind(&name, password.expose()).await,
+                    format!("as '{name}' with NTLM"),
+                )
+            }
         };
         match bound {
             Ok(r) if r.rc == rc::SUCCESS => Ok(ldap),
@@ -130,13 +152,20 @@ impl Connector {
                 format!("bind {who} refused: {} ({})", rc_name(r.rc), r.rc),
             )),
             Ok(r) => Err(ConnectFailure::Fatal(DirectoryError::Bind(format!(
-                "bind {who} to {url} failed: {} ({}){}",
+                "bind {who} to {url} failed: {} ({}){}{}",
                 rc_name(r.rc),
                 r.rc,
                 if r.text.is_empty() {
                     String::new()
                 } else {
                     format!(": {}", r.text)
+                },
+                // 8: strongerAuthRequired.
+                if r.rc == 8 && matches!(self.bind, Bind::Ntlm { .. }) {
+                    " (this NTLM bind is neither signed nor sealed: use it over TLS; a Samba DC \
+                     also needs `ldap server require strong auth = allow_sasl_over_tls`)"
+                } else {
+                    ""
                 }
             )))),
             Err(e) => Err(ConnectFailure::TryNext(format!("bind {who}: {e}"))),
@@ -197,14 +226,13 @@ pub(crate) struct Counters {
     pub searches: AtomicU64,
     pub connects: AtomicU64,
     pub lost_connections: AtomicU64,
-    pub peak_in_flight: AtomicUsize,
 }
 
 /// The pool.
 pub(crate) struct Pool {
     connector: Connector,
     slots: Vec<Slot>,
-    global: Semaphore,
+    global: InFlightGate,
     rate: Option<RateLimiter>,
     next_slot: AtomicUsize,
     limits: PoolLimits,
@@ -216,14 +244,29 @@ pub(crate) struct Pool {
 struct Lease<'a> {
     slot: usize,
     live: Live,
-    _global: SemaphorePermit<'a>,
+    global: GatePermit<'a>,
     _slot: SemaphorePermit<'a>,
 }
 
 impl Pool {
-    /// Operations outstanding right now (held permits of the global limit).
+    /// Operations outstanding right now.
     pub(crate) fn in_flight(&self) -> usize {
-        self.limits.max_in_flight.max(1) - self.global.available_permits()
+        self.global.in_flight()
+    }
+
+    /// The most operations outstanding at once so far.
+    pub(crate) fn peak_in_flight(&self) -> usize {
+        self.global.peak()
+    }
+
+    /// The in-flight limit in force.
+    pub(crate) fn in_flight_limit(&self) -> usize {
+        self.global.limit()
+    }
+
+    /// How the in-flight limit moved.
+    pub(crate) fn limit_stats(&self) -> LimitStats {
+        self.global.stats()
     }
 
     pub fn new(connector: Connector, limits: PoolLimits, drivers: JoinSet<()>) -> Self {
@@ -238,7 +281,12 @@ impl Pool {
         Self {
             connector,
             slots,
-            global: Semaphore::new(limits.max_in_flight.max(1)),
+            global: match limits.adaptive {
+                Some(bounds) => InFlightGate::adaptive(bounds, AimdSettings::default()),
+                None => {
+                    InFlightGate::fixed(u32::try_from(limits.max_in_flight).unwrap_or(u32::MAX))
+                }
+            },
             rate: limits.ops_per_second.map(RateLimiter::new),
             next_slot: AtomicUsize::new(0),
             limits,
@@ -316,15 +364,18 @@ impl Pool {
                     .map_err(|_| TransportError::NotSent("the pool is closed".into()))?,
             ),
         };
-        let in_flight = self.limits.max_in_flight.max(1) - self.global.available_permits();
-        self.counters
-            .peak_in_flight
-            .fetch_max(in_flight, Ordering::Relaxed);
-        let live = self.live(slot).await?;
+        let live = match self.live(slot).await {
+            Ok(live) => live,
+            Err(e) => {
+                // No connection could be made: the directory is refusing or gone.
+                global.record(true);
+                return Err(e);
+            }
+        };
         Ok(Lease {
             slot,
             live,
-            _global: global,
+            global,
             _slot: permit,
         })
     }
@@ -382,18 +433,28 @@ impl Pool {
     where
         F: FnOnce(Ldap) -> Fut,
         Fut: Future<Output = ldap3::result::Result<T>>,
+        T: ResultCode,
     {
-        let lease = self.lease().await?;
+        let mut lease = self.lease().await?;
         let mut ldap = lease.live.ldap.clone();
         ldap.with_timeout(self.limits.operation_timeout);
-        let outcome = f(ldap).await;
-        outcome.map_err(|e| {
-            let mapped = map_error(e, self.limits.operation_timeout);
-            if !matches!(mapped, TransportError::Client(_)) {
+        lease.global.mark_sent();
+        let outcome = f(ldap)
+            .await
+            .map_err(|e| map_error(e, self.limits.operation_timeout));
+        match &outcome {
+            Ok(r) => lease
+                .global
+                .record(is_back_pressure_result(r.result_code(), r.result_text())),
+            // A request the client refused to build says nothing about the directory.
+            Err(TransportError::Client(_)) => {}
+            // Timeouts and lost connections.
+            Err(_) => {
+                lease.global.record(true);
                 self.invalidate(lease.slot, lease.live.generation);
             }
-            mapped
-        })
+        }
+        outcome
     }
 
     pub async fn add(
@@ -504,6 +565,31 @@ impl Pool {
                 let _ = tokio::time::timeout(Duration::from_secs(2), l.ldap.unbind()).await;
             }
         }
+    }
+}
+
+/// The LDAP result code of an operation's response (what the in-flight limit reads back pressure
+/// from).
+trait ResultCode {
+    fn result_code(&self) -> u32;
+    fn result_text(&self) -> &str;
+}
+
+impl ResultCode for LdapResult {
+    fn result_code(&self) -> u32 {
+        self.rc
+    }
+    fn result_text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl ResultCode for ldap3::SearchResult {
+    fn result_code(&self) -> u32 {
+        self.1.rc
+    }
+    fn result_text(&self) -> &str {
+        &self.1.text
     }
 }
 

@@ -12,6 +12,7 @@ mod listener;
 mod planning;
 mod reporting;
 mod run;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,9 +23,9 @@ use tracing::Instrument;
 pub use listener::{LogLevel, LogRecord, NoListener, RunListener};
 pub use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, ExportRequest};
+use crate::config::{DatabaseConfig, ExportRequest, WatchRequest};
 use crate::error::Result;
-use crate::report::RunResult;
+use crate::report::{RunResult, WatchResult};
 use crate::store::{QueueSummary, Store};
 
 /// The export engine: runs exports and answers operator calls. Cheap to share (`Arc`); every method
@@ -112,6 +113,49 @@ impl Engine {
             .await
     }
 
+    /// Exports continuously until `cancel` fires: for each connected system of `request`, keeps its
+    /// directory connected and runs a pass over its queue (reported through `listener` like a run:
+    /// progress, batch reports, logs) whenever something is due, woken by PostgreSQL notifications when
+    /// the trigger of [`Engine::install_notify_trigger`] is installed, by polling with adaptive backoff
+    /// otherwise, and when a row's `NextRetryAt` comes due. On cancellation the current passes finish
+    /// their in-flight operations and return their unexecuted claims. `Err` only when the watch cannot
+    /// start (invalid request, database or directory unreachable, unknown system, wrong schema); later
+    /// errors are logged and retried.
+    pub async fn watch(
+        &self,
+        request: &WatchRequest,
+        listener: Arc<dyn RunListener>,
+        cancel: CancellationToken,
+    ) -> Result<WatchResult> {
+        request.validate()?;
+        let first = &request.requests[0];
+        let span = tracing::info_span!("export_watch", systems = request.requests.len());
+        async {
+            let store = self.store(&first.database).await?;
+            watch::watch(store, request, listener, cancel).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Installs the trigger that makes a watch react at once to staged pending exports
+    /// ([`notify_trigger_sql`]): an operator action, needing the right to create functions and
+    /// triggers on JIM's tables. Idempotent. Watches already running keep their mode until restarted.
+    pub async fn install_notify_trigger(&self, database: &DatabaseConfig) -> Result<()> {
+        self.store(database).await?.install_notify_trigger().await
+    }
+
+    /// Removes the notifying trigger and its function. Idempotent. Running watches in notification
+    /// mode then notice new work only at their safety re-scan.
+    pub async fn remove_notify_trigger(&self, database: &DatabaseConfig) -> Result<()> {
+        self.store(database).await?.remove_notify_trigger().await
+    }
+
+    /// True when the notifying trigger is installed and enabled.
+    pub async fn notify_trigger_installed(&self, database: &DatabaseConfig) -> Result<bool> {
+        self.store(database).await?.notify_trigger_installed().await
+    }
+
     /// The shared store for a database configuration, connecting on first use.
     async fn store(&self, database: &DatabaseConfig) -> Result<Store> {
         let key = database.connection.expose().to_string();
@@ -127,4 +171,17 @@ impl Engine {
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         Ok(stores.entry(key).or_insert(store).clone())
     }
+}
+
+/// The SQL that installs the notifying trigger on JIM's `"PendingExports"` (and its attribute value
+/// changes), for an operator or a migration to run; [`Engine::install_notify_trigger`] runs the same.
+/// It notifies channel [`crate::store::NOTIFY_CHANNEL`] with the `ConnectedSystemId` when exports are
+/// staged or made eligible again, once per system and transaction.
+pub fn notify_trigger_sql() -> &'static str {
+    crate::store::INSTALL_NOTIFY_TRIGGER_SQL
+}
+
+/// The SQL that removes the notifying trigger and its function.
+pub fn notify_trigger_removal_sql() -> &'static str {
+    crate::store::REMOVE_NOTIFY_TRIGGER_SQL
 }

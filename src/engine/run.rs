@@ -8,6 +8,10 @@
 //! task (at most two at once); the **directory** runs many exports at once over its pool; a **lease**
 //! task renews the rows the run holds. Memory is bounded by the claim channel, the held exports and the
 //! flushes in flight, whatever the queue size.
+//!
+//! [`pass`] is that pipeline over an open queue and an already connected directory, which it leaves
+//! open: a run connects, makes one pass and closes; a watch (`super::watch`) keeps the directory and
+//! makes a pass whenever something is due.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -55,37 +59,116 @@ pub(crate) async fn run(
     let started_at = Utc::now();
     let t0 = Instant::now();
     let options = &request.options;
-    let log = Logger::new(listener.clone());
     let queue = Arc::new(store.open(request.connected_system_id, options).await?);
+    let start = PassStart::announce(&store, &queue, request, &listener, started_at, t0).await?;
+    if !request.directory.tls.verify {
+        start.log.warn("TLS certificate verification of the directory is turned off (directory.tls.verify = false)".into());
+    }
+    let directory = Directory::connect(&request.directory, options).await?;
+    let outcome = pass(queue, &directory, request, listener, cancel, start).await;
+    directory.close().await;
+    outcome.map(|done| done.result)
+}
+
+/// What a pass over the queue starts from: the run's clock, the rows due when it started, and the
+/// state that carries from one pass to the next in a watch.
+pub(crate) struct PassStart {
+    started_at: chrono::DateTime<Utc>,
+    t0: Instant,
+    total: u64,
+    progress: ProgressState,
+    log: Logger,
+    /// The last batch report's sequence number (reports of a watch number on across its passes).
+    pub(crate) sequence: u64,
+    /// The store's statement count when the pass began (run metrics count from it).
+    pub(crate) statements_base: u64,
+    /// The directory's counters when the pass began (a watch's directory outlives its passes).
+    pub(crate) directory_base: Option<crate::directory::DirectoryStats>,
+    /// Containers the directory had created before the pass.
+    pub(crate) containers_base: usize,
+}
+
+impl PassStart {
+    /// Counts what is due, logs the start and reports the `Preparing` phase.
+    pub(crate) async fn announce(
+        store: &Store,
+        queue: &ExportQueue,
+        request: &ExportRequest,
+        listener: &Arc<dyn RunListener>,
+        started_at: chrono::DateTime<Utc>,
+        t0: Instant,
+    ) -> Result<PassStart> {
+        let log = Logger::new(listener.clone());
+        let schema = queue.schema();
+        let lease = Duration::from_secs(request.options.lease_seconds);
+        let total = store
+            .queue_summary(request.connected_system_id, lease)
+            .await?
+            .executable
+            .max(0) as u64;
+        log.info(format!(
+            "export of connected system {} ({}) started: {total} pending export(s) due",
+            schema.connected_system_id, schema.name
+        ));
+        let mut progress =
+            ProgressState::new(&request.options, schema.connected_system_id, total, t0);
+        progress.emit(
+            &**listener,
+            ExportPhase::Preparing,
+            0,
+            0,
+            "Preparing",
+            &Counters::default(),
+        );
+        Ok(PassStart {
+            started_at,
+            t0,
+            total,
+            progress,
+            log,
+            sequence: 0,
+            statements_base: 0,
+            directory_base: None,
+            containers_base: 0,
+        })
+    }
+}
+
+/// A finished pass: its result and the last batch report's sequence number.
+pub(crate) struct PassDone {
+    pub(crate) result: RunResult,
+    pub(crate) sequence: u64,
+}
+
+/// One pass over a connected system's queue with an open queue and a connected directory, which it
+/// leaves open: claims until the eligible queue is exhausted or `cancel` fires, then returns what it
+/// did not execute.
+pub(crate) async fn pass(
+    queue: Arc<ExportQueue>,
+    directory: &Directory,
+    request: &ExportRequest,
+    listener: Arc<dyn RunListener>,
+    cancel: CancellationToken,
+    start: PassStart,
+) -> Result<PassDone> {
+    let PassStart {
+        started_at,
+        t0,
+        total,
+        progress,
+        log,
+        sequence,
+        statements_base,
+        directory_base,
+        containers_base,
+    } = start;
+    let options = &request.options;
     let schema = queue.schema().clone();
     let handling = request
         .settings
         .unresolved_reference_handling
         .unwrap_or(schema.unresolved_reference_handling);
     let lease = Duration::from_secs(options.lease_seconds);
-    let total = store
-        .queue_summary(request.connected_system_id, lease)
-        .await?
-        .executable
-        .max(0) as u64;
-    log.info(format!(
-        "export of connected system {} ({}) started: {total} pending export(s) due",
-        schema.connected_system_id, schema.name
-    ));
-    let mut progress = ProgressState::new(&request.options, schema.connected_system_id, total, t0);
-    progress.emit(
-        &*listener,
-        ExportPhase::Preparing,
-        0,
-        0,
-        "Preparing",
-        &Counters::default(),
-    );
-
-    if !request.directory.tls.verify {
-        log.warn("TLS certificate verification of the directory is turned off (directory.tls.verify = false)".into());
-    }
-    let directory = Directory::connect(&request.directory, options).await?;
     let planner = Planner::new(&request.settings, directory.dialect());
 
     let lease_guard = CancellationToken::new();
@@ -128,7 +211,7 @@ pub(crate) async fn run(
         buffer: Vec::new(),
         buffer_since: None,
         flushes: JoinSet::new(),
-        sequence: 0,
+        sequence,
         counters: Counters::default(),
         progress,
         dispatched: 0,
@@ -151,9 +234,9 @@ pub(crate) async fn run(
     let _ = runner.await;
     lease_guard.cancel();
     let _ = lease_task.await;
-    let stats = directory.stats();
-    let created_containers = directory.created_containers();
-    directory.close().await;
+    let stats = directory_stats_since(directory, directory_base);
+    let mut created_containers = directory.created_containers();
+    created_containers.drain(..containers_base.min(created_containers.len()));
 
     // Whatever the run still holds (cancellation, a failure) goes back to the status it had.
     if let Err(e) = queue.release_all().await {
@@ -188,12 +271,12 @@ pub(crate) async fn run(
         &*listener,
         ExportPhase::Completed,
         0,
-        directory.max_in_flight() as u32,
+        directory.in_flight_limit() as u32,
         &message,
         c,
     );
     let (samples, sum) = coordinator.in_flight_samples;
-    Ok(RunResult {
+    let result = RunResult {
         connected_system_id: schema.connected_system_id,
         dry_run: false,
         started_at,
@@ -221,7 +304,7 @@ pub(crate) async fn run(
                 delete: stats.deletes,
                 search: stats.searches,
             },
-            sql_statements: queue.statements(),
+            sql_statements: queue.statements().saturating_sub(statements_base),
             flushes: coordinator.flush_count,
             objects_per_second: if elapsed.as_secs_f64() > 0.0 {
                 processed as f64 / elapsed.as_secs_f64()
@@ -236,12 +319,41 @@ pub(crate) async fn run(
             } else {
                 0.0
             },
-            in_flight_limit: directory.max_in_flight() as u32,
+            in_flight_limit: stats.in_flight_limit.current,
+            min_in_flight_limit: stats.in_flight_limit.min,
+            max_in_flight_limit: stats.in_flight_limit.max,
+            in_flight_limit_increases: stats.in_flight_limit.increases,
+            in_flight_limit_decreases: stats.in_flight_limit.decreases,
             retries: stats.retries,
             reconnects: stats.lost_connections,
             recovered: c.recovered,
         },
+    };
+    Ok(PassDone {
+        result,
+        sequence: coordinator.sequence,
     })
+}
+
+/// The directory's counters since `base` (all of them without one); the peak stays the directory's.
+fn directory_stats_since(
+    directory: &Directory,
+    base: Option<crate::directory::DirectoryStats>,
+) -> crate::directory::DirectoryStats {
+    let now = directory.stats();
+    let Some(b) = base else { return now };
+    crate::directory::DirectoryStats {
+        adds: now.adds.saturating_sub(b.adds),
+        modifies: now.modifies.saturating_sub(b.modifies),
+        modify_dns: now.modify_dns.saturating_sub(b.modify_dns),
+        deletes: now.deletes.saturating_sub(b.deletes),
+        searches: now.searches.saturating_sub(b.searches),
+        connects: now.connects.saturating_sub(b.connects),
+        lost_connections: now.lost_connections.saturating_sub(b.lost_connections),
+        retries: now.retries.saturating_sub(b.retries),
+        peak_in_flight: now.peak_in_flight,
+        in_flight_limit: now.in_flight_limit,
+    }
 }
 
 /// Claims pages, plain exports first and then reference-bearing ones (whose references are resolved
@@ -420,8 +532,9 @@ impl Coordinator {
                     self.sample_in_flight();
                     self.flush(false).await;
                     let in_flight = self.in_flight() as u32;
+                    let limit = self.directory.in_flight_limit() as u32;
                     let phase = self.phase;
-                    self.progress.maybe_emit(&*self.listener, phase, in_flight, &self.counters);
+                    self.progress.maybe_emit(&*self.listener, phase, (in_flight, limit), &self.counters);
                 }
             }
             if self.fatal.is_some() && !cancelled {
@@ -800,7 +913,7 @@ impl ProgressState {
         &mut self,
         listener: &dyn RunListener,
         phase: ExportPhase,
-        in_flight: u32,
+        (in_flight, limit): (u32, u32),
         counters: &Counters,
     ) {
         if self.throttle.allow(phase, Instant::now()) {
@@ -808,7 +921,7 @@ impl ProgressState {
                 ExportPhase::ResolvingReferences => "Exporting reference-bearing exports",
                 _ => "Exporting",
             };
-            self.send(listener, phase, in_flight, 0, message, counters);
+            self.send(listener, phase, in_flight, limit, message, counters);
         }
     }
 
@@ -864,7 +977,7 @@ pub(crate) struct Logger {
 }
 
 impl Logger {
-    fn new(listener: Arc<dyn RunListener>) -> Self {
+    pub(crate) fn new(listener: Arc<dyn RunListener>) -> Self {
         Self { listener }
     }
 
@@ -883,19 +996,19 @@ impl Logger {
         });
     }
 
-    fn debug(&self, message: String) {
+    pub(crate) fn debug(&self, message: String) {
         self.record(LogLevel::Debug, message);
     }
 
-    fn info(&self, message: String) {
+    pub(crate) fn info(&self, message: String) {
         self.record(LogLevel::Info, message);
     }
 
-    fn warn(&self, message: String) {
+    pub(crate) fn warn(&self, message: String) {
         self.record(LogLevel::Warn, message);
     }
 
-    fn error(&self, message: String) {
+    pub(crate) fn error(&self, message: String) {
         self.record(LogLevel::Error, message);
     }
 }

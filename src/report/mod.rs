@@ -6,7 +6,9 @@ pub mod batch;
 pub mod message;
 pub mod progress;
 pub mod result;
+pub mod watch;
 
 pub use batch::{AnchorChange, BatchReport, ItemStatus, ReportItem};
 pub use progress::{ProgressEvent, ProgressThrottle};
 pub use result::{OperationCounts, RunMetrics, RunResult};
+pub use watch::{WakeUps, WatchMode, WatchResult, WatchSystemResult};

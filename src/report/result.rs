@@ -96,6 +96,19 @@ pub struct RunMetrics {
     pub mean_in_flight: f64,
     /// The in-flight limit at the end of the run.
     pub in_flight_limit: u32,
+    /// The lowest in-flight limit so far (the limit itself when it is fixed).
+    #[serde(default)]
+    pub min_in_flight_limit: u32,
+    /// The highest in-flight limit so far.
+    #[serde(default)]
+    pub max_in_flight_limit: u32,
+    /// Times the adaptive limit grew.
+    #[serde(default)]
+    pub in_flight_limit_increases: u64,
+    /// Times the adaptive limit shrank (rising latency, busy, unavailable, unwilling, timeouts, lost
+    /// connections).
+    #[serde(default)]
+    pub in_flight_limit_decreases: u64,
     /// Operations retried in the run after a transient condition.
     pub retries: u64,
     /// Connections re-established after being lost.

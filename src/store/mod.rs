@@ -20,6 +20,7 @@
 mod admin;
 mod apply;
 mod claim;
+mod notify;
 mod persist;
 mod queue;
 mod resolve;
@@ -36,6 +37,10 @@ use sqlx::{ConnectOptions, Connection, Row};
 pub use admin::{QueueSummary, StatusCount};
 pub use claim::{
     BadRow, ClaimedExport, ClaimedPage, Cursor, Pass, ReferenceResolution, UnresolvedReference,
+};
+pub use notify::{
+    INSTALL_NOTIFY_TRIGGER_SQL, NOTIFY_CHANNEL, NOTIFY_FUNCTION, NOTIFY_TRIGGERS,
+    REMOVE_NOTIFY_TRIGGER_SQL, WatchProbe,
 };
 pub use persist::{
     DEFERRAL_DELAY_MINUTES, OptimisticApplyCounts, PersistReport, PersistedExport, retry_delay,

@@ -393,3 +393,20 @@ UPDATE "PendingExports" pe
 SET "Status" = 0, "ErrorCount" = 0, "NextRetryAt" = NULL, "LastErrorMessage" = NULL,
     "LastErrorStackTrace" = NULL
 WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 3"#;
+
+/// What a watch needs between passes (`$1` system, `$2` lease seconds): whether anything is eligible
+/// now, and in how many seconds the next row becomes due (the earliest future `NextRetryAt` of a row
+/// that is otherwise waiting, or the expiry of a lease on an `Executing` row), NULL when none will.
+pub(crate) const WATCH_PROBE: &str = concat!(
+    r#"
+SELECT EXISTS (SELECT 1 FROM "PendingExports" pe WHERE pe."ConnectedSystemId" = $1 AND "#,
+    eligibility!("$2"),
+    r#"),
+       (SELECT EXTRACT(EPOCH FROM min(due.at) - now())::float8 FROM (
+            SELECT min(pe."NextRetryAt") AS at FROM "PendingExports" pe
+            WHERE pe."ConnectedSystemId" = $1 AND pe."Status" IN (0, 4, 1)
+              AND pe."NextRetryAt" > now() AND pe."ErrorCount" < pe."MaxRetries"
+            UNION ALL
+            SELECT min(pe."LastAttemptedAt") + make_interval(secs => $2::float8) FROM "PendingExports" pe
+            WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 2) due)"#
+);

@@ -6,6 +6,9 @@
 //!   fixture in a template database from which each test takes its own database;
 //! - [`slapd`]: a throwaway OpenLDAP slapd (mdb, `sortvals member`, no memberof/refint, StartTLS and
 //!   LDAPS with a generated CA, ldapi);
+//! - [`samba`]: a throwaway Samba Active Directory domain controller (LDAPS and StartTLS with a
+//!   generated CA, one per machine at a time behind a file lock; skipped outside CI when it cannot
+//!   run);
 //! - [`tls`]: the generated test CA and server certificates;
 //! - [`seed`]: deterministic seed data sized by JIM's scale templates, JIM's confirming import, and
 //!   follow-up changes;
@@ -18,6 +21,7 @@ pub mod error;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod samba;
 pub mod seed;
 pub mod slapd;
 pub mod tls;
@@ -25,6 +29,7 @@ pub mod tls;
 pub use error::{Result, TestkitError};
 pub use postgres::{JimDatabase, Postgres, PostgresOptions};
 pub use proxy::{LatencyProxy, ProxyHandle, ProxyStats};
+pub use samba::SambaAd;
 pub use seed::{SeedOptions, SeededSystem, Template};
 pub use slapd::{Slapd, SlapdOptions};
 pub use tls::{ServerCert, TestCa, TlsFiles};

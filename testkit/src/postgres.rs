@@ -398,6 +398,48 @@ impl Postgres {
         }
     }
 
+    /// Restarts the server on the same port and data folder: a fast shutdown (every session is
+    /// disconnected, as in a real restart), then a start. Only for a cluster this process started.
+    pub fn restart(&mut self) -> Result<()> {
+        let (Some(dir), Some(process)) = (self.dir.as_ref(), self.process.as_mut()) else {
+            return Err(TestkitError::Server {
+                server: "postgres",
+                message: "only a cluster started by this process can be restarted".into(),
+            });
+        };
+        let root = dir.path().to_path_buf();
+        let data = root.join("data");
+        let bin = bin_dir()?;
+        let mut stop = pg_command(&bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(&data)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        run(stop, "pg_ctl stop")?;
+        // The old postmaster is gone; its handle must not signal a PID that may be reused.
+        process.stop(Duration::from_millis(0));
+        let log = root.join("server.log");
+        let mut start = pg_command(&bin.join("pg_ctl"));
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "start"]);
+        run(start, "pg_ctl start")?;
+        let pid_text = std::fs::read_to_string(data.join("postmaster.pid"))
+            .io_context(|| "reading postmaster.pid".into())?;
+        let pid: i32 = pid_text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| TestkitError::Server {
+                server: "postgres",
+                message: "postmaster.pid holds no PID".into(),
+            })?;
+        self.process = Some(ServerProcess::adopt("postgres", pid, &root));
+        Ok(())
+    }
+
     /// Kills the server without a shutdown (a crash), keeping its data folder.
     pub fn kill(&mut self) {
         if let Some(p) = self.process.as_mut() {

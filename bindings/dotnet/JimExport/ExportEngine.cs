@@ -20,7 +20,7 @@ namespace JimExport
     /// per worker process, run exports with <see cref="RunAsync(ExportRequest, IProgress{ExportProgress}, Func{BatchReport, Task}, CancellationToken)"/>
     /// (several at once for different connected systems), and dispose it before the process exits:
     /// disposing stops the native threads (Mono does not exit while they live).</summary>
-    public sealed class ExportEngine : IDisposable
+    public sealed partial class ExportEngine : IDisposable
     {
         // The native callbacks are static delegates, alive for the whole process; each run's state travels
         // through user_data as a GCHandle.
@@ -111,7 +111,7 @@ namespace JimExport
             {
                 throw new ArgumentNullException("requestJson");
             }
-            var run = new Run(this, requestJson, progress, onBatch, cancellationToken);
+            var run = new Run(this, requestJson, progress, onBatch, cancellationToken, false);
             lock (gate)
             {
                 ThrowIfDisposed();
@@ -202,7 +202,7 @@ namespace JimExport
             {
                 try
                 {
-                    run.Completion.Wait();
+                    run.Done.Wait();
                 }
                 catch (AggregateException)
                 {
@@ -321,14 +321,19 @@ namespace JimExport
             private readonly CancellationToken token;
             private readonly TaskCompletionSource<ExportResult> completion =
                 new TaskCompletionSource<ExportResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+            // A watch (jim_engine_watch) completes this one instead; cancelling is how it ends normally.
+            private readonly bool watch;
+            private readonly TaskCompletionSource<WatchResult> watchCompletion =
+                new TaskCompletionSource<WatchResult>(TaskCreationOptions.RunContinuationsAsynchronously);
             private readonly BlockingCollection<BatchReport> batches = new BlockingCollection<BatchReport>(BatchQueueCapacity);
             private volatile CancelHandle cancel;
             private Exception handlerFailure;
             private volatile bool disposing;
 
-            internal Run(ExportEngine engine, string requestJson, IProgress<ExportProgress> progress, Func<BatchReport, Task> onBatch, CancellationToken token)
+            internal Run(ExportEngine engine, string requestJson, IProgress<ExportProgress> progress, Func<BatchReport, Task> onBatch, CancellationToken token, bool watch)
             {
                 Engine = engine;
+                this.watch = watch;
                 this.requestJson = requestJson;
                 this.progress = progress;
                 this.onBatch = onBatch;
@@ -340,6 +345,29 @@ namespace JimExport
             internal Task<ExportResult> Completion
             {
                 get { return completion.Task; }
+            }
+
+            internal Task<WatchResult> WatchCompletion
+            {
+                get { return watchCompletion.Task; }
+            }
+
+            /// <summary>Completes when the run or watch has returned, however it ended.</summary>
+            internal Task Done
+            {
+                get { return watch ? (Task)watchCompletion.Task : completion.Task; }
+            }
+
+            private void SetException(Exception e)
+            {
+                if (watch)
+                {
+                    watchCompletion.TrySetException(e);
+                }
+                else
+                {
+                    completion.TrySetException(e);
+                }
             }
 
             internal void Start()
@@ -368,7 +396,7 @@ namespace JimExport
                     {
                         cancel.Dispose();
                     }
-                    completion.TrySetException(e);
+                    SetException(e);
                 }
             }
 
@@ -418,8 +446,11 @@ namespace JimExport
                             OnBatch = onBatch != null ? BatchPointer : IntPtr.Zero,
                             OnLog = Engine.log != null ? LogPointer : IntPtr.Zero,
                         };
-                        status = NativeMethods.jim_engine_run(
-                            Engine.handle, NativeMethods.Utf8Z(requestJson), ref callbacks, cancel, out resultJson, out error);
+                        status = watch
+                            ? WatchNativeMethods.jim_engine_watch(
+                                Engine.handle, NativeMethods.Utf8Z(requestJson), ref callbacks, cancel, out resultJson, out error)
+                            : NativeMethods.jim_engine_run(
+                                Engine.handle, NativeMethods.Utf8Z(requestJson), ref callbacks, cancel, out resultJson, out error);
                     }
                     // No callback runs once jim_engine_run has returned: the report queue is complete.
                     batches.CompleteAdding();
@@ -439,7 +470,7 @@ namespace JimExport
                     {
                         consumer.Join();
                     }
-                    completion.TrySetException(e);
+                    SetException(e);
                 }
                 finally
                 {
@@ -451,6 +482,11 @@ namespace JimExport
 
             private void Complete(ExportStatus status, string resultJson, string error)
             {
+                if (watch)
+                {
+                    CompleteWatch(status, resultJson, error);
+                    return;
+                }
                 if (status != ExportStatus.Ok)
                 {
                     completion.TrySetException(ExportException.From("jim_engine_run", status, error));
@@ -475,6 +511,31 @@ namespace JimExport
                 else
                 {
                     completion.TrySetResult(result);
+                }
+            }
+
+            private void CompleteWatch(ExportStatus status, string resultJson, string error)
+            {
+                if (status != ExportStatus.Ok)
+                {
+                    watchCompletion.TrySetException(ExportException.From("jim_engine_watch", status, error));
+                    return;
+                }
+                WatchResult result = Json.Read<WatchResult>(resultJson);
+                result.Json = resultJson;
+                if (handlerFailure != null)
+                {
+                    watchCompletion.TrySetException(new ExportCallbackException(
+                        "the batch handler threw, so the watch was stopped: " + handlerFailure.Message, handlerFailure, null));
+                }
+                else if (disposing)
+                {
+                    watchCompletion.TrySetException(new ExportEngineClosedException(
+                        ExportStatus.EngineClosed, "the engine was disposed during the watch, which stopped: " + result.Message, null));
+                }
+                else
+                {
+                    watchCompletion.TrySetResult(result);
                 }
             }
 

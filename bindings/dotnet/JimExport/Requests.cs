@@ -175,11 +175,11 @@ namespace JimExport
         public bool? Verify { get; set; }
     }
 
-    /// <summary>The directory bind: simple (DN or UPN and the decrypted password) or SASL EXTERNAL.</summary>
+    /// <summary>The directory bind: simple (DN or UPN and the decrypted password), NTLM (account, NetBIOS domain and password; over TLS) or SASL EXTERNAL.</summary>
     [DataContract]
     public sealed class DirectoryBind
     {
-        /// <summary><c>simple</c> or <c>sasl_external</c>.</summary>
+        /// <summary><c>simple</c>, <c>ntlm</c> or <c>sasl_external</c>.</summary>
         [DataMember(Name = "kind", Order = 1)]
         public string Kind { get; set; }
 
@@ -187,14 +187,28 @@ namespace JimExport
         [DataMember(Name = "dn", Order = 2, EmitDefaultValue = false)]
         public string Dn { get; set; }
 
-        /// <summary>The password, decrypted by the host (simple binds). Never logged by the engine.</summary>
+        /// <summary>The password, decrypted by the host (simple and NTLM binds). Never logged by the engine.</summary>
         [DataMember(Name = "password", Order = 3, EmitDefaultValue = false)]
         public string Password { get; set; }
+
+        /// <summary>The account name (NTLM binds); without <see cref="Domain"/> also <c>DOMAIN\user</c> or <c>user@dns.domain</c>.</summary>
+        [DataMember(Name = "username", Order = 4, EmitDefaultValue = false)]
+        public string Username { get; set; }
+
+        /// <summary>The NetBIOS domain (NTLM binds, optional).</summary>
+        [DataMember(Name = "domain", Order = 5, EmitDefaultValue = false)]
+        public string Domain { get; set; }
 
         /// <summary>A simple bind.</summary>
         public static DirectoryBind Simple(string dn, string password)
         {
             return new DirectoryBind { Kind = "simple", Dn = dn, Password = password };
+        }
+
+        /// <summary>An NTLM bind as <c>domain\username</c> (domain may be null), as JIM's LDAP connector offers for Active Directory; use it over TLS.</summary>
+        public static DirectoryBind Ntlm(string username, string domain, string password)
+        {
+            return new DirectoryBind { Kind = "ntlm", Username = username, Domain = domain, Password = password };
         }
 
         /// <summary>SASL EXTERNAL (ldapi:// peer identity or a TLS client certificate).</summary>
@@ -206,7 +220,15 @@ namespace JimExport
         /// <summary>Never shows the password.</summary>
         public override string ToString()
         {
-            return Kind == "simple" ? "simple bind as " + Dn + " (password ***)" : Kind;
+            if (Kind == "simple")
+            {
+                return "simple bind as " + Dn + " (password ***)";
+            }
+            if (Kind == "ntlm")
+            {
+                return "NTLM bind as " + (string.IsNullOrEmpty(Domain) ? "" : Domain + "\\") + Username + " (password ***)";
+            }
+            return Kind;
         }
     }
 
@@ -284,7 +306,8 @@ namespace JimExport
         [DataMember(Name = "in_flight_per_connection", Order = 5, EmitDefaultValue = false)]
         public int? InFlightPerConnection { get; set; }
 
-        /// <summary>Cap on outstanding operations over all connections.</summary>
+        /// <summary>Cap on outstanding operations over all connections: the limit with fixed
+        /// concurrency, the ceiling of the adaptive limit otherwise.</summary>
         [DataMember(Name = "max_in_flight", Order = 6, EmitDefaultValue = false)]
         public int? MaxInFlight { get; set; }
 
@@ -311,6 +334,15 @@ namespace JimExport
         /// <summary>Least interval between progress reports in milliseconds (default 500).</summary>
         [DataMember(Name = "progress_interval_ms", Order = 12, EmitDefaultValue = false)]
         public long? ProgressIntervalMs { get; set; }
+
+        /// <summary>How the in-flight limit is set: <c>adaptive</c> (default: it follows the
+        /// directory's pace between MinInFlight and MaxInFlight) or <c>fixed</c>.</summary>
+        [DataMember(Name = "concurrency", Order = 13, EmitDefaultValue = false)]
+        public string Concurrency { get; set; }
+
+        /// <summary>The floor of the adaptive limit (default 1).</summary>
+        [DataMember(Name = "min_in_flight", Order = 14, EmitDefaultValue = false)]
+        public int? MinInFlight { get; set; }
     }
 
     /// <summary>Options of the native engine.</summary>

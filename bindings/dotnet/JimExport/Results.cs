@@ -186,6 +186,10 @@ namespace JimExport
         [DataMember(Name = "max_in_flight")] public long MaxInFlight { get; private set; }
         [DataMember(Name = "mean_in_flight")] private double? meanInFlight;
         [DataMember(Name = "in_flight_limit")] public long InFlightLimit { get; private set; }
+        [DataMember(Name = "min_in_flight_limit")] public long MinInFlightLimit { get; private set; }
+        [DataMember(Name = "max_in_flight_limit")] public long MaxInFlightLimit { get; private set; }
+        [DataMember(Name = "in_flight_limit_increases")] public long InFlightLimitIncreases { get; private set; }
+        [DataMember(Name = "in_flight_limit_decreases")] public long InFlightLimitDecreases { get; private set; }
         [DataMember(Name = "retries")] public long Retries { get; private set; }
         [DataMember(Name = "reconnects")] public long Reconnects { get; private set; }
         [DataMember(Name = "recovered")] public long Recovered { get; private set; }

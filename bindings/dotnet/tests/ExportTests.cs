@@ -158,6 +158,25 @@ internal static class ExportTests
             Check(!bad.Directory.Bind.ToString().Contains("secret-x"), "a bind prints no password: " + bad.Directory.Bind);
         }
 
+        var badNtlm = new ExportRequest
+        {
+            Database = database,
+            ConnectedSystemId = 1,
+            Directory = new DirectoryConnection
+            {
+                Urls = new List<string> { "ldaps://dc1.gentian.local" },
+                Bind = DirectoryBind.Ntlm("GENTIAN\\svc\\jim", null, "secret-n"),
+            },
+        };
+        e = Throws<ExportRequestException>(() => engine.RunAsync(badNtlm), "a bad NTLM user name throws ExportRequestException");
+        if (e != null)
+        {
+            Check(e.Message.Contains("directory.bind.username"), "… naming the field: " + e.Message);
+            Check(!e.Message.Contains("secret-n"), "… and no secret");
+        }
+        var ntlm = DirectoryBind.Ntlm("Administrator", "GENTIAN", "secret-n");
+        Check(ntlm.ToString() == "NTLM bind as GENTIAN\\Administrator (password ***)", "an NTLM bind prints no password: " + ntlm);
+
         var options = Throws<ExportRequestException>(
             () => Task.FromResult(new ExportEngine(new EngineOptions { WorkerThreads = 100000 })),
             "bad engine options throw ExportRequestException");

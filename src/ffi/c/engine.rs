@@ -104,7 +104,7 @@ pub(crate) struct EngineInner {
     runtime: Mutex<Option<Runtime>>,
     handle: Handle,
     /// Fired when the engine is freed: every run in progress is cancelled.
-    closing: CancellationToken,
+    pub(super) closing: CancellationToken,
     calls: Mutex<Calls>,
     calls_done: Condvar,
     shutdown_timeout: Duration,
@@ -179,7 +179,7 @@ impl EngineInner {
 
     /// Runs `future` on the engine's runtime and blocks the calling (host) thread until it is done. The
     /// future runs on a worker thread, so callbacks never run on the host's thread.
-    fn block_on<T: Send + 'static>(
+    pub(super) fn block_on<T: Send + 'static>(
         &self,
         future: impl Future<Output = T> + Send + 'static,
     ) -> FfiResult<T> {
@@ -231,7 +231,7 @@ impl EngineInner {
     }
 }
 
-fn engine_closed(what: &str) -> FfiError {
+pub(super) fn engine_closed(what: &str) -> FfiError {
     FfiError::new(jim_status::EngineClosed, what.to_string())
 }
 
@@ -251,7 +251,7 @@ fn check_thread(function: &str) -> FfiResult<()> {
 }
 
 /// Looks up a live engine and enters a call on it.
-fn with_engine<T>(
+pub(super) fn with_engine<T>(
     engine: *const jim_engine,
     function: &str,
     body: impl FnOnce(&EngineInner, Arc<Engine>) -> FfiResult<T>,
@@ -289,7 +289,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn invalid_request(e: ConfigErrors) -> FfiError {
+pub(super) fn invalid_request(e: ConfigErrors) -> FfiError {
     FfiError::new(jim_status::InvalidRequest, e.to_string())
 }
 
@@ -366,6 +366,7 @@ pub extern "C" fn jim_engine_free(engine: *mut jim_engine) -> jim_status {
 ///  "directory": {"urls": ["ldap://host:389" | "ldaps://host:636" | "ldapi://…", ...],
 ///   "tls": {"mode": "none"|"start_tls"|"ldaps", "ca_pem": string, "ca_file": string, "verify": bool
 ///   (default true)} (optional), "bind": {"kind": "simple", "dn": string, "password": string} |
+///   {"kind": "ntlm", "username": string, "domain": string (optional, NetBIOS), "password": string} |
 ///   {"kind": "sasl_external"}, "connect_timeout_ms": int (default 10000), "operation_timeout_ms": int
 ///   (default 60000), "dialect": "active_directory"|"samba_ad"|"open_ldap"|"ds389"|"generic" (default:
 ///   detected)},
@@ -375,7 +376,9 @@ pub extern "C" fn jim_engine_free(engine: *mut jim_engine) -> jim_status {
 ///   "unresolved_reference_handling": "Error"|"Warn"|"Ignore"} (optional, JIM's LDAP connector
 ///   settings),
 ///  "options": {"page_size": int (100), "flush_size": int (100), "flush_interval_ms": int (250),
-///   "connections": int, "in_flight_per_connection": int, "max_in_flight": int, "ops_per_second": int,
+///   "connections": int, "in_flight_per_connection": int, "concurrency": "adaptive"|"fixed"
+///   (adaptive), "max_in_flight": int (the fixed limit, or the adaptive limit's ceiling),
+///   "min_in_flight": int (1; the adaptive limit's floor), "ops_per_second": int,
 ///   "lease_seconds": int (900), "max_operation_retries": int (3), "dry_run": bool,
 ///   "skip_schema_check": bool, "progress_interval_ms": int (500)} (optional)}`.
 /// Unknown members are refused. Passwords are never logged or echoed in errors.
@@ -391,8 +394,10 @@ pub extern "C" fn jim_engine_free(engine: *mut jim_engine) -> jim_status {
 ///   "metrics": {"operations": {"add": int, "modify": int, "modify_dn": int, "delete": int,
 ///   "search": int}, "sql_statements": int, "flushes": int, "objects_per_second": number,
 ///   "elapsed_ms": int, "time_to_first_write_ms": int|null, "max_in_flight": int,
-///   "mean_in_flight": number, "in_flight_limit": int, "retries": int, "reconnects": int,
-///   "recovered": int}}`. Per-export failures are data (in the counts and the batch reports), not errors.
+///   "mean_in_flight": number, "in_flight_limit": int, "min_in_flight_limit": int,
+///   "max_in_flight_limit": int, "in_flight_limit_increases": int, "in_flight_limit_decreases": int,
+///   "retries": int, "reconnects": int, "recovered": int}}`. Per-export failures are data (in the
+///   counts and the batch reports), not errors.
 ///
 /// `callbacks` may be NULL (no events); see `jim_callbacks`. `cancel` may be NULL; when given, firing
 /// it (`jim_cancel_cancel`, from any thread) makes the run stop early and return `JIM_STATUS_OK` with
@@ -613,7 +618,7 @@ pub unsafe extern "C" fn jim_engine_reset_failed(
 ///
 /// # Safety
 /// As for `jim_engine_queue_summary`.
-unsafe fn operator_call<F, Fut>(
+pub(super) unsafe fn operator_call<F, Fut>(
     engine: *const jim_engine,
     request_json: *const c_char,
     out_json: *mut *mut c_char,

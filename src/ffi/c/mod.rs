@@ -14,7 +14,8 @@
 //!
 //! Layout: `status.rs` (the status enum and the error mapping), `boundary.rs` (panics, arguments,
 //! strings), `handle.rs` (live-handle registries), `engine.rs` (the engine handle, the run and the
-//! operator calls), `cancel.rs` (cancellation handles), `callbacks.rs` (the host's callbacks as a
+//! operator calls), `cancel.rs` (cancellation handles), `watch.rs` (the continuous export and the notifying
+//! trigger's calls), `callbacks.rs` (the host's callbacks as a
 //! [`crate::engine::RunListener`]), `operator.rs` (the operator calls' documents).
 
 #![allow(unsafe_code)]
@@ -28,6 +29,7 @@ mod engine;
 mod handle;
 mod operator;
 mod status;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +46,11 @@ pub use engine::{
     jim_engine_release_stranded, jim_engine_reset_failed, jim_engine_run,
 };
 pub use status::{jim_status, jim_status_name};
+pub use watch::{
+    jim_engine_install_notify_trigger, jim_engine_notify_trigger_status,
+    jim_engine_remove_notify_trigger, jim_engine_watch, jim_notify_trigger_removal_sql,
+    jim_notify_trigger_sql,
+};
 
 /// The version of the C ABI described by `include/jim_export.h`. It changes whenever a function,
 /// type or status value changes incompatibly; hosts compare it with `jim_abi_version()` at startup.

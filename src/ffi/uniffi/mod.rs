@@ -14,8 +14,10 @@
 //! - [`ExportEngine::shutdown`] cancels every run, waits for them to wind down, then stops the runtime
 //!   and joins its threads; dropping the engine does the same.
 //!
-//! This layer only converts and delegates ([`types`], [`error`], [`listener`]).
+//! This layer only converts and delegates ([`types`], [`error`], [`listener`]); [`continuous`] holds
+//! the continuous export's ("watch") records and methods.
 
+mod continuous;
 mod error;
 mod listener;
 mod types;
@@ -32,6 +34,10 @@ use tokio::sync::watch;
 use crate::config;
 use crate::engine::{self, CancellationToken, Engine, NoListener};
 
+pub use continuous::{
+    WakeUpMode, WakeUps, WatchMode, WatchOptions, WatchRequest, WatchResult, WatchSystemResult,
+    default_watch_options, notify_trigger_removal_sql, notify_trigger_sql,
+};
 pub use error::{DirectoryErrorKind, ExportError, FieldError};
 pub use listener::{ListenerError, RunListener};
 pub use types::*;
@@ -464,6 +470,25 @@ mod tests {
             !shown.contains("pg-secret") && !shown.contains("ldap-secret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn ntlm_binds_mirror_the_engine_type() {
+        let json = r#"{"kind": "ntlm", "username": "svc-jim", "domain": "GENTIAN", "password": "ntlm-secret"}"#;
+        let core: config::Bind = serde_json::from_str(json).unwrap();
+        let mirrored = Bind::from(core.clone());
+        let Bind::Ntlm {
+            username, domain, ..
+        } = &mirrored
+        else {
+            panic!("{mirrored:?}");
+        };
+        assert_eq!(
+            (username.as_str(), domain.as_deref()),
+            ("svc-jim", Some("GENTIAN"))
+        );
+        assert!(!format!("{mirrored:?}").contains("ntlm-secret"));
+        assert_eq!(config::Bind::from(mirrored), core);
     }
 
     #[test]

@@ -207,6 +207,15 @@ pub enum Bind {
     },
     /// SASL EXTERNAL: the identity of the `ldapi://` peer (or TLS client certificate).
     SaslExternal,
+    /// NTLM (SASL GSS-SPNEGO with NTLMSSP) for Active Directory; use it over TLS.
+    Ntlm {
+        /// The account name; without `domain` also `DOMAIN` backslash `user` or `user@dns.domain`.
+        username: String,
+        /// The NetBIOS domain; with it the engine binds as `DOMAIN` backslash `username`.
+        domain: Option<String>,
+        /// The password.
+        password: Arc<Secret>,
+    },
 }
 
 mirror_enum! {
@@ -336,9 +345,17 @@ pub struct RunOptions {
     /// Outstanding operations per connection.
     #[uniffi(default = None)]
     pub in_flight_per_connection: Option<u32>,
-    /// Cap on outstanding operations over all connections.
+    /// True (the default) for an in-flight limit that adapts to the directory's pace, between
+    /// `min_in_flight` and `max_in_flight`; false for a fixed one (the JSON's `"concurrency"`).
+    #[uniffi(default = true)]
+    pub adaptive_concurrency: bool,
+    /// Cap on outstanding operations over all connections: the limit when concurrency is fixed,
+    /// the ceiling of the adaptive limit otherwise.
     #[uniffi(default = None)]
     pub max_in_flight: Option<u32>,
+    /// The floor of the adaptive limit (default 1).
+    #[uniffi(default = None)]
+    pub min_in_flight: Option<u32>,
     /// Cap on directory operations per second.
     #[uniffi(default = None)]
     pub ops_per_second: Option<u32>,
@@ -447,6 +464,15 @@ impl From<Bind> for config::Bind {
                 password: password.value.clone(),
             },
             Bind::SaslExternal => config::Bind::SaslExternal,
+            Bind::Ntlm {
+                username,
+                domain,
+                password,
+            } => config::Bind::Ntlm {
+                username,
+                domain,
+                password: password.value.clone(),
+            },
         }
     }
 }
@@ -459,6 +485,15 @@ impl From<config::Bind> for Bind {
                 password: Secret::wrap(&password),
             },
             config::Bind::SaslExternal => Bind::SaslExternal,
+            config::Bind::Ntlm {
+                username,
+                domain,
+                password,
+            } => Bind::Ntlm {
+                username,
+                domain,
+                password: Secret::wrap(&password),
+            },
         }
     }
 }
@@ -545,7 +580,13 @@ impl From<RunOptions> for config::RunOptions {
             flush_interval_ms: o.flush_interval_ms,
             connections: o.connections,
             in_flight_per_connection: o.in_flight_per_connection,
+            concurrency: if o.adaptive_concurrency {
+                config::Concurrency::Adaptive
+            } else {
+                config::Concurrency::Fixed
+            },
             max_in_flight: o.max_in_flight,
+            min_in_flight: o.min_in_flight,
             ops_per_second: o.ops_per_second,
             lease_seconds: o.lease_seconds,
             max_operation_retries: o.max_operation_retries,
@@ -564,7 +605,9 @@ impl From<config::RunOptions> for RunOptions {
             flush_interval_ms: o.flush_interval_ms,
             connections: o.connections,
             in_flight_per_connection: o.in_flight_per_connection,
+            adaptive_concurrency: o.concurrency == config::Concurrency::Adaptive,
             max_in_flight: o.max_in_flight,
+            min_in_flight: o.min_in_flight,
             ops_per_second: o.ops_per_second,
             lease_seconds: o.lease_seconds,
             max_operation_retries: o.max_operation_retries,
@@ -1006,6 +1049,14 @@ pub struct RunMetrics {
     pub mean_in_flight: f64,
     /// The in-flight limit at the end of the run.
     pub in_flight_limit: u32,
+    /// The lowest in-flight limit so far (the limit itself when it is fixed).
+    pub min_in_flight_limit: u32,
+    /// The highest in-flight limit so far.
+    pub max_in_flight_limit: u32,
+    /// Times the adaptive limit grew.
+    pub in_flight_limit_increases: u64,
+    /// Times the adaptive limit shrank.
+    pub in_flight_limit_decreases: u64,
     /// Operations retried in the run after a transient condition.
     pub retries: u64,
     /// Connections re-established after being lost.
@@ -1083,6 +1134,10 @@ impl From<report::RunMetrics> for RunMetrics {
             max_in_flight: m.max_in_flight,
             mean_in_flight: m.mean_in_flight,
             in_flight_limit: m.in_flight_limit,
+            min_in_flight_limit: m.min_in_flight_limit,
+            max_in_flight_limit: m.max_in_flight_limit,
+            in_flight_limit_increases: m.in_flight_limit_increases,
+            in_flight_limit_decreases: m.in_flight_limit_decreases,
             retries: m.retries,
             reconnects: m.reconnects,
             recovered: m.recovered,

@@ -210,7 +210,7 @@ fn object(plan: &Plan, k: usize) -> Obj {
     }
 }
 
-const MVO_COLUMNS: [&str; 8] = [
+pub(crate) const MVO_COLUMNS: [&str; 8] = [
     "Id",
     "Created",
     "TypeId",
@@ -254,7 +254,7 @@ fn produce_mvos(
     Ok(())
 }
 
-const CSO_COLUMNS: [&str; 12] = [
+pub(crate) const CSO_COLUMNS: [&str; 12] = [
     "Id",
     "Created",
     "TypeId",
@@ -306,7 +306,7 @@ fn produce_csos(
     Ok(())
 }
 
-const CSO_VALUE_COLUMNS: [&str; 4] = [
+pub(crate) const CSO_VALUE_COLUMNS: [&str; 4] = [
     "Id",
     "AttributeId",
     "ConnectedSystemObjectId",
@@ -341,7 +341,7 @@ fn produce_cso_dn_values(
     Ok(())
 }
 
-const PE_COLUMNS: [&str; 11] = [
+pub(crate) const PE_COLUMNS: [&str; 11] = [
     "Id",
     "ConnectedSystemId",
     "ConnectedSystemObjectId",

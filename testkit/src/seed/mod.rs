@@ -105,6 +105,15 @@
 //! PostgreSQL's per-row work (heap and three index insertions per change) is the bound; a 2 GB
 //! `shared_buffers` instead of the test cluster's 256 MB changed little.
 //!
+//! # Active Directory targets
+//!
+//! [`seed_ad`] (with [`SeedOptions::active_directory`], [`Target::ActiveDirectory`]) stages the same
+//! template in the shape of Scenario 8's Samba AD target: `user` / `group`, `objectGUID` (Guid) and
+//! `distinguishedName` anchors, `sAMAccountName`, `userPrincipalName`, `userAccountControl` 514,
+//! `member`, `manager` and `managedBy`, and DNs that need every kind of escaping (see the `ad`
+//! module). [`stage_ad_exports`] stages explicit follow-ups on it and [`confirm_ad_exported`]
+//! confirms as [`confirm_exported`] does.
+//!
 //! # After the seed
 //!
 //! [`confirm_exported`] does what JIM's confirming import does with exported rows;
@@ -113,6 +122,7 @@
 //! returns what it staged; [`SeededSystem::expected_directory`] and [`StagedFollowUps::apply`] give
 //! the directory content a correct export produces.
 
+mod ad;
 mod confirm;
 mod copy;
 mod data;
@@ -128,6 +138,10 @@ use std::time::Instant;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::PgPool;
 
+pub use ad::{
+    AdChange, AdExport, AdGroup, AdUser, AdValue, SeededAdSystem, confirm_ad_exported, seed_ad,
+    stage_ad_exports,
+};
 pub use confirm::{ConfirmReport, ExportShortcutReport};
 pub use data::{ObjectIds, UserValues};
 pub use expected::{DirectoryState, Entry};
@@ -160,11 +174,34 @@ pub enum CreatedAt {
     Identical,
 }
 
+/// The kind of directory a seeded system targets: it decides the object types, attributes, anchors,
+/// containers and DNs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// OpenLDAP: `inetOrgPerson` / `groupOfNames`, `entryUUID` anchor ([`seed`]).
+    #[default]
+    OpenLdap,
+    /// Active Directory (Samba AD): `user` / `group`, `objectGUID` anchor ([`seed_ad`]).
+    ActiveDirectory,
+}
+
+impl Target {
+    /// The name used in the seeded system's name and description.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Target::OpenLdap => "OpenLDAP",
+            Target::ActiveDirectory => "Samba AD",
+        }
+    }
+}
+
 /// What to seed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedOptions {
     /// The scale template.
     pub template: Template,
+    /// The kind of directory the system targets.
+    pub target: Target,
     /// The seed of every id and random choice.
     pub seed: u64,
     /// The directory suffix (`dc=example,dc=org`); containers and DNs live under it.
@@ -206,6 +243,7 @@ impl SeedOptions {
     pub fn new(template: Template) -> Self {
         Self {
             template,
+            target: Target::OpenLdap,
             seed: 1,
             suffix: "dc=example,dc=org".into(),
             system_name: None,
@@ -220,6 +258,16 @@ impl SeedOptions {
             parallelism: 2,
             analyze: true,
             skip_foreign_key_triggers: true,
+        }
+    }
+
+    /// Defaults for an Active Directory target under `base_dn` (`DC=example,DC=test`): LDAPS on 636
+    /// and the `user` / `group` shape of Scenario 8's Samba AD target ([`seed_ad`]).
+    pub fn active_directory(template: Template, base_dn: impl Into<String>) -> Self {
+        Self {
+            target: Target::ActiveDirectory,
+            port: 636,
+            ..Self::new(template).with_suffix(base_dn)
         }
     }
 
@@ -505,6 +553,11 @@ impl SeededSystem {
 /// Seeds one connected system with the template's objects, staged for their initial provisioning.
 pub async fn seed(pool: &PgPool, options: &SeedOptions) -> Result<SeededSystem> {
     options.validate()?;
+    if options.target != Target::OpenLdap {
+        return Err(TestkitError::Seed(
+            "seed() stages an OpenLDAP target; use seed_ad() for Active Directory".into(),
+        ));
+    }
     let started = Instant::now();
     let mut timings = SeedTimings::default();
     let mut options = options.clone();

@@ -12,7 +12,7 @@ use jim_export::model::{
 };
 use sqlx::{PgConnection, Row};
 
-use super::SeedOptions;
+use super::{SeedOptions, Target, ad};
 use crate::error::{Result, SqlContext};
 
 /// `ConnectorDefinitions.Name` of JIM's LDAP connector (`src/JIM.Connectors/Constants.cs`).
@@ -267,6 +267,11 @@ const SETTINGS: [SettingDef; 20] = [
 
 /// The value the seeded system holds for a setting.
 fn setting_value(name: &str, o: &SeedOptions) -> SettingValue {
+    if o.target == Target::ActiveDirectory
+        && let Some(v) = ad::setting_value(name, o)
+    {
+        return v;
+    }
     match name {
         "Host" => SettingValue::Text(o.host.clone()),
         "Preferred Domain Controller" => SettingValue::None,
@@ -293,19 +298,19 @@ fn setting_value(name: &str, o: &SeedOptions) -> SettingValue {
 }
 
 /// One attribute definition of the seeded schema.
-struct AttrDef {
-    name: &'static str,
-    class_name: Option<&'static str>,
-    data_type: AttributeDataType,
-    plurality: AttributePlurality,
-    writability: AttributeWritability,
-    external_id: bool,
-    secondary_external_id: bool,
+pub(crate) struct AttrDef {
+    pub name: &'static str,
+    pub class_name: Option<&'static str>,
+    pub data_type: AttributeDataType,
+    pub plurality: AttributePlurality,
+    pub writability: AttributeWritability,
+    pub external_id: bool,
+    pub secondary_external_id: bool,
     /// References point at users (JIM allows any type; Scenario 8's members and managers are users).
-    references_users: bool,
+    pub references_users: bool,
 }
 
-const fn text(name: &'static str, class_name: &'static str) -> AttrDef {
+pub(crate) const fn text(name: &'static str, class_name: &'static str) -> AttrDef {
     AttrDef {
         name,
         class_name: Some(class_name),
@@ -318,7 +323,7 @@ const fn text(name: &'static str, class_name: &'static str) -> AttrDef {
     }
 }
 
-const DN: AttrDef = AttrDef {
+pub(crate) const DN: AttrDef = AttrDef {
     class_name: None,
     secondary_external_id: true,
     ..text("distinguishedName", "top")
@@ -329,7 +334,7 @@ const ENTRY_UUID: AttrDef = AttrDef {
     external_id: true,
     ..text("entryUUID", "top")
 };
-const OBJECT_CLASS: AttrDef = AttrDef {
+pub(crate) const OBJECT_CLASS: AttrDef = AttrDef {
     plurality: AttributePlurality::MultiValued,
     ..text("objectClass", "top")
 };
@@ -384,9 +389,9 @@ pub struct SystemIds {
     pub container_ids: BTreeMap<String, i32>,
     /// `ConnectedSystemRunProfiles.Id` of the export run profile.
     pub export_run_profile_id: i32,
-    /// `ConnectedSystemObjectTypes.Id` of `inetOrgPerson`.
+    /// `ConnectedSystemObjectTypes.Id` of `inetOrgPerson` (`user` for Active Directory).
     pub user_type_id: i32,
-    /// `ConnectedSystemObjectTypes.Id` of `groupOfNames`.
+    /// `ConnectedSystemObjectTypes.Id` of `groupOfNames` (`group` for Active Directory).
     pub group_type_id: i32,
     /// `ConnectedSystemAttributes.Id` of the user attributes, by LDAP name.
     pub user_attributes: BTreeMap<String, i32>,
@@ -490,7 +495,12 @@ pub(crate) async fn create(conn: &mut PgConnection, o: &SeedOptions) -> Result<S
          NULL, $10, NULL, false) RETURNING \"Id\"",
     )
     .bind(&o.system_name)
-    .bind(format!("OpenLDAP target {} (seeded, template {})", o.suffix, o.template))
+    .bind(format!(
+        "{} target {} (seeded, template {})",
+        o.target.name(),
+        o.suffix,
+        o.template
+    ))
     .bind(now)
     .bind(INITIATOR_USER)
     .bind("jim-export seed")
@@ -540,9 +550,18 @@ pub(crate) async fn create(conn: &mut PgConnection, o: &SeedOptions) -> Result<S
     .await
     .sql_context(|| "inserting the partition".into())?;
 
+    let containers: Vec<(String, &str, &str)> = match o.target {
+        Target::OpenLdap => CONTAINERS
+            .iter()
+            .map(|(ou, description)| (format!("ou={ou},{}", o.suffix), *ou, *description))
+            .collect(),
+        Target::ActiveDirectory => ad::CONTAINERS
+            .iter()
+            .map(|(rdns, name, description)| (format!("{rdns},{}", o.suffix), *name, *description))
+            .collect(),
+    };
     let mut container_ids = BTreeMap::new();
-    for (ou, description) in CONTAINERS {
-        let dn = format!("ou={ou},{}", o.suffix);
+    for (dn, ou, description) in containers {
         let id: i32 = sqlx::query_scalar(
             "INSERT INTO \"ConnectedSystemContainers\" (\"PartitionId\", \"ConnectedSystemId\", \"ExternalId\", \
              \"Name\", \"Description\", \"Hidden\", \"Selected\", \"ParentContainerId\", \"StableId\", \"Scope\", \
@@ -578,8 +597,20 @@ pub(crate) async fn create(conn: &mut PgConnection, o: &SeedOptions) -> Result<S
     .await
     .sql_context(|| "inserting the export run profile".into())?;
 
+    let (type_names, user_defs, group_defs) = match o.target {
+        Target::OpenLdap => (
+            [USER_OBJECT_TYPE, GROUP_OBJECT_TYPE],
+            &USER_ATTRIBUTES[..],
+            &GROUP_ATTRIBUTES[..],
+        ),
+        Target::ActiveDirectory => (
+            [ad::USER_OBJECT_TYPE, ad::GROUP_OBJECT_TYPE],
+            &ad::USER_ATTRIBUTES[..],
+            &ad::GROUP_ATTRIBUTES[..],
+        ),
+    };
     let mut type_ids = Vec::new();
-    for name in [USER_OBJECT_TYPE, GROUP_OBJECT_TYPE] {
+    for name in type_names {
         let id: i32 = sqlx::query_scalar(
             "INSERT INTO \"ConnectedSystemObjectTypes\" (\"Name\", \"Created\", \"ConnectedSystemId\", \
              \"Selected\", \"RemoveContributedAttributesOnObsoletion\") VALUES ($1, $2, $3, true, false) \
@@ -596,10 +627,7 @@ pub(crate) async fn create(conn: &mut PgConnection, o: &SeedOptions) -> Result<S
     let (user_type_id, group_type_id) = (type_ids[0], type_ids[1]);
 
     let mut attribute_maps = Vec::new();
-    for (type_id, defs) in [
-        (user_type_id, &USER_ATTRIBUTES[..]),
-        (group_type_id, &GROUP_ATTRIBUTES[..]),
-    ] {
+    for (type_id, defs) in [(user_type_id, user_defs), (group_type_id, group_defs)] {
         let mut map = BTreeMap::new();
         for a in defs {
             let id: i32 = sqlx::query_scalar(

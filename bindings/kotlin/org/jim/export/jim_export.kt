@@ -726,6 +726,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jim_export_checksum_func_validate_export_request(
     ): Int
+    external fun uniffi_jim_export_checksum_func_default_watch_options(
+    ): Int
+    external fun uniffi_jim_export_checksum_func_notify_trigger_removal_sql(
+    ): Int
+    external fun uniffi_jim_export_checksum_func_notify_trigger_sql(
+    ): Int
     external fun uniffi_jim_export_checksum_method_canceltoken_cancel(
     ): Int
     external fun uniffi_jim_export_checksum_method_canceltoken_is_cancelled(
@@ -745,6 +751,14 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_jim_export_checksum_method_exportengine_run_export(
     ): Int
     external fun uniffi_jim_export_checksum_method_exportengine_shutdown(
+    ): Int
+    external fun uniffi_jim_export_checksum_method_exportengine_install_notify_trigger(
+    ): Int
+    external fun uniffi_jim_export_checksum_method_exportengine_notify_trigger_installed(
+    ): Int
+    external fun uniffi_jim_export_checksum_method_exportengine_remove_notify_trigger(
+    ): Int
+    external fun uniffi_jim_export_checksum_method_exportengine_watch(
     ): Int
     external fun uniffi_jim_export_checksum_method_runlistener_on_progress(
     ): Int
@@ -813,6 +827,14 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_jim_export_fn_method_exportengine_shutdown(`ptr`: Long,`graceMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_jim_export_fn_method_exportengine_install_notify_trigger(`ptr`: Long,`database`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_jim_export_fn_method_exportengine_notify_trigger_installed(`ptr`: Long,`database`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_jim_export_fn_method_exportengine_remove_notify_trigger(`ptr`: Long,`database`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_jim_export_fn_method_exportengine_watch(`ptr`: Long,`request`: RustBuffer.ByValue,`cancel`: Long,`listener`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_jim_export_fn_clone_runlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_jim_export_fn_free_runlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -849,6 +871,12 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_jim_export_fn_func_validate_export_request(`request`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_jim_export_fn_func_default_watch_options(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_jim_export_fn_func_notify_trigger_removal_sql(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_jim_export_fn_func_notify_trigger_sql(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun ffi_jim_export_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_jim_export_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -983,6 +1011,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jim_export_checksum_func_validate_export_request() and 0xFFFF) != 5479) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_jim_export_checksum_func_default_watch_options() and 0xFFFF) != 9530) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jim_export_checksum_func_notify_trigger_removal_sql() and 0xFFFF) != 1674) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jim_export_checksum_func_notify_trigger_sql() and 0xFFFF) != 28957) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_jim_export_checksum_method_canceltoken_cancel() and 0xFFFF) != 5705) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1011,6 +1048,18 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_method_exportengine_shutdown() and 0xFFFF) != 59563) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_install_notify_trigger() and 0xFFFF) != 18381) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_notify_trigger_installed() and 0xFFFF) != 23238) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_remove_notify_trigger() and 0xFFFF) != 11195) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_watch() and 0xFFFF) != 60230) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_method_runlistener_on_progress() and 0xFFFF) != 52696) {
@@ -1954,6 +2003,32 @@ public interface ExportEngineInterface {
      */
     fun `shutdown`(`graceMs`: kotlin.ULong = 30000uL)
     
+    /**
+     * Installs the notifying trigger on JIM's `"PendingExports"` (an operator action; idempotent).
+     */
+    suspend fun `installNotifyTrigger`(`database`: DatabaseConfig)
+    
+    /**
+     * True when the notifying trigger is installed and enabled.
+     */
+    suspend fun `notifyTriggerInstalled`(`database`: DatabaseConfig): kotlin.Boolean
+    
+    /**
+     * Removes the notifying trigger and its function (idempotent).
+     */
+    suspend fun `removeNotifyTrigger`(`database`: DatabaseConfig)
+    
+    /**
+     * Exports continuously until `cancel` is cancelled (or the awaiting task is; `cancel` comes before
+     * the optional `listener` since it is how a watch ends): each pass over a
+     * system's queue is reported to `listener` like a run; staged exports are picked up within a
+     * fraction of a second (notifications when the trigger is installed, polling otherwise), rows
+     * whose `NextRetryAt` comes due when it does. Stopping lets the passes in progress finish their
+     * in-flight operations and return their unexecuted claims. Fails only when the watch cannot
+     * start.
+     */
+    suspend fun `watch`(`request`: WatchRequest, `cancel`: CancelToken, `listener`: RunListener? = null): WatchResult
+    
     companion object
 }
 
@@ -2255,6 +2330,116 @@ open class ExportEngine: Disposable, AutoCloseable, ExportEngineInterface
     }
     
     
+
+    
+    /**
+     * Installs the notifying trigger on JIM's `"PendingExports"` (an operator action; idempotent).
+     */
+    @Throws(ExportException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `installNotifyTrigger`(`database`: DatabaseConfig) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jim_export_fn_method_exportengine_install_notify_trigger(
+                uniffiHandle,
+                
+        FfiConverterTypeDatabaseConfig.lower(`database`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jim_export_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jim_export_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_jim_export_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        ExportException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * True when the notifying trigger is installed and enabled.
+     */
+    @Throws(ExportException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `notifyTriggerInstalled`(`database`: DatabaseConfig) : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jim_export_fn_method_exportengine_notify_trigger_installed(
+                uniffiHandle,
+                
+        FfiConverterTypeDatabaseConfig.lower(`database`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jim_export_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jim_export_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.ffi_jim_export_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
+        // Error FFI converter
+        ExportException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Removes the notifying trigger and its function (idempotent).
+     */
+    @Throws(ExportException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `removeNotifyTrigger`(`database`: DatabaseConfig) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jim_export_fn_method_exportengine_remove_notify_trigger(
+                uniffiHandle,
+                
+        FfiConverterTypeDatabaseConfig.lower(`database`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jim_export_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jim_export_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_jim_export_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        ExportException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Exports continuously until `cancel` is cancelled (or the awaiting task is; `cancel` comes before
+     * the optional `listener` since it is how a watch ends): each pass over a
+     * system's queue is reported to `listener` like a run; staged exports are picked up within a
+     * fraction of a second (notifications when the trigger is installed, polling otherwise), rows
+     * whose `NextRetryAt` comes due when it does. Stopping lets the passes in progress finish their
+     * in-flight operations and return their unexecuted claims. Fails only when the watch cannot
+     * start.
+     */
+    @Throws(ExportException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `watch`(`request`: WatchRequest, `cancel`: CancelToken, `listener`: RunListener?) : WatchResult {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_jim_export_fn_method_exportengine_watch(
+                uniffiHandle,
+                
+        FfiConverterTypeWatchRequest.lower(`request`),
+        FfiConverterTypeCancelToken.lower(`cancel`),
+        FfiConverterOptionalTypeRunListener.lower(`listener`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_jim_export_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_jim_export_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_jim_export_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeWatchResult.lift(it) },
+        // Error FFI converter
+        ExportException.ErrorHandler,
+    )
+    }
 
     
 
@@ -4192,6 +4377,26 @@ data class RunMetrics (
     var `inFlightLimit`: kotlin.UInt
     , 
     /**
+     * The lowest in-flight limit so far (the limit itself when it is fixed).
+     */
+    var `minInFlightLimit`: kotlin.UInt
+    , 
+    /**
+     * The highest in-flight limit so far.
+     */
+    var `maxInFlightLimit`: kotlin.UInt
+    , 
+    /**
+     * Times the adaptive limit grew.
+     */
+    var `inFlightLimitIncreases`: kotlin.ULong
+    , 
+    /**
+     * Times the adaptive limit shrank.
+     */
+    var `inFlightLimitDecreases`: kotlin.ULong
+    , 
+    /**
      * Operations retried in the run after a transient condition.
      */
     var `retries`: kotlin.ULong
@@ -4230,6 +4435,10 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterUInt.read(buf),
             FfiConverterDouble.read(buf),
             FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -4246,6 +4455,10 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterUInt.allocationSize(value.`maxInFlight`) +
             FfiConverterDouble.allocationSize(value.`meanInFlight`) +
             FfiConverterUInt.allocationSize(value.`inFlightLimit`) +
+            FfiConverterUInt.allocationSize(value.`minInFlightLimit`) +
+            FfiConverterUInt.allocationSize(value.`maxInFlightLimit`) +
+            FfiConverterULong.allocationSize(value.`inFlightLimitIncreases`) +
+            FfiConverterULong.allocationSize(value.`inFlightLimitDecreases`) +
             FfiConverterULong.allocationSize(value.`retries`) +
             FfiConverterULong.allocationSize(value.`reconnects`) +
             FfiConverterULong.allocationSize(value.`recovered`)
@@ -4261,6 +4474,10 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterUInt.write(value.`maxInFlight`, buf)
             FfiConverterDouble.write(value.`meanInFlight`, buf)
             FfiConverterUInt.write(value.`inFlightLimit`, buf)
+            FfiConverterUInt.write(value.`minInFlightLimit`, buf)
+            FfiConverterUInt.write(value.`maxInFlightLimit`, buf)
+            FfiConverterULong.write(value.`inFlightLimitIncreases`, buf)
+            FfiConverterULong.write(value.`inFlightLimitDecreases`, buf)
             FfiConverterULong.write(value.`retries`, buf)
             FfiConverterULong.write(value.`reconnects`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
@@ -4299,9 +4516,21 @@ data class RunOptions (
     var `inFlightPerConnection`: kotlin.UInt? = null 
     , 
     /**
-     * Cap on outstanding operations over all connections.
+     * True (the default) for an in-flight limit that adapts to the directory's pace, between
+     * `min_in_flight` and `max_in_flight`; false for a fixed one (the JSON's `"concurrency"`).
+     */
+    var `adaptiveConcurrency`: kotlin.Boolean = true 
+    , 
+    /**
+     * Cap on outstanding operations over all connections: the limit when concurrency is fixed,
+     * the ceiling of the adaptive limit otherwise.
      */
     var `maxInFlight`: kotlin.UInt? = null 
+    , 
+    /**
+     * The floor of the adaptive limit (default 1).
+     */
+    var `minInFlight`: kotlin.UInt? = null 
     , 
     /**
      * Cap on directory operations per second.
@@ -4353,6 +4582,8 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterULong.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterULong.read(buf),
@@ -4369,7 +4600,9 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterULong.allocationSize(value.`flushIntervalMs`) +
             FfiConverterOptionalUInt.allocationSize(value.`connections`) +
             FfiConverterOptionalUInt.allocationSize(value.`inFlightPerConnection`) +
+            FfiConverterBoolean.allocationSize(value.`adaptiveConcurrency`) +
             FfiConverterOptionalUInt.allocationSize(value.`maxInFlight`) +
+            FfiConverterOptionalUInt.allocationSize(value.`minInFlight`) +
             FfiConverterOptionalUInt.allocationSize(value.`opsPerSecond`) +
             FfiConverterULong.allocationSize(value.`leaseSeconds`) +
             FfiConverterUInt.allocationSize(value.`maxOperationRetries`) +
@@ -4384,7 +4617,9 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterULong.write(value.`flushIntervalMs`, buf)
             FfiConverterOptionalUInt.write(value.`connections`, buf)
             FfiConverterOptionalUInt.write(value.`inFlightPerConnection`, buf)
+            FfiConverterBoolean.write(value.`adaptiveConcurrency`, buf)
             FfiConverterOptionalUInt.write(value.`maxInFlight`, buf)
+            FfiConverterOptionalUInt.write(value.`minInFlight`, buf)
             FfiConverterOptionalUInt.write(value.`opsPerSecond`, buf)
             FfiConverterULong.write(value.`leaseSeconds`, buf)
             FfiConverterUInt.write(value.`maxOperationRetries`, buf)
@@ -4714,6 +4949,426 @@ public object FfiConverterTypeStatusCount: FfiConverterRustBuffer<StatusCount> {
 
 
 /**
+ * Wake-ups by cause.
+ */
+data class WakeUps (
+    /**
+     * The first look at the queue.
+     */
+    var `startup`: kotlin.ULong
+    , 
+    /**
+     * Notifications from the trigger.
+     */
+    var `notification`: kotlin.ULong
+    , 
+    /**
+     * Polls.
+     */
+    var `poll`: kotlin.ULong
+    , 
+    /**
+     * A row's `NextRetryAt` (or a lease) came due.
+     */
+    var `retryDue`: kotlin.ULong
+    , 
+    /**
+     * The notification listener reconnected.
+     */
+    var `reconnect`: kotlin.ULong
+    , 
+    /**
+     * Safety re-scans in notification mode.
+     */
+    var `recheck`: kotlin.ULong
+    , 
+    /**
+     * Retries after an error.
+     */
+    var `afterError`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWakeUps: FfiConverterRustBuffer<WakeUps> {
+    override fun read(buf: ByteBuffer): WakeUps {
+        return WakeUps(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: WakeUps) = (
+            FfiConverterULong.allocationSize(value.`startup`) +
+            FfiConverterULong.allocationSize(value.`notification`) +
+            FfiConverterULong.allocationSize(value.`poll`) +
+            FfiConverterULong.allocationSize(value.`retryDue`) +
+            FfiConverterULong.allocationSize(value.`reconnect`) +
+            FfiConverterULong.allocationSize(value.`recheck`) +
+            FfiConverterULong.allocationSize(value.`afterError`)
+    )
+
+    override fun write(value: WakeUps, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`startup`, buf)
+            FfiConverterULong.write(value.`notification`, buf)
+            FfiConverterULong.write(value.`poll`, buf)
+            FfiConverterULong.write(value.`retryDue`, buf)
+            FfiConverterULong.write(value.`reconnect`, buf)
+            FfiConverterULong.write(value.`recheck`, buf)
+            FfiConverterULong.write(value.`afterError`, buf)
+    }
+}
+
+
+
+/**
+ * How a watch waits between passes.
+ */
+data class WatchOptions (
+    /**
+     * Notifications or polling (`None`: [`WakeUpMode::Auto`]).
+     */
+    var `wakeUp`: WakeUpMode? = null 
+    , 
+    /**
+     * The poll interval after a pass that exported something, in milliseconds.
+     */
+    var `pollMinMs`: kotlin.ULong = 100uL 
+    , 
+    /**
+     * The longest poll interval, reached by doubling while idle, in milliseconds.
+     */
+    var `pollMaxMs`: kotlin.ULong = 3000uL 
+    , 
+    /**
+     * With notifications, the safety re-scan interval, in milliseconds.
+     */
+    var `notifyRecheckMs`: kotlin.ULong = 60000uL 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchOptions: FfiConverterRustBuffer<WatchOptions> {
+    override fun read(buf: ByteBuffer): WatchOptions {
+        return WatchOptions(
+            FfiConverterOptionalTypeWakeUpMode.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: WatchOptions) = (
+            FfiConverterOptionalTypeWakeUpMode.allocationSize(value.`wakeUp`) +
+            FfiConverterULong.allocationSize(value.`pollMinMs`) +
+            FfiConverterULong.allocationSize(value.`pollMaxMs`) +
+            FfiConverterULong.allocationSize(value.`notifyRecheckMs`)
+    )
+
+    override fun write(value: WatchOptions, buf: ByteBuffer) {
+            FfiConverterOptionalTypeWakeUpMode.write(value.`wakeUp`, buf)
+            FfiConverterULong.write(value.`pollMinMs`, buf)
+            FfiConverterULong.write(value.`pollMaxMs`, buf)
+            FfiConverterULong.write(value.`notifyRecheckMs`, buf)
+    }
+}
+
+
+
+/**
+ * A continuous export of one or several connected systems on one database.
+ */
+data class WatchRequest (
+    /**
+     * One export request per connected system (same database, different systems, no dry run).
+     */
+    var `requests`: List<ExportRequest>
+    , 
+    /**
+     * How the watch waits for work.
+     */
+    var `watch`: WatchOptions
+    
+): Disposable{
+    
+
+    
+
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`requests`,
+        this.`watch`
+    )
+    }
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchRequest: FfiConverterRustBuffer<WatchRequest> {
+    override fun read(buf: ByteBuffer): WatchRequest {
+        return WatchRequest(
+            FfiConverterSequenceTypeExportRequest.read(buf),
+            FfiConverterTypeWatchOptions.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: WatchRequest) = (
+            FfiConverterSequenceTypeExportRequest.allocationSize(value.`requests`) +
+            FfiConverterTypeWatchOptions.allocationSize(value.`watch`)
+    )
+
+    override fun write(value: WatchRequest, buf: ByteBuffer) {
+            FfiConverterSequenceTypeExportRequest.write(value.`requests`, buf)
+            FfiConverterTypeWatchOptions.write(value.`watch`, buf)
+    }
+}
+
+
+
+/**
+ * A finished watch.
+ */
+data class WatchResult (
+    /**
+     * When it started.
+     */
+    var `startedAt`: java.time.Instant
+    , 
+    /**
+     * When it stopped.
+     */
+    var `completedAt`: java.time.Instant
+    , 
+    /**
+     * Notifications or polling.
+     */
+    var `mode`: WatchMode
+    , 
+    /**
+     * Whether the trigger was installed at the start.
+     */
+    var `triggerInstalled`: kotlin.Boolean
+    , 
+    /**
+     * Reconnections of the notification listener.
+     */
+    var `listenerReconnects`: kotlin.ULong
+    , 
+    /**
+     * Passes over all systems.
+     */
+    var `passes`: kotlin.ULong
+    , 
+    /**
+     * Exports processed over all systems.
+     */
+    var `exports`: kotlin.ULong
+    , 
+    /**
+     * Wake-ups over all systems.
+     */
+    var `wakeUps`: WakeUps
+    , 
+    /**
+     * Per connected system, in request order.
+     */
+    var `systems`: List<WatchSystemResult>
+    , 
+    /**
+     * A one-line summary.
+     */
+    var `message`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchResult: FfiConverterRustBuffer<WatchResult> {
+    override fun read(buf: ByteBuffer): WatchResult {
+        return WatchResult(
+            FfiConverterTimestamp.read(buf),
+            FfiConverterTimestamp.read(buf),
+            FfiConverterTypeWatchMode.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterTypeWakeUps.read(buf),
+            FfiConverterSequenceTypeWatchSystemResult.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: WatchResult) = (
+            FfiConverterTimestamp.allocationSize(value.`startedAt`) +
+            FfiConverterTimestamp.allocationSize(value.`completedAt`) +
+            FfiConverterTypeWatchMode.allocationSize(value.`mode`) +
+            FfiConverterBoolean.allocationSize(value.`triggerInstalled`) +
+            FfiConverterULong.allocationSize(value.`listenerReconnects`) +
+            FfiConverterULong.allocationSize(value.`passes`) +
+            FfiConverterULong.allocationSize(value.`exports`) +
+            FfiConverterTypeWakeUps.allocationSize(value.`wakeUps`) +
+            FfiConverterSequenceTypeWatchSystemResult.allocationSize(value.`systems`) +
+            FfiConverterString.allocationSize(value.`message`)
+    )
+
+    override fun write(value: WatchResult, buf: ByteBuffer) {
+            FfiConverterTimestamp.write(value.`startedAt`, buf)
+            FfiConverterTimestamp.write(value.`completedAt`, buf)
+            FfiConverterTypeWatchMode.write(value.`mode`, buf)
+            FfiConverterBoolean.write(value.`triggerInstalled`, buf)
+            FfiConverterULong.write(value.`listenerReconnects`, buf)
+            FfiConverterULong.write(value.`passes`, buf)
+            FfiConverterULong.write(value.`exports`, buf)
+            FfiConverterTypeWakeUps.write(value.`wakeUps`, buf)
+            FfiConverterSequenceTypeWatchSystemResult.write(value.`systems`, buf)
+            FfiConverterString.write(value.`message`, buf)
+    }
+}
+
+
+
+/**
+ * One connected system's part of a watch.
+ */
+data class WatchSystemResult (
+    /**
+     * `ConnectedSystems.Id`.
+     */
+    var `connectedSystemId`: kotlin.Int
+    , 
+    /**
+     * Passes over the queue.
+     */
+    var `passes`: kotlin.ULong
+    , 
+    /**
+     * Passes that stopped on an error.
+     */
+    var `failedPasses`: kotlin.ULong
+    , 
+    /**
+     * Exports processed.
+     */
+    var `exports`: kotlin.ULong
+    , 
+    /**
+     * Exports that succeeded.
+     */
+    var `succeeded`: kotlin.ULong
+    , 
+    /**
+     * Exports that failed.
+     */
+    var `failed`: kotlin.ULong
+    , 
+    /**
+     * Exports deferred.
+     */
+    var `deferred`: kotlin.ULong
+    , 
+    /**
+     * What woke the system's loop up.
+     */
+    var `wakeUps`: WakeUps
+    , 
+    /**
+     * The last error met, if any.
+     */
+    var `lastError`: kotlin.String?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchSystemResult: FfiConverterRustBuffer<WatchSystemResult> {
+    override fun read(buf: ByteBuffer): WatchSystemResult {
+        return WatchSystemResult(
+            FfiConverterInt.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterTypeWakeUps.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: WatchSystemResult) = (
+            FfiConverterInt.allocationSize(value.`connectedSystemId`) +
+            FfiConverterULong.allocationSize(value.`passes`) +
+            FfiConverterULong.allocationSize(value.`failedPasses`) +
+            FfiConverterULong.allocationSize(value.`exports`) +
+            FfiConverterULong.allocationSize(value.`succeeded`) +
+            FfiConverterULong.allocationSize(value.`failed`) +
+            FfiConverterULong.allocationSize(value.`deferred`) +
+            FfiConverterTypeWakeUps.allocationSize(value.`wakeUps`) +
+            FfiConverterOptionalString.allocationSize(value.`lastError`)
+    )
+
+    override fun write(value: WatchSystemResult, buf: ByteBuffer) {
+            FfiConverterInt.write(value.`connectedSystemId`, buf)
+            FfiConverterULong.write(value.`passes`, buf)
+            FfiConverterULong.write(value.`failedPasses`, buf)
+            FfiConverterULong.write(value.`exports`, buf)
+            FfiConverterULong.write(value.`succeeded`, buf)
+            FfiConverterULong.write(value.`failed`, buf)
+            FfiConverterULong.write(value.`deferred`, buf)
+            FfiConverterTypeWakeUps.write(value.`wakeUps`, buf)
+            FfiConverterOptionalString.write(value.`lastError`, buf)
+    }
+}
+
+
+
+/**
  * `ActivityRunProfileExecutionItems.ErrorType` (JIM's numbers).
  */
 
@@ -4870,6 +5525,29 @@ sealed class Bind: Disposable  {
     object SaslExternal : Bind()
     
     
+    /**
+     * NTLM (SASL GSS-SPNEGO with NTLMSSP) for Active Directory; use it over TLS.
+     */
+    data class Ntlm(
+        /**
+         * The account name; without `domain` also `DOMAIN\user` or `user@dns.domain`.
+         */
+        val `username`: kotlin.String, 
+        /**
+         * The NetBIOS domain; with it the engine binds as `DOMAIN\username`.
+         */
+        val `domain`: kotlin.String?, 
+        /**
+         * The password.
+         */
+        val `password`: org.jim.export.Secret) : Bind()
+        
+    {
+        
+
+        companion object
+    }
+    
 
     
     @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
@@ -4884,6 +5562,15 @@ sealed class Bind: Disposable  {
                 
             }
             is Bind.SaslExternal -> {// Nothing to destroy
+            }
+            is Bind.Ntlm -> {
+                
+    Disposable.destroy(
+        this.`username`,
+        this.`domain`,
+        this.`password`
+    )
+                
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
@@ -4907,6 +5594,11 @@ public object FfiConverterTypeBind : FfiConverterRustBuffer<Bind>{
                 FfiConverterTypeSecret.read(buf),
                 )
             2 -> Bind.SaslExternal
+            3 -> Bind.Ntlm(
+                FfiConverterString.read(buf),
+                FfiConverterOptionalString.read(buf),
+                FfiConverterTypeSecret.read(buf),
+                )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
     }
@@ -4926,6 +5618,15 @@ public object FfiConverterTypeBind : FfiConverterRustBuffer<Bind>{
                 4UL
             )
         }
+        is Bind.Ntlm -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`username`)
+                + FfiConverterOptionalString.allocationSize(value.`domain`)
+                + FfiConverterTypeSecret.allocationSize(value.`password`)
+            )
+        }
     }
 
     override fun write(value: Bind, buf: ByteBuffer) {
@@ -4938,6 +5639,13 @@ public object FfiConverterTypeBind : FfiConverterRustBuffer<Bind>{
             }
             is Bind.SaslExternal -> {
                 buf.putInt(2)
+                Unit
+            }
+            is Bind.Ntlm -> {
+                buf.putInt(3)
+                FfiConverterString.write(value.`username`, buf)
+                FfiConverterOptionalString.write(value.`domain`, buf)
+                FfiConverterTypeSecret.write(value.`password`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -6061,6 +6769,92 @@ public object FfiConverterTypeUnresolvedReferenceHandling: FfiConverterRustBuffe
 
 
 
+/**
+ * How a watch learns that pending exports were staged.
+ */
+
+enum class WakeUpMode {
+    
+    /**
+     * Notifications when the engine's trigger is installed, polling otherwise.
+     */
+    AUTO,
+    /**
+     * Polling only.
+     */
+    POLL;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWakeUpMode: FfiConverterRustBuffer<WakeUpMode> {
+    override fun read(buf: ByteBuffer) = try {
+        WakeUpMode.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: WakeUpMode) = 4UL
+
+    override fun write(value: WakeUpMode, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How the watch learnt of new work.
+ */
+
+enum class WatchMode {
+    
+    /**
+     * PostgreSQL notifications from the engine's trigger.
+     */
+    NOTIFICATIONS,
+    /**
+     * Polling with adaptive backoff.
+     */
+    POLLING;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeWatchMode: FfiConverterRustBuffer<WatchMode> {
+    override fun read(buf: ByteBuffer) = try {
+        WatchMode.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: WatchMode) = 4UL
+
+    override fun write(value: WatchMode, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 /**
  * @suppress
@@ -6609,6 +7403,38 @@ public object FfiConverterOptionalTypeUnresolvedReferenceHandling: FfiConverterR
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeWakeUpMode: FfiConverterRustBuffer<WakeUpMode?> {
+    override fun read(buf: ByteBuffer): WakeUpMode? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeWakeUpMode.read(buf)
+    }
+
+    override fun allocationSize(value: WakeUpMode?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeWakeUpMode.allocationSize(value)
+        }
+    }
+
+    override fun write(value: WakeUpMode?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeWakeUpMode.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
     override fun read(buf: ByteBuffer): List<kotlin.String> {
         val len = buf.getInt()
@@ -6655,6 +7481,34 @@ public object FfiConverterSequenceTypeAnchorChange: FfiConverterRustBuffer<List<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeAnchorChange.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeExportRequest: FfiConverterRustBuffer<List<ExportRequest>> {
+    override fun read(buf: ByteBuffer): List<ExportRequest> {
+        val len = buf.getInt()
+        return List<ExportRequest>(len) {
+            FfiConverterTypeExportRequest.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ExportRequest>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeExportRequest.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ExportRequest>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeExportRequest.write(it, buf)
         }
     }
 }
@@ -6774,6 +7628,34 @@ public object FfiConverterSequenceTypeStatusCount: FfiConverterRustBuffer<List<S
 
 
 
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeWatchSystemResult: FfiConverterRustBuffer<List<WatchSystemResult>> {
+    override fun read(buf: ByteBuffer): List<WatchSystemResult> {
+        val len = buf.getInt()
+        return List<WatchSystemResult>(len) {
+            FfiConverterTypeWatchSystemResult.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<WatchSystemResult>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeWatchSystemResult.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<WatchSystemResult>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeWatchSystemResult.write(it, buf)
+        }
+    }
+}
+
+
+
+
 
 
 
@@ -6845,6 +7727,45 @@ public object FfiConverterSequenceTypeStatusCount: FfiConverterRustBuffer<List<S
         FfiConverterTypeExportRequest.lower(`request`),_status)
 }
     
+    
+
+        /**
+         * The engine's default watch options.
+         */ fun `defaultWatchOptions`(): WatchOptions {
+            return FfiConverterTypeWatchOptions.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_jim_export_fn_func_default_watch_options(
+    
+        _status)
+}
+    )
+    }
+    
+
+        /**
+         * The SQL that removes the notifying trigger and its function.
+         */ fun `notifyTriggerRemovalSql`(): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_jim_export_fn_func_notify_trigger_removal_sql(
+    
+        _status)
+}
+    )
+    }
+    
+
+        /**
+         * The SQL that installs the notifying trigger, for an operator or a migration to apply by hand.
+         */ fun `notifyTriggerSql`(): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_jim_export_fn_func_notify_trigger_sql(
+    
+        _status)
+}
+    )
+    }
     
 
 

@@ -1,0 +1,159 @@
+//! A continuous export ("watch") request: one export request per connected system, all on the same
+//! JIM database, and how the watch learns that there is work.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigErrors, ExportRequest};
+
+/// How a watch learns that pending exports were staged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WakeUpMode {
+    /// PostgreSQL notifications when the engine's trigger is installed on `"PendingExports"` (see
+    /// [`crate::engine::notify_trigger_sql`]), polling otherwise.
+    #[default]
+    Auto,
+    /// Polling only, even when the trigger is installed.
+    Poll,
+}
+
+/// How a watch waits between passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchOptions {
+    /// Notifications or polling.
+    #[serde(default)]
+    pub wake_up: WakeUpMode,
+    /// The polling interval right after a pass that exported something, in milliseconds.
+    #[serde(default = "default_poll_min_ms")]
+    pub poll_min_ms: u64,
+    /// The longest polling interval, reached after a run of idle polls, in milliseconds.
+    #[serde(default = "default_poll_max_ms")]
+    pub poll_max_ms: u64,
+    /// With notifications, a safety re-scan this often even without one, in milliseconds: covers a
+    /// trigger dropped while the watch runs.
+    #[serde(default = "default_notify_recheck_ms")]
+    pub notify_recheck_ms: u64,
+}
+
+fn default_poll_min_ms() -> u64 {
+    100
+}
+
+fn default_poll_max_ms() -> u64 {
+    3_000
+}
+
+fn default_notify_recheck_ms() -> u64 {
+    60_000
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            wake_up: WakeUpMode::Auto,
+            poll_min_ms: default_poll_min_ms(),
+            poll_max_ms: default_poll_max_ms(),
+            notify_recheck_ms: default_notify_recheck_ms(),
+        }
+    }
+}
+
+/// Upper bound on the intervals (one hour), catching seconds given as milliseconds the other way.
+const MAX_INTERVAL_MS: u64 = 3_600_000;
+
+/// A continuous export of one or several connected systems: each request names its system, its
+/// directory, settings and run options; all must name the same database (the watch shares one pool
+/// and one notification listener between them) and different systems.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRequest {
+    /// One export request per connected system.
+    pub requests: Vec<ExportRequest>,
+    /// How the watch waits for work.
+    #[serde(default)]
+    pub watch: WatchOptions,
+}
+
+impl WatchRequest {
+    /// A watch of one connected system with the default watch options.
+    pub fn single(request: ExportRequest) -> Self {
+        Self {
+            requests: vec![request],
+            watch: WatchOptions::default(),
+        }
+    }
+
+    /// Parses a watch request from JSON and validates it; errors name the field's path
+    /// (`requests[1].directory.urls[0]`).
+    pub fn from_json(json: &str) -> Result<Self, ConfigErrors> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let request: WatchRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." || path == "?" {
+                "request".to_string()
+            } else {
+                path
+            };
+            let mut errors = ConfigErrors::default();
+            errors.push(path, e.into_inner().to_string());
+            errors
+        })?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// Checks every request (paths prefixed `requests[i].`) and the watch options.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        errors.check(
+            self.requests.is_empty(),
+            "requests",
+            "must name at least one connected system",
+        );
+        let first = self.requests.first();
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.requests.iter().enumerate() {
+            if let Err(e) = r.validate() {
+                for f in e.0 {
+                    errors.push(format!("requests[{i}].{}", f.path), f.message);
+                }
+            }
+            if let Some(first) = first
+                && first.database.connection.expose() != r.database.connection.expose()
+            {
+                errors.push(
+                    format!("requests[{i}].database.connection"),
+                    "every request of a watch must name the same database as requests[0]",
+                );
+            }
+            errors.check(
+                !seen.insert(r.connected_system_id),
+                format!("requests[{i}].connected_system_id"),
+                "names a connected system another request of the watch already names",
+            );
+            errors.check(
+                r.options.dry_run,
+                format!("requests[{i}].options.dry_run"),
+                "a watch cannot be a dry run",
+            );
+        }
+        let w = &self.watch;
+        errors.check(
+            w.poll_min_ms < 10 || w.poll_min_ms > MAX_INTERVAL_MS,
+            "watch.poll_min_ms",
+            format!("must be between 10 and {MAX_INTERVAL_MS}"),
+        );
+        errors.check(
+            w.poll_max_ms < w.poll_min_ms || w.poll_max_ms > MAX_INTERVAL_MS,
+            "watch.poll_max_ms",
+            format!("must be between watch.poll_min_ms and {MAX_INTERVAL_MS}"),
+        );
+        errors.check(
+            w.notify_recheck_ms < 1_000 || w.notify_recheck_ms > MAX_INTERVAL_MS,
+            "watch.notify_recheck_ms",
+            format!("must be between 1000 and {MAX_INTERVAL_MS}"),
+        );
+        errors.into_result()
+    }
+}

@@ -1,0 +1,691 @@
+//! The adaptive in-flight limit: how many directory operations may be outstanding at once, found
+//! while the run goes on.
+//!
+//! # Algorithm
+//!
+//! Additive increase, multiplicative decrease (AIMD) driven by operation latency and back pressure,
+//! in the manner of Vector's adaptive request concurrency. Time is cut into windows about one
+//! round trip long (the smoothed past latency, at least [`AimdSettings::min_window`]). At the end of
+//! each window the mean latency of the operations completed in it is compared with an exponentially
+//! weighted moving average (EWMA) of past windows' means and of their absolute deviation:
+//!
+//! - **decrease** (limit × [`AimdSettings::decrease_ratio`], 0.9) when the window's mean exceeds the
+//!   past mean by more than [`AimdSettings::deviation_scale`] (2.5) deviations (and by at least
+//!   [`AimdSettings::tolerance`], 10 %, so a very steady directory is not cut for noise);
+//! - **increase** (+1) when the window's mean is no higher than the past mean (give or take
+//!   [`AimdSettings::growth_tolerance`], 2 %, so that a past mean still converging from below on a new,
+//!   steady pace does not block growth) *and* the limit was actually reached in the window (an idle
+//!   pool proves nothing about a higher limit);
+//! - otherwise hold.
+//!
+//! Only windows in which the limit was reached are judged and enter the averages: latency measured
+//! below the limit says nothing about it, and a baseline taken at light load (the first operations
+//! of a run, a lull between pages) would make the next busy window look like congestion.
+//!
+//! A busy (51), unavailable (52) or unwilling (53) result, a timeout, a lost connection or a failed
+//! reconnect decreases the limit at once, at most once per window, so a burst of refusals from one
+//! overloaded moment costs 10 %, not 10 % per refused operation. The past averages are then updated
+//! with the window's mean (EWMA weight [`AimdSettings::ewma_alpha`], 0.4), so a lasting change of
+//! pace (a slower network) becomes the new normal after a few windows instead of driving the limit to
+//! its floor.
+//!
+//! # Why AIMD rather than a gradient
+//!
+//! A gradient limiter (Netflix's Gradient2: `limit × long_rtt / short_rtt + queue`) needs a stable
+//! long-term latency to measure queueing against. An export mixes operations whose costs differ by
+//! an order of magnitude (a base read, an Add with an fsync, a 5,000-value member Modify), and the
+//! mix shifts as the run moves from Creates to reference-bearing Updates, so the ratio would read
+//! those shifts as congestion. AIMD only reacts to a clear rise against recent windows and to
+//! explicit refusals, which LDAP servers do give (51/52/53, dropped connections); the engine's own
+//! retries absorb the operations refused while it backs off. It is also the family the
+//! concurrency-limits authors recommend for a client. The cost: under slow, steady saturation the
+//! limit can creep up to its bound, because each +1 raises latency by less than the noise; the
+//! bound (by default a few times the dialect's default) keeps that harmless, as extra operations only
+//! queue at the server.
+//!
+//! The controller is pure: it is fed samples and the time, and says when the limit changes; the pool
+//! applies the limit to its semaphore.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// Tuning constants of the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AimdSettings {
+    /// Factor applied to the limit on a decrease (in (0, 1)).
+    pub decrease_ratio: f64,
+    /// Weight of the newest window in the past-latency averages (in (0, 1]).
+    pub ewma_alpha: f64,
+    /// How many mean deviations above the past mean a window's latency must be to count as rising.
+    pub deviation_scale: f64,
+    /// The least relative rise that counts, whatever the deviation.
+    pub tolerance: f64,
+    /// How far (relative) above the past mean a window's latency may be and still allow growth.
+    pub growth_tolerance: f64,
+    /// The shortest window.
+    pub min_window: Duration,
+}
+
+impl Default for AimdSettings {
+    fn default() -> Self {
+        Self {
+            decrease_ratio: 0.9,
+            ewma_alpha: 0.4,
+            deviation_scale: 2.5,
+            tolerance: 0.1,
+            growth_tolerance: 0.02,
+            min_window: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The range the limit moves in and where it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitBounds {
+    /// The floor (at least 1).
+    pub min: u32,
+    /// The ceiling.
+    pub max: u32,
+    /// The starting limit.
+    pub initial: u32,
+}
+
+impl LimitBounds {
+    /// Bounds with `min ≤ initial ≤ max` and `min ≥ 1` enforced (the floor wins over the ceiling).
+    pub fn new(min: u32, max: u32, initial: u32) -> Self {
+        let min = min.max(1);
+        let max = max.max(min);
+        Self {
+            min,
+            max,
+            initial: initial.clamp(min, max),
+        }
+    }
+}
+
+/// One completed operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// From sending the request to its result (or failure).
+    pub latency: Duration,
+    /// Operations outstanding when it was sent, itself included.
+    pub in_flight: u32,
+    /// The directory pushed back: busy, unavailable, unwilling, a timeout, a lost connection.
+    pub back_pressure: bool,
+}
+
+/// What the limit did over its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitStats {
+    /// The limit now.
+    pub current: u32,
+    /// The lowest it has been.
+    pub min: u32,
+    /// The highest it has been.
+    pub max: u32,
+    /// Times it grew.
+    pub increases: u64,
+    /// Times it shrank.
+    pub decreases: u64,
+}
+
+impl LimitStats {
+    /// The stats of a limit that never moves.
+    pub fn fixed(limit: u32) -> Self {
+        Self {
+            current: limit,
+            min: limit,
+            max: limit,
+            increases: 0,
+            decreases: 0,
+        }
+    }
+}
+
+/// An exponentially weighted mean of window latencies and of their absolute deviation, in seconds.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    mean: f64,
+    deviation: f64,
+}
+
+/// The window being measured.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    latency_sum: f64,
+    samples: u64,
+    reached_limit: bool,
+    decreased: bool,
+}
+
+impl Window {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            latency_sum: 0.0,
+            samples: 0,
+            reached_limit: false,
+            decreased: false,
+        }
+    }
+}
+
+/// The AIMD controller.
+#[derive(Debug, Clone)]
+pub struct AdaptiveLimit {
+    settings: AimdSettings,
+    bounds: LimitBounds,
+    limit: u32,
+    baseline: Option<Baseline>,
+    window: Window,
+    stats: LimitStats,
+}
+
+impl AdaptiveLimit {
+    /// A controller at `bounds.initial`, its first window starting at `now`.
+    pub fn new(bounds: LimitBounds, settings: AimdSettings, now: Instant) -> Self {
+        let bounds = LimitBounds::new(bounds.min, bounds.max, bounds.initial);
+        Self {
+            settings,
+            bounds,
+            limit: bounds.initial,
+            baseline: None,
+            window: Window::new(now),
+            stats: LimitStats::fixed(bounds.initial),
+        }
+    }
+
+    /// The limit in force.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The bounds it moves in.
+    pub fn bounds(&self) -> LimitBounds {
+        self.bounds
+    }
+
+    /// What the limit did so far.
+    pub fn stats(&self) -> LimitStats {
+        self.stats
+    }
+
+    /// Takes one completed operation into account; returns the new limit when it changed.
+    pub fn record(&mut self, sample: Sample, now: Instant) -> Option<u32> {
+        let before = self.limit;
+        if sample.back_pressure {
+            // A refusal or a lost operation says more than any latency: act now, once per window.
+            if !self.window.decreased {
+                self.decrease();
+                self.window.decreased = true;
+            }
+        } else {
+            self.window.latency_sum += sample.latency.as_secs_f64();
+            self.window.samples += 1;
+            if sample.in_flight >= self.limit {
+                self.window.reached_limit = true;
+            }
+        }
+        if now.saturating_duration_since(self.window.started) >= self.window_length() {
+            self.close_window(now);
+        }
+        (self.limit != before).then_some(self.limit)
+    }
+
+    fn window_length(&self) -> Duration {
+        let past = self
+            .baseline
+            .map(|b| Duration::from_secs_f64(b.mean.clamp(0.0, 60.0)))
+            .unwrap_or_default();
+        past.max(self.settings.min_window)
+    }
+
+    fn close_window(&mut self, now: Instant) {
+        let window = std::mem::replace(&mut self.window, Window::new(now));
+        if window.samples == 0 || !window.reached_limit {
+            // Latency measured below the limit says nothing about the limit, and a baseline taken
+            // at light load (the start of a run, a lull) would make the next busy window look like
+            // congestion.
+            return;
+        }
+        let current = window.latency_sum / window.samples as f64;
+        match self.baseline {
+            None => {
+                self.baseline = Some(Baseline {
+                    mean: current,
+                    deviation: 0.0,
+                });
+            }
+            Some(past) => {
+                if !window.decreased {
+                    let allowance = (self.settings.deviation_scale * past.deviation)
+                        .max(self.settings.tolerance * past.mean);
+                    if current > past.mean + allowance {
+                        self.decrease();
+                    } else if current <= past.mean * (1.0 + self.settings.growth_tolerance) {
+                        self.increase();
+                    }
+                }
+                let a = self.settings.ewma_alpha;
+                let deviation = (current - past.mean).abs();
+                self.baseline = Some(Baseline {
+                    mean: past.mean + a * (current - past.mean),
+                    deviation: past.deviation + a * (deviation - past.deviation),
+                });
+            }
+        }
+    }
+
+    fn decrease(&mut self) {
+        let lowered = (f64::from(self.limit) * self.settings.decrease_ratio).floor() as u32;
+        let next = lowered
+            .min(self.limit.saturating_sub(1))
+            .max(self.bounds.min);
+        if next < self.limit {
+            self.limit = next;
+            self.stats.decreases += 1;
+            self.stats.min = self.stats.min.min(next);
+            self.stats.current = next;
+        }
+    }
+
+    fn increase(&mut self) {
+        if self.limit < self.bounds.max {
+            self.limit += 1;
+            self.stats.increases += 1;
+            self.stats.max = self.stats.max.max(self.limit);
+            self.stats.current = self.limit;
+        }
+    }
+}
+
+/// The pool's bound on operations in flight: a semaphore whose permits follow the limit, fixed or
+/// adaptive. Shrinking takes free permits away at once and the rest as operations finish (a debt),
+/// so operations already sent are never disturbed; growing pays the debt first, then adds permits.
+pub(crate) struct InFlightGate {
+    semaphore: Semaphore,
+    limit: AtomicUsize,
+    debt: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    controller: Option<Mutex<AdaptiveLimit>>,
+}
+
+/// Leave to run one operation; gives its place back when dropped.
+pub(crate) struct GatePermit<'a> {
+    gate: &'a InFlightGate,
+    permit: Option<SemaphorePermit<'a>>,
+    /// Operations in flight when this one was let through, itself included.
+    pub in_flight: u32,
+    sent: Instant,
+}
+
+impl GatePermit<'_> {
+    /// Starts the operation's clock (when its request goes out, after any wait for a connection or
+    /// for the rate limit, which say nothing about the directory's pace).
+    pub fn mark_sent(&mut self) {
+        self.sent = Instant::now();
+    }
+
+    /// Reports how the operation went (to the adaptive controller, if any). Call once, when its
+    /// result (or failure) is in.
+    pub fn record(&self, back_pressure: bool) {
+        self.gate.record(Sample {
+            latency: self.sent.elapsed(),
+            in_flight: self.in_flight,
+            back_pressure,
+        });
+    }
+}
+
+impl Drop for GatePermit<'_> {
+    fn drop(&mut self) {
+        self.gate.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(permit) = self.permit.take()
+            && self.gate.take_debt()
+        {
+            permit.forget();
+        }
+    }
+}
+
+impl InFlightGate {
+    /// A gate that lets `limit` operations through at once, always.
+    pub fn fixed(limit: u32) -> Self {
+        Self::with(limit.max(1), None)
+    }
+
+    /// A gate whose limit the AIMD controller sets, starting at `bounds.initial`.
+    pub fn adaptive(bounds: LimitBounds, settings: AimdSettings) -> Self {
+        let controller = AdaptiveLimit::new(bounds, settings, Instant::now());
+        Self::with(controller.limit(), Some(Mutex::new(controller)))
+    }
+
+    fn with(limit: u32, controller: Option<Mutex<AdaptiveLimit>>) -> Self {
+        Self {
+            semaphore: Semaphore::new(limit as usize),
+            limit: AtomicUsize::new(limit as usize),
+            debt: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            controller,
+        }
+    }
+
+    /// Waits for a place; fails only when the gate is closed.
+    pub async fn acquire(&self) -> Result<GatePermit<'_>, tokio::sync::AcquireError> {
+        let permit = self.semaphore.acquire().await?;
+        let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(in_flight, Ordering::Relaxed);
+        Ok(GatePermit {
+            gate: self,
+            permit: Some(permit),
+            in_flight: u32::try_from(in_flight).unwrap_or(u32::MAX),
+            sent: Instant::now(),
+        })
+    }
+
+    /// Operations in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The most operations in flight at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// The limit in force.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// What the limit did so far.
+    pub fn stats(&self) -> LimitStats {
+        match &self.controller {
+            Some(c) => lock(c).stats(),
+            None => LimitStats::fixed(u32::try_from(self.limit()).unwrap_or(u32::MAX)),
+        }
+    }
+
+    /// Feeds one completed operation to the controller and applies a changed limit.
+    pub fn record(&self, sample: Sample) {
+        let Some(controller) = &self.controller else {
+            return;
+        };
+        let mut c = lock(controller);
+        if let Some(next) = c.record(sample, Instant::now()) {
+            // Applied under the controller's lock, so that changes land in the order decided.
+            self.set_limit(next as usize);
+            tracing::debug!(
+                limit = next,
+                back_pressure = sample.back_pressure,
+                latency_us = sample.latency.as_micros() as u64,
+                "in-flight limit changed"
+            );
+        }
+    }
+
+    fn set_limit(&self, next: usize) {
+        let before = self.limit.swap(next, Ordering::Relaxed);
+        if next < before {
+            for _ in next..before {
+                match self.semaphore.try_acquire() {
+                    Ok(p) => p.forget(),
+                    Err(_) => {
+                        self.debt.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        } else if next > before {
+            let mut grow = next - before;
+            while grow > 0 && self.take_debt() {
+                grow -= 1;
+            }
+            self.semaphore.add_permits(grow);
+        }
+    }
+
+    fn take_debt(&self) -> bool {
+        self.debt
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| d.checked_sub(1))
+            .is_ok()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn ok(latency_ms: u64, in_flight: u32) -> Sample {
+        Sample {
+            latency: MS * latency_ms as u32,
+            in_flight,
+            back_pressure: false,
+        }
+    }
+
+    fn refused() -> Sample {
+        Sample {
+            latency: MS,
+            in_flight: 1,
+            back_pressure: true,
+        }
+    }
+
+    /// Feeds `windows` windows of `per_window` samples each at the given latency, with the pool
+    /// full (or idle when `saturated` is false); returns the time reached.
+    fn run(
+        c: &mut AdaptiveLimit,
+        mut now: Instant,
+        windows: u32,
+        latency_ms: u64,
+        saturated: bool,
+    ) -> Instant {
+        let step = Duration::from_millis(latency_ms.max(10)) / 4;
+        for _ in 0..windows {
+            for _ in 0..4 {
+                now += step;
+                let in_flight = if saturated { c.limit() } else { 1 };
+                c.record(ok(latency_ms, in_flight), now);
+            }
+        }
+        now
+    }
+
+    fn controller(min: u32, max: u32, initial: u32) -> (AdaptiveLimit, Instant) {
+        let t0 = Instant::now();
+        (
+            AdaptiveLimit::new(
+                LimitBounds::new(min, max, initial),
+                AimdSettings::default(),
+                t0,
+            ),
+            t0,
+        )
+    }
+
+    #[test]
+    fn bounds_are_ordered_and_at_least_one() {
+        assert_eq!(
+            LimitBounds::new(0, 0, 0),
+            LimitBounds {
+                min: 1,
+                max: 1,
+                initial: 1
+            }
+        );
+        assert_eq!(LimitBounds::new(4, 2, 1).max, 4, "the floor wins");
+        assert_eq!(LimitBounds::new(1, 64, 100).initial, 64);
+    }
+
+    #[test]
+    fn grows_by_one_per_window_while_latency_holds_and_the_limit_is_used() {
+        let (mut c, t0) = controller(1, 16, 4);
+        run(&mut c, t0, 30, 2, true);
+        assert_eq!(c.limit(), 16, "grew to the ceiling and stopped there");
+        let s = c.stats();
+        assert_eq!((s.increases, s.decreases, s.max), (12, 0, 16));
+    }
+
+    #[test]
+    fn does_not_grow_when_the_limit_is_not_reached() {
+        let (mut c, t0) = controller(1, 16, 4);
+        run(&mut c, t0, 30, 2, false);
+        assert_eq!(c.limit(), 4);
+        assert_eq!(c.stats().increases, 0);
+    }
+
+    #[test]
+    fn latency_at_light_load_is_no_baseline_for_a_busy_pool() {
+        let (mut c, t0) = controller(1, 64, 32);
+        // A lull: few operations, fast.
+        let t = run(&mut c, t0, 10, 1, false);
+        // The pool fills: latency five times the lull's, steady.
+        run(&mut c, t, 10, 5, true);
+        assert_eq!(c.stats().decreases, 0, "{:?}", c.stats());
+        assert!(c.limit() > 32, "and it grows: {}", c.limit());
+    }
+
+    #[test]
+    fn shrinks_when_latency_rises_then_recovers_when_it_settles() {
+        let (mut c, t0) = controller(1, 32, 32);
+        let t = run(&mut c, t0, 10, 1, true);
+        assert_eq!(c.limit(), 32);
+        let t = run(&mut c, t, 1, 20, true);
+        assert!(c.limit() < 32, "a 20× rise cuts the limit: {}", c.limit());
+        let t = run(&mut c, t, 3, 20, true);
+        let low = c.limit();
+        assert!(
+            low >= 16,
+            "at most a few cuts before the new pace is the norm"
+        );
+        // Latency steady at the new level: the limit is used again and grows.
+        run(&mut c, t, 20, 20, true);
+        assert!(c.limit() > low, "{} > {low}", c.limit());
+        assert!(c.stats().min <= low);
+    }
+
+    #[test]
+    fn back_pressure_cuts_at_once_but_once_per_window() {
+        let (mut c, t0) = controller(1, 64, 20);
+        let t = run(&mut c, t0, 5, 1, false);
+        assert_eq!(c.record(refused(), t), Some(18), "20 × 0.9");
+        assert_eq!(c.record(refused(), t), None, "same window");
+        assert_eq!(c.record(refused(), t + MS), None);
+        let t = t + Duration::from_millis(20);
+        c.record(ok(1, 1), t);
+        assert_eq!(
+            c.record(refused(), t + MS),
+            Some(16),
+            "next window: 18 × 0.9"
+        );
+        assert_eq!(c.stats().decreases, 2);
+    }
+
+    #[test]
+    fn never_leaves_its_bounds() {
+        let (mut c, mut t) = controller(3, 8, 8);
+        for _ in 0..100 {
+            t += Duration::from_millis(50);
+            c.record(refused(), t);
+        }
+        assert_eq!(c.limit(), 3);
+        assert_eq!(c.stats().min, 3);
+        run(&mut c, t, 100, 1, true);
+        assert_eq!(c.limit(), 8);
+        assert_eq!(c.stats().max, 8);
+    }
+
+    #[test]
+    fn small_limits_still_move() {
+        let (mut c, t0) = controller(1, 4, 2);
+        assert_eq!(c.record(refused(), t0), Some(1), "2 × 0.9 floors to 1");
+        assert_eq!(c.record(refused(), t0 + Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn steady_noise_does_not_cut_the_limit() {
+        let (mut c, mut t) = controller(1, 32, 32);
+        for i in 0..400u64 {
+            t += Duration::from_millis(3);
+            // Latency alternating 0.9 / 1.1 ms around 1 ms.
+            let latency = Duration::from_micros(if i % 2 == 0 { 900 } else { 1100 });
+            c.record(
+                Sample {
+                    latency,
+                    in_flight: 32,
+                    back_pressure: false,
+                },
+                t,
+            );
+        }
+        assert_eq!(c.stats().decreases, 0);
+    }
+
+    #[tokio::test]
+    async fn the_gate_follows_the_limit_without_disturbing_operations_in_flight() {
+        let gate = InFlightGate::adaptive(LimitBounds::new(1, 8, 4), AimdSettings::default());
+        let held: Vec<_> = futures_hold(&gate, 4).await;
+        assert_eq!(gate.in_flight(), 4);
+        assert!(gate.semaphore.try_acquire().is_err(), "4 of 4 in use");
+        // Shrink to 2 while all 4 are out: the debt is paid as they come back.
+        gate.set_limit(2);
+        drop(held);
+        assert_eq!(gate.in_flight(), 0);
+        assert_eq!(gate.semaphore.available_permits(), 2);
+        // Grow to 6: two more places.
+        gate.set_limit(6);
+        assert_eq!(gate.semaphore.available_permits(), 6);
+        // Shrink with free places: taken at once.
+        gate.set_limit(3);
+        assert_eq!(gate.semaphore.available_permits(), 3);
+        // Shrink with one out, then grow back before it returns: the debt is cancelled, not paid.
+        let all = futures_hold(&gate, 3).await;
+        gate.set_limit(1);
+        gate.set_limit(2);
+        drop(all);
+        assert_eq!(gate.semaphore.available_permits(), 2);
+        assert_eq!(gate.limit(), 2);
+        assert_eq!(gate.peak(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_fixed_gate_never_moves() {
+        let gate = InFlightGate::fixed(3);
+        let p = gate.acquire().await.expect("open");
+        p.record(true);
+        drop(p);
+        assert_eq!(gate.limit(), 3);
+        assert_eq!(gate.stats(), LimitStats::fixed(3));
+    }
+
+    #[tokio::test]
+    async fn back_pressure_through_the_gate_lowers_its_limit() {
+        let gate = InFlightGate::adaptive(LimitBounds::new(1, 32, 20), AimdSettings::default());
+        let p = gate.acquire().await.expect("open");
+        p.record(true);
+        drop(p);
+        assert_eq!(gate.limit(), 18);
+        assert_eq!(gate.semaphore.available_permits(), 18);
+        assert_eq!(gate.stats().decreases, 1);
+    }
+
+    async fn futures_hold(gate: &InFlightGate, n: usize) -> Vec<GatePermit<'_>> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(gate.acquire().await.expect("open"));
+        }
+        held
+    }
+}

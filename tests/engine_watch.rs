@@ -1,0 +1,585 @@
+//! Continuous export ("watch") against real PostgreSQL and slapd: exports staged after the watch
+//! started are picked up with the notifying trigger and without it (polling), across a PostgreSQL
+//! restart, and when a row's `NextRetryAt` comes due; stopping leaves nothing `Executing`.
+
+mod engine_support;
+mod watch_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine_support::{Env, Events, host_port};
+use jim_export::config::{DatabaseConfig, WakeUpMode, WatchOptions, WatchRequest};
+use jim_export::engine::{CancellationToken, Engine};
+use jim_export::model::PendingExportStatus;
+use jim_export::report::{WatchMode, WatchResult};
+use jim_export_testkit::seed::{self, SeedOptions, Template};
+use jim_export_testkit::slapd::{Slapd, SlapdOptions};
+use jim_export_testkit::{Postgres, PostgresOptions};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+use watch_support::{park_all, stage, user_exports, wait_for_status};
+
+/// Generous: the assertions are about behaviour, not speed, on a loaded two-core machine.
+const PICKED_UP_WITHIN: Duration = Duration::from_secs(15);
+
+fn exported() -> i32 {
+    PendingExportStatus::Exported.as_i32()
+}
+
+/// A running watch and what it reports.
+struct Running {
+    cancel: CancellationToken,
+    events: Arc<Events>,
+    task: JoinHandle<WatchResult>,
+}
+
+impl Running {
+    fn start(engine: Arc<Engine>, request: WatchRequest) -> Running {
+        let cancel = CancellationToken::new();
+        let events = Arc::new(Events::default());
+        let task = {
+            let (cancel, events) = (cancel.clone(), events.clone());
+            tokio::spawn(async move {
+                engine
+                    .watch(&request, events, cancel)
+                    .await
+                    .expect("the watch runs")
+            })
+        };
+        Running {
+            cancel,
+            events,
+            task,
+        }
+    }
+
+    async fn stop(self) -> (WatchResult, Arc<Events>) {
+        self.cancel.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the watch stops")
+            .expect("the watch task ends normally");
+        (result, self.events)
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.events
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.message.contains(needle))
+    }
+}
+
+fn watch_request(env: &Env, options: WatchOptions) -> WatchRequest {
+    WatchRequest {
+        requests: vec![env.request()],
+        watch: options,
+    }
+}
+
+fn ids(exports: &[(Uuid, String)]) -> Vec<Uuid> {
+    exports.iter().map(|(id, _)| *id).collect()
+}
+
+async fn assert_in_directory(env: &Env, exports: &[(Uuid, String)]) {
+    let dir = env.directory().await;
+    for (_, dn) in exports {
+        assert!(
+            dir.entries.keys().any(|k| k.eq_ignore_ascii_case(dn)),
+            "{dn} is in the directory"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_picks_up_exports_staged_after_the_start() {
+    let env = Env::new(Template::Micro).await;
+    let system = env.seeded.connected_system_id();
+    park_all(&env.db.pool, system).await;
+    let users = user_exports(&env.seeded);
+    let engine = Arc::new(Engine::new());
+    let watch = Running::start(engine, watch_request(&env, WatchOptions::default()));
+
+    // Let the watch start and go idle, then stage two rounds with a pause between them (so the second
+    // is found by a backed-off poll).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stage(&env.db.pool, &ids(&users[0..3]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[0..3]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await,
+        "the first round is exported"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stage(&env.db.pool, &ids(&users[3..5]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[3..5]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await,
+        "the second round is exported"
+    );
+    assert!(watch.logged("polling (no notifying trigger installed)"));
+
+    let (result, events) = watch.stop().await;
+    assert_eq!(result.mode, WatchMode::Polling);
+    assert!(!result.trigger_installed);
+    assert_eq!(result.exports, 5, "{result:?}");
+    assert!(result.passes >= 2, "{result:?}");
+    assert_eq!(result.wake_ups.notification, 0);
+    assert!(result.wake_ups.poll >= 2, "{result:?}");
+    assert_eq!(result.systems[0].succeeded, 5);
+    assert_eq!(env.executing().await, 0);
+    assert_in_directory(&env, &users[0..5]).await;
+    // Batch reports number on across passes.
+    let sequences: Vec<u64> = events
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.sequence)
+        .collect();
+    assert!(sequences.windows(2).all(|w| w[1] > w[0]), "{sequences:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_pick_up_exports_staged_after_the_start() {
+    let env = Env::new(Template::Micro).await;
+    let system = env.seeded.connected_system_id();
+    let database = DatabaseConfig::new(env.db.url.clone());
+    let engine = Arc::new(Engine::new());
+    assert!(!engine.notify_trigger_installed(&database).await.unwrap());
+    engine.install_notify_trigger(&database).await.unwrap();
+    engine.install_notify_trigger(&database).await.unwrap(); // idempotent
+    assert!(engine.notify_trigger_installed(&database).await.unwrap());
+    park_all(&env.db.pool, system).await;
+    let users = user_exports(&env.seeded);
+
+    // A long poll interval and safety re-scan: only a notification can find the work in time.
+    let options = WatchOptions {
+        poll_min_ms: 60_000,
+        poll_max_ms: 60_000,
+        notify_recheck_ms: 600_000,
+        ..WatchOptions::default()
+    };
+    let watch = Running::start(engine.clone(), watch_request(&env, options));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for round in [0..2, 2..3, 3..6] {
+        stage(&env.db.pool, &ids(&users[round.clone()]), None).await;
+        assert!(
+            wait_for_status(
+                &env.db.pool,
+                &ids(&users[round.clone()]),
+                exported(),
+                PICKED_UP_WITHIN
+            )
+            .await,
+            "round {round:?} is exported"
+        );
+    }
+    assert!(watch.logged("woken by PostgreSQL notifications"));
+    let (result, _) = watch.stop().await;
+    assert_eq!(result.mode, WatchMode::Notifications);
+    assert_eq!(result.exports, 6, "{result:?}");
+    assert!(result.wake_ups.notification >= 3, "{result:?}");
+    assert_eq!((result.wake_ups.poll, result.wake_ups.recheck), (0, 0));
+    assert_eq!(env.executing().await, 0);
+    assert_in_directory(&env, &users[0..6]).await;
+
+    // Asked to poll, the watch ignores the trigger; removed, it is gone.
+    let polling = WatchOptions {
+        wake_up: WakeUpMode::Poll,
+        ..WatchOptions::default()
+    };
+    let watch = Running::start(engine.clone(), watch_request(&env, polling));
+    stage(&env.db.pool, &ids(&users[6..7]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[6..7]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await
+    );
+    let (result, _) = watch.stop().await;
+    assert_eq!(result.mode, WatchMode::Polling);
+    assert!(result.trigger_installed);
+    engine.remove_notify_trigger(&database).await.unwrap();
+    assert!(!engine.notify_trigger_installed(&database).await.unwrap());
+    engine.remove_notify_trigger(&database).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_whose_next_retry_at_comes_due_is_picked_up_when_it_does() {
+    let env = Env::new(Template::Micro).await;
+    park_all(&env.db.pool, env.seeded.connected_system_id()).await;
+    let users = user_exports(&env.seeded);
+    // Polls far apart: only the due time can wake the watch in time.
+    let options = WatchOptions {
+        wake_up: WakeUpMode::Poll,
+        poll_min_ms: 60_000,
+        poll_max_ms: 60_000,
+        ..WatchOptions::default()
+    };
+    let engine = Arc::new(Engine::new());
+    // Staged before the start, due 3 s later: the first look finds nothing due but learns when.
+    stage(
+        &env.db.pool,
+        &ids(&users[0..1]),
+        Some(Duration::from_secs(3)),
+    )
+    .await;
+    let watch = Running::start(engine, watch_request(&env, options));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        watch_support::statuses(&env.db.pool, &ids(&users[0..1]))
+            .await
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![PendingExportStatus::Pending.as_i32()],
+        "not exported before it is due"
+    );
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[0..1]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await
+    );
+    let (result, _) = watch.stop().await;
+    assert_eq!(result.exports, 1);
+    assert!(result.wake_ups.retry_due >= 1, "{result:?}");
+    assert_eq!(result.wake_ups.poll, 0, "{result:?}");
+    assert_eq!(env.executing().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_mid_pass_leaves_nothing_executing() {
+    let env = Env::new(Template::Small).await;
+    park_all(&env.db.pool, env.seeded.connected_system_id()).await;
+    let users = user_exports(&env.seeded);
+    let engine = Arc::new(Engine::new());
+    let mut request = watch_request(&env, WatchOptions::default());
+    // Small pages and flushes, one operation at a time: the stop lands mid-pass.
+    request.requests[0].options.page_size = 5;
+    request.requests[0].options.flush_size = 5;
+    request.requests[0].options.connections = Some(1);
+    request.requests[0].options.in_flight_per_connection = Some(1);
+    let watch = Running::start(engine, request);
+    stage(&env.db.pool, &ids(&users), None).await;
+    // Stop at the first batch report.
+    let deadline = std::time::Instant::now() + PICKED_UP_WITHIN;
+    while watch.events.batches.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a batch is reported");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (result, _) = watch.stop().await;
+    assert_eq!(env.executing().await, 0, "nothing is left Executing");
+    let counts = env.pending_export_counts().await;
+    let exported_rows: i64 = counts
+        .iter()
+        .filter(|((s, _), _)| *s == exported())
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        exported_rows as u64, result.systems[0].succeeded,
+        "{counts:?}"
+    );
+    assert!(
+        (exported_rows as usize) < users.len(),
+        "the stop came before the end ({exported_rows} of {})",
+        users.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_is_survived_in_both_modes() {
+    // A cluster of its own: the test restarts it.
+    let mut pg = Postgres::start(PostgresOptions::default())
+        .await
+        .expect("PostgreSQL starts");
+    let db = pg.jim_database().await.expect("a JIM database");
+    let slapd = Slapd::start(SlapdOptions::default())
+        .await
+        .expect("slapd starts");
+    let (host, port) = host_port(slapd.ldap_url());
+    let options = SeedOptions::new(Template::Micro)
+        .with_suffix(slapd.suffix())
+        .with_directory(host, port);
+    let seeded = seed::seed(&db.pool, &options).await.expect("seed");
+    let env = Env { db, slapd, seeded };
+    let database = DatabaseConfig::new(env.db.url.clone());
+    let engine = Arc::new(Engine::new());
+    engine.install_notify_trigger(&database).await.unwrap();
+    park_all(&env.db.pool, env.seeded.connected_system_id()).await;
+    let users = user_exports(&env.seeded);
+
+    let notified = Running::start(
+        engine.clone(),
+        watch_request(
+            &env,
+            WatchOptions {
+                notify_recheck_ms: 600_000,
+                ..WatchOptions::default()
+            },
+        ),
+    );
+    let mut poll_request = watch_request(
+        &env,
+        WatchOptions {
+            wake_up: WakeUpMode::Poll,
+            ..WatchOptions::default()
+        },
+    );
+    // The same system watched twice (as two engines would): the claims keep them apart. A second
+    // engine, so that the two do not share a pool.
+    poll_request.requests[0].database.max_connections = 2;
+    let polled = Running::start(Arc::new(Engine::new()), poll_request);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stage(&env.db.pool, &ids(&users[0..2]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[0..2]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await
+    );
+
+    pg.restart().expect("PostgreSQL restarts");
+    // The test's own pool reconnects as well (its connections died with the server).
+    let mut staged = false;
+    for _ in 0..100 {
+        if sqlx::query("SELECT 1").execute(&env.db.pool).await.is_ok() {
+            staged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(staged, "the database answers after the restart");
+    stage(&env.db.pool, &ids(&users[2..5]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[2..5]),
+            exported(),
+            Duration::from_secs(30)
+        )
+        .await,
+        "exports staged after the restart are picked up"
+    );
+
+    let (n, _) = notified.stop().await;
+    let (p, _) = polled.stop().await;
+    assert_eq!(n.mode, WatchMode::Notifications);
+    assert!(n.listener_reconnects >= 1, "{n:?}");
+    assert!(n.wake_ups.reconnect >= 1, "{n:?}");
+    assert_eq!(p.mode, WatchMode::Polling);
+    assert_eq!(n.exports + p.exports, 5, "{n:?}\n{p:?}");
+    assert_eq!(env.executing().await, 0);
+    assert_in_directory(&env, &users[0..5]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_watch_request_names_the_field() {
+    let env = Env::new(Template::Nano).await;
+    let mut second = env.request();
+    second.database = DatabaseConfig::new("postgres://elsewhere/db");
+    second.options.dry_run = true;
+    let request = WatchRequest {
+        requests: vec![env.request(), second],
+        watch: WatchOptions {
+            poll_max_ms: 1,
+            ..WatchOptions::default()
+        },
+    };
+    let err = Engine::new()
+        .watch(
+            &request,
+            Arc::new(Events::default()),
+            CancellationToken::new(),
+        )
+        .await
+        .expect_err("refused");
+    let text = err.to_string();
+    for path in [
+        "requests[1].database.connection",
+        "requests[1].connected_system_id",
+        "requests[1].options.dry_run",
+        "watch.poll_max_ms",
+    ] {
+        assert!(text.contains(path), "{text} names {path}");
+    }
+}
+
+/// Notifications received within `wait` (and no more after a quiet 300 ms).
+async fn drain(listener: &mut sqlx::postgres::PgListener, wait: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, listener.recv()).await {
+        got.push(n.payload().to_string());
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_notifies_once_per_transaction_and_not_for_the_engines_own_writes() {
+    let env = Env::new(Template::Micro).await;
+    let system = env.seeded.connected_system_id();
+    let engine = Engine::new();
+    engine
+        .install_notify_trigger(&DatabaseConfig::new(env.db.url.clone()))
+        .await
+        .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&env.db.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(jim_export::store::NOTIFY_CHANNEL)
+        .await
+        .unwrap();
+    park_all(&env.db.pool, system).await;
+    assert_eq!(
+        drain(&mut listener, Duration::from_millis(300)).await.len(),
+        0
+    );
+
+    // Five exports staged in one transaction (ten statements' worth of rows): one notification.
+    let users = user_exports(&env.seeded);
+    let five = ids(&users[0..5]);
+    stage(&env.db.pool, &five, None).await;
+    assert_eq!(
+        drain(&mut listener, Duration::from_secs(2)).await,
+        vec![system.to_string()]
+    );
+
+    // The engine's claims and persists are silent.
+    let (result, _) = env.run(&engine, &env.request()).await;
+    assert_eq!(result.success_count, 5, "{}", result.message);
+    assert_eq!(
+        drain(&mut listener, Duration::from_millis(500)).await.len(),
+        0
+    );
+
+    // Made Pending again but not due: silent; then due: one notification.
+    sqlx::query(
+        r#"UPDATE "PendingExports" SET "Status" = 0, "NextRetryAt" = now() + interval '1 hour'
+           WHERE "Id" = ANY($1)"#,
+    )
+    .bind(&five[0..2])
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        drain(&mut listener, Duration::from_millis(500)).await.len(),
+        0
+    );
+    sqlx::query(r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "Id" = ANY($1)"#)
+        .bind(&five[0..2])
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&mut listener, Duration::from_secs(2)).await,
+        vec![system.to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_watch_serves_several_connected_systems() {
+    let first = Env::new(Template::Nano).await;
+    // A second system in the same database, exporting to a slapd of its own.
+    let slapd = Slapd::start(SlapdOptions::default())
+        .await
+        .expect("slapd starts");
+    let (host, port) = host_port(slapd.ldap_url());
+    let options = SeedOptions::new(Template::Nano)
+        .with_seed(2)
+        .with_suffix(slapd.suffix())
+        .with_directory(host, port);
+    let seeded = seed::seed(&first.db.pool, &options).await.expect("seed");
+    let second = Env {
+        db: first.db.clone(),
+        slapd,
+        seeded,
+    };
+    for env in [&first, &second] {
+        park_all(&env.db.pool, env.seeded.connected_system_id()).await;
+    }
+    let request = WatchRequest {
+        requests: vec![first.request(), second.request()],
+        watch: WatchOptions::default(),
+    };
+    let watch = Running::start(Arc::new(Engine::new()), request);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = user_exports(&first.seeded);
+    let b = user_exports(&second.seeded);
+    stage(&first.db.pool, &ids(&a[0..2]), None).await;
+    stage(&first.db.pool, &ids(&b[0..3]), None).await;
+    assert!(wait_for_status(&first.db.pool, &ids(&a[0..2]), exported(), PICKED_UP_WITHIN).await);
+    assert!(wait_for_status(&first.db.pool, &ids(&b[0..3]), exported(), PICKED_UP_WITHIN).await);
+    let (result, _) = watch.stop().await;
+    assert_eq!(result.systems.len(), 2);
+    assert_eq!(
+        (result.systems[0].exports, result.systems[1].exports),
+        (2, 3),
+        "{result:?}"
+    );
+    assert_in_directory(&first, &a[0..2]).await;
+    assert_in_directory(&second, &b[0..3]).await;
+    assert_eq!(first.executing().await + second.executing().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_restart_between_passes_is_survived() {
+    let mut env = Env::new(Template::Micro).await;
+    park_all(&env.db.pool, env.seeded.connected_system_id()).await;
+    let users = user_exports(&env.seeded);
+    let watch = Running::start(
+        Arc::new(Engine::new()),
+        watch_request(&env, WatchOptions::default()),
+    );
+    stage(&env.db.pool, &ids(&users[0..2]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[0..2]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await
+    );
+    env.slapd.restart().await.expect("slapd restarts");
+    stage(&env.db.pool, &ids(&users[2..4]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[2..4]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await,
+        "exports staged after the directory restarted are written: {:?}",
+        watch_support::statuses(&env.db.pool, &ids(&users[2..4])).await
+    );
+    let (result, _) = watch.stop().await;
+    assert_eq!(result.exports, 4, "{result:?}");
+    assert_eq!(env.executing().await, 0);
+    assert_in_directory(&env, &users[0..4]).await;
+}
