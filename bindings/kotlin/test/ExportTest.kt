@@ -1,13 +1,17 @@
 // The Kotlin bindings against real servers: starts `jim-testkit serve` (throwaway PostgreSQL and
 // slapd with JIM's Small template staged), then checks typed errors, the operator calls and a real
 // export run through the `runExport` suspend function, whose result is checked against the database
-// through the engine's queue summary. Run by scripts/test-kotlin.sh; argument: the jim-testkit path.
+// through the engine's queue summary, then a watch (continuous export) stopped through its CancelToken. Run by scripts/test-kotlin.sh; argument: the jim-testkit path.
 package org.jim.export.test
 
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicLong
 import kotlin.system.exitProcess
+import kotlinx.coroutines.async
+import kotlinx.coroutines.coroutineScope
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
 import org.jim.export.*
 
 /** A listener counting what a run reports (called on the engine's threads). */
@@ -144,6 +148,28 @@ fun main(args: Array<String>) {
                 check(summary.executable == 0L && summary.strandedExecuting == 0L) { "$summary" }
                 check(engine.resetFailed(request.database, systemId) == 0uL) { "nothing failed" }
                 check(engine.releaseStranded(request.database, systemId, 0uL) == 0uL) { "nothing stranded" }
+            }
+
+            test("a watch with the trigger installed waits for work and stops on its CancelToken") {
+                engine.installNotifyTrigger(request.database)
+                check(engine.notifyTriggerInstalled(request.database)) { "trigger not installed" }
+                val cancel = CancelToken()
+                val result = coroutineScope {
+                    val watch = async {
+                        engine.watch(WatchRequest(listOf(request), defaultWatchOptions()), cancel, Counter())
+                    }
+                    delay(1500)
+                    check(engine.activeRuns() == 1u) { "active runs ${engine.activeRuns()}" }
+                    cancel.cancel()
+                    withTimeout(30_000) { watch.await() }
+                }
+                check(result.mode == WatchMode.NOTIFICATIONS && result.triggerInstalled) { result.message }
+                check(result.systems.size == 1 && result.exports == 0uL) { result.message }
+                check(result.wakeUps.startup >= 1uL) { "${result.wakeUps}" }
+                engine.removeNotifyTrigger(request.database)
+                check(!engine.notifyTriggerInstalled(request.database)) { "trigger still installed" }
+                val summary = engine.queueSummary(request.database, systemId)
+                check(summary.strandedExecuting == 0L && summary.executable == 0L) { "$summary" }
             }
 
             engine.shutdown()
