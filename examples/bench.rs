@@ -5,6 +5,7 @@
 //! cargo run --release --example bench -- [--template MediumLarge] [--rtt 0,2,10]
 //!     [--modes durable,nosync] [--strategies limit,ldapmodify,jim-today,engine]
 //!     [--follow-ups 200] [--out bench-results] [--scale] [--scale-seconds 60]
+//!     [--directories slapd,samba-ad | --samba] [--samba-template Medium] [--samba-follow-ups 50]
 //! ```
 //!
 //! The parent starts a throwaway PostgreSQL 15 per mode (durable or `fsync = off`) and, per mode ×
@@ -26,9 +27,15 @@
 //! CPU seconds of slapd and PostgreSQL come from `/proc/<pid>/stat` before and after (PostgreSQL:
 //! the postmaster, its live children and its reaped children). Results go to `<out>/results.json`,
 //! `<out>/results.md` and `<out>/objects_per_second.png`. Figures are printed, never asserted.
+//!
+//! The Samba AD rows (`bench/samba.rs`; part of the default run, skipped with a message where the
+//! DC cannot run; `--samba` runs only them) compare limit, jim-today and the engine against the
+//! testkit's Samba AD domain controller on the AD seed.
 
 #[path = "bench/chart.rs"]
 mod chart;
+#[path = "bench/samba.rs"]
+mod samba;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -39,7 +46,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jim_export::config::{
-    DatabaseConfig, Dialect, DirectoryConfig, ExportRequest, ExportSettings, RunOptions,
+    DatabaseConfig, Dialect, DirectoryConfig, DirectoryTls, ExportRequest, ExportSettings,
+    RunOptions,
 };
 use jim_export::directory::{Directory, DirectoryTuning, ExportJob, ExportStatus};
 use jim_export::engine::{CancellationToken, Engine, NoListener};
@@ -61,6 +69,10 @@ const JIM_BATCH: u32 = 100;
 /// JIM's auto-tuned Export Concurrency for OpenLDAP.
 const JIM_IN_FLIGHT: u32 = 16;
 
+fn default_jim_in_flight() -> u32 {
+    JIM_IN_FLIGHT
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child side
 // ---------------------------------------------------------------------------------------------
@@ -76,6 +88,15 @@ struct ChildSpec {
     password: String,
     /// Cancel the run after this long (the scale run).
     cancel_after_s: Option<u64>,
+    /// TLS towards the directory (Samba AD: LDAPS verified against the test CA); none for slapd.
+    #[serde(default)]
+    tls: Option<DirectoryTls>,
+    /// Detect the dialect from the rootDSE instead of taking OpenLDAP.
+    #[serde(default)]
+    detect_dialect: bool,
+    /// JIM's Export Concurrency for this directory: the jim-today emulation's in-flight limit.
+    #[serde(default = "default_jim_in_flight")]
+    jim_in_flight: u32,
 }
 
 /// What a child reports (one JSON line on stdout).
@@ -106,7 +127,10 @@ fn settings() -> ExportSettings {
 
 fn directory_config(spec: &ChildSpec) -> DirectoryConfig {
     let mut c = DirectoryConfig::simple(&spec.ldap_url, &spec.bind_dn, &spec.password);
-    c.dialect = Some(Dialect::OpenLdap);
+    if let Some(tls) = &spec.tls {
+        c.tls = tls.clone();
+    }
+    c.dialect = (!spec.detect_dialect).then_some(Dialect::OpenLdap);
     c
 }
 
@@ -147,19 +171,27 @@ fn ppid(pid: i32) -> Option<i32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// CPU seconds of a server process and all its children, live or reaped.
+/// CPU seconds of a server process and all its descendants, live or reaped (Samba's services are
+/// grandchildren of its master process).
 fn tree_cpu(pid: Option<i32>) -> f64 {
     let Some(pid) = pid else { return 0.0 };
-    let (own, reaped) = proc_cpu(pid).unwrap_or((0.0, 0.0));
-    let mut total = own + reaped;
+    let mut parents = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
-            if let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
-                && ppid(child) == Some(pid)
+            if let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                && let Some(pp) = ppid(p)
             {
-                total += proc_cpu(child).map_or(0.0, |(o, _)| o);
+                parents.push((p, pp));
             }
         }
+    }
+    let mut total = 0.0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        // A live process's own time plus that of its reaped children.
+        let (own, reaped) = proc_cpu(p).unwrap_or((0.0, 0.0));
+        total += own + reaped;
+        todo.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
     }
     total
 }
@@ -253,13 +285,18 @@ async fn timed_execute(
             let t = Instant::now();
             let r = d.execute(job).await;
             drop(permit);
-            (r.is_success(), t.elapsed().as_secs_f64() * 1000.0)
+            (r, t.elapsed().as_secs_f64() * 1000.0)
         });
     }
     let mut failed = 0;
     let mut lat = Vec::new();
-    while let Some(Ok((ok, ms))) = set.join_next().await {
-        failed += u64::from(!ok);
+    while let Some(Ok((r, ms))) = set.join_next().await {
+        if !r.is_success() {
+            failed += 1;
+            if failed <= 3 {
+                eprintln!("    failed: {}", r.error_message().unwrap_or_default());
+            }
+        }
         lat.push(ms);
     }
     (failed, lat)
@@ -278,17 +315,27 @@ async fn child_limit(spec: &ChildSpec) -> Result<ChildReport> {
     .await?;
     let (plain, references) = planned_jobs(spec, directory.dialect()).await?;
     let exports = (plain.len() + references.len()) as u64;
+    // Active Directory refuses a reference to an entry that does not exist yet (OpenLDAP takes
+    // it), so there the reference-bearing exports go in waves, each after the Creates it names.
+    let waves = if spec.detect_dialect {
+        dependency_waves(references)
+    } else {
+        vec![references]
+    };
     let started = Instant::now();
-    let (f1, mut lat) = timed_execute(&directory, plain, 512).await;
-    let (f2, lat2) = timed_execute(&directory, references, 512).await;
+    let (mut failed, mut lat) = timed_execute(&directory, plain, 512).await;
+    for wave in waves {
+        let (f, l) = timed_execute(&directory, wave, 512).await;
+        failed += f;
+        lat.extend(l);
+    }
     let elapsed = started.elapsed();
-    lat.extend(lat2);
     lat.sort_by(f64::total_cmp);
     let ops = directory.stats().operations();
     directory.close().await;
     Ok(ChildReport {
         exports,
-        failed: f1 + f2,
+        failed,
         elapsed_s: elapsed.as_secs_f64(),
         ldap_operations: ops,
         latency_p50_ms: percentile(&lat, 0.5),
@@ -296,6 +343,73 @@ async fn child_limit(spec: &ChildSpec) -> Result<ChildReport> {
         latency_note: "per export, Directory::execute call to result".into(),
         ..ChildReport::default()
     })
+}
+
+/// Splits `jobs` into waves: a job whose values name an entry that another job of the set adds goes
+/// in a later wave than that job (a cycle, which the seeds never make, ends up in the last wave).
+fn dependency_waves(jobs: Vec<ExportJob>) -> Vec<Vec<ExportJob>> {
+    let mut adds = std::collections::HashMap::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let Ok(plan) = &job.plan else { continue };
+        for step in &plan.steps {
+            if let Operation::Add { dn, .. } = &step.operation {
+                adds.insert(jim_export::plan::dn_key(dn), i);
+            }
+        }
+    }
+    let named = |job: &ExportJob| -> Vec<usize> {
+        let Ok(plan) = &job.plan else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for step in &plan.steps {
+            let values: Vec<&Vec<u8>> = match &step.operation {
+                Operation::Add { attributes, .. } => {
+                    attributes.iter().flat_map(|a| &a.values).collect()
+                }
+                Operation::Modify { modifications, .. } => {
+                    modifications.iter().flat_map(|m| &m.values).collect()
+                }
+                _ => Vec::new(),
+            };
+            for v in values {
+                if let Ok(text) = std::str::from_utf8(v)
+                    && text.contains('=')
+                    && let Some(&j) = adds.get(&jim_export::plan::dn_key(text))
+                {
+                    out.push(j);
+                }
+            }
+        }
+        out
+    };
+    let deps: Vec<Vec<usize>> = jobs.iter().map(named).collect();
+    let mut wave = vec![0usize; jobs.len()];
+    for _ in 0..jobs.len() {
+        let mut changed = false;
+        for i in 0..jobs.len() {
+            let w = deps[i]
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| wave[j] + 1)
+                .max()
+                .unwrap_or(0)
+                .min(jobs.len());
+            if w > wave[i] {
+                wave[i] = w;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let depth = wave.iter().copied().max().unwrap_or(0);
+    let mut waves: Vec<Vec<ExportJob>> = (0..=depth).map(|_| Vec::new()).collect();
+    for (job, w) in jobs.into_iter().zip(wave) {
+        waves[w].push(job);
+    }
+    waves
 }
 
 fn ldif_value(out: &mut String, attr: &str, v: &[u8]) {
@@ -595,6 +709,7 @@ async fn jim_batch(
     planner: &Planner,
     mut exports: Vec<ClaimedExport>,
     processed: i32,
+    in_flight: usize,
 ) -> Result<(u64, u64, Vec<f64>, bool)> {
     let mut statements = 1; // the claim
     let ids: Vec<uuid::Uuid> = exports.iter().map(ClaimedExport::id).collect();
@@ -622,7 +737,7 @@ async fn jim_batch(
         }
     }
     let (results, lat) = {
-        let gate = Arc::new(Semaphore::new(JIM_IN_FLIGHT as usize));
+        let gate = Arc::new(Semaphore::new(in_flight));
         let mut set = JoinSet::new();
         for (i, job) in jobs.into_iter().enumerate() {
             let permit = Arc::clone(&gate).acquire_owned().await?;
@@ -661,6 +776,9 @@ async fn jim_batch(
                 message,
             } => {
                 failed += 1;
+                if failed <= 3 {
+                    eprintln!("    failed: {message}");
+                }
                 ExportOutcome::failed(claimed, message, error_type)
             }
         });
@@ -680,8 +798,8 @@ async fn jim_directory(spec: &ChildSpec) -> Result<Directory> {
         &directory_config(spec),
         DirectoryTuning {
             connections: Some(1),
-            in_flight_per_connection: Some(JIM_IN_FLIGHT),
-            max_active_exports: Some(JIM_IN_FLIGHT as usize),
+            in_flight_per_connection: Some(spec.jim_in_flight),
+            max_active_exports: Some(spec.jim_in_flight as usize),
             use_post_read: false,
             ..DirectoryTuning::default()
         },
@@ -723,7 +841,8 @@ async fn child_jim_today(spec: &ChildSpec) -> Result<ChildReport> {
     );
     let jim = Arc::new(JimStatements::new(store.pool().clone()).await?);
     let primary = jim_directory(spec).await?;
-    let planner = Planner::new(&settings(), Dialect::OpenLdap);
+    let planner = Planner::new(&settings(), primary.dialect());
+    let in_flight = spec.jim_in_flight as usize;
     let started = Instant::now();
     let mut t = JimTotals::default();
     // Plain exports: one batch at a time, one connection, a barrier after each.
@@ -741,6 +860,7 @@ async fn child_jim_today(spec: &ChildSpec) -> Result<ChildReport> {
                 &planner,
                 page.exports,
                 t.exports as i32,
+                in_flight,
             )
             .await?;
             t.add(n, r);
@@ -781,8 +901,16 @@ async fn child_jim_today(spec: &ChildSpec) -> Result<ChildReport> {
                     continue;
                 }
                 let n = page.exports.len();
-                let r =
-                    jim_batch(&queue, &jim, &directory, &planner, page.exports, processed).await?;
+                let r = jim_batch(
+                    &queue,
+                    &jim,
+                    &directory,
+                    &planner,
+                    page.exports,
+                    processed,
+                    in_flight,
+                )
+                .await?;
                 shared.lock().await.2.add(n, r);
             }
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
@@ -803,7 +931,9 @@ async fn child_jim_today(spec: &ChildSpec) -> Result<ChildReport> {
         ldap_operations: ops,
         latency_p50_ms: percentile(&t.lat, 0.5),
         latency_p99_ms: percentile(&t.lat, 0.99),
-        latency_note: "per export, Directory::execute call to result (16 in flight)".into(),
+        latency_note: format!(
+            "per export, Directory::execute call to result ({in_flight} in flight)"
+        ),
         statements_per_batch: vec![
             ("with Creates".into(), per(t.create_batches)),
             ("without Creates".into(), per(t.other_batches)),
@@ -842,8 +972,10 @@ async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
         failed: r.failed_count,
         elapsed_s: elapsed.as_secs_f64(),
         ldap_operations: r.metrics.operations.total(),
-        latency_note: "not measured per export (the engine does not expose per-export timing)"
-            .into(),
+        latency_p50_ms: r.metrics.export_latency_p50_ms,
+        latency_p99_ms: r.metrics.export_latency_p99_ms,
+        latency_note:
+            "per export, start of its execution in Directory::run to its result (RunMetrics)".into(),
         time_to_first_write_ms: r.metrics.time_to_first_write_ms,
         note: format!(
             "{}; mean in flight {:.1}, max {}",
@@ -882,6 +1014,15 @@ struct Args {
     out: PathBuf,
     scale: bool,
     scale_seconds: u64,
+    /// `slapd` (the mode × RTT matrix) and/or `samba-ad` (the Samba AD rows).
+    directories: Vec<String>,
+    /// The Samba AD rows are skipped with a message when the DC cannot run here (the default run),
+    /// an error when asked for.
+    samba_optional: bool,
+    /// The AD seed's template for the Samba AD rows.
+    samba_template: Template,
+    /// Objects per kind in the Samba AD follow-up round.
+    samba_follow_ups: usize,
 }
 
 fn args() -> Result<Args> {
@@ -894,6 +1035,10 @@ fn args() -> Result<Args> {
         out: PathBuf::from("bench-results"),
         scale: false,
         scale_seconds: 60,
+        directories: vec!["slapd".into(), "samba-ad".into()],
+        samba_optional: true,
+        samba_template: Template::Medium,
+        samba_follow_ups: 50,
     };
     let mut it = std::env::args().skip(1);
     let list = |v: String| -> Vec<String> { v.split(',').map(|s| s.trim().to_string()).collect() };
@@ -913,6 +1058,16 @@ fn args() -> Result<Args> {
             "--out" => a.out = PathBuf::from(value()?),
             "--scale" => a.scale = true,
             "--scale-seconds" => a.scale_seconds = value()?.parse()?,
+            "--directories" => {
+                a.directories = list(value()?);
+                a.samba_optional = false;
+            }
+            "--samba" => {
+                a.directories = vec!["samba-ad".into()];
+                a.samba_optional = false;
+            }
+            "--samba-template" => a.samba_template = value()?.parse()?,
+            "--samba-follow-ups" => a.samba_follow_ups = value()?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -924,6 +1079,11 @@ fn args() -> Result<Args> {
     for s in &a.strategies {
         if !STRATEGIES.contains(&s.as_str()) {
             return Err(format!("unknown strategy {s}").into());
+        }
+    }
+    for d in &a.directories {
+        if d != "slapd" && d != "samba-ad" {
+            return Err(format!("unknown directory {d} (slapd, samba-ad)").into());
         }
     }
     Ok(a)
@@ -967,6 +1127,8 @@ fn machine() -> Machine {
 /// One measured row of the table.
 #[derive(Debug, Clone, Serialize)]
 struct Measured {
+    /// `slapd` or `samba-ad`.
+    directory: String,
     mode: String,
     rtt_ms: u64,
     phase: String,
@@ -975,9 +1137,55 @@ struct Measured {
     ratio_to_limit: Option<f64>,
     sql_per_100: Option<f64>,
     sql_nested_per_100: Option<f64>,
+    /// CPU seconds of the directory server (slapd or Samba).
     slapd_cpu_s: f64,
     postgres_cpu_s: f64,
     report: ChildReport,
+}
+
+/// What one child measured.
+struct Sample {
+    report: ChildReport,
+    directory_cpu_s: f64,
+    postgres_cpu_s: f64,
+    statements: i64,
+    nested_statements: i64,
+}
+
+impl Measured {
+    fn new(
+        directory: &str,
+        mode: &str,
+        rtt_ms: u64,
+        phase: &str,
+        strategy: &str,
+        s: Sample,
+    ) -> Self {
+        let n = s.report.exports.max(1) as f64;
+        let sql = !matches!(strategy, "limit" | "ldapmodify");
+        let row = Measured {
+            directory: directory.to_string(),
+            mode: mode.to_string(),
+            rtt_ms,
+            phase: phase.to_string(),
+            strategy: strategy.to_string(),
+            objects_per_second: s.report.exports as f64 / s.report.elapsed_s.max(1e-9),
+            ratio_to_limit: None,
+            sql_per_100: sql.then_some(s.statements as f64 * 100.0 / n),
+            sql_nested_per_100: sql.then_some(s.nested_statements as f64 * 100.0 / n),
+            slapd_cpu_s: s.directory_cpu_s,
+            postgres_cpu_s: s.postgres_cpu_s,
+            report: s.report,
+        };
+        eprintln!(
+            "  {directory:<8} {mode:<7} rtt {rtt_ms:>2} ms {phase:<10} {strategy:<10} {:>6} exports {:>8.0} obj/s  failed {}  sql/100 {}",
+            row.report.exports,
+            row.objects_per_second,
+            row.report.failed,
+            row.sql_per_100.map_or("-".into(), |v| format!("{v:.2}"))
+        );
+        row
+    }
 }
 
 /// Top-level and nested statement counts of `pool`'s database since the last reset.
@@ -1040,22 +1248,29 @@ fn host_port(url: &str) -> (String, u16) {
     }
 }
 
-/// Runs one child with the server CPU and statement counts around it.
+/// Runs one child with the CPU of the directory server (`directory_pid`) and PostgreSQL and the
+/// statement counts around it.
 async fn measured(
     pg: &Postgres,
-    slapd: &Slapd,
+    directory_pid: Option<i32>,
     pool: &PgPool,
     spec: &ChildSpec,
-) -> Result<(ChildReport, f64, f64, i64, i64)> {
+) -> Result<Sample> {
     sqlx::query("SELECT pg_stat_statements_reset()")
         .execute(pool)
         .await?;
-    let (pg0, sl0) = (tree_cpu(pg.pid()), tree_cpu(slapd.pid()));
+    let (pg0, d0) = (tree_cpu(pg.pid()), tree_cpu(directory_pid));
     let spec = spec.clone();
     let report = tokio::task::spawn_blocking(move || run_child(&spec)).await??;
-    let (pg1, sl1) = (tree_cpu(pg.pid()), tree_cpu(slapd.pid()));
-    let (top, nested) = statement_counts(pool).await?;
-    Ok((report, sl1 - sl0, pg1 - pg0, top, nested))
+    let (pg1, d1) = (tree_cpu(pg.pid()), tree_cpu(directory_pid));
+    let (statements, nested_statements) = statement_counts(pool).await?;
+    Ok(Sample {
+        report,
+        directory_cpu_s: d1 - d0,
+        postgres_cpu_s: pg1 - pg0,
+        statements,
+        nested_statements,
+    })
 }
 
 async fn one_combination(
@@ -1089,6 +1304,9 @@ async fn one_combination(
         bind_dn: slapd.admin_dn().to_string(),
         password: slapd.admin_password().to_string(),
         cancel_after_s: None,
+        tls: None,
+        detect_dialect: false,
+        jim_in_flight: JIM_IN_FLIGHT,
     };
     let mut rows = Vec::new();
     for phase in ["initial", "follow-ups"] {
@@ -1106,31 +1324,8 @@ async fn one_combination(
             )
             .await?;
         }
-        let (report, slapd_cpu, pg_cpu, top, nested) =
-            measured(pg, &slapd, &db.pool, &spec).await?;
-        let n = report.exports.max(1) as f64;
-        let sql = !matches!(strategy, "limit" | "ldapmodify");
-        let row = Measured {
-            mode: mode.to_string(),
-            rtt_ms: rtt,
-            phase: phase.to_string(),
-            strategy: strategy.to_string(),
-            objects_per_second: report.exports as f64 / report.elapsed_s.max(1e-9),
-            ratio_to_limit: None,
-            sql_per_100: sql.then_some(top as f64 * 100.0 / n),
-            sql_nested_per_100: sql.then_some(nested as f64 * 100.0 / n),
-            slapd_cpu_s: slapd_cpu,
-            postgres_cpu_s: pg_cpu,
-            report,
-        };
-        eprintln!(
-            "  {mode:<7} rtt {rtt:>2} ms {phase:<10} {strategy:<10} {:>6} exports {:>8.0} obj/s  failed {}  sql/100 {}",
-            row.report.exports,
-            row.objects_per_second,
-            row.report.failed,
-            row.sql_per_100.map_or("-".into(), |v| format!("{v:.2}"))
-        );
-        rows.push(row);
+        let sample = measured(pg, slapd.pid(), &db.pool, &spec).await?;
+        rows.push(Measured::new("slapd", mode, rtt, phase, strategy, sample));
     }
     drop(proxy);
     drop(slapd);
@@ -1166,16 +1361,43 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
         "Machine: {} ({} cores, {} GB), Linux {}. Template {}, follow-ups: a mixed round of ~{} objects per kind (updates, renames, moves, manager and membership changes, deletes).\n",
         m.cpu_model, m.cores, m.memory_gb, m.kernel, args.template, args.follow_ups
     );
+    s.push_str(&table("mode", "slapd", rows));
+    if !jim_batches.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nJIM-today emulation, SQL statements per 100-export batch (top-level, issued one by one): {} — JIM at 199d33b: 13-25 (`export-semantics.md` §3.3).",
+            jim_batches
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(s, "\n{LATENCY_NOTE}");
+    s
+}
+
+/// How each strategy's latency is measured (under every table).
+const LATENCY_NOTE: &str = "Latency: each export is timed, by limit and jim-today from `Directory::execute` to its result, by the engine from the start of the export's execution in `Directory::run` to its result (`RunMetrics`, an HDR histogram, within 1 %); ldapmodify is sequential (mean in the JSON). CPU s client is the strategy's own process (for ldapmodify the bench child, not the CLI).";
+
+/// The markdown table of `rows`; the first column is `first` (the mode for slapd rows, the
+/// directory otherwise) and the server CPU column is headed `server`.
+fn table(first: &str, server: &str, rows: &[Measured]) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "| mode | RTT | phase | strategy | exports | objects/s | × limit | SQL/100 (nested) | peak RSS MB | p50 / p99 ms | CPU s client / slapd / PG | failed |"
+        "| {first} | RTT | phase | strategy | exports | objects/s | × limit | SQL/100 (nested) | peak RSS MB | p50 / p99 ms | CPU s client / {server} / PG | failed |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             s,
             "| {} | {} ms | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} / {} | {:.1} / {:.1} / {:.1} | {} |",
-            r.mode,
+            if r.directory == "slapd" {
+                &r.mode
+            } else {
+                &r.directory
+            },
             r.rtt_ms,
             r.phase,
             r.strategy,
@@ -1195,21 +1417,6 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
             r.report.failed
         );
     }
-    if !jim_batches.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nJIM-today emulation, SQL statements per 100-export batch (top-level, issued one by one): {} — JIM at 199d33b: 13-25 (`export-semantics.md` §3.3).",
-            jim_batches
-                .iter()
-                .map(|(k, v)| format!("{v} {k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nLatency: limit and jim-today time each export from `Directory::execute` to its result; the engine's per-export latency is not measured; ldapmodify is sequential (mean in the JSON). CPU s client is the strategy's own process (for ldapmodify the bench child, not the CLI)."
-    );
     s
 }
 
@@ -1240,8 +1447,17 @@ async fn scale_run(args: &Args, m: &Machine) -> Result<()> {
         bind_dn: slapd.admin_dn().to_string(),
         password: slapd.admin_password().to_string(),
         cancel_after_s: Some(args.scale_seconds),
+        tls: None,
+        detect_dialect: false,
+        jim_in_flight: JIM_IN_FLIGHT,
     };
-    let (report, slapd_cpu, pg_cpu, top, _) = measured(&pg, &slapd, &db.pool, &spec).await?;
+    let Sample {
+        report,
+        directory_cpu_s: slapd_cpu,
+        postgres_cpu_s: pg_cpu,
+        statements: top,
+        ..
+    } = measured(&pg, slapd.pid(), &db.pool, &spec).await?;
     let out = serde_json::json!({
         "machine": m,
         "template": "Scale1m80Groups",
@@ -1282,8 +1498,10 @@ async fn parent(args: Args) -> Result<()> {
     if args.scale {
         return scale_run(&args, &m).await;
     }
+    let slapd_rows = args.directories.iter().any(|d| d == "slapd");
+    let samba_rows = args.directories.iter().any(|d| d == "samba-ad");
     let mut rows = Vec::new();
-    for mode in &args.modes {
+    for mode in args.modes.iter().filter(|_| slapd_rows) {
         let pg = Postgres::start(PostgresOptions {
             durable: mode == "durable",
             ..PostgresOptions::default()
@@ -1295,24 +1513,26 @@ async fn parent(args: Args) -> Result<()> {
             }
         }
     }
-    // Ratios to the limit of the same mode, RTT and phase.
-    let limits: Vec<(String, u64, String, f64)> = rows
-        .iter()
-        .filter(|r| r.strategy == "limit")
-        .map(|r| {
-            (
-                r.mode.clone(),
-                r.rtt_ms,
-                r.phase.clone(),
-                r.objects_per_second,
-            )
-        })
-        .collect();
-    for r in &mut rows {
-        r.ratio_to_limit = limits
-            .iter()
-            .find(|(m, t, p, _)| *m == r.mode && *t == r.rtt_ms && *p == r.phase)
-            .map(|(_, _, _, l)| r.objects_per_second / l);
+    set_ratios(&mut rows);
+    let samba = if samba_rows {
+        match samba::rows(&args).await {
+            Ok(mut rows) => {
+                set_ratios(&mut rows);
+                Some(rows)
+            }
+            Err(e) if args.samba_optional => {
+                eprintln!("SKIPPED (Samba AD rows): {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    if !slapd_rows {
+        // Only the Samba AD rows ran: they replace their section of the existing outputs.
+        let rows = samba.unwrap_or_default();
+        return samba::merge_into_outputs(&args, &m, &rows);
     }
     // Per kind of batch, from whichever run had such batches (the initial provisioning has Creates,
     // the follow-up round has none).
@@ -1325,17 +1545,21 @@ async fn parent(args: Args) -> Result<()> {
         }
     }
     std::fs::create_dir_all(&args.out)?;
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "machine": m,
         "template": args.template.to_string(),
         "follow_ups": args.follow_ups,
         "rows": rows,
     });
+    let mut md = markdown(&m, &args, &rows, &jim_batches);
+    if let Some(samba_rows) = &samba {
+        json["samba_ad"] = samba::json(&args, &m, samba_rows);
+        md.push_str(&samba::markdown(&args, &m, samba_rows));
+    }
     std::fs::write(
         args.out.join("results.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
-    let md = markdown(&m, &args, &rows, &jim_batches);
     std::fs::write(args.out.join("results.md"), &md)?;
     // The chart: initial provisioning, one group per mode and RTT.
     let mut groups = Vec::new();
@@ -1374,6 +1598,31 @@ async fn parent(args: Args) -> Result<()> {
     writeln!(stdout, "{md}")?;
     writeln!(stdout, "written to {}", args.out.display())?;
     Ok(())
+}
+
+/// Each row's objects/s as a ratio to the limit of the same directory, mode, RTT and phase.
+fn set_ratios(rows: &mut [Measured]) {
+    let limits: Vec<(String, String, u64, String, f64)> = rows
+        .iter()
+        .filter(|r| r.strategy == "limit")
+        .map(|r| {
+            (
+                r.directory.clone(),
+                r.mode.clone(),
+                r.rtt_ms,
+                r.phase.clone(),
+                r.objects_per_second,
+            )
+        })
+        .collect();
+    for r in rows.iter_mut() {
+        r.ratio_to_limit = limits
+            .iter()
+            .find(|(d, m, t, p, _)| {
+                *d == r.directory && *m == r.mode && *t == r.rtt_ms && *p == r.phase
+            })
+            .map(|(.., l)| r.objects_per_second / l);
+    }
 }
 
 #[tokio::main]

@@ -308,7 +308,8 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   "elapsed_ms": int, "time_to_first_write_ms": int|null, "max_in_flight": int,
 //   "mean_in_flight": number, "in_flight_limit": int, "min_in_flight_limit": int,
 //   "max_in_flight_limit": int, "in_flight_limit_increases": int, "in_flight_limit_decreases": int,
-//   "retries": int, "reconnects": int, "recovered": int}}`. Per-export failures are data (in the
+//   "retries": int, "reconnects": int, "recovered": int, "export_latency_p50_ms": number|null,
+//   "export_latency_p99_ms": number|null}}`. Per-export failures are data (in the
 //   counts and the batch reports), not errors.
 //
 // `callbacks` may be NULL (no events); see `jim_callbacks`. `cancel` may be NULL; when given, firing

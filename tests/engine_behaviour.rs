@@ -93,7 +93,7 @@ async fn a_reference_to_an_object_outside_the_system_is_a_partial_write() {
 
 /// An export naming an object whose Create is in flight in the same run waits for it: with 10 ms of
 /// latency injected, every manager and every group member is created before the entry that names it
-/// (slapd's entryCSN carries microseconds).
+/// (slapd's entryCSN carries microseconds). The run reports its per-export latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_wait_for_the_creates_they_name() {
     let env = Env::new(Template::Small).await;
@@ -108,6 +108,13 @@ async fn writes_wait_for_the_creates_they_name() {
         "{}",
         result.message
     );
+    // Every export took at least one round trip through the proxy: its 10 ms are a floor.
+    let m = &result.metrics;
+    let (p50, p99) = (
+        m.export_latency_p50_ms.expect("exports ran, so a median"),
+        m.export_latency_p99_ms.expect("and a 99th percentile"),
+    );
+    assert!(p50 >= 9.0 && p50 <= p99, "p50 {p50} ms, p99 {p99} ms");
 
     let mut ldap = env.slapd.admin_ldap().await.unwrap();
     let (entries, _) = ldap

@@ -19,6 +19,7 @@ pub mod classify;
 pub mod dialect;
 pub mod entry;
 mod execute;
+pub mod latency;
 pub mod limit;
 mod pool;
 mod rate;
@@ -46,6 +47,7 @@ pub use dialect::{DirectoryProfile, RootDse, concurrency_defaults};
 pub const OUTCOME_UNKNOWN_NOTE: &str =
     "[outcome unknown: the next attempt reads the directory first]";
 pub use entry::RawEntry;
+pub use latency::ExportLatency;
 pub use rate::RateLimiter;
 
 /// A condition that stops the run: nobody answers, the bind or TLS is refused. Messages name the URL
@@ -291,6 +293,9 @@ pub struct DirectoryStats {
     pub peak_in_flight: u64,
     /// The in-flight limit now (and how it moved, when it adapts).
     pub in_flight_limit: limit::LimitStats,
+    /// Each export's time from the start of its execution to its result, for exports run by
+    /// [`Directory::run`] and [`Directory::execute_all`].
+    pub export_latency: ExportLatency,
 }
 
 impl DirectoryStats {
@@ -378,6 +383,7 @@ struct Inner {
     tuning: DirectoryTuning,
     containers: Containers,
     retries: AtomicU64,
+    export_latency: latency::SharedLatency,
 }
 
 /// A connected directory: the pool, what the directory is, and the run's container registry. Cheap to
@@ -452,6 +458,7 @@ impl Directory {
                 tuning,
                 containers: Containers::default(),
                 retries: AtomicU64::new(0),
+                export_latency: latency::SharedLatency::default(),
             }),
         })
     }
@@ -571,7 +578,12 @@ impl Directory {
                         Some(job) => {
                             let export_id = job.export_id;
                             let this = self.clone();
-                            let handle = running.spawn(async move { this.execute(job).await });
+                            let handle = running.spawn(async move {
+                                let started = std::time::Instant::now();
+                                let result = this.execute(job).await;
+                                this.inner.export_latency.record(started.elapsed());
+                                result
+                            });
                             ids.insert(handle.id(), export_id);
                         }
                         None => open = false,
@@ -614,6 +626,7 @@ impl Directory {
             retries: self.inner.retries.load(Ordering::Relaxed),
             peak_in_flight: self.inner.pool.peak_in_flight() as u64,
             in_flight_limit: self.inner.pool.limit_stats(),
+            export_latency: self.inner.export_latency.snapshot(),
         }
     }
 

@@ -327,6 +327,8 @@ pub(crate) async fn pass(
             retries: stats.retries,
             reconnects: stats.lost_connections,
             recovered: c.recovered,
+            export_latency_p50_ms: stats.export_latency.p50_ms(),
+            export_latency_p99_ms: stats.export_latency.p99_ms(),
         },
     };
     Ok(PassDone {
@@ -352,6 +354,7 @@ fn directory_stats_since(
         lost_connections: now.lost_connections.saturating_sub(b.lost_connections),
         retries: now.retries.saturating_sub(b.retries),
         peak_in_flight: now.peak_in_flight,
+        export_latency: now.export_latency.since(&b.export_latency),
         in_flight_limit: now.in_flight_limit,
     }
 }
@@ -531,7 +534,7 @@ impl Coordinator {
                 _ = tick.tick() => {
                     self.sample_in_flight();
                     self.flush(false).await;
-                    let in_flight = self.in_flight() as u32;
+                    let in_flight = self.directory.in_flight() as u32;
                     let limit = self.directory.in_flight_limit() as u32;
                     let phase = self.phase;
                     self.progress.maybe_emit(&*self.listener, phase, (in_flight, limit), &self.counters);
@@ -558,10 +561,6 @@ impl Coordinator {
 
     fn queue_page_hint(&self) -> usize {
         self.page_size
-    }
-
-    fn in_flight(&self) -> u64 {
-        self.dispatched.saturating_sub(self.completed)
     }
 
     fn sample_in_flight(&mut self) {

@@ -115,4 +115,11 @@ pub struct RunMetrics {
     pub reconnects: u64,
     /// Exports claimed again after a crashed run's lease expired (re-attempts).
     pub recovered: u64,
+    /// Median time of an export from the start of its execution in the directory to its result,
+    /// in milliseconds (within 1 %); `None` when no export was executed.
+    #[serde(default)]
+    pub export_latency_p50_ms: Option<f64>,
+    /// 99th percentile of the same, in milliseconds.
+    #[serde(default)]
+    pub export_latency_p99_ms: Option<f64>,
 }

@@ -1063,6 +1063,10 @@ pub struct RunMetrics {
     pub reconnects: u64,
     /// Exports claimed again after a crashed run's lease expired.
     pub recovered: u64,
+    /// Median time of an export from the start of its execution to its result, in ms.
+    pub export_latency_p50_ms: Option<f64>,
+    /// 99th percentile of the same, in ms.
+    pub export_latency_p99_ms: Option<f64>,
 }
 
 /// The result of one export run: JIM's `ExportExecutionResult` fields plus the engine's metrics.
@@ -1141,6 +1145,8 @@ impl From<report::RunMetrics> for RunMetrics {
             retries: m.retries,
             reconnects: m.reconnects,
             recovered: m.recovered,
+            export_latency_p50_ms: m.export_latency_p50_ms,
+            export_latency_p99_ms: m.export_latency_p99_ms,
         }
     }
 }

@@ -904,6 +904,17 @@ pub async fn confirm_ad_exported(pool: &PgPool, system: &SeededAdSystem) -> Resu
     confirm::confirm(pool, system.connected_system_id()).await
 }
 
+/// Pretends every pending export of the AD system was exported successfully, then confirms (see
+/// [`super::confirm_all_as_exported`]): a way to stage follow-ups after a run that wrote nothing
+/// back, such as the benchmark's directory-only limit. The fake anchor lands as text in the
+/// `objectGUID` slot, where nothing reads it: AD follow-ups address their objects by DN.
+pub async fn confirm_all_ad_as_exported(
+    pool: &PgPool,
+    system: &SeededAdSystem,
+) -> Result<(super::ExportShortcutReport, ConfirmReport)> {
+    confirm::mark_all_exported(pool, system.connected_system_id()).await
+}
+
 /// Stages pending exports on seeded AD objects, one per object (JIM's unique index allows no more;
 /// confirm earlier ones first), `CreatedAt` from `staged_at` (or now) 1 ms apart in the given
 /// order. Returns the pending export ids (random, so that repeated calls never collide).

@@ -139,8 +139,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::PgPool;
 
 pub use ad::{
-    AdChange, AdExport, AdGroup, AdUser, AdValue, SeededAdSystem, confirm_ad_exported, seed_ad,
-    stage_ad_exports,
+    AdChange, AdExport, AdGroup, AdUser, AdValue, SeededAdSystem, confirm_ad_exported,
+    confirm_all_ad_as_exported, seed_ad, stage_ad_exports,
 };
 pub use confirm::{ConfirmReport, ExportShortcutReport};
 pub use data::{ObjectIds, UserValues};
