@@ -4,30 +4,54 @@
 //! # Algorithm
 //!
 //! Additive increase, multiplicative decrease (AIMD) driven by operation latency and back pressure,
-//! in the manner of Vector's adaptive request concurrency. Time is cut into windows about one
-//! round trip long (the smoothed past latency, at least [`AimdSettings::min_window`]). At the end of
-//! each window the mean latency of the operations completed in it is compared with an exponentially
-//! weighted moving average (EWMA) of past windows' means and of their absolute deviation:
+//! in the manner of Vector's adaptive request concurrency, with a TCP-like slow start. Time is cut
+//! into windows about one round trip long (the smoothed past latency, at least
+//! [`AimdSettings::min_window`]). At the end of each window the mean latency of the operations
+//! completed in it is compared with an exponentially weighted moving average (EWMA, weight
+//! [`AimdSettings::ewma_alpha`], 0.4) of past windows' means and of their absolute deviation. A
+//! window *rises* when its mean exceeds the past mean by more than [`AimdSettings::deviation_scale`]
+//! (2.5) deviations and by at least [`AimdSettings::tolerance`] (10 %); it *holds* when its mean is
+//! no higher than the past mean give or take [`AimdSettings::growth_tolerance`] (2 %).
 //!
-//! - **decrease** (limit × [`AimdSettings::decrease_ratio`], 0.9) when the window's mean exceeds the
-//!   past mean by more than [`AimdSettings::deviation_scale`] (2.5) deviations (and by at least
-//!   [`AimdSettings::tolerance`], 10 %, so a very steady directory is not cut for noise);
-//! - **increase** (+1) when the window's mean is no higher than the past mean (give or take
-//!   [`AimdSettings::growth_tolerance`], 2 %, so that a past mean still converging from below on a new,
-//!   steady pace does not block growth) *and* the limit was actually reached in the window (an idle
-//!   pool proves nothing about a higher limit);
-//! - otherwise hold.
+//! The controller goes through three phases:
+//!
+//! 1. **Learning**: the first [`AimdSettings::warmup_windows`] (3) windows only learn the baseline,
+//!    at the start limit. A run starts with the directory idle: latency climbs while its queue fills
+//!    and the early windows would read that as congestion, cutting a good start limit (the dialect's
+//!    default) by 10-25 % before anything is known.
+//! 2. **Slow start**: the limit doubles after each window that holds, up to the ceiling. The first
+//!    window that rises puts it back to the last limit whose window held (and the baseline measured
+//!    there), so probing above the knee costs two windows; a window neither holding nor rising (the
+//!    knee is near) ends the phase where it is. Back pressure ends it too.
+//! 3. **Congestion avoidance**: +1 after each window that holds; ×[`AimdSettings::decrease_ratio`]
+//!    (0.9) when latency rises, but only when the rise is confirmed by the next judged window, or is
+//!    severe (more than [`AimdSettings::severe_rise`], 2×, the past mean): one noisy window (a
+//!    checkpoint, a neighbour's fsync) costs nothing. Latency alone never takes the limit below
+//!    [`AimdSettings::latency_floor`] (half) of its start.
+//!
+//! The window after a step (a doubling, a return, a cut) is not judged: its operations were mostly
+//! sent under the old limit, so a doubling past the knee would look free and only show its cost a
+//! window later, after it had been built upon.
 //!
 //! Only windows in which the limit was reached are judged and enter the averages: latency measured
 //! below the limit says nothing about it, and a baseline taken at light load (the first operations
 //! of a run, a lull between pages) would make the next busy window look like congestion.
 //!
 //! A busy (51), unavailable (52) or unwilling (53) result, a timeout, a lost connection or a failed
-//! reconnect decreases the limit at once, at most once per window, so a burst of refusals from one
-//! overloaded moment costs 10 %, not 10 % per refused operation. The past averages are then updated
-//! with the window's mean (EWMA weight [`AimdSettings::ewma_alpha`], 0.4), so a lasting change of
-//! pace (a slower network) becomes the new normal after a few windows instead of driving the limit to
-//! its floor.
+//! reconnect decreases the limit at once (×0.9, down to the floor of the bounds, whatever the phase),
+//! at most once per window, so a burst of refusals from one overloaded moment costs 10 %, not 10 % per
+//! refused operation. The past averages keep following the windows' means, so a lasting change of
+//! pace (a slower network) becomes the new normal after a few windows instead of driving the limit
+//! to its floor.
+//!
+//! # Why latency only moves the limit cautiously
+//!
+//! On an fsync-bound directory (slapd with a durable back end, most production servers) throughput
+//! is flat beyond a modest depth and latency grows in proportion to the queue (Little's law): above
+//! the knee a bigger limit costs latency but no throughput, below it throughput is lost. Latency is
+//! also noisy on a shared machine. So a latency rise is weak evidence and must be confirmed, while a
+//! refusal is strong evidence and acts at once; and the start limit, the dialect's vetted default,
+//! is never abandoned for more than half on latency alone.
 //!
 //! # Why AIMD rather than a gradient
 //!
@@ -65,6 +89,16 @@ pub struct AimdSettings {
     pub tolerance: f64,
     /// How far (relative) above the past mean a window's latency may be and still allow growth.
     pub growth_tolerance: f64,
+    /// A window whose mean is more than this multiple of the past mean cuts the limit at once;
+    /// a milder rise must be confirmed by the next judged window.
+    pub severe_rise: f64,
+    /// The share of the start limit below which latency alone never takes the limit (back pressure
+    /// still can, down to the bounds' floor).
+    pub latency_floor: f64,
+    /// Judged windows that only learn the baseline before latency may move the limit.
+    pub warmup_windows: u32,
+    /// Whether the limit doubles per window until the first sign of congestion.
+    pub slow_start: bool,
     /// The shortest window.
     pub min_window: Duration,
 }
@@ -77,6 +111,10 @@ impl Default for AimdSettings {
             deviation_scale: 2.5,
             tolerance: 0.1,
             growth_tolerance: 0.02,
+            severe_rise: 2.0,
+            latency_floor: 0.5,
+            warmup_windows: 3,
+            slow_start: true,
             min_window: Duration::from_millis(10),
         }
     }
@@ -174,6 +212,27 @@ impl Window {
     }
 }
 
+/// Where the controller is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Learning the baseline at the start limit; `windows` judged windows seen so far.
+    Learning {
+        /// Windows learnt from so far.
+        windows: u32,
+    },
+    /// Doubling per window while latency holds.
+    SlowStart,
+    /// +1 per window while latency holds, ×0.9 on a confirmed rise.
+    Avoidance,
+}
+
+/// The last slow-start step: the limit and baseline to go back to if the step shows congestion.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    limit: u32,
+    baseline: Baseline,
+}
+
 /// The AIMD controller.
 #[derive(Debug, Clone)]
 pub struct AdaptiveLimit {
@@ -182,6 +241,13 @@ pub struct AdaptiveLimit {
     limit: u32,
     baseline: Option<Baseline>,
     window: Window,
+    phase: Phase,
+    /// The last judged window rose mildly: one more rise confirms it.
+    suspect: bool,
+    /// The limit stepped (doubled, went back, was cut) during the window now measured: its
+    /// operations were mostly sent under the old limit, so it is not judged.
+    settle: bool,
+    step: Option<Step>,
     stats: LimitStats,
 }
 
@@ -195,6 +261,10 @@ impl AdaptiveLimit {
             limit: bounds.initial,
             baseline: None,
             window: Window::new(now),
+            phase: Phase::Learning { windows: 0 },
+            suspect: false,
+            settle: false,
+            step: None,
             stats: LimitStats::fixed(bounds.initial),
         }
     }
@@ -214,14 +284,24 @@ impl AdaptiveLimit {
         self.stats
     }
 
+    /// The phase the controller is in.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
     /// Takes one completed operation into account; returns the new limit when it changed.
     pub fn record(&mut self, sample: Sample, now: Instant) -> Option<u32> {
         let before = self.limit;
         if sample.back_pressure {
-            // A refusal or a lost operation says more than any latency: act now, once per window.
+            // A refusal or a lost operation says more than any latency: act now, once per window,
+            // and stop probing upwards.
             if !self.window.decreased {
-                self.decrease();
+                self.decrease(self.bounds.min);
                 self.window.decreased = true;
+            }
+            if self.phase == Phase::SlowStart {
+                self.phase = Phase::Avoidance;
+                self.step = None;
             }
         } else {
             self.window.latency_sum += sample.latency.as_secs_f64();
@@ -244,8 +324,19 @@ impl AdaptiveLimit {
         past.max(self.settings.min_window)
     }
 
+    /// The lowest limit latency alone may lead to.
+    fn latency_floor(&self) -> u32 {
+        let share = (f64::from(self.bounds.initial) * self.settings.latency_floor).ceil() as u32;
+        share.clamp(self.bounds.min, self.bounds.initial)
+    }
+
     fn close_window(&mut self, now: Instant) {
         let window = std::mem::replace(&mut self.window, Window::new(now));
+        if std::mem::take(&mut self.settle) {
+            // Its operations were sent before the step: they would judge the old limit (a doubling
+            // would seem free, then show its cost a window later, after it was built upon).
+            return;
+        }
         if window.samples == 0 || !window.reached_limit {
             // Latency measured below the limit says nothing about the limit, and a baseline taken
             // at light load (the start of a run, a lull) would make the next busy window look like
@@ -253,39 +344,105 @@ impl AdaptiveLimit {
             return;
         }
         let current = window.latency_sum / window.samples as f64;
-        match self.baseline {
-            None => {
+        let past = match (self.phase, self.baseline) {
+            (Phase::Learning { windows }, past) => {
+                // While the directory's queue fills, the newest window is the best estimate of the
+                // pace; earlier ones only tell how noisy it is.
+                let deviation = past.map_or(0.0, |p| {
+                    p.deviation
+                        + self.settings.ewma_alpha * ((current - p.mean).abs() - p.deviation)
+                });
+                self.baseline = Some(Baseline {
+                    mean: current,
+                    deviation,
+                });
+                let windows = windows + 1;
+                self.phase = if windows < self.settings.warmup_windows {
+                    Phase::Learning { windows }
+                } else if self.settings.slow_start && self.limit < self.bounds.max {
+                    Phase::SlowStart
+                } else {
+                    Phase::Avoidance
+                };
+                return;
+            }
+            (_, None) => {
                 self.baseline = Some(Baseline {
                     mean: current,
                     deviation: 0.0,
                 });
+                return;
             }
-            Some(past) => {
-                if !window.decreased {
-                    let allowance = (self.settings.deviation_scale * past.deviation)
-                        .max(self.settings.tolerance * past.mean);
-                    if current > past.mean + allowance {
-                        self.decrease();
-                    } else if current <= past.mean * (1.0 + self.settings.growth_tolerance) {
+            (_, Some(past)) => past,
+        };
+        if !window.decreased {
+            let allowance = (self.settings.deviation_scale * past.deviation)
+                .max(self.settings.tolerance * past.mean);
+            let rises = current > past.mean + allowance;
+            let holds = current <= past.mean * (1.0 + self.settings.growth_tolerance);
+            let mut stepped = false;
+            if self.phase == Phase::SlowStart {
+                if holds {
+                    self.step = Some(Step {
+                        limit: self.limit,
+                        baseline: past,
+                    });
+                    self.grow_to(self.limit.saturating_mul(2));
+                    self.settle = true;
+                    stepped = true;
+                    if self.limit >= self.bounds.max {
+                        self.phase = Phase::Avoidance;
+                        self.step = None;
+                    }
+                } else {
+                    self.phase = Phase::Avoidance;
+                    if rises && let Some(step) = self.step.take() {
+                        // The last doubling went past the knee: back to where latency held, and
+                        // to the baseline measured there.
+                        self.shrink_to(step.limit);
+                        self.baseline = Some(step.baseline);
+                        return;
+                    }
+                    self.step = None;
+                }
+            }
+            if !stepped && self.phase == Phase::Avoidance {
+                if rises {
+                    if self.suspect || current > past.mean * self.settings.severe_rise {
+                        self.decrease(self.latency_floor());
+                        self.suspect = false;
+                    } else {
+                        self.suspect = true;
+                    }
+                } else {
+                    self.suspect = false;
+                    if holds {
                         self.increase();
                     }
                 }
-                let a = self.settings.ewma_alpha;
-                let deviation = (current - past.mean).abs();
-                self.baseline = Some(Baseline {
-                    mean: past.mean + a * (current - past.mean),
-                    deviation: past.deviation + a * (deviation - past.deviation),
-                });
             }
         }
+        let a = self.settings.ewma_alpha;
+        let deviation = (current - past.mean).abs();
+        self.baseline = Some(Baseline {
+            mean: past.mean + a * (current - past.mean),
+            deviation: past.deviation + a * (deviation - past.deviation),
+        });
     }
 
-    fn decrease(&mut self) {
+    /// ×[`AimdSettings::decrease_ratio`], by at least one, not below `floor`.
+    fn decrease(&mut self, floor: u32) {
         let lowered = (f64::from(self.limit) * self.settings.decrease_ratio).floor() as u32;
         let next = lowered
             .min(self.limit.saturating_sub(1))
+            .max(floor)
             .max(self.bounds.min);
+        self.shrink_to(next);
+    }
+
+    fn shrink_to(&mut self, next: u32) {
         if next < self.limit {
+            self.settle = true;
             self.limit = next;
             self.stats.decreases += 1;
             self.stats.min = self.stats.min.min(next);
@@ -294,11 +451,16 @@ impl AdaptiveLimit {
     }
 
     fn increase(&mut self) {
-        if self.limit < self.bounds.max {
-            self.limit += 1;
+        self.grow_to(self.limit.saturating_add(1));
+    }
+
+    fn grow_to(&mut self, next: u32) {
+        let next = next.min(self.bounds.max);
+        if next > self.limit {
+            self.limit = next;
             self.stats.increases += 1;
-            self.stats.max = self.stats.max.max(self.limit);
-            self.stats.current = self.limit;
+            self.stats.max = self.stats.max.max(next);
+            self.stats.current = next;
         }
     }
 }
@@ -529,13 +691,122 @@ mod tests {
         assert_eq!(LimitBounds::new(1, 64, 100).initial, 64);
     }
 
+    fn controller_with(settings: AimdSettings, min: u32, max: u32, initial: u32) -> AdaptiveLimit {
+        AdaptiveLimit::new(
+            LimitBounds::new(min, max, initial),
+            settings,
+            Instant::now(),
+        )
+    }
+
     #[test]
-    fn grows_by_one_per_window_while_latency_holds_and_the_limit_is_used() {
+    fn slow_start_doubles_per_window_while_latency_holds_and_the_limit_is_used() {
         let (mut c, t0) = controller(1, 16, 4);
         run(&mut c, t0, 30, 2, true);
         assert_eq!(c.limit(), 16, "grew to the ceiling and stopped there");
         let s = c.stats();
-        assert_eq!((s.increases, s.decreases, s.max), (12, 0, 16));
+        assert_eq!(
+            (s.increases, s.decreases, s.max),
+            (2, 0, 16),
+            "4 -> 8 -> 16"
+        );
+        assert_eq!(c.phase(), Phase::Avoidance);
+    }
+
+    #[test]
+    fn without_slow_start_it_grows_by_one_per_window() {
+        let settings = AimdSettings {
+            slow_start: false,
+            ..AimdSettings::default()
+        };
+        let mut c = controller_with(settings, 1, 16, 4);
+        let t0 = Instant::now();
+        let t = run(&mut c, t0, 3, 2, true);
+        assert_eq!(c.limit(), 4, "the learning windows do not move it");
+        let t = run(&mut c, t, 1, 2, true);
+        assert_eq!(c.limit(), 5);
+        run(&mut c, t, 30, 2, true);
+        let s = c.stats();
+        assert_eq!((c.limit(), s.increases, s.decreases), (16, 12, 0));
+    }
+
+    #[test]
+    fn the_start_limit_is_kept_while_the_directory_queue_fills() {
+        let (mut c, t0) = controller(1, 128, 32);
+        // Latency climbs as the idle directory's queue fills: 1, 3, then 6 ms.
+        let t = run(&mut c, t0, 1, 1, true);
+        let t = run(&mut c, t, 1, 3, true);
+        run(&mut c, t, 1, 6, true);
+        assert_eq!(c.limit(), 32);
+        assert_eq!(c.stats().decreases, 0);
+        assert_eq!(
+            c.phase(),
+            Phase::SlowStart,
+            "baseline learnt from the last window"
+        );
+    }
+
+    #[test]
+    fn slow_start_goes_back_to_the_last_limit_that_held() {
+        let (mut c, t0) = controller(1, 128, 32);
+        let t = run(&mut c, t0, 3, 4, true);
+        let t = run(&mut c, t, 1, 4, true);
+        assert_eq!(c.limit(), 64, "latency held at 32: doubled");
+        // The next window's operations were mostly sent at 32: not judged, whatever their latency.
+        let t = run(&mut c, t, 1, 5, true);
+        assert_eq!((c.limit(), c.phase()), (64, Phase::SlowStart));
+        // Past the knee: twice the operations outstanding, twice the latency (Little's law).
+        let t = run(&mut c, t, 1, 8, true);
+        assert_eq!(c.limit(), 32, "back to where latency held, not 64 × 0.9");
+        assert_eq!(c.phase(), Phase::Avoidance);
+        // And the baseline is the one measured at 32: after a settling window, latency as before
+        // holds, and it grows by one.
+        let t = run(&mut c, t, 1, 8, true);
+        assert_eq!(c.limit(), 32);
+        run(&mut c, t, 1, 4, true);
+        assert_eq!(c.limit(), 33);
+        assert_eq!(c.stats().decreases, 1);
+    }
+
+    #[test]
+    fn one_noisy_window_does_not_cut_the_limit_but_a_confirmed_rise_does() {
+        let (mut c, t0) = controller(1, 32, 32);
+        let t = run(&mut c, t0, 5, 2, true);
+        let t = run(&mut c, t, 1, 3, true);
+        assert_eq!(c.limit(), 32, "a 50 % rise in one window is only suspected");
+        let t = run(&mut c, t, 3, 2, true);
+        assert_eq!(c.stats().decreases, 0, "and forgotten when latency is back");
+        let t = run(&mut c, t, 3, 2, true);
+        let t = run(&mut c, t, 1, 3, true);
+        assert_eq!(c.limit(), 32);
+        run(&mut c, t, 1, 5, true);
+        assert_eq!(c.limit(), 28, "the next window rose again: confirmed, ×0.9");
+    }
+
+    #[test]
+    fn latency_alone_never_takes_the_limit_below_half_its_start() {
+        // A baseline that hardly moves, so that every slow window reads as a severe rise.
+        let settings = AimdSettings {
+            ewma_alpha: 0.01,
+            ..AimdSettings::default()
+        };
+        let mut c = controller_with(settings, 1, 32, 32);
+        let t = run(&mut c, Instant::now(), 5, 1, true);
+        let t = run(&mut c, t, 20, 10, true);
+        assert_eq!(c.limit(), 16, "{:?}", c.stats());
+        // Refusals still can.
+        assert_eq!(c.record(refused(), t + Duration::from_millis(50)), Some(14));
+    }
+
+    #[test]
+    fn back_pressure_ends_slow_start() {
+        let (mut c, t0) = controller(1, 128, 8);
+        let t = run(&mut c, t0, 4, 2, true);
+        assert_eq!((c.limit(), c.phase()), (16, Phase::SlowStart));
+        assert_eq!(c.record(refused(), t + MS), Some(14));
+        assert_eq!(c.phase(), Phase::Avoidance);
+        run(&mut c, t + MS, 1, 2, true);
+        assert!(c.limit() <= 15, "grows by one at most now: {}", c.limit());
     }
 
     #[test]
