@@ -4410,6 +4410,16 @@ data class RunMetrics (
      * Exports claimed again after a crashed run's lease expired.
      */
     var `recovered`: kotlin.ULong
+    , 
+    /**
+     * Median time of an export from the start of its execution to its result, in ms.
+     */
+    var `exportLatencyP50Ms`: kotlin.Double?
+    , 
+    /**
+     * 99th percentile of the same, in ms.
+     */
+    var `exportLatencyP99Ms`: kotlin.Double?
     
 ){
     
@@ -4442,6 +4452,8 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalDouble.read(buf),
         )
     }
 
@@ -4461,7 +4473,9 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterULong.allocationSize(value.`inFlightLimitDecreases`) +
             FfiConverterULong.allocationSize(value.`retries`) +
             FfiConverterULong.allocationSize(value.`reconnects`) +
-            FfiConverterULong.allocationSize(value.`recovered`)
+            FfiConverterULong.allocationSize(value.`recovered`) +
+            FfiConverterOptionalDouble.allocationSize(value.`exportLatencyP50Ms`) +
+            FfiConverterOptionalDouble.allocationSize(value.`exportLatencyP99Ms`)
     )
 
     override fun write(value: RunMetrics, buf: ByteBuffer) {
@@ -4481,6 +4495,8 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterULong.write(value.`retries`, buf)
             FfiConverterULong.write(value.`reconnects`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
+            FfiConverterOptionalDouble.write(value.`exportLatencyP50Ms`, buf)
+            FfiConverterOptionalDouble.write(value.`exportLatencyP99Ms`, buf)
     }
 }
 
@@ -5530,11 +5546,11 @@ sealed class Bind: Disposable  {
      */
     data class Ntlm(
         /**
-         * The account name; without `domain` also `DOMAIN\user` or `user@dns.domain`.
+         * The account name; without `domain` also `DOMAIN` backslash `user` or `user@dns.domain`.
          */
         val `username`: kotlin.String, 
         /**
-         * The NetBIOS domain; with it the engine binds as `DOMAIN\username`.
+         * The NetBIOS domain; with it the engine binds as `DOMAIN` backslash `username`.
          */
         val `domain`: kotlin.String?, 
         /**
@@ -6945,6 +6961,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalDouble: FfiConverterRustBuffer<kotlin.Double?> {
+    override fun read(buf: ByteBuffer): kotlin.Double? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterDouble.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Double?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterDouble.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Double?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterDouble.write(value, buf)
         }
     }
 }
