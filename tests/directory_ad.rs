@@ -262,19 +262,19 @@ async fn dialect_is_detected_and_sets_the_concurrency_defaults() -> TestResult {
         "Samba has no RFC 4527 post-read"
     );
     assert_eq!(profile.anchor_attribute, "objectGUID");
-    // One connection per pre-forked LDAP worker, 4 operations each (JIM: 4 on one connection).
-    assert_eq!(concurrency_defaults(Dialect::SambaAd), (4, 4));
+    // JIM: Samba stays at 4 operations, on one connection.
+    assert_eq!(concurrency_defaults(Dialect::SambaAd), (1, 4));
     assert_eq!(
         (profile.connections, profile.in_flight_per_connection),
         concurrency_defaults(Dialect::SambaAd)
     );
-    // A fixed limit is exactly the dialect's default: 4 connections × 4 operations.
+    // A fixed limit is exactly the dialect's default: 1 connection × 4 operations.
     let fixed = DirectoryTuning {
         concurrency: Concurrency::Fixed,
         ..DirectoryTuning::default()
     };
     let directory = Directory::connect_with(&dc.directory_config(), fixed).await?;
-    assert_eq!(directory.max_in_flight(), 16);
+    assert_eq!(directory.max_in_flight(), 4);
     // A configured dialect wins over detection.
     let mut configured = dc.directory_config();
     configured.dialect = Some(Dialect::ActiveDirectory);

@@ -55,9 +55,9 @@ async fn initial_provisioning_on_samba_ad() {
         "{}",
         result.message
     );
-    // Adaptive concurrency from Samba's default (4 connections × 4), with a ceiling of four times it.
+    // Adaptive concurrency from Samba's default (1 connection × 4), with a ceiling of four times it.
     assert!(
-        result.metrics.max_in_flight_limit <= 64 && result.metrics.max_in_flight <= 64,
+        result.metrics.max_in_flight_limit <= 16 && result.metrics.max_in_flight <= 16,
         "{:?}",
         result.metrics
     );
@@ -656,12 +656,12 @@ async fn starttls_and_ntlm_binds_export() {
         } else {
             env.dc.starttls_directory_config()
         };
-        // Fixed concurrency: exactly Samba's default, 4 connections × 4 in flight.
+        // Fixed concurrency: exactly Samba's default, one connection × 4 in flight.
         request.options.concurrency = Concurrency::Fixed;
         let (result, _) = env.run(&Engine::new(), &request).await;
         assert_eq!(result.dialect, Some(Dialect::SambaAd));
-        assert_eq!(result.metrics.in_flight_limit, 16, "{:?}", result.metrics);
-        assert!(result.metrics.max_in_flight <= 16, "{:?}", result.metrics);
+        assert_eq!(result.metrics.in_flight_limit, 4, "{:?}", result.metrics);
+        assert!(result.metrics.max_in_flight <= 4, "{:?}", result.metrics);
         assert_eq!(
             (result.success_count, result.failed_count),
             (env.seeded.counts.pending_exports, 0),

@@ -186,16 +186,14 @@ impl DirectoryProfile {
 /// - 389-ds: `nsslapd-maxthreadsperconn` defaults to 5, so 4 × 5.
 /// - Active Directory: about 4 LDAP threads per DC core, shared by all clients; 4 × 4 = 16 fits a
 ///   4-core DC (JIM: 16 after its auto-tune).
-/// - Samba AD: its LDAP server hands connections to pre-forked workers (`prefork children`, 4 by
-///   default), so one connection per worker × 4 (JIM: 4 on one connection, which the benchmark's
-///   Samba row measured at 0.6 of the directory's limit).
+/// - Samba AD: conservative, as JIM (4 on one connection).
 /// - Generic: unknown limits; 2 × 4.
 pub fn concurrency_defaults(dialect: Dialect) -> (u32, u32) {
     match dialect {
         Dialect::OpenLdap => (4, 8),
         Dialect::Ds389 => (4, 5),
         Dialect::ActiveDirectory => (4, 4),
-        Dialect::SambaAd => (4, JIM_DEFAULT_CONCURRENCY),
+        Dialect::SambaAd => (1, JIM_DEFAULT_CONCURRENCY),
         Dialect::Generic => (2, 4),
     }
 }
@@ -509,8 +507,7 @@ mod tests {
         );
         assert_eq!(
             DirectoryProfile::for_dialect(Dialect::SambaAd).max_in_flight(),
-            4 * JIM_DEFAULT_CONCURRENCY,
-            "one connection per pre-forked Samba LDAP worker"
+            JIM_DEFAULT_CONCURRENCY
         );
         assert!(
             DirectoryProfile::for_dialect(Dialect::Generic).max_in_flight()
