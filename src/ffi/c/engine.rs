@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -108,9 +108,10 @@ pub(crate) struct EngineInner {
     calls: Mutex<Calls>,
     calls_done: Condvar,
     shutdown_timeout: Duration,
-    /// The name of the runtime's threads (read by the tests, which check that freeing stops them).
+    /// How many of the runtime's threads are alive. A thread counts itself out as it ends, before the
+    /// join in `close` returns, so the tests can check that freeing really stopped them.
     #[cfg_attr(not(test), allow(dead_code))]
-    thread_name: String,
+    live_threads: Arc<AtomicUsize>,
 }
 
 /// Marks one call in progress on an engine; freeing the engine waits until it is dropped.
@@ -128,14 +129,24 @@ impl Drop for CallGuard<'_> {
 
 impl EngineInner {
     fn new(options: &EngineOptions) -> FfiResult<Self> {
-        // Each engine names its threads apart (`jim-export-3`), so a host (or a test) can tell that
-        // freeing it really stopped them.
+        // Each engine names its threads apart (`jim-export-3`), so a host's thread dump tells whose
+        // they are.
         let thread_name = format!(
             "{THREAD_NAME_PREFIX}{}",
             ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed)
         );
+        let live_threads = Arc::new(AtomicUsize::new(0));
+        let (started, stopped) = (live_threads.clone(), live_threads.clone());
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().thread_name(thread_name.clone());
+        builder
+            .enable_all()
+            .thread_name(thread_name)
+            .on_thread_start(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+            })
+            .on_thread_stop(move || {
+                stopped.fetch_sub(1, Ordering::SeqCst);
+            });
         if options.worker_threads > 0 {
             builder.worker_threads(options.worker_threads);
         }
@@ -156,7 +167,7 @@ impl EngineInner {
             }),
             calls_done: Condvar::new(),
             shutdown_timeout: Duration::from_millis(options.shutdown_timeout_ms),
-            thread_name,
+            live_threads,
         })
     }
 
@@ -645,11 +656,11 @@ where
     })
 }
 
-/// The name of a live engine's runtime threads (for tests).
+/// The live-thread count of an engine's runtime (for tests; it outlives the engine).
 #[cfg(test)]
-pub(crate) fn thread_name(engine: *const jim_engine) -> Option<String> {
+pub(crate) fn live_threads(engine: *const jim_engine) -> Option<Arc<AtomicUsize>> {
     ENGINES
         .get(engine, "engine")
         .ok()
-        .map(|e| e.thread_name.clone())
+        .map(|e| e.live_threads.clone())
 }
