@@ -9,11 +9,19 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# From here on every stage runs even when one before it failed, so one run reports every failure; the
+# script still fails if any stage did.
+failed=()
 echo "== cargo test"
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --no-fail-fast || failed+=("cargo test")
 # The Python and Kotlin bindings against throwaway servers (they reuse the build above). Kotlin first:
 # it uses target/debug/libjim_export.so, which maturin's own library build overwrites.
 echo "== kotlin bindings"
-bash scripts/test-kotlin.sh
+bash scripts/test-kotlin.sh || failed+=("kotlin bindings")
 echo "== python bindings"
-bash scripts/test-python.sh
+bash scripts/test-python.sh || failed+=("python bindings")
+if ((${#failed[@]})); then
+    echo "== failed: ${failed[*]}" >&2
+    exit 1
+fi
+echo "== all passed"
