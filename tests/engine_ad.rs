@@ -829,6 +829,75 @@ async fn a_reattempted_create_adopts_the_entry_on_samba_ad() {
     }
 }
 
+/// A re-attempted Create whose DN is free while another entry holds its `sAMAccountName`: AD answers
+/// the Add with 68 although nothing is at the DN, so there is nothing to adopt. The engine sends the
+/// Add once more (the entry might have vanished between the Add and the adoption) and then fails the
+/// export with a message naming the clash, instead of spending every retry on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reattempted_create_clashing_on_samaccountname_fails_on_samba_ad() {
+    let Some(env) = AdEnv::new("e2eclash", Template::Nano).await else {
+        return;
+    };
+    let engine = Engine::new();
+    let mut request = env.request();
+    request.options.max_operation_retries = 5;
+    let (first, _) = env.run(&engine, &request).await;
+    assert_eq!(first.failed_count, 0, "{}", first.message);
+    // As if the run had died after the user's Add, and the entry had then been renamed in the
+    // directory: its sAMAccountName lives on under another DN.
+    let user = env.seeded.users[1].clone();
+    sqlx::query(
+        r#"UPDATE "PendingExports" SET "Status" = 2, "LastAttemptedAt" = now() - interval '2 hours' WHERE "Id" = $1"#,
+    )
+    .bind(user.ids.pending_export)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        r#"UPDATE "PendingExportAttributeValueChanges" SET "Status" = 0, "ExportAttemptCount" = 0 WHERE "PendingExportId" = $1"#,
+    )
+    .bind(user.ids.pending_export)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let mut ldap = env.dc.admin_ldap().await.unwrap();
+    ldap.modifydn(&user.dn, "CN=Clash Holder", true, None)
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let _ = ldap.unbind().await;
+
+    let (result, _) = env.run(&engine, &request).await;
+    assert_eq!(
+        (result.success_count, result.failed_count),
+        (0, 1),
+        "{}",
+        result.message
+    );
+    assert_eq!(
+        result.metrics.retries, 1,
+        "one more Add, not every retry: {:?}",
+        result.metrics
+    );
+    let message: Option<String> =
+        sqlx::query_scalar(r#"SELECT "LastErrorMessage" FROM "PendingExports" WHERE "Id" = $1"#)
+            .bind(user.ids.pending_export)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    let message = message.unwrap_or_default();
+    assert!(
+        message.contains("no entry is at that DN") && message.contains("sAMAccountName"),
+        "{message}"
+    );
+    assert!(
+        env.object_guid_bytes(&user.dn).await.is_none(),
+        "nothing was created at {}",
+        user.dn
+    );
+}
+
 /// Small (100 users, 31 groups, 490 memberships) with Modify Batch Size 10, JIM's minimum: groups
 /// are created with their first ten members and the rest follow in overflow modifies, on AD's
 /// linked `member` attribute.

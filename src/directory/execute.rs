@@ -71,6 +71,8 @@ struct Run<'a> {
     /// An earlier attempt (a stale claim, or an operation of this run whose outcome is unknown) may
     /// have applied part of the export.
     reattempt: bool,
+    /// An Add of this run met "already exists" with nothing at its DN once already.
+    adoption_missed: bool,
     result: ExportResult,
 }
 
@@ -87,6 +89,7 @@ impl Inner {
             let mut run = Run {
                 plan: &plan,
                 reattempt: job.reattempt,
+                adoption_missed: false,
                 result: ExportResult::new(job.export_id),
             };
             run.result.warnings.extend(plan.warnings.iter().cloned());
@@ -343,7 +346,8 @@ impl Inner {
             }
             Verdict::EntryExists(message) => {
                 if run.reattempt {
-                    self.adopt(dn, attributes, anchor.as_ref(), run).await
+                    self.adopt(dn, attributes, anchor.as_ref(), &message, run)
+                        .await
                 } else {
                     // A first attempt never takes over an entry it did not create (JIM fails too).
                     StepOutcome::failed(message)
@@ -354,12 +358,13 @@ impl Inner {
     }
 
     /// An entry left by an earlier attempt: bring the exported attributes to the staged values with one
-    /// replace each, and read its anchor.
+    /// replace each, and read its anchor. `refusal` is the directory's answer to the Add.
     async fn adopt(
         &self,
         dn: &str,
         attributes: &[Attribute],
         anchor: Option<&AnchorRead>,
+        refusal: &str,
         run: &mut Run<'_>,
     ) -> StepOutcome {
         let mods = adoption_modifications(dn, attributes);
@@ -373,12 +378,19 @@ impl Inner {
             };
             match classify(&ctx, &outcome) {
                 Verdict::Success => {}
-                Verdict::NoSuchObject(m) => {
-                    // It vanished between the Add and the replace: send the Add again.
+                Verdict::NoSuchObject(m) if !run.adoption_missed => {
+                    // It may have vanished between the Add and the replace: send the Add again, once.
+                    run.adoption_missed = true;
                     return StepOutcome::Retry {
                         outcome_unknown: true,
                         message: m,
                     };
+                }
+                Verdict::NoSuchObject(_) => {
+                    // Twice "already exists" with nothing at the DN: the clash is another entry's
+                    // unique value (AD refuses a duplicate sAMAccountName or userPrincipalName with
+                    // 68), which no retry resolves.
+                    return StepOutcome::failed(exists_elsewhere(dn, refusal));
                 }
                 other => return StepOutcome::from_verdict(other),
             }
@@ -617,6 +629,15 @@ impl Inner {
         };
         self.modify(dn, &[m], ModifyPurpose::Disable, run).await
     }
+}
+
+/// The failure of an Add refused as "already exists" while no entry is at its DN.
+fn exists_elsewhere(dn: &str, refusal: &str) -> String {
+    format!(
+        "the directory refused to create '{dn}' as already existing ({refusal}), but no entry is at \
+         that DN: another entry holds one of its unique values (in Active Directory, \
+         sAMAccountName or userPrincipalName)"
+    )
 }
 
 /// The replaces that bring an adopted entry to an Add's attributes: every attribute but
