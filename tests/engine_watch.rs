@@ -583,3 +583,57 @@ async fn a_directory_restart_between_passes_is_survived() {
     assert_eq!(env.executing().await, 0);
     assert_in_directory(&env, &users[0..4]).await;
 }
+
+/// An OU the watch found in one pass and an administrator deleted before the next: the next pass
+/// reads it again and creates it, instead of trusting what it saw earlier and failing every Add below
+/// it for the rest of the watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_deleted_between_passes_is_created_again() {
+    let env = Env::new(Template::Micro).await;
+    park_all(&env.db.pool, env.seeded.connected_system_id()).await;
+    let users = user_exports(&env.seeded);
+    let mut request = watch_request(&env, WatchOptions::default());
+    request.requests[0].settings.create_containers_as_needed = true;
+    let watch = Running::start(Arc::new(Engine::new()), request);
+    stage(&env.db.pool, &ids(&users[0..2]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[0..2]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await
+    );
+    let people = format!("ou=People,{}", env.slapd.suffix());
+    let mut ldap = env.slapd.admin_ldap().await.expect("admin bind");
+    for dn in users[0..2]
+        .iter()
+        .map(|(_, dn)| dn.as_str())
+        .chain([people.as_str()])
+    {
+        ldap.delete(dn)
+            .await
+            .expect("delete")
+            .success()
+            .unwrap_or_else(|e| panic!("delete {dn}: {e}"));
+    }
+    let _ = ldap.unbind().await;
+
+    stage(&env.db.pool, &ids(&users[2..4]), None).await;
+    assert!(
+        wait_for_status(
+            &env.db.pool,
+            &ids(&users[2..4]),
+            exported(),
+            PICKED_UP_WITHIN
+        )
+        .await,
+        "exports below the deleted OU are written: {:?}",
+        watch_support::statuses(&env.db.pool, &ids(&users[2..4])).await
+    );
+    let (result, _) = watch.stop().await;
+    assert_eq!(result.systems[0].failed, 0, "{result:?}");
+    assert_eq!(result.exports, 4, "{result:?}");
+    assert_in_directory(&env, &users[2..4]).await;
+}

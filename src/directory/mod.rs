@@ -602,6 +602,18 @@ impl Directory {
             .max(1)
     }
 
+    /// Forgets which containers were found or created, so the next export needing one reads it again.
+    /// A watch calls it before each pass: between passes an administrator may have deleted an OU, and
+    /// a container remembered from hours ago would fail every Add below it until the watch ends.
+    pub fn forget_verified_containers(&self) {
+        self.inner
+            .containers
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Containers created in this run so far (JIM's `CreatedContainerExternalIds`), across batches.
     pub fn created_containers(&self) -> Vec<String> {
         self.inner

@@ -474,6 +474,7 @@ impl SystemLoop {
         start.statements_base = statements_base;
         start.directory_base = Some(self.directory.stats());
         start.containers_base = self.directory.created_containers().len();
+        self.directory.forget_verified_containers();
         let done = run::pass(
             queue,
             &self.directory,
