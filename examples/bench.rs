@@ -781,6 +781,15 @@ async fn jim_batch(
                 }
                 ExportOutcome::failed(claimed, message, error_type)
             }
+            // `execute_all` never stops early; counted as a failure should that change.
+            ExportStatus::NotStarted => {
+                failed += 1;
+                ExportOutcome::failed(
+                    claimed,
+                    "not begun",
+                    jim_export::model::ConnectedSystemExportErrorType::General,
+                )
+            }
         });
     }
     queue.persist(&outcomes).await?;

@@ -170,6 +170,9 @@ pub enum Verdict {
     Transient {
         /// True when the server may have applied the operation (read before retrying).
         outcome_unknown: bool,
+        /// True when the directory gave no answer at all (no connection, a lost connection, a
+        /// timeout), rather than saying it is busy, unavailable or unwilling.
+        no_answer: bool,
         /// What happened.
         message: String,
     },
@@ -258,6 +261,7 @@ pub fn classify(ctx: &OpContext<'_>, outcome: &Result<LdapResult, TransportError
     if is_back_pressure_code(code) {
         return Verdict::Transient {
             outcome_unknown: false,
+            no_answer: false,
             message,
         };
     }
@@ -272,10 +276,12 @@ fn classify_transport(ctx: &OpContext<'_>, e: &TransportError) -> Verdict {
     match e {
         TransportError::NotSent(_) | TransportError::Unavailable(_) => Verdict::Transient {
             outcome_unknown: false,
+            no_answer: true,
             message,
         },
         TransportError::OutcomeUnknown(_) => Verdict::Transient {
             outcome_unknown: true,
+            no_answer: true,
             message,
         },
         TransportError::Client(_) => Verdict::Fail {
@@ -446,6 +452,7 @@ mod tests {
                     classify(&ctx(OpKind::Modify, false), &result(code, "")),
                     Verdict::Transient {
                         outcome_unknown: false,
+                        no_answer: false,
                         ..
                     }
                 ),
@@ -460,6 +467,7 @@ mod tests {
             unknown,
             Verdict::Transient {
                 outcome_unknown: true,
+                no_answer: true,
                 ..
             }
         ));
@@ -471,6 +479,7 @@ mod tests {
             ),
             Verdict::Transient {
                 outcome_unknown: false,
+                no_answer: true,
                 ..
             }
         ));

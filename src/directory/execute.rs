@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ldap3::LdapResult;
 use ldap3::controls::{PostRead, RawControl};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::classify::{OpContext, OpKind, TransportError, Verdict, classify, rc};
@@ -24,6 +25,8 @@ enum StepOutcome {
     Done,
     Retry {
         outcome_unknown: bool,
+        /// The directory gave no answer (see [`Verdict::Transient`]).
+        no_answer: bool,
         message: String,
     },
     Failed {
@@ -46,9 +49,11 @@ impl StepOutcome {
             Verdict::Success => StepOutcome::Done,
             Verdict::Transient {
                 outcome_unknown,
+                no_answer,
                 message,
             } => StepOutcome::Retry {
                 outcome_unknown,
+                no_answer,
                 message,
             },
             Verdict::Fail {
@@ -71,24 +76,38 @@ struct Run<'a> {
     /// An earlier attempt (a stale claim, or an operation of this run whose outcome is unknown) may
     /// have applied part of the export.
     reattempt: bool,
+    /// Fires when the run stops starting exports (see `Directory::run_until`).
+    stop: &'a CancellationToken,
     /// An Add of this run met "already exists" with nothing at its DN once already.
     adoption_missed: bool,
     result: ExportResult,
 }
 
+impl Run<'_> {
+    /// True when nothing this export sent can have taken effect: no step completed but container
+    /// checks (which any later attempt repeats harmlessly), and no operation's outcome is unknown.
+    fn untouched(&self) -> bool {
+        !self.reattempt && self.result.written_change_ids.is_empty() && !self.result.entry_created
+    }
+}
+
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Inner {
-    pub(super) async fn execute(&self, job: ExportJob) -> ExportResult {
+    pub(super) async fn execute(&self, job: ExportJob, stop: &CancellationToken) -> ExportResult {
         let span = tracing::debug_span!("export", export_id = %job.export_id);
         async move {
             let plan = match job.plan {
                 Ok(plan) => plan,
                 Err(f) => return ExportResult::failed(job.export_id, f.error_type, f.message),
             };
+            if stop.is_cancelled() {
+                return ExportResult::not_started(job.export_id);
+            }
             let mut run = Run {
                 plan: &plan,
                 reattempt: job.reattempt,
+                stop,
                 adoption_missed: false,
                 result: ExportResult::new(job.export_id),
             };
@@ -144,12 +163,14 @@ impl Inner {
                 }
                 StepOutcome::Retry {
                     outcome_unknown,
+                    no_answer,
                     message,
                 } => {
                     if outcome_unknown {
                         run.reattempt = true;
                     }
                     if attempt >= max {
+                        run.result.no_answer = no_answer;
                         let mut message =
                             format!("{message} (gave up after {} attempts)", attempt + 1);
                         if run.reattempt {
@@ -162,6 +183,9 @@ impl Inner {
                             error_type: ConnectedSystemExportErrorType::General,
                             message,
                         });
+                    }
+                    if run.stop.is_cancelled() && run.untouched() {
+                        return Err(ExportStatus::NotStarted);
                     }
                     attempt += 1;
                     run.result.retries += 1;
@@ -383,6 +407,7 @@ impl Inner {
                     run.adoption_missed = true;
                     return StepOutcome::Retry {
                         outcome_unknown: true,
+                        no_answer: false,
                         message: m,
                     };
                 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Concurrency, Dialect, DirectoryConfig, RunOptions};
@@ -180,6 +181,9 @@ pub enum ExportStatus {
         /// What failed, with the server's diagnostic text.
         message: String,
     },
+    /// The run stopped (see [`Directory::run_until`]) before this export sent anything that could
+    /// have taken effect: it goes back to the queue as it was, no attempt counted.
+    NotStarted,
 }
 
 /// What happened to one export: JIM's result fields plus what was done before a failure.
@@ -211,6 +215,10 @@ pub struct ExportResult {
     pub operations: u32,
     /// In-run retries.
     pub retries: u32,
+    /// True when it failed because the directory gave no answer (no connection, lost connections,
+    /// timeouts) through every retry: a sign that the directory is down rather than that this export
+    /// is wrong.
+    pub no_answer: bool,
     /// Things worth logging (from planning and execution).
     pub warnings: Vec<String>,
 }
@@ -229,6 +237,7 @@ impl ExportResult {
             containers_created: Vec::new(),
             operations: 0,
             retries: 0,
+            no_answer: false,
             warnings: Vec::new(),
         }
     }
@@ -248,6 +257,14 @@ impl ExportResult {
         }
     }
 
+    /// An export the run stopped before it began.
+    pub fn not_started(export_id: Uuid) -> Self {
+        Self {
+            status: ExportStatus::NotStarted,
+            ..Self::new(export_id)
+        }
+    }
+
     /// True on success.
     pub fn is_success(&self) -> bool {
         self.status == ExportStatus::Succeeded
@@ -256,7 +273,7 @@ impl ExportResult {
     /// The error type of a failure.
     pub fn error_type(&self) -> Option<ConnectedSystemExportErrorType> {
         match &self.status {
-            ExportStatus::Succeeded => None,
+            ExportStatus::Succeeded | ExportStatus::NotStarted => None,
             ExportStatus::Failed { error_type, .. } => Some(*error_type),
         }
     }
@@ -264,7 +281,7 @@ impl ExportResult {
     /// The message of a failure.
     pub fn error_message(&self) -> Option<&str> {
         match &self.status {
-            ExportStatus::Succeeded => None,
+            ExportStatus::Succeeded | ExportStatus::NotStarted => None,
             ExportStatus::Failed { message, .. } => Some(message),
         }
     }
@@ -502,7 +519,7 @@ impl Directory {
     /// Runs one export: its operations in order, transient conditions retried, partial progress
     /// reported. Never fails as a call; failures are in the result.
     pub async fn execute(&self, job: ExportJob) -> ExportResult {
-        self.inner.execute(job).await
+        self.inner.execute(job, &CancellationToken::new()).await
     }
 
     /// Runs a batch concurrently (bounded) and returns the results in input order.
@@ -543,10 +560,20 @@ impl Directory {
     /// Takes jobs from `jobs` until it closes and sends each export's result to `results` as soon as
     /// it completes; many exports run at once (bounded by [`DirectoryTuning::max_active_exports`]).
     /// Returns when every job taken has a result, or early when `results` is closed.
-    pub async fn run(
+    pub async fn run(&self, jobs: mpsc::Receiver<ExportJob>, results: mpsc::Sender<ExportResult>) {
+        self.run_until(jobs, results, CancellationToken::new())
+            .await
+    }
+
+    /// [`Directory::run`] that can be told to stop starting exports: once `stop` fires, every job not
+    /// yet begun, and every one whose attempts so far cannot have taken effect (nothing written, no
+    /// outcome unknown), ends as [`ExportStatus::NotStarted`] instead of being tried (again). Exports
+    /// that may have changed the directory run to their end.
+    pub async fn run_until(
         &self,
         mut jobs: mpsc::Receiver<ExportJob>,
         results: mpsc::Sender<ExportResult>,
+        stop: CancellationToken,
     ) {
         let max_active = self.max_active_exports();
         let mut running: JoinSet<ExportResult> = JoinSet::new();
@@ -578,10 +605,13 @@ impl Directory {
                         Some(job) => {
                             let export_id = job.export_id;
                             let this = self.clone();
+                            let stop = stop.clone();
                             let handle = running.spawn(async move {
                                 let started = std::time::Instant::now();
-                                let result = this.execute(job).await;
-                                this.inner.export_latency.record(started.elapsed());
+                                let result = this.inner.execute(job, &stop).await;
+                                if result.status != ExportStatus::NotStarted {
+                                    this.inner.export_latency.record(started.elapsed());
+                                }
                                 result
                             });
                             ids.insert(handle.id(), export_id);

@@ -6,6 +6,7 @@
 //! The engine is async and expects a tokio multi-thread runtime; it never builds one. The C ABI and
 //! UniFFI layers own the runtime and drive the engine on it.
 
+mod breaker;
 mod dependencies;
 mod dry_run;
 mod listener;

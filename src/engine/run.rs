@@ -23,12 +23,14 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::breaker::{Breaker, UNANSWERED_EXPORTS_TO_STOP};
 use super::dependencies::{Dependencies, Readiness};
 use super::reporting::{Counters, build_items};
 use super::{CancellationToken, LogLevel, LogRecord, RunListener};
 use crate::config::ExportRequest;
 use crate::directory::{
-    Directory, ExportJob, ExportResult as DirectoryResult, ExportStatus, OUTCOME_UNKNOWN_NOTE,
+    Directory, DirectoryError, ExportJob, ExportResult as DirectoryResult, ExportStatus,
+    OUTCOME_UNKNOWN_NOTE,
 };
 use crate::error::{Error, Result};
 use crate::model::{ExportPhase, PendingExportChangeType, UnresolvedReferenceHandling};
@@ -184,10 +186,12 @@ pub(crate) async fn pass(
     let max_active = directory.max_in_flight() * 2;
     let (job_tx, job_rx) = mpsc::channel::<ExportJob>(max_active.max(1));
     let (result_tx, result_rx) = mpsc::channel::<DirectoryResult>(max_active.max(1));
+    let stop_directory = CancellationToken::new();
     let runner = {
         let directory = directory.clone();
+        let stop = stop_directory.clone();
         tokio::spawn(
-            async move { directory.run(job_rx, result_tx).await }
+            async move { directory.run_until(job_rx, result_tx, stop).await }
                 .instrument(tracing::debug_span!("execute")),
         )
     };
@@ -222,6 +226,9 @@ pub(crate) async fn pass(
         total,
         phase: ExportPhase::Executing,
         in_flight_samples: (0, 0),
+        breaker: Breaker::new(UNANSWERED_EXPORTS_TO_STOP),
+        stop_directory: stop_directory.clone(),
+        not_started: 0,
         fatal: None,
     };
     // A cancel that lands before the coordinator sees it (the claimer stops first) still counts.
@@ -242,6 +249,12 @@ pub(crate) async fn pass(
     if let Err(e) = queue.release_all().await {
         log.warn(format!(
             "returning unexecuted claims failed: {e}; they are reclaimed after the lease"
+        ));
+    }
+    if coordinator.not_started > 0 {
+        log.info(format!(
+            "{} export(s) the directory had not begun went back to the queue as they were",
+            coordinator.not_started
         ));
     }
     if let Some(e) = coordinator.fatal.take() {
@@ -464,6 +477,12 @@ struct Coordinator {
     total: u64,
     phase: ExportPhase,
     in_flight_samples: (u64, u64),
+    /// Stops the run when the directory has gone away (see `super::breaker`).
+    breaker: Breaker,
+    /// Fires with the breaker: the directory starts no more exports.
+    stop_directory: CancellationToken,
+    /// Exports the directory handed back unstarted.
+    not_started: u64,
     fatal: Option<Error>,
 }
 
@@ -692,7 +711,26 @@ impl Coordinator {
             self.log
                 .debug(format!("pending export {}: {w}", result.export_id));
         }
-        let outcome = to_outcome(claimed, result);
+        if let Some(why) = self.breaker.record(&result) {
+            // The fatal path stops claiming and returns what has not reached the directory; the
+            // directory hands back what it has not begun, and finishes only what may have taken
+            // effect.
+            self.log.warn(format!(
+                "stopping the run: cannot reach the directory: {why}"
+            ));
+            self.stop_directory.cancel();
+            self.fatal
+                .get_or_insert(Error::Directory(DirectoryError::Connect(why)));
+        }
+        let Some(outcome) = to_outcome(claimed, result) else {
+            // The run is stopping and this export never began: the queue still holds its claim,
+            // which the end of the pass returns as it was. So do the exports waiting for it.
+            for id in self.deps.drain_waiting() {
+                self.held.remove(&id);
+            }
+            self.not_started += 1;
+            return;
+        };
         if let ExportResult::Failed(f) = &outcome.result {
             self.log.debug(format!(
                 "pending export {} failed: {}",
@@ -848,9 +886,11 @@ impl Coordinator {
     }
 }
 
-/// Maps the directory's result for an export to the outcome the store persists.
-fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> ExportOutcome {
-    match result.status {
+/// Maps the directory's result for an export to the outcome the store persists; `None` for an
+/// export that never began, which has nothing to persist.
+fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> Option<ExportOutcome> {
+    Some(match result.status {
+        ExportStatus::NotStarted => return None,
         ExportStatus::Succeeded => {
             // Every writable change of the claimed export is accounted for, as JIM marks every change
             // it handed the connector (the plan leaves some without an LDAP write of their own, e.g.
@@ -882,7 +922,7 @@ fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> ExportOutcome 
                 },
             }),
         },
-    }
+    })
 }
 
 /// Progress events at a bounded rate.
