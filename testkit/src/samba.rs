@@ -248,6 +248,14 @@ impl SambaAd {
         }
     }
 
+    /// A DC of the caller's own, fresh from the provisioned template (about a second once the
+    /// template exists), stopped when dropped; an error when Samba cannot run here. It takes the
+    /// machine-wide lock, so it waits for any other DC of this machine (the shared one included) to
+    /// stop first: for benchmarks that want each measurement on an unused DC.
+    pub async fn start() -> Result<SambaAd> {
+        launch().await.map_err(|f| server_error(f.message))
+    }
+
     /// `ldaps://127.0.0.1:636`.
     pub fn ldaps_url(&self) -> &str {
         &self.ldaps_url
