@@ -80,6 +80,8 @@ struct Run<'a> {
     stop: &'a CancellationToken,
     /// An Add of this run met "already exists" with nothing at its DN once already.
     adoption_missed: bool,
+    /// A step other than a container check has completed: the directory holds part of this export.
+    applied: bool,
     result: ExportResult,
 }
 
@@ -87,7 +89,7 @@ impl Run<'_> {
     /// True when nothing this export sent can have taken effect: no step completed but container
     /// checks (which any later attempt repeats harmlessly), and no operation's outcome is unknown.
     fn untouched(&self) -> bool {
-        !self.reattempt && self.result.written_change_ids.is_empty() && !self.result.entry_created
+        !self.reattempt && !self.applied && !self.result.entry_created
     }
 }
 
@@ -109,6 +111,7 @@ impl Inner {
                 reattempt: job.reattempt,
                 stop,
                 adoption_missed: false,
+                applied: false,
                 result: ExportResult::new(job.export_id),
             };
             run.result.warnings.extend(plan.warnings.iter().cloned());
@@ -127,6 +130,9 @@ impl Inner {
                 run.result
                     .written_change_ids
                     .extend(step.change_ids.iter().copied());
+                if !matches!(step.operation, Operation::EnsureContainer(_)) {
+                    run.applied = true;
+                }
             }
             run.result
                 .written_change_ids
