@@ -774,20 +774,7 @@ async fn a_reattempted_create_adopts_the_entry_on_samba_ad() {
     let user = env.seeded.users[1].clone();
     let group = env.seeded.groups[0].clone();
     for pe in [user.ids.pending_export, group.ids.pending_export] {
-        sqlx::query(
-            r#"UPDATE "PendingExports" SET "Status" = 2, "LastAttemptedAt" = now() - interval '2 hours' WHERE "Id" = $1"#,
-        )
-        .bind(pe)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
-        sqlx::query(
-            r#"UPDATE "PendingExportAttributeValueChanges" SET "Status" = 0, "ExportAttemptCount" = 0 WHERE "PendingExportId" = $1"#,
-        )
-        .bind(pe)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
+        strand_as_executing(&env, pe).await;
     }
     sqlx::query(
         r#"DELETE FROM "ConnectedSystemObjectAttributeValues" v USING "ConnectedSystemObjects" o
@@ -829,6 +816,25 @@ async fn a_reattempted_create_adopts_the_entry_on_samba_ad() {
     }
 }
 
+/// As if a run had died after sending the export: its row `Executing` with a lease long expired, its
+/// changes Pending again.
+async fn strand_as_executing(env: &AdEnv, pending_export: Uuid) {
+    sqlx::query(
+        r#"UPDATE "PendingExports" SET "Status" = 2, "LastAttemptedAt" = now() - interval '2 hours' WHERE "Id" = $1"#,
+    )
+    .bind(pending_export)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        r#"UPDATE "PendingExportAttributeValueChanges" SET "Status" = 0, "ExportAttemptCount" = 0 WHERE "PendingExportId" = $1"#,
+    )
+    .bind(pending_export)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+}
+
 /// A re-attempted Create whose DN is free while another entry holds its `sAMAccountName`: AD answers
 /// the Add with 68 although nothing is at the DN, so there is nothing to adopt. The engine sends the
 /// Add once more (the entry might have vanished between the Add and the adoption) and then fails the
@@ -846,20 +852,7 @@ async fn a_reattempted_create_clashing_on_samaccountname_fails_on_samba_ad() {
     // As if the run had died after the user's Add, and the entry had then been renamed in the
     // directory: its sAMAccountName lives on under another DN.
     let user = env.seeded.users[1].clone();
-    sqlx::query(
-        r#"UPDATE "PendingExports" SET "Status" = 2, "LastAttemptedAt" = now() - interval '2 hours' WHERE "Id" = $1"#,
-    )
-    .bind(user.ids.pending_export)
-    .execute(&env.db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        r#"UPDATE "PendingExportAttributeValueChanges" SET "Status" = 0, "ExportAttemptCount" = 0 WHERE "PendingExportId" = $1"#,
-    )
-    .bind(user.ids.pending_export)
-    .execute(&env.db.pool)
-    .await
-    .unwrap();
+    strand_as_executing(&env, user.ids.pending_export).await;
     let mut ldap = env.dc.admin_ldap().await.unwrap();
     ldap.modifydn(&user.dn, "CN=Clash Holder", true, None)
         .await

@@ -84,6 +84,11 @@ fn ids(exports: &[(Uuid, String)]) -> Vec<Uuid> {
     exports.iter().map(|(id, _)| *id).collect()
 }
 
+/// Whether every one of `exports` is Exported within [`PICKED_UP_WITHIN`].
+async fn exported_in_time(pool: &sqlx::PgPool, exports: &[(Uuid, String)]) -> bool {
+    wait_for_status(pool, &ids(exports), exported(), PICKED_UP_WITHIN).await
+}
+
 async fn assert_in_directory(env: &Env, exports: &[(Uuid, String)]) {
     let dir = env.directory().await;
     for (_, dn) in exports {
@@ -108,25 +113,13 @@ async fn polling_picks_up_exports_staged_after_the_start() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stage(&env.db.pool, &ids(&users[0..3]), None).await;
     assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[0..3]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await,
+        exported_in_time(&env.db.pool, &users[0..3]).await,
         "the first round is exported"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     stage(&env.db.pool, &ids(&users[3..5]), None).await;
     assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[3..5]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await,
+        exported_in_time(&env.db.pool, &users[3..5]).await,
         "the second round is exported"
     );
     assert!(watch.logged("polling (no notifying trigger installed)"));
@@ -203,15 +196,7 @@ async fn notifications_pick_up_exports_staged_after_the_start() {
     };
     let watch = Running::start(engine.clone(), watch_request(&env, polling));
     stage(&env.db.pool, &ids(&users[6..7]), None).await;
-    assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[6..7]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await
-    );
+    assert!(exported_in_time(&env.db.pool, &users[6..7]).await);
     let (result, _) = watch.stop().await;
     assert_eq!(result.mode, WatchMode::Polling);
     assert!(result.trigger_installed);
@@ -251,15 +236,7 @@ async fn a_row_whose_next_retry_at_comes_due_is_picked_up_when_it_does() {
         vec![PendingExportStatus::Pending.as_i32()],
         "not exported before it is due"
     );
-    assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[0..1]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await
-    );
+    assert!(exported_in_time(&env.db.pool, &users[0..1]).await);
     let (result, _) = watch.stop().await;
     assert_eq!(result.exports, 1);
     assert!(result.wake_ups.retry_due >= 1, "{result:?}");
@@ -352,15 +329,7 @@ async fn a_postgresql_restart_is_survived_in_both_modes() {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     stage(&env.db.pool, &ids(&users[0..2]), None).await;
-    assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[0..2]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await
-    );
+    assert!(exported_in_time(&env.db.pool, &users[0..2]).await);
 
     pg.restart().expect("PostgreSQL restarts");
     // The test's own pool reconnects as well (its connections died with the server).
@@ -532,8 +501,8 @@ async fn one_watch_serves_several_connected_systems() {
     let b = user_exports(&second.seeded);
     stage(&first.db.pool, &ids(&a[0..2]), None).await;
     stage(&first.db.pool, &ids(&b[0..3]), None).await;
-    assert!(wait_for_status(&first.db.pool, &ids(&a[0..2]), exported(), PICKED_UP_WITHIN).await);
-    assert!(wait_for_status(&first.db.pool, &ids(&b[0..3]), exported(), PICKED_UP_WITHIN).await);
+    assert!(exported_in_time(&first.db.pool, &a[0..2]).await);
+    assert!(exported_in_time(&first.db.pool, &b[0..3]).await);
     let (result, _) = watch.stop().await;
     assert_eq!(result.systems.len(), 2);
     assert_eq!(
@@ -556,25 +525,11 @@ async fn a_directory_restart_between_passes_is_survived() {
         watch_request(&env, WatchOptions::default()),
     );
     stage(&env.db.pool, &ids(&users[0..2]), None).await;
-    assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[0..2]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await
-    );
+    assert!(exported_in_time(&env.db.pool, &users[0..2]).await);
     env.slapd.restart().await.expect("slapd restarts");
     stage(&env.db.pool, &ids(&users[2..4]), None).await;
     assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[2..4]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await,
+        exported_in_time(&env.db.pool, &users[2..4]).await,
         "exports staged after the directory restarted are written: {:?}",
         watch_support::statuses(&env.db.pool, &ids(&users[2..4])).await
     );
@@ -596,15 +551,7 @@ async fn a_container_deleted_between_passes_is_created_again() {
     request.requests[0].settings.create_containers_as_needed = true;
     let watch = Running::start(Arc::new(Engine::new()), request);
     stage(&env.db.pool, &ids(&users[0..2]), None).await;
-    assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[0..2]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await
-    );
+    assert!(exported_in_time(&env.db.pool, &users[0..2]).await);
     let people = format!("ou=People,{}", env.slapd.suffix());
     let mut ldap = env.slapd.admin_ldap().await.expect("admin bind");
     for dn in users[0..2]
@@ -622,13 +569,7 @@ async fn a_container_deleted_between_passes_is_created_again() {
 
     stage(&env.db.pool, &ids(&users[2..4]), None).await;
     assert!(
-        wait_for_status(
-            &env.db.pool,
-            &ids(&users[2..4]),
-            exported(),
-            PICKED_UP_WITHIN
-        )
-        .await,
+        exported_in_time(&env.db.pool, &users[2..4]).await,
         "exports below the deleted OU are written: {:?}",
         watch_support::statuses(&env.db.pool, &ids(&users[2..4])).await
     );
