@@ -218,15 +218,16 @@ async fn a_row_whose_next_retry_at_comes_due_is_picked_up_when_it_does() {
         ..WatchOptions::default()
     };
     let engine = Arc::new(Engine::new());
-    // Staged before the start, due 3 s later: the first look finds nothing due but learns when.
+    // Staged before the start, due 5 s later: the first look (well within that, even on a loaded
+    // machine) finds nothing due but learns when.
     stage(
         &env.db.pool,
         &ids(&users[0..1]),
-        Some(Duration::from_secs(3)),
+        Some(Duration::from_secs(5)),
     )
     .await;
     let watch = Running::start(engine, watch_request(&env, options));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         watch_support::statuses(&env.db.pool, &ids(&users[0..1]))
             .await
