@@ -68,7 +68,8 @@ enum jim_status
   JIM_STATUS_DATA = 22,
   // The run was cancelled before it could start its work.
   JIM_STATUS_CANCELLED = 23,
-  // The directory could not be reached, or refused the bind or TLS.
+  // The directory could not be reached, or refused the bind or TLS; or it stopped answering mid-run
+  // (the outcomes of the exports done by then are persisted, the rest are left as they were).
   JIM_STATUS_DIRECTORY = 24,
   // The call failed for another reason; the message says why.
   JIM_STATUS_FAILED = 29,

@@ -56,7 +56,7 @@ pub use rate::RateLimiter;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DirectoryError {
-    /// No URL could be reached.
+    /// No URL could be reached, or (from a run) the directory stopped answering mid-run.
     #[error("cannot reach the directory: {0}")]
     Connect(String),
     /// The directory refused the bind.

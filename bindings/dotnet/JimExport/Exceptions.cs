@@ -65,7 +65,8 @@ namespace JimExport
         }
     }
 
-    /// <summary>The directory could not be reached, or refused the bind or TLS.</summary>
+    /// <summary>The directory could not be reached, or refused the bind or TLS; or it stopped answering
+    /// mid-run (the exports done by then are persisted, the rest are left as they were).</summary>
     public sealed class ExportDirectoryException : ExportException
     {
         public ExportDirectoryException(ExportStatus status, string message) : base(status, message)

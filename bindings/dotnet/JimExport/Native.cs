@@ -37,7 +37,8 @@ namespace JimExport
         Data = 22,
         /// <summary>The run was cancelled before it could start.</summary>
         Cancelled = 23,
-        /// <summary>The directory could not be reached, or refused the bind or TLS.</summary>
+        /// <summary>The directory could not be reached, or refused the bind or TLS; or it stopped answering
+        /// mid-run (the exports done by then are persisted, the rest are left as they were).</summary>
         Directory = 24,
         /// <summary>Another failure; the message says why.</summary>
         Failed = 29,

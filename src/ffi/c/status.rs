@@ -46,7 +46,8 @@ pub enum jim_status {
     Data = 22,
     /// The run was cancelled before it could start its work.
     Cancelled = 23,
-    /// The directory could not be reached, or refused the bind or TLS.
+    /// The directory could not be reached, or refused the bind or TLS; or it stopped answering mid-run
+    /// (the outcomes of the exports done by then are persisted, the rest are left as they were).
     Directory = 24,
     /// The call failed for another reason; the message says why.
     Failed = 29,

@@ -21,7 +21,7 @@ pub struct FieldError {
 /// Why a directory could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
 pub enum DirectoryErrorKind {
-    /// No URL could be reached.
+    /// No URL could be reached, or the directory stopped answering mid-run.
     Connect,
     /// The directory refused the bind.
     Bind,
@@ -58,7 +58,8 @@ pub enum ExportError {
         /// What is wrong with the value.
         reason: String,
     },
-    /// The directory could not be reached, or refused the bind or TLS.
+    /// The directory could not be reached, or refused the bind or TLS; or it stopped answering mid-run
+    /// (the exports done by then are persisted, the rest are left as they were).
     #[error("directory error: {reason}")]
     Directory {
         /// Which step failed.

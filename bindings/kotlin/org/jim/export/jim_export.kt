@@ -5934,7 +5934,7 @@ public object FfiConverterTypeDialect: FfiConverterRustBuffer<Dialect> {
 enum class DirectoryErrorKind {
     
     /**
-     * No URL could be reached.
+     * No URL could be reached, or the directory stopped answering mid-run.
      */
     CONNECT,
     /**
@@ -6087,7 +6087,8 @@ sealed class ExportException: kotlin.Exception() {
     }
     
     /**
-     * The directory could not be reached, or refused the bind or TLS.
+     * The directory could not be reached, or refused the bind or TLS; or it stopped answering mid-run
+     * (the exports done by then are persisted, the rest are left as they were).
      */
     class Directory(
         
