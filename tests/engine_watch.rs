@@ -15,7 +15,7 @@ use jim_export::model::PendingExportStatus;
 use jim_export::report::{WatchMode, WatchResult};
 use jim_export_testkit::seed::{self, SeedOptions, Template};
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
-use jim_export_testkit::{Postgres, PostgresOptions};
+use jim_export_testkit::{LatencyProxy, Postgres, PostgresOptions};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 use watch_support::{park_all, stage, user_exports, wait_for_status};
@@ -578,4 +578,88 @@ async fn a_container_deleted_between_passes_is_created_again() {
     assert_eq!(result.systems[0].failed, 0, "{result:?}");
     assert_eq!(result.exports, 4, "{result:?}");
     assert_in_directory(&env, &users[2..4]).await;
+}
+
+/// The directory goes away while the watch is idle and exports arrive: the pass that meets the outage
+/// stops once 16 exports in a row fail without an answer, and hands the rest back untouched; while
+/// the outage lasts the watch only asks the directory whether it answers, claiming nothing, so the
+/// outage costs one pass, not an attempt of every export per pass. When the directory is back, the
+/// untouched exports go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_costs_one_pass_not_the_queue() {
+    let env = Env::new(Template::Small).await;
+    park_all(&env.db.pool, env.seeded.connected_system_id()).await;
+    let users = user_exports(&env.seeded);
+    let proxy = LatencyProxy::in_front_of(env.slapd.ldap_url(), Duration::from_millis(2)).unwrap();
+    let mut request = watch_request(
+        &env,
+        WatchOptions {
+            wake_up: WakeUpMode::Poll,
+            poll_min_ms: 100,
+            poll_max_ms: 300,
+            ..WatchOptions::default()
+        },
+    );
+    let export = &mut request.requests[0];
+    export.directory.urls = vec![proxy.url("ldap")];
+    export.directory.connect_timeout_ms = 1_000;
+    export.directory.operation_timeout_ms = 2_000;
+    export.options.max_operation_retries = 2;
+    export.options.max_in_flight = Some(16);
+    let watch = Running::start(Arc::new(Engine::new()), request);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    proxy.refuse_new(true);
+    proxy.drop_connections();
+    stage(&env.db.pool, &ids(&users), None).await;
+    let attempted = || async {
+        sqlx::query_scalar::<_, i64>(
+            r#"SELECT count(*) FROM "PendingExports" WHERE "Id" = ANY($1) AND "ErrorCount" > 0"#,
+        )
+        .bind(ids(&users))
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap()
+    };
+    // The first pass meets the outage and stops.
+    let deadline = std::time::Instant::now() + PICKED_UP_WITHIN;
+    while !watch.logged("stopped answering") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(watch.logged("stopped answering"), "the pass stopped");
+    // Several looks later, the outage has cost nothing more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_the_pass = attempted().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_the_outage = attempted().await;
+    eprintln!(
+        "outage: {after_the_pass} of {} exports counted a failed attempt",
+        users.len()
+    );
+    assert!(
+        after_the_pass > 0 && after_the_pass <= 48,
+        "at most the exports in the directory (32) and a few begun before the pass stopped: {after_the_pass}"
+    );
+    assert_eq!(
+        after_the_outage, after_the_pass,
+        "no pass while the directory is gone"
+    );
+
+    proxy.refuse_new(false);
+    let untouched: Vec<Uuid> = sqlx::query_scalar(
+        r#"SELECT "Id" FROM "PendingExports" WHERE "Id" = ANY($1) AND "ErrorCount" = 0"#,
+    )
+    .bind(ids(&users))
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(untouched.len() as i64, users.len() as i64 - after_the_pass);
+    assert!(
+        wait_for_status(&env.db.pool, &untouched, exported(), PICKED_UP_WITHIN).await,
+        "the untouched exports go out once the directory answers"
+    );
+    assert!(watch.logged("the directory answers again"));
+    let (result, _) = watch.stop().await;
+    assert_eq!(result.systems[0].failed_passes, 1, "{result:?}");
+    assert_eq!(env.executing().await, 0);
 }

@@ -632,6 +632,16 @@ impl Directory {
             .max(1)
     }
 
+    /// Whether the directory answers at all: one base read of the root DSE over the pool (opening a
+    /// connection if none is open). Any LDAP result counts as an answer. A watch asks before its next
+    /// pass once a pass stopped because the directory went away, so a long outage claims nothing.
+    pub async fn check_reachable(&self) -> Result<(), DirectoryError> {
+        match self.inner.pool.read("", &[]).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(DirectoryError::Connect(e.to_string())),
+        }
+    }
+
     /// Forgets which containers were found or created, so the next export needing one reads it again.
     /// A watch calls it before each pass: between passes an administrator may have deleted an OU, and
     /// a container remembered from hours ago would fail every Add below it until the watch ends.

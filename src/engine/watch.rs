@@ -30,7 +30,7 @@ use super::run::{self, Logger, PassStart};
 use super::{CancellationToken, RunListener};
 use crate::config::{ExportRequest, WakeUpMode, WatchOptions, WatchRequest};
 use crate::directory::Directory;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::report::{WakeUps, WatchMode, WatchResult, WatchSystemResult};
 use crate::store::{NOTIFY_CHANNEL, Store};
 
@@ -290,6 +290,9 @@ struct SystemLoop {
     wake: Arc<Wake>,
     /// The last batch report's sequence number; reports number on across passes.
     sequence: u64,
+    /// The last pass stopped because the directory went away: the next one first checks that it
+    /// answers again, so an outage costs the exports of one pass, not of every pass while it lasts.
+    directory_gone: bool,
     result: WatchSystemResult,
 }
 
@@ -337,6 +340,7 @@ impl SystemLoop {
             listener,
             wake: Arc::new(Wake::default()),
             sequence: 0,
+            directory_gone: false,
         })
     }
 
@@ -424,6 +428,21 @@ impl SystemLoop {
                 failed: false,
             };
         }
+        if self.directory_gone {
+            if let Err(e) = self.directory.check_reachable().await {
+                self.failed(format!("no pass: {e}"));
+                return Look {
+                    worked: false,
+                    next_due_in: None,
+                    failed: true,
+                };
+            }
+            self.directory_gone = false;
+            self.log.info(format!(
+                "watch of connected system {}: the directory answers again",
+                self.request.connected_system_id
+            ));
+        }
         self.result.passes += 1;
         match self.pass(cancel).await {
             Ok(processed) => Look {
@@ -433,6 +452,7 @@ impl SystemLoop {
             },
             Err(e) => {
                 self.result.failed_passes += 1;
+                self.directory_gone = matches!(e, Error::Directory(_));
                 self.failed(format!("a pass failed: {e}"));
                 Look {
                     worked: false,
