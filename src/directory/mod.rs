@@ -566,9 +566,9 @@ impl Directory {
     }
 
     /// [`Directory::run`] that can be told to stop starting exports: once `stop` fires, every job not
-    /// yet begun, and every one whose attempts so far cannot have taken effect (nothing written, no
-    /// outcome unknown), ends as [`ExportStatus::NotStarted`] instead of being tried (again). Exports
-    /// that may have changed the directory run to their end.
+    /// yet begun, and every one whose attempts so far cannot have taken effect (no step completed but
+    /// container checks, no operation's outcome unknown), ends as [`ExportStatus::NotStarted`]
+    /// instead of being tried (again). Exports that may have changed the directory run to their end.
     pub async fn run_until(
         &self,
         mut jobs: mpsc::Receiver<ExportJob>,
