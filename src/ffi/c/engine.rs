@@ -273,6 +273,12 @@ pub(super) fn with_engine<T>(
     body(&inner, core)
 }
 
+/// Encodes a result document for the host; `what` names it in the (never expected) failure.
+pub(crate) fn encode_json(value: &impl serde::Serialize, what: &str) -> FfiResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| FfiError::new(jim_status::Failed, format!("cannot encode the {what}: {e}")))
+}
+
 /// Parses a JSON argument: a syntax error is `JIM_STATUS_INVALID_JSON`, anything else wrong with it
 /// `JIM_STATUS_INVALID_REQUEST` naming the field's path.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
@@ -449,9 +455,7 @@ pub unsafe extern "C" fn jim_engine_run(
             let request = ExportRequest::from_json(request).map_err(invalid_request)?;
             run(inner, core, request, callbacks, cancel)
         })?;
-        let json = serde_json::to_string(&result).map_err(|e| {
-            FfiError::new(jim_status::Failed, format!("cannot encode the result: {e}"))
-        })?;
+        let json = encode_json(&result, "result")?;
         // SAFETY: checked non-NULL; the host passed a writable `char **`.
         unsafe { write_out(out_result_json, c_string(&json)) };
         Ok(())

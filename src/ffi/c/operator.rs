@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::boundary::{FfiError, FfiResult};
-use super::engine::parse_json;
+use super::engine::{encode_json, parse_json};
 use super::status::jim_status;
 use crate::config::{ConfigErrors, DatabaseConfig};
 use crate::engine::Engine;
@@ -58,11 +58,6 @@ fn validate(database: &DatabaseConfig, connected_system_id: i32) -> FfiResult<()
     errors
         .into_result()
         .map_err(|e| FfiError::new(jim_status::InvalidRequest, e.to_string()))
-}
-
-fn encode(value: &impl Serialize) -> FfiResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| FfiError::new(jim_status::Failed, format!("cannot encode the answer: {e}")))
 }
 
 /// One (status, change type) row of the queue summary.
@@ -130,7 +125,10 @@ pub(crate) fn queue_summary(
                 Duration::from_secs(r.lease_seconds),
             )
             .await?;
-        encode(&QueueSummaryDoc::new(r.connected_system_id, summary))
+        encode_json(
+            &QueueSummaryDoc::new(r.connected_system_id, summary),
+            "answer",
+        )
     })
 }
 
@@ -149,7 +147,7 @@ pub(crate) fn release_stranded(
                 Duration::from_secs(r.older_than_seconds),
             )
             .await?;
-        encode(&serde_json::json!({ "released": released }))
+        encode_json(&serde_json::json!({ "released": released }), "answer")
     })
 }
 
@@ -164,6 +162,6 @@ pub(crate) fn reset_failed(
         let reset = engine
             .reset_failed(&r.database, r.connected_system_id)
             .await?;
-        encode(&serde_json::json!({ "reset": reset }))
+        encode_json(&serde_json::json!({ "reset": reset }), "answer")
     })
 }

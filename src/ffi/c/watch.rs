@@ -10,8 +10,8 @@ use super::boundary::{FfiError, FfiResult, arg_str, boundary, c_string, check_ou
 use super::callbacks::{HostListener, jim_callbacks};
 use super::cancel::{self, jim_cancel};
 use super::engine::{
-    EngineInner, engine_closed, invalid_request, jim_engine, operator_call, parse_json,
-    run_until_stopped, with_engine,
+    EngineInner, encode_json, engine_closed, invalid_request, jim_engine, operator_call,
+    parse_json, run_until_stopped, with_engine,
 };
 use super::status::jim_status;
 use crate::config::{ConfigErrors, DatabaseConfig, WatchRequest};
@@ -81,9 +81,7 @@ pub unsafe extern "C" fn jim_engine_watch(
             request.validate().map_err(invalid_request)?;
             watch(inner, core, request, callbacks, cancel)
         })?;
-        let json = serde_json::to_string(&result).map_err(|e| {
-            FfiError::new(jim_status::Failed, format!("cannot encode the result: {e}"))
-        })?;
+        let json = encode_json(&result, "result")?;
         // SAFETY: checked non-NULL; the host passed a writable `char **`.
         unsafe { write_out(out_result_json, c_string(&json)) };
         Ok(())
