@@ -13,48 +13,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use engine_support::{Env, assert_directory_matches};
-use ffi_support::{json, library_dir, repo_root, require_tool, run, scratch};
+use ffi_support::{compile_dotnet, json, library_dir, run, scratch};
 use jim_export::model::{PendingExportChangeType, PendingExportStatus};
 use jim_export_testkit::seed::Template;
 use tokio::runtime::Runtime;
 
-/// Compiles the binding into a library and the test program against it, as a host would.
-fn compile(dir: &std::path::Path) -> std::path::PathBuf {
-    require_tool("mcs", "mono-devel");
-    require_tool("mono", "mono-devel");
-    let root = repo_root().join("bindings/dotnet");
-    let sources: Vec<_> = std::fs::read_dir(root.join("JimExport"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cs"))
-        .collect();
-    let dll = dir.join("JimExport.dll");
-    let mut mcs = Command::new("mcs");
-    mcs.args([
-        "-langversion:7.2",
-        "-warnaserror+",
-        "-warn:4",
-        "-target:library",
-    ])
-    .arg(format!("-out:{}", dll.display()))
-    .arg("-r:System.Runtime.Serialization.dll")
-    .args(&sources);
-    run(mcs, Duration::from_secs(300), dir, "mcs-library").assert_success("mcs JimExport.dll");
-    let exe = dir.join("ExportTests.exe");
-    let mut mcs = Command::new("mcs");
-    mcs.args(["-langversion:7.2", "-warnaserror+", "-warn:4"])
-        .arg(format!("-out:{}", exe.display()))
-        .arg(format!("-r:{}", dll.display()))
-        .arg("-r:System.Runtime.Serialization.dll")
-        .arg(root.join("tests/ExportTests.cs"));
-    run(mcs, Duration::from_secs(300), dir, "mcs-tests").assert_success("mcs ExportTests.exe");
-    exe
-}
-
 #[test]
 fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
     let dir = scratch("dotnet");
-    let exe = compile(&dir);
+    let exe = compile_dotnet(&dir, "ExportTests");
     let rt = Runtime::new().unwrap();
     let (full, partial) = rt.block_on(async {
         (

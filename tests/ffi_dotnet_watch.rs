@@ -13,49 +13,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use engine_support::Env;
-use ffi_support::{json, library_dir, repo_root, require_tool, run, scratch};
+use ffi_support::{compile_dotnet, json, library_dir, run, scratch};
 use jim_export::model::PendingExportStatus;
 use jim_export_testkit::seed::Template;
 use tokio::runtime::Runtime;
 use watch_support::{park_all, stage, user_exports, wait_for_status};
 
-/// Compiles the binding and the watch program against it.
-fn compile(dir: &std::path::Path) -> std::path::PathBuf {
-    require_tool("mcs", "mono-devel");
-    require_tool("mono", "mono-devel");
-    let root = repo_root().join("bindings/dotnet");
-    let sources: Vec<_> = std::fs::read_dir(root.join("JimExport"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cs"))
-        .collect();
-    let dll = dir.join("JimExport.dll");
-    let mut mcs = Command::new("mcs");
-    mcs.args([
-        "-langversion:7.2",
-        "-warnaserror+",
-        "-warn:4",
-        "-target:library",
-    ])
-    .arg(format!("-out:{}", dll.display()))
-    .arg("-r:System.Runtime.Serialization.dll")
-    .args(&sources);
-    run(mcs, Duration::from_secs(300), dir, "mcs-library").assert_success("mcs JimExport.dll");
-    let exe = dir.join("WatchTests.exe");
-    let mut mcs = Command::new("mcs");
-    mcs.args(["-langversion:7.2", "-warnaserror+", "-warn:4"])
-        .arg(format!("-out:{}", exe.display()))
-        .arg(format!("-r:{}", dll.display()))
-        .arg("-r:System.Runtime.Serialization.dll")
-        .arg(root.join("tests/WatchTests.cs"));
-    run(mcs, Duration::from_secs(300), dir, "mcs-tests").assert_success("mcs WatchTests.exe");
-    exe
-}
-
 #[test]
 fn the_dotnet_binding_watches_installs_the_trigger_and_stops() {
     let dir = scratch("dotnet-watch");
-    let exe = compile(&dir);
+    let exe = compile_dotnet(&dir, "WatchTests");
     let rt = Runtime::new().unwrap();
     let env = rt.block_on(Env::new(Template::Micro));
     rt.block_on(park_all(&env.db.pool, env.seeded.connected_system_id()));

@@ -305,3 +305,39 @@ pub fn counters(line: Option<&str>) -> BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// Compiles the .NET binding (`bindings/dotnet/JimExport`) into a library with Mono's `mcs` (C# 7.2,
+/// warnings as errors) and the test program `bindings/dotnet/tests/<program>.cs` against it, as a
+/// host would; returns the program's `.exe`.
+pub fn compile_dotnet(dir: &Path, program: &str) -> PathBuf {
+    require_tool("mcs", "mono-devel");
+    require_tool("mono", "mono-devel");
+    let root = repo_root().join("bindings/dotnet");
+    let sources: Vec<_> = std::fs::read_dir(root.join("JimExport"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cs"))
+        .collect();
+    let dll = dir.join("JimExport.dll");
+    let mut mcs = Command::new("mcs");
+    mcs.args([
+        "-langversion:7.2",
+        "-warnaserror+",
+        "-warn:4",
+        "-target:library",
+    ])
+    .arg(format!("-out:{}", dll.display()))
+    .arg("-r:System.Runtime.Serialization.dll")
+    .args(&sources);
+    run(mcs, Duration::from_secs(300), dir, "mcs-library").assert_success("mcs JimExport.dll");
+    let exe = dir.join(format!("{program}.exe"));
+    let mut mcs = Command::new("mcs");
+    mcs.args(["-langversion:7.2", "-warnaserror+", "-warn:4"])
+        .arg(format!("-out:{}", exe.display()))
+        .arg(format!("-r:{}", dll.display()))
+        .arg("-r:System.Runtime.Serialization.dll")
+        .arg(root.join(format!("tests/{program}.cs")));
+    run(mcs, Duration::from_secs(300), dir, "mcs-tests")
+        .assert_success(&format!("mcs {program}.exe"));
+    exe
+}
