@@ -52,8 +52,8 @@
 //!   themselves) when the process exits or the value is dropped; a watchdog stops it if the test
 //!   process dies first.
 //! - Samba's LDAP ports are fixed (389 and 636), so one test process at a time runs a DC: a file lock
-//!   (`flock`) on `/tmp/jim-testkit-samba/lock` (`JIM_TEST_SAMBA_STATE_DIR` moves the folder; it is
-//!   not under `TMPDIR`, so that every process finds it), held for as long as the DC runs. Another
+//!   (`flock`) on `jim-testkit-samba/lock` in the system's temporary folder (`JIM_TEST_SAMBA_STATE_DIR`
+//!   moves the folder for processes whose `TMPDIR` differs), held for as long as the DC runs. Another
 //!   process waits for it (up to `JIM_TEST_SAMBA_LOCK_WAIT_SECS`, default 900 s). The lock holder
 //!   stops a DC a crashed predecessor left behind (recorded in `owner.pid` there) and checks that
 //!   nothing else holds the ports.
@@ -636,13 +636,15 @@ fn find_programs() -> Option<Programs> {
     })
 }
 
-/// The machine-wide folder for the lock, the owner record and the provisioned templates. Fixed
-/// rather than under `TMPDIR`: the ports it guards are machine-wide, so every process must find the
-/// same lock (`JIM_TEST_SAMBA_STATE_DIR` moves it for all of them).
+/// The machine-wide folder for the lock, the owner record and the provisioned templates:
+/// `jim-testkit-samba` in the system's temporary folder. The ports it guards are machine-wide, so
+/// every process must find the same lock: processes whose `TMPDIR` differs share it through
+/// `JIM_TEST_SAMBA_STATE_DIR` (should they not, the lock holder's check that the ports are free still
+/// refuses to start a second DC, with a message that says how to find the port's holder).
 fn state_dir() -> PathBuf {
     std::env::var_os("JIM_TEST_SAMBA_STATE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/jim-testkit-samba"))
+        .unwrap_or_else(|| std::env::temp_dir().join("jim-testkit-samba"))
 }
 
 /// The cross-process lock: an `flock` on `<state>/lock`, held while this process runs a DC.
