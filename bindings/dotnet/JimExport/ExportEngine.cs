@@ -107,18 +107,30 @@ namespace JimExport
             Func<BatchReport, Task> onBatch = null,
             CancellationToken cancellationToken = default(CancellationToken))
         {
+            return StartRun(requestJson, progress, onBatch, cancellationToken, false).Completion;
+        }
+
+        /// <summary>Registers a run or a watch with the engine (so that disposing waits for it) and starts
+        /// it on its own thread.</summary>
+        private Run StartRun(
+            string requestJson,
+            IProgress<ExportProgress> progress,
+            Func<BatchReport, Task> onBatch,
+            CancellationToken cancellationToken,
+            bool watch)
+        {
             if (requestJson == null)
             {
                 throw new ArgumentNullException("requestJson");
             }
-            var run = new Run(this, requestJson, progress, onBatch, cancellationToken, false);
+            var run = new Run(this, requestJson, progress, onBatch, cancellationToken, watch);
             lock (gate)
             {
                 ThrowIfDisposed();
                 runs.Add(run);
             }
             run.Start();
-            return run.Completion;
+            return run;
         }
 
         /// <summary>The queue of a connected system: counts by status and change type, what a run would pick

@@ -182,18 +182,7 @@ namespace JimExport
             Func<BatchReport, Task> onBatch = null,
             CancellationToken cancellationToken = default(CancellationToken))
         {
-            if (requestJson == null)
-            {
-                throw new ArgumentNullException("requestJson");
-            }
-            var run = new Run(this, requestJson, progress, onBatch, cancellationToken, true);
-            lock (gate)
-            {
-                ThrowIfDisposed();
-                runs.Add(run);
-            }
-            run.Start();
-            return run.WatchCompletion;
+            return StartRun(requestJson, progress, onBatch, cancellationToken, true).WatchCompletion;
         }
 
         /// <summary>Installs the notifying trigger on JIM's PendingExports (an operator action needing the right
