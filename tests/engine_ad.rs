@@ -589,18 +589,8 @@ async fn a_partial_write_on_samba_ad() {
     };
     let group = env.seeded.groups[0].clone();
     let member_attr = env.seeded.group_attribute_id("member").unwrap();
-    let ghost = Uuid::new_v4();
-    sqlx::query(
-        r#"INSERT INTO "PendingExportAttributeValueChanges" ("Id", "PendingExportId", "AttributeId", "UnresolvedReferenceValue", "ChangeType", "Status", "ExportAttemptCount")
-           VALUES ($1, $2, $3, $4, 0, 0, 0)"#,
-    )
-    .bind(Uuid::new_v4())
-    .bind(group.ids.pending_export)
-    .bind(member_attr)
-    .bind(ghost.to_string())
-    .execute(&env.db.pool)
-    .await
-    .unwrap();
+    engine_support::add_unresolvable_reference(&env.db.pool, group.ids.pending_export, member_attr)
+        .await;
 
     let engine = Engine::new();
     let (result, events) = env.run(&engine, &env.request()).await;

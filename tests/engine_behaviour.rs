@@ -18,7 +18,6 @@ use jim_export_testkit::seed::{self, SeedOptions, Template};
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
 use ldap3::Scope;
 use sqlx::Row;
-use uuid::Uuid;
 
 /// A group member whose MVO has no CSO in the target system: JIM writes the group without it, keeps the
 /// export Pending with the reference owed, flips the Create to an Update, and (under Error handling)
@@ -28,18 +27,12 @@ async fn a_reference_to_an_object_outside_the_system_is_a_partial_write() {
     let env = Env::new(Template::Nano).await;
     let group = env.seeded.group(0).unwrap();
     let member_attr = env.seeded.group_attribute_id("member").unwrap();
-    let ghost = Uuid::new_v4();
-    sqlx::query(
-        r#"INSERT INTO "PendingExportAttributeValueChanges" ("Id", "PendingExportId", "AttributeId", "UnresolvedReferenceValue", "ChangeType", "Status", "ExportAttemptCount")
-           VALUES ($1, $2, $3, $4, 0, 0, 0)"#,
+    let ghost = engine_support::add_unresolvable_reference(
+        &env.db.pool,
+        group.ids.pending_export,
+        member_attr,
     )
-    .bind(Uuid::new_v4())
-    .bind(group.ids.pending_export)
-    .bind(member_attr)
-    .bind(ghost.to_string())
-    .execute(&env.db.pool)
-    .await
-    .unwrap();
+    .await;
 
     let engine = Engine::new();
     let (result, events) = env.run(&engine, &env.request()).await;

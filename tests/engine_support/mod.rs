@@ -16,6 +16,7 @@ use jim_export_testkit::slapd::{self, Slapd, SlapdOptions};
 use jim_export_testkit::{JimDatabase, Postgres};
 use ldap3::{Scope, SearchEntry};
 use sqlx::Row;
+use uuid::Uuid;
 
 /// One test's servers and seeded system.
 pub struct Env {
@@ -178,6 +179,29 @@ pub fn assert_directory_matches(actual: &DirectoryState, expected: &DirectorySta
             assert_eq!(&have, values, "{dn}: attribute {attr}");
         }
     }
+}
+
+/// Adds to `pending_export` an Add of a reference in `attribute` to an MVO that has no CSO in any
+/// system (JIM's `UnresolvedReferenceValue`), so the export can write everything else but that value.
+/// Returns the MVO's id.
+pub async fn add_unresolvable_reference(
+    pool: &sqlx::PgPool,
+    pending_export: Uuid,
+    attribute: i32,
+) -> Uuid {
+    let mvo = Uuid::new_v4();
+    sqlx::query(
+        r#"INSERT INTO "PendingExportAttributeValueChanges" ("Id", "PendingExportId", "AttributeId", "UnresolvedReferenceValue", "ChangeType", "Status", "ExportAttemptCount")
+           VALUES ($1, $2, $3, $4, 0, 0, 0)"#,
+    )
+    .bind(Uuid::new_v4())
+    .bind(pending_export)
+    .bind(attribute)
+    .bind(mvo.to_string())
+    .execute(pool)
+    .await
+    .unwrap();
+    mvo
 }
 
 /// Every event a run reported.
