@@ -126,7 +126,8 @@ fn settings() -> ExportSettings {
 }
 
 fn directory_config(spec: &ChildSpec) -> DirectoryConfig {
-    let mut c = DirectoryConfig::simple(&spec.ldap_url, &spec.bind_dn, &spec.password);
+    let mut c = DirectoryConfig::simple(&spec.ldap_url, &spec.bind_dn, &spec.password)
+        .allowing_password_without_tls();
     if let Some(tls) = &spec.tls {
         c.tls = tls.clone();
     }
@@ -781,8 +782,9 @@ async fn jim_batch(
                 }
                 ExportOutcome::failed(claimed, message, error_type)
             }
-            // `execute_all` never stops early; counted as a failure should that change.
-            ExportStatus::NotStarted => {
+            // `execute_all` never stops early and its jobs carry no fence; counted as a failure
+            // should that change.
+            ExportStatus::NotStarted | ExportStatus::Fenced { .. } => {
                 failed += 1;
                 ExportOutcome::failed(
                     claimed,

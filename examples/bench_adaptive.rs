@@ -200,7 +200,8 @@ async fn setup(pg: &Postgres, template: Template, mode: &str, rtt: u64) -> Resul
             .with_directory(addr.ip().to_string(), addr.port()),
     )
     .await?;
-    let mut directory = DirectoryConfig::simple(&url, slapd.admin_dn(), slapd.admin_password());
+    let mut directory = DirectoryConfig::simple(&url, slapd.admin_dn(), slapd.admin_password())
+        .allowing_password_without_tls();
     directory.dialect = Some(Dialect::OpenLdap);
     let request = ExportRequest {
         database: DatabaseConfig::new(db.url.clone()),

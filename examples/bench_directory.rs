@@ -298,7 +298,8 @@ async fn main() -> Result<()> {
     }
 
     let config =
-        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password());
+        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password())
+            .allowing_password_without_tls();
     let levels: [(u32, u32, bool); 9] = [
         (1, 1, true),
         (1, 8, true),

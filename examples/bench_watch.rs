@@ -61,7 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             slapd.ldap_url(),
             slapd.admin_dn(),
             slapd.admin_password(),
-        ),
+        )
+        .allowing_password_without_tls(),
         settings: ExportSettings::default(),
         options: RunOptions::default(),
     };

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jim_export::config::{
-    DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions,
+    DatabaseConfig, DirectoryConfig, DirectoryTlsMode, ExportRequest, ExportSettings, RunOptions,
 };
 use jim_export::engine::{CancellationToken, Engine, LogLevel, LogRecord, RunListener};
 use jim_export::model::PendingExportAttributeChangeType as AvcType;
@@ -149,14 +149,21 @@ async fn openldap(template: Template) -> Result<(), Box<dyn std::error::Error>> 
         create_containers_as_needed: true,
         ..ExportSettings::default()
     };
+    // StartTLS, verified against the throwaway servers' CA: the password never crosses in clear.
+    let mut directory =
+        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password());
+    match slapd.ca_pem() {
+        Some(ca) => {
+            directory.tls.mode = Some(DirectoryTlsMode::StartTls);
+            directory.tls.ca_pem = Some(ca.to_string());
+        }
+        // An existing directory given without a CA: the demo says so and sends the password as is.
+        None => directory = directory.allowing_password_without_tls(),
+    }
     let request = ExportRequest {
         database: DatabaseConfig::new(db.url.clone()),
         connected_system_id: seeded.connected_system_id(),
-        directory: DirectoryConfig::simple(
-            slapd.ldap_url(),
-            slapd.admin_dn(),
-            slapd.admin_password(),
-        ),
+        directory,
         settings,
         options: RunOptions {
             progress_interval_ms: 100,

@@ -240,8 +240,10 @@ jim_status jim_cancel_free(struct jim_cancel *cancel);
 //
 // `options_json` may be NULL (defaults) or a JSON object:
 // `{"worker_threads": int (default 0 = one per CPU core, at most 512),
-//   "shutdown_timeout_ms": int (default 10000: how long jim_engine_free waits for the runtime's
-//   threads)}`. Unknown members are refused (`JIM_STATUS_INVALID_REQUEST`).
+//   "close_timeout_ms": int (default 30000: how long jim_engine_free waits for cancelled runs to
+//   persist what they did and return their claims, and for the database to take back claims of runs
+//   it did not answer for), "shutdown_timeout_ms": int (default 10000: how long jim_engine_free then
+//   waits for the runtime's threads)}`. Unknown members are refused (`JIM_STATUS_INVALID_REQUEST`).
 //
 // Ownership: the caller owns the engine and releases it with `jim_engine_free`, which stops its
 // threads. `out_engine` must not be NULL; it is written only on success. On failure a message is
@@ -256,8 +258,10 @@ jim_status jim_engine_new(const char *options_json,
 
 // Releases an engine: cancels its runs in progress (each returns `JIM_STATUS_ENGINE_CLOSED` after
 // persisting what it completed and returning its unexecuted claims), waits until every call on it has
-// returned, closes its database pools, shuts its runtime down and joins its worker threads (waiting at
-// most `shutdown_timeout_ms` for them). After it returns no library thread of this engine runs, so a
+// returned and closes its database pools (both within `close_timeout_ms`; a call still running then,
+// e.g. one waiting on a database that stopped answering, is ended and its rows are reclaimed after
+// their lease), shuts its runtime down and joins its worker threads (waiting at most
+// `shutdown_timeout_ms` for them). After it returns no library thread of this engine runs, so a
 // managed host (Mono, .NET) can exit.
 //
 // NULL is a no-op. An engine freed already returns `JIM_STATUS_INVALID_HANDLE` and nothing happens.
@@ -274,7 +278,10 @@ jim_status jim_engine_free(struct jim_engine *engine);
 // `{"database": {"connection": URL or Npgsql string "Host=…;Port=…;Username=…;Password=…;Database=…",
 //   "tls": {"mode": "disable"|"prefer"|"require"|"verify_ca"|"verify_full", "ca_pem": string,
 //   "ca_file": string} (optional), "max_connections": int (default 4), "connect_timeout_ms": int
-//   (default 10000)},
+//   (default 10000), "statement_timeout_ms": int (default 30000: PostgreSQL's statement_timeout,
+//   and a client deadline 5 s longer), "retry_window_ms": int (default 120000: how long statements
+//   that failed because the database went away are retried), "keepalive_seconds": int (default 60:
+//   server-side TCP keepalive; 0 = the server's)},
 //  "connected_system_id": int (ConnectedSystems.Id),
 //  "directory": {"urls": ["ldap://host:389" | "ldaps://host:636" | "ldapi://…", ...],
 //   "tls": {"mode": "none"|"start_tls"|"ldaps", "ca_pem": string, "ca_file": string, "verify": bool
@@ -282,7 +289,9 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   {"kind": "ntlm", "username": string, "domain": string (optional, NetBIOS), "password": string} |
 //   {"kind": "sasl_external"}, "connect_timeout_ms": int (default 10000), "operation_timeout_ms": int
 //   (default 60000), "dialect": "active_directory"|"samba_ad"|"open_ldap"|"ds389"|"generic" (default:
-//   detected)},
+//   detected), "allow_password_without_tls": bool (default false: a simple or NTLM bind over
+//   ldap:// without StartTLS is refused; true sends the password in clear and logs a warning on
+//   every run)},
 //  "settings": {"delete_behaviour": "delete"|"disable", "disable_attribute": string,
 //   "create_containers_as_needed": bool, "placeholder_member_dn": string, "modify_batch_size": int
 //   (10-5000), "managed_scope": [{"dn": string, "scope": "Subtree"|"OneLevel", "excluded": bool}],
@@ -293,7 +302,9 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   (adaptive), "max_in_flight": int (the fixed limit, or the adaptive limit's ceiling),
 //   "min_in_flight": int (1; the adaptive limit's floor), "ops_per_second": int,
 //   "lease_seconds": int (900), "max_operation_retries": int (3), "dry_run": bool,
-//   "skip_schema_check": bool, "progress_interval_ms": int (500)} (optional)}`.
+//   "skip_schema_check": bool, "progress_interval_ms": int (500), "clock_skew_seconds": int (300:
+//   how far the directory's clock may be behind the database's when a re-attempt judges whether an
+//   existing entry is its own earlier write)} (optional)}`.
 // Unknown members are refused. Passwords are never logged or echoed in errors.
 //
 // The result document (JIM's `ExportExecutionResult` fields plus metrics):
@@ -309,7 +320,8 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   "elapsed_ms": int, "time_to_first_write_ms": int|null, "max_in_flight": int,
 //   "mean_in_flight": number, "in_flight_limit": int, "min_in_flight_limit": int,
 //   "max_in_flight_limit": int, "in_flight_limit_increases": int, "in_flight_limit_decreases": int,
-//   "retries": int, "reconnects": int, "recovered": int, "export_latency_p50_ms": number|null,
+//   "retries": int, "reconnects": int, "recovered": int, "lease_lost": int,
+//   "export_latency_p50_ms": number|null,
 //   "export_latency_p99_ms": number|null}}`. Per-export failures are data (in the
 //   counts and the batch reports), not errors.
 //

@@ -17,6 +17,12 @@ pub enum Error {
     /// PostgreSQL could not be reached or a statement failed. The message never holds SQL text or secrets.
     #[error("database error: {0}")]
     Database(String),
+    /// PostgreSQL stopped answering mid-run for longer than the retry window
+    /// (`database.retry_window_ms`): what was being done, for how long, and the last error. The run's
+    /// claims go back to the queue as soon as the database answers again. Hosts see it as a database
+    /// error.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
     /// The directory could not be reached, or refused the bind or TLS.
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),

@@ -18,6 +18,8 @@ pub mod directory;
 pub mod engine;
 /// cbindgen:ignore
 pub mod error;
+/// cbindgen:ignore
+pub mod fence;
 pub mod ffi;
 /// cbindgen:ignore
 pub mod model;

@@ -107,7 +107,8 @@ async fn the_limit_falls_when_the_round_trip_rises_mid_run() -> TestResult {
         proxy.url("ldap"),
         fx.slapd.admin_dn(),
         fx.slapd.admin_password(),
-    );
+    )
+    .allowing_password_without_tls();
     let directory = Directory::connect_with(
         &config,
         DirectoryTuning {
@@ -162,7 +163,8 @@ async fn the_limit_backs_off_when_the_server_throttles_connections() -> TestResu
     .await?;
     let base = format!("ou=People,{}", slapd.suffix());
     let config =
-        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password());
+        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password())
+            .allowing_password_without_tls();
     let directory = Directory::connect_with(
         &config,
         DirectoryTuning {

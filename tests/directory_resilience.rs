@@ -24,7 +24,8 @@ async fn a_killed_server_mid_run_loses_nothing() -> TestResult {
     let base = format!("ou=People,{}", slapd.suffix());
     let groups_base = format!("ou=Groups,{}", slapd.suffix());
     let config =
-        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password());
+        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password())
+            .allowing_password_without_tls();
     let directory = Directory::connect_with(
         &config,
         DirectoryTuning {

@@ -23,7 +23,8 @@ async fn disable_sets_the_account_disable_bit_idempotently() -> TestResult {
     })
     .await?;
     let config =
-        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password());
+        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password())
+            .allowing_password_without_tls();
     let directory = Directory::connect_with(&config, DirectoryTuning::default()).await?;
     let settings = ExportSettings {
         delete_behaviour: DeleteBehaviour::Disable,

@@ -526,7 +526,8 @@ async fn concurrent_runs_export_everything_exactly_once() {
                 slapd.ldap_url(),
                 slapd.admin_dn_for(suffix).unwrap(),
                 slapd.admin_password(),
-            ),
+            )
+            .allowing_password_without_tls(),
             settings: Default::default(),
             options: jim_export::config::RunOptions {
                 page_size: 20,

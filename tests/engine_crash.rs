@@ -355,7 +355,8 @@ impl Scenario {
             self.ldap_proxy.url("ldap"),
             self.env.slapd.admin_dn(),
             self.env.slapd.admin_password(),
-        );
+        )
+        .allowing_password_without_tls();
         if let Some(proxy) = &self.pg_proxy {
             let port = proxy.upstream().port();
             let url = self.env.db.url.replacen(

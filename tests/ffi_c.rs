@@ -366,6 +366,7 @@ fn an_unknown_connected_system_is_an_invalid_request_naming_it() {
         "connected_system_id": 999_999,
         "directory": {
             "urls": ["ldap://127.0.0.1:1"],
+            "allow_password_without_tls": true,
             "bind": { "kind": "simple", "dn": "cn=admin,dc=example,dc=org", "password": "ldap-secret" }
         }
     });
@@ -571,6 +572,7 @@ fn an_unreachable_directory_is_a_directory_error_and_strands_nothing() {
         "directory": {
             "urls": ["ldap://127.0.0.1:1"],
             "connect_timeout_ms": 2000,
+            "allow_password_without_tls": true,
             "bind": { "kind": "simple", "dn": "cn=admin,dc=example,dc=org", "password": "ldap-secret" }
         }
     });

@@ -49,6 +49,7 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
         "connected_system_id": 999_999,
         "directory": {
             "urls": [full.slapd.ldap_url()],
+            "allow_password_without_tls": true,
             "bind": { "kind": "simple", "dn": full.slapd.admin_dn(), "password": full.slapd.admin_password() }
         }
     });

@@ -12,6 +12,7 @@ use jim_export::Error;
 use jim_export::config::RunOptions;
 use jim_export::model::{PendingExportStatus, ValueSlots};
 use jim_export::outcome::ExportOutcome;
+use jim_export::store::marker::Marker;
 use jim_export::store::{ExportQueue, Pass, Store};
 use jim_export_testkit::Postgres;
 use store_support::*;
@@ -436,35 +437,61 @@ async fn rows_left_executing_past_the_lease_are_reclaimed_as_re_attempts() {
         "a live run's row is left alone"
     );
 
-    // Released without executing, a recovered row goes back to Pending (not Executing).
+    // Released without executing, a recovered row goes back to Pending (not Executing), and keeps
+    // the engine's mark: the crashed run may have reached the directory, so its next attempt is a
+    // re-attempt too.
     assert_eq!(q.release_all().await.expect("release"), 1);
     let row = fx.pe_row(crashed).await;
+    let mark = row.last_error_stack_trace.clone().expect("marked");
+    let parsed = Marker::parse(&mark).expect("the engine's mark");
+    assert_eq!(parsed.lease_seconds, 900);
+    assert_eq!(
+        Some(parsed.since),
+        crashed_before.last_attempted_at,
+        "the first attempt is the crashed run's claim"
+    );
     assert_eq!(
         row,
         PeRow {
             status: PENDING,
+            last_error_stack_trace: Some(mark),
             ..crashed_before
         }
+    );
+    let again = q.claim(Pass::Plain, None, 100).await.expect("claim again");
+    assert_eq!(again.exports.len(), 1);
+    assert!(again.exports[0].re_attempt, "still a re-attempt");
+    assert_eq!(
+        again.exports[0].first_attempt_at,
+        crashed_before.last_attempted_at
     );
 }
 
 #[tokio::test]
 async fn lease_renewal_keeps_a_slow_runs_rows_from_a_second_claimer() {
     let fx = Fixture::new().await;
-    for _ in 0..10 {
+    for _ in 0..15 {
         fx.pe(CREATE, None).insert(&fx).await;
     }
-    // Run A renews its leases; run B (claimed the next five) does not.
-    let a = fx.queue().await;
-    let b = fx.queue().await;
+    // Runs A and B take 3 s leases; A renews, B does not. Run D takes the default 900 s lease and
+    // does not renew within the test.
+    let a = fx.store.open(fx.cs, &Fixture::options(3)).await.expect("a");
+    let b = fx.store.open(fx.cs, &Fixture::options(3)).await.expect("b");
+    let d = fx.queue().await;
     let pa = a.claim(Pass::Plain, None, 5).await.expect("claim a");
     let pb = b.claim(Pass::Plain, pa.cursor, 5).await.expect("claim b");
-    assert_eq!((pa.exports.len(), pb.exports.len()), (5, 5));
-    // A third engine considers rows abandoned after 3 s without renewal.
-    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let pd = d.claim(Pass::Plain, pb.cursor, 5).await.expect("claim d");
+    assert_eq!(
+        (pa.exports.len(), pb.exports.len(), pd.exports.len()),
+        (5, 5, 5)
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
     let renewal = a.renew_leases().await.expect("renew");
     assert_eq!(renewal.renewed, 5);
     assert!(renewal.lost.is_empty());
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // A reclaimer with a short lease of its own judges each row by the lease its owner took: B's
+    // lapsed 3 s lease, not D's 900 s one, and not A's renewed one.
     let c = fx
         .store
         .open(fx.cs, &Fixture::options(3))
@@ -473,12 +500,18 @@ async fn lease_renewal_keeps_a_slow_runs_rows_from_a_second_claimer() {
     let pc = c.claim(Pass::Plain, None, 100).await.expect("claim c");
     let taken: HashSet<Uuid> = pc.exports.iter().map(|e| e.id()).collect();
     let b_ids: HashSet<Uuid> = pb.exports.iter().map(|e| e.id()).collect();
-    assert_eq!(taken, b_ids, "only the unrenewed rows are taken over");
+    assert_eq!(taken, b_ids, "only the lapsed rows are taken over");
     assert!(pc.exports.iter().all(|e| e.re_attempt));
 
-    // The run that lost its rows can no longer write them.
+    // The run that lost its rows can no longer write them, nor write to the directory for them.
+    let fences: Vec<_> = pb
+        .exports
+        .iter()
+        .map(|e| b.fence(e.id()).expect("held"))
+        .collect();
     let lost = b.renew_leases().await.expect("renew b");
     assert_eq!(lost.lost.len(), 5);
+    assert!(fences.iter().all(|f| f.is_lost() && !f.is_open()));
     let outcomes: Vec<ExportOutcome> = pb
         .exports
         .into_iter()
@@ -501,10 +534,11 @@ async fn lease_renewal_keeps_a_slow_runs_rows_from_a_second_claimer() {
             .iter()
             .all(|p| p.status == PendingExportStatus::Exported)
     );
-    // C still holds B's former rows.
+    // C still holds B's former rows, D its own.
     for id in &b_ids {
         assert_eq!(fx.pe_row(*id).await.status, EXECUTING);
     }
+    assert_eq!(d.release_all().await.expect("release d"), 5);
 }
 
 #[tokio::test]

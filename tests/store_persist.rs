@@ -87,6 +87,8 @@ async fn success_exports_and_marks_written_changes() {
         fx.pe_row(pe).await,
         PeRow {
             status: EXPORTED,
+            // The claim's mark gives way to what JIM had there.
+            last_error_stack_trace: Some("earlier trace".into()),
             ..before.clone()
         },
         "only Status changes; ErrorCount, NextRetryAt and the error text are kept, as JIM does"
@@ -335,6 +337,8 @@ async fn a_deferral_waits_five_minutes_without_counting_an_error() {
             has_unresolved: true,
             last_attempted_at: row.last_attempted_at,
             next_retry_at: row.next_retry_at,
+            // Nothing was sent: the column is back as it was before the claim.
+            last_error_stack_trace: Some("earlier trace".into()),
             ..before
         },
         "Create stays a Create, ErrorCount and the error text unchanged"
@@ -395,6 +399,7 @@ async fn a_partial_write_flips_create_to_update_and_the_next_run_sends_the_rest(
             status: PENDING,
             change_type: UPDATE,
             has_unresolved: true,
+            last_error_stack_trace: Some("earlier trace".into()),
             last_attempted_at: Some(attempted),
             next_retry_at: Some(attempted + Minutes::minutes(5)),
             ..before
@@ -800,6 +805,7 @@ async fn a_successful_delete_is_exported_and_touches_no_values() {
         fx.pe_row(pe).await,
         PeRow {
             status: EXPORTED,
+            last_error_stack_trace: Some("earlier trace".into()),
             ..before
         }
     );

@@ -67,6 +67,13 @@ static const char *VALID_REQUEST_TEMPLATE =
     "{\"database\": {\"connection\": \"postgres://jim:pg-secret@127.0.0.1:%d/jim\", "
     "\"connect_timeout_ms\": %d},"
     " \"connected_system_id\": 1,"
+    " \"directory\": {\"urls\": [\"ldap://127.0.0.1:1\"], \"allow_password_without_tls\": true, "
+    "\"bind\": {\"kind\": \"simple\", \"dn\": \"cn=admin,dc=example,dc=org\", \"password\": \"ldap-secret\"}}}";
+
+/* The same directory without the opt-in: a password over ldap:// without TLS is refused. */
+static const char *CLEAR_PASSWORD_REQUEST =
+    "{\"database\": {\"connection\": \"postgres://jim:pg-secret@127.0.0.1:1/jim\"},"
+    " \"connected_system_id\": 1,"
     " \"directory\": {\"urls\": [\"ldap://127.0.0.1:1\"], \"bind\": {\"kind\": \"simple\", "
     "\"dn\": \"cn=admin,dc=example,dc=org\", \"password\": \"ldap-secret\"}}}";
 
@@ -116,6 +123,8 @@ static void run_misuse(jim_engine *engine) {
                               NULL, NULL, &result, &error),
                JIM_STATUS_INVALID_REQUEST, "directory.urls[0]",
                "jim_engine_run names every bad field by path");
+  CHECK_ERROR(jim_engine_run(engine, CLEAR_PASSWORD_REQUEST, NULL, NULL, &result, &error), JIM_STATUS_INVALID_REQUEST,
+               "directory.bind", "jim_engine_run refuses a password over ldap:// without TLS");
   CHECK_ERROR(jim_engine_run(engine, request, NULL, NULL, &result, &error), JIM_STATUS_DATABASE, "database", "jim_engine_run with an unreachable database");
   check(result == SENTINEL, "out_result_json untouched on failure");
 

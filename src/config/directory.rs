@@ -28,6 +28,11 @@ pub struct DirectoryConfig {
     /// The directory's dialect; detected from the rootDSE when absent.
     #[serde(default)]
     pub dialect: Option<Dialect>,
+    /// Send a simple or NTLM bind's password over `ldap://` without StartTLS, in clear (default
+    /// false: such a request is refused, as JIM's "Require Secure Transport" refuses it). Meant for
+    /// test directories on a trusted host; every run that does it logs a warning.
+    #[serde(default)]
+    pub allow_password_without_tls: bool,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -219,7 +224,35 @@ impl DirectoryConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             operation_timeout_ms: default_operation_timeout_ms(),
             dialect: None,
+            allow_password_without_tls: false,
         }
+    }
+
+    /// The same configuration with [`DirectoryConfig::allow_password_without_tls`] set.
+    pub fn allowing_password_without_tls(mut self) -> Self {
+        self.allow_password_without_tls = true;
+        self
+    }
+
+    /// True when a bind password would cross the network in clear: a simple or NTLM bind, no TLS,
+    /// and a network (`ldap://`) URL. `ldapi://` stays on the host.
+    pub fn sends_password_in_clear(&self) -> bool {
+        matches!(self.bind, Bind::Simple { .. } | Bind::Ntlm { .. })
+            && self.effective_tls_mode() == DirectoryTlsMode::None
+            && self
+                .urls
+                .iter()
+                .any(|u| !u.to_ascii_lowercase().starts_with("ldapi://"))
+    }
+
+    /// The refusal of a password bind without TLS that was not explicitly allowed, if this is one.
+    pub fn password_refusal(&self) -> Option<String> {
+        (self.sends_password_in_clear() && !self.allow_password_without_tls).then(|| {
+            "would send the bind password in clear over ldap:// without TLS: use an ldaps:// URL or \
+             tls.mode start_tls (or, for a test directory on a trusted host only, set \
+             allow_password_without_tls to true)"
+                .to_string()
+        })
     }
 
     /// The TLS mode in force: the explicit one, else implied by the first URL's scheme.
@@ -304,6 +337,9 @@ impl DirectoryConfig {
                     format!("ntlm needs a network URL, not {url}"),
                 );
             }
+        }
+        if let Some(refusal) = self.password_refusal() {
+            errors.push(format!("{path}.bind"), refusal);
         }
         if matches!(self.bind, Bind::SaslExternal)
             && !self

@@ -13,9 +13,11 @@ mod watch;
 
 use serde::{Deserialize, Serialize};
 
-pub use database::{DatabaseConfig, DatabaseTls, DatabaseTlsMode, redact_connection};
+pub use database::{
+    DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase, NPGSQL_KEYS, redact_connection,
+};
 pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
-pub use options::{Concurrency, RunOptions};
+pub use options::{Concurrency, DEFAULT_CLOCK_SKEW_SECONDS, RunOptions};
 pub use secret::Secret;
 pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};
 pub use validate::{ConfigErrors, FieldError};

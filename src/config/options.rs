@@ -53,7 +53,15 @@ pub struct RunOptions {
     /// Least interval between progress events, in milliseconds (default 500).
     #[serde(default = "default_progress_interval_ms")]
     pub progress_interval_ms: u64,
+    /// How far the directory's clock may be behind the database's, in seconds (default 300,
+    /// Kerberos's limit in an AD domain). A re-attempted Create adopts an existing entry only if it
+    /// was created after the export's first attempt, by this allowance.
+    #[serde(default = "default_clock_skew_seconds")]
+    pub clock_skew_seconds: u64,
 }
+
+/// The default of [`RunOptions::clock_skew_seconds`].
+pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 300;
 
 /// How the limit on directory operations in flight is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +94,9 @@ fn default_max_operation_retries() -> u32 {
 fn default_progress_interval_ms() -> u64 {
     500
 }
+fn default_clock_skew_seconds() -> u64 {
+    DEFAULT_CLOCK_SKEW_SECONDS
+}
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -104,6 +115,7 @@ impl Default for RunOptions {
             dry_run: false,
             skip_schema_check: false,
             progress_interval_ms: default_progress_interval_ms(),
+            clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
         }
     }
 }
@@ -170,6 +182,13 @@ impl RunOptions {
             self.progress_interval_ms,
             10,
             3_600_000,
+        );
+        range(
+            errors,
+            "clock_skew_seconds",
+            self.clock_skew_seconds,
+            0,
+            86_400,
         );
     }
 }

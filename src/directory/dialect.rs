@@ -19,6 +19,8 @@ pub const AD_DS_CAPABILITY: &str = "1.2.840.113556.1.4.800";
 pub const AD_LDS_CAPABILITY: &str = "1.2.840.113556.1.4.1851";
 /// The RFC 4527 post-read control.
 pub const POST_READ_CONTROL: &str = "1.3.6.1.1.13.2";
+/// The RFC 4532 "Who am I?" extended operation.
+pub const WHO_AM_I_EXTENSION: &str = "1.3.6.1.4.1.4203.1.11.3";
 
 /// The root DSE attributes the engine reads.
 pub const ROOT_DSE_ATTRIBUTES: &[&str] = &[
@@ -110,6 +112,11 @@ impl RootDse {
     /// True when the RFC 4527 post-read control is advertised (AD does not).
     pub fn supports_post_read(&self) -> bool {
         self.has_value("supportedControl", POST_READ_CONTROL)
+    }
+
+    /// True when the RFC 4532 "Who am I?" operation is advertised.
+    pub fn supports_who_am_i(&self) -> bool {
+        self.has_value("supportedExtension", WHO_AM_I_EXTENSION)
     }
 }
 

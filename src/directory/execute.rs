@@ -13,10 +13,12 @@ use tracing::Instrument;
 use super::classify::{OpContext, OpKind, TransportError, Verdict, classify, rc};
 use super::dialect::POST_READ_CONTROL;
 use super::entry::{RawEntry, parse_read_entry_control};
-use super::{ExportJob, ExportResult, ExportStatus, Inner};
+use super::evidence::{self, Expectations, creation_attribute, creator_attribute};
+use super::{ExportJob, ExportResult, ExportStatus, Inner, Recovery};
+use crate::fence::{Fence, Fenced};
 use crate::model::{ConnectedSystemExportErrorType, PendingExportChangeType};
 use crate::plan::{
-    AnchorEncoding, AnchorRead, Attribute, ContainerSpec, Dn, ExportPlan, ModKind, Modification,
+    AnchorEncoding, AnchorRead, Attribute, ContainerSpec, ExportPlan, ModKind, Modification,
     ModifyPurpose, Operation, PlannedStep, dn_key,
 };
 
@@ -33,6 +35,8 @@ enum StepOutcome {
         error_type: ConnectedSystemExportErrorType,
         message: String,
     },
+    /// The run may no longer write this export (see [`Fence`]).
+    Fenced(Fenced),
 }
 
 impl StepOutcome {
@@ -80,6 +84,10 @@ struct Run<'a> {
     stop: &'a CancellationToken,
     /// An Add of this run met "already exists" with nothing at its DN once already.
     adoption_missed: bool,
+    /// What an existing entry is judged with on a re-attempt.
+    recovery: &'a Recovery,
+    /// The run's right to write this export.
+    fence: Option<&'a Fence>,
     /// A step other than a container check has completed: the directory holds part of this export.
     applied: bool,
     result: ExportResult,
@@ -111,6 +119,8 @@ impl Inner {
                 reattempt: job.reattempt,
                 stop,
                 adoption_missed: false,
+                recovery: &job.recovery,
+                fence: job.fence.as_ref(),
                 applied: false,
                 result: ExportResult::new(job.export_id),
             };
@@ -167,6 +177,17 @@ impl Inner {
                         message,
                     });
                 }
+                StepOutcome::Fenced(why) => {
+                    tracing::debug!(
+                        op = step.operation.kind(),
+                        ?why,
+                        "not written: the run's lease on the row is gone"
+                    );
+                    return Err(ExportStatus::Fenced {
+                        why,
+                        began: !run.untouched(),
+                    });
+                }
                 StepOutcome::Retry {
                     outcome_unknown,
                     no_answer,
@@ -214,7 +235,20 @@ impl Inner {
         }
     }
 
+    /// Waits until the run may write this export (at once while its lease is certainly held).
+    async fn gate(&self, run: &Run<'_>) -> Result<(), StepOutcome> {
+        match run.fence {
+            Some(fence) => fence.writable(run.stop).await.map_err(StepOutcome::Fenced),
+            None => Ok(()),
+        }
+    }
+
     async fn run_step(&self, step: &PlannedStep, run: &mut Run<'_>) -> StepOutcome {
+        if !matches!(step.operation, Operation::EnsureContainer(_))
+            && let Err(fenced) = self.gate(run).await
+        {
+            return fenced;
+        }
         match &step.operation {
             Operation::EnsureContainer(spec) => self.ensure_container(spec, run).await,
             Operation::Add {
@@ -311,6 +345,9 @@ impl Inner {
         }
         let mut attributes = vec![Attribute::text("objectClass", &[&spec.object_class])];
         attributes.extend(spec.attributes.iter().cloned());
+        if let Err(fenced) = self.gate(run).await {
+            return fenced;
+        }
         run.result.operations += 1;
         let outcome = self.pool.add(&spec.dn, &attributes, Vec::new()).await;
         let ctx = OpContext {
@@ -387,8 +424,11 @@ impl Inner {
         }
     }
 
-    /// An entry left by an earlier attempt: bring the exported attributes to the staged values with one
-    /// replace each, and read its anchor. `refusal` is the directory's answer to the Add.
+    /// An entry is where a re-attempted Create goes: adopt it only when the evidence says it is this
+    /// export's earlier write ([`evidence`]: created after the first attempt, by this identity, holding
+    /// the Add's values, its anchor held by no other CSO). Otherwise fail as a first attempt does,
+    /// leaving the entry as it is. An adopted entry is not written: it holds the Add's values already.
+    /// `refusal` is the directory's answer to the Add.
     async fn adopt(
         &self,
         dn: &str,
@@ -397,44 +437,134 @@ impl Inner {
         refusal: &str,
         run: &mut Run<'_>,
     ) -> StepOutcome {
-        let mods = adoption_modifications(dn, attributes);
-        if !mods.is_empty() {
-            run.result.operations += 1;
-            let outcome = self.pool.modify(dn, &mods).await;
-            let ctx = OpContext {
-                kind: OpKind::Modify,
-                dn,
-                placeholder: false,
-            };
-            match classify(&ctx, &outcome) {
-                Verdict::Success => {}
-                Verdict::NoSuchObject(m) if !run.adoption_missed => {
-                    // It may have vanished between the Add and the replace: send the Add again, once.
-                    run.adoption_missed = true;
+        let dialect = self.profile.dialect;
+        let mut names: Vec<&str> = attributes.iter().map(|a| a.name.as_str()).collect();
+        names.push(creation_attribute(dialect));
+        names.extend(creator_attribute(dialect));
+        names.extend(
+            anchor
+                .filter(|a| a.encoding != AnchorEncoding::Dn)
+                .map(|a| a.attribute.as_str()),
+        );
+        let entry = match self.read_entry(dn, &names, run).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) if !run.adoption_missed => {
+                // It may have vanished between the Add and the read: send the Add again, once.
+                run.adoption_missed = true;
+                return StepOutcome::Retry {
+                    outcome_unknown: true,
+                    no_answer: false,
+                    message: refusal.to_string(),
+                };
+            }
+            // Twice "already exists" with nothing at the DN: the clash is another entry's unique
+            // value (AD refuses a duplicate sAMAccountName or userPrincipalName with 68), which no
+            // retry resolves.
+            Ok(None) => return StepOutcome::failed(exists_elsewhere(dn, refusal)),
+            Err(outcome) => return outcome,
+        };
+        let more: Vec<&Modification> = run
+            .plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.operation {
+                Operation::Modify {
+                    modifications,
+                    purpose: ModifyPurpose::Overflow,
+                    ..
+                } => Some(modifications.iter()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let expected = Expectations {
+            dialect,
+            add: attributes,
+            more,
+            since: run.recovery.first_attempt_at,
+            clock_skew: chrono::Duration::from_std(self.tuning.clock_skew)
+                .unwrap_or(chrono::Duration::seconds(300)),
+            identity: self.identity.as_deref(),
+        };
+        if let Err(why) = evidence::judge(&entry, &expected) {
+            return not_adopted(dn, refusal, &why);
+        }
+        let external_id = match anchor {
+            Some(a) if a.encoding == AnchorEncoding::Dn => Some(dn.to_string()),
+            Some(a) => entry.anchor(&a.attribute, a.encoding),
+            None => None,
+        };
+        if let (Some(registry), Some(a), Some(value)) = (
+            run.recovery.anchors.as_ref(),
+            anchor.filter(|a| a.encoding != AnchorEncoding::Dn),
+            external_id.as_deref(),
+        ) {
+            match registry.other_holder(value).await {
+                Ok(None) => {}
+                Ok(Some(other)) => {
+                    return not_adopted(
+                        dn,
+                        refusal,
+                        &format!(
+                            "its {} {value} is the anchor of connected system object {other}",
+                            a.attribute
+                        ),
+                    );
+                }
+                Err(e) => {
                     return StepOutcome::Retry {
-                        outcome_unknown: true,
+                        outcome_unknown: false,
                         no_answer: false,
-                        message: m,
+                        message: format!(
+                            "cannot tell whether the entry at '{dn}' belongs to another object: {e}"
+                        ),
                     };
                 }
-                Verdict::NoSuchObject(_) => {
-                    // Twice "already exists" with nothing at the DN: the clash is another entry's
-                    // unique value (AD refuses a duplicate sAMAccountName or userPrincipalName with
-                    // 68), which no retry resolves.
-                    return StepOutcome::failed(exists_elsewhere(dn, refusal));
-                }
-                other => return StepOutcome::from_verdict(other),
             }
         }
         run.result.entry_created = true;
         run.result.adopted = true;
         run.result.secondary_external_id = Some(dn.to_string());
-        run.result.external_id = match anchor {
-            Some(a) => self.read_anchor(dn, a, run).await,
-            None => None,
+        run.result.external_id = match (external_id, anchor) {
+            (Some(v), _) => Some(v),
+            (None, Some(a)) => self.read_anchor(dn, a, run).await,
+            (None, None) => None,
         };
-        tracing::info!(dn, "adopted an entry left by an earlier attempt");
+        tracing::info!(
+            dn,
+            "adopted the entry this export's earlier attempt created"
+        );
         StepOutcome::Done
+    }
+
+    /// On a re-attempt of an export whose object JIM knows the anchor of, checks that the entry at
+    /// `dn` is that object before it is renamed over, deleted or disabled: `Ok(true)` it is,
+    /// `Ok(false)` nothing is there, `Err` a failure naming the stranger (or a read's outcome).
+    async fn confirm_identity(
+        &self,
+        dn: &str,
+        action: &str,
+        run: &mut Run<'_>,
+    ) -> Result<bool, StepOutcome> {
+        let Some(known) = run.plan.known_anchor.clone() else {
+            return Ok(true);
+        };
+        match self
+            .read_entry(dn, &[known.read.attribute.as_str()], run)
+            .await?
+        {
+            None => Ok(false),
+            Some(entry) => match entry.anchor(&known.read.attribute, known.read.encoding) {
+                Some(found) if known.matches(&found) => Ok(true),
+                found => Err(StepOutcome::failed(format!(
+                    "{action} of '{dn}' refused: the entry there is not this object (its {} is {}, \
+                     this object's is {}); it is left as it is",
+                    known.read.attribute,
+                    found.as_deref().unwrap_or("absent"),
+                    known.value
+                ))),
+            },
+        }
     }
 
     /// Reads the anchor after a Create. A failure leaves the external id empty (as in JIM, the
@@ -531,6 +661,9 @@ impl Inner {
             if remaining.is_empty() {
                 return StepOutcome::Done;
             }
+            if let Err(fenced) = self.gate(run).await {
+                return fenced;
+            }
             run.result.operations += 1;
             let outcome = self.pool.modify(dn, &remaining).await;
             let ctx = OpContext {
@@ -557,6 +690,9 @@ impl Inner {
                     .collect()
             };
             for single in singles {
+                if let Err(fenced) = self.gate(run).await {
+                    return fenced;
+                }
                 run.result.operations += 1;
                 let outcome = self.pool.modify(dn, std::slice::from_ref(&single)).await;
                 let ctx = OpContext {
@@ -607,12 +743,37 @@ impl Inner {
                 Ok(e) => e,
                 Err(o) => return o,
             };
-            let new = match self.read_entry(new_dn, &[], run).await {
-                Ok(e) => e,
-                Err(o) => return o,
-            };
-            if old.is_none() && new.is_some() {
-                return renamed(run);
+            if old.is_none() {
+                // Gone from the old DN: done if the entry at the new one is this object.
+                let Some(known) = run.plan.known_anchor.clone() else {
+                    return StepOutcome::failed(format!(
+                        "{}; '{dn}' is gone and JIM holds no anchor for this object, so whether the \
+                         entry at '{new_dn}' is it cannot be told; it is left as it is",
+                        rename_refusal(&outcome, dn)
+                    ));
+                };
+                match self
+                    .read_entry(new_dn, &[known.read.attribute.as_str()], run)
+                    .await
+                {
+                    Ok(Some(entry)) => {
+                        match entry.anchor(&known.read.attribute, known.read.encoding) {
+                            Some(found) if known.matches(&found) => return renamed(run),
+                            found => {
+                                return StepOutcome::failed(format!(
+                                    "{}; the entry at '{new_dn}' is not this object (its {} is {}, \
+                                     this object's is {}); it is left as it is",
+                                    rename_refusal(&outcome, dn),
+                                    known.read.attribute,
+                                    found.as_deref().unwrap_or("absent"),
+                                    known.value
+                                ));
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(o) => return o,
+                }
             }
         }
         match classify(&ctx, &outcome) {
@@ -622,6 +783,13 @@ impl Inner {
     }
 
     async fn delete(&self, dn: &str, run: &mut Run<'_>) -> StepOutcome {
+        if run.reattempt {
+            match self.confirm_identity(dn, "Delete", run).await {
+                Ok(true) => {}
+                Ok(false) => return StepOutcome::Done,
+                Err(o) => return o,
+            }
+        }
         run.result.operations += 1;
         let outcome = self.pool.delete(dn).await;
         let ctx = OpContext {
@@ -639,6 +807,13 @@ impl Inner {
     /// changed. A missing entry counts as done (§11.19); a missing or unreadable value counts as 0.
     async fn disable_account(&self, dn: &str, run: &mut Run<'_>) -> StepOutcome {
         const ACCOUNT_DISABLE: i64 = 0x2;
+        if run.reattempt {
+            match self.confirm_identity(dn, "Disable", run).await {
+                Ok(true) => {}
+                Ok(false) => return StepOutcome::Done,
+                Err(o) => return o,
+            }
+        }
         let entry = match self.read_entry(dn, &["userAccountControl"], run).await {
             Ok(Some(e)) => e,
             Ok(None) => return StepOutcome::Done,
@@ -671,28 +846,35 @@ fn exists_elsewhere(dn: &str, refusal: &str) -> String {
     )
 }
 
-/// The replaces that bring an adopted entry to an Add's attributes: every attribute but
-/// `objectClass` and the leaf RDN's attribute (the entry's name already holds that value, and AD
-/// refuses any modify of it, even to the same value: notAllowedOnRDN, 67).
-fn adoption_modifications(dn: &str, attributes: &[Attribute]) -> Vec<Modification> {
-    let rdn_type = Dn::parse(dn)
-        .ok()
-        .and_then(|d| d.leaf().map(|r| r.attr_type().to_string()));
-    attributes
-        .iter()
-        .filter(|a| !a.name.eq_ignore_ascii_case("objectClass"))
-        .filter(|a| {
-            rdn_type
-                .as_deref()
-                .is_none_or(|t| !a.name.eq_ignore_ascii_case(t))
-        })
-        .map(|a| Modification {
-            kind: ModKind::Replace,
-            attribute: a.name.clone(),
-            values: a.values.clone(),
-            placeholder: false,
-        })
-        .collect()
+/// The failure of a re-attempted Create whose DN holds an entry the evidence does not show to be this
+/// export's: the first attempt's failure, and why the entry was not taken over.
+fn not_adopted(dn: &str, refusal: &str, why: &str) -> StepOutcome {
+    tracing::warn!(
+        dn,
+        why,
+        "an entry where a re-attempted Create goes was not adopted"
+    );
+    StepOutcome::failed(format!(
+        "{refusal}; the entry at '{dn}' was not taken over as this export's earlier write because {why}; \
+         it is left as it is"
+    ))
+}
+
+/// A re-attempted ModifyDN's refusal as the directory gave it.
+fn rename_refusal(outcome: &Result<LdapResult, TransportError>, dn: &str) -> String {
+    match outcome {
+        Ok(r) => format!(
+            "ModifyDN of '{dn}' failed: {} ({}){}",
+            super::classify::rc_name(r.rc),
+            r.rc,
+            if r.text.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.text)
+            }
+        ),
+        Err(e) => format!("ModifyDN of '{dn}' failed: {e}"),
+    }
 }
 
 /// The anchor from an Add's post-read response control, if the server sent one.
@@ -704,29 +886,4 @@ fn anchor_from_controls(result: &LdapResult, anchor: &AnchorRead) -> Option<Stri
         .find_map(|c| c.1.val.as_deref())
         .and_then(parse_read_entry_control)
         .and_then(|e| e.anchor(&anchor.attribute, anchor.encoding))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Samba AD answered a replace of `cn` on `CN=…` with notAllowedOnRDN (67), same value or not.
-    #[test]
-    fn adoption_leaves_the_rdn_attribute_and_object_class_alone() {
-        let attributes = vec![
-            Attribute::text("objectClass", &["user"]),
-            Attribute::text("CN", &["Brennan, Ben"]),
-            Attribute::text("sAMAccountName", &["ben1"]),
-            Attribute::text("member", &["CN=a,DC=x", "CN=b,DC=x"]),
-        ];
-        let mods = adoption_modifications("cn=Brennan\\, Ben,OU=Users,DC=x", &attributes);
-        let names: Vec<&str> = mods.iter().map(|m| m.attribute.as_str()).collect();
-        assert_eq!(names, ["sAMAccountName", "member"]);
-        assert!(mods.iter().all(|m| m.kind == ModKind::Replace));
-        assert_eq!(mods[1].values.len(), 2);
-        // OpenLDAP users are named by uid: cn is an ordinary attribute there.
-        let mods = adoption_modifications("uid=ben1,ou=People,dc=x", &attributes);
-        assert!(mods.iter().any(|m| m.attribute == "CN"));
-        assert!(!mods.iter().any(|m| m.attribute == "objectClass"));
-    }
 }

@@ -18,6 +18,7 @@
 pub mod classify;
 pub mod dialect;
 pub mod entry;
+pub mod evidence;
 mod execute;
 pub mod latency;
 pub mod limit;
@@ -26,9 +27,13 @@ mod rate;
 mod tls;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -39,6 +44,7 @@ use crate::config::{Concurrency, Dialect, DirectoryConfig, RunOptions};
 use crate::model::ConnectedSystemExportErrorType;
 use crate::plan::{ExportPlan, PlanFailure, ValueSubstitution};
 
+pub use crate::fence::{Fence, Fenced};
 pub use dialect::{DirectoryProfile, RootDse, concurrency_defaults};
 
 /// Appended to the message of an export that gave up after an operation whose outcome is unknown (a
@@ -98,6 +104,9 @@ pub struct DirectoryTuning {
     /// Exports in progress at once in [`Directory::run`] and [`Directory::execute_all`] (default:
     /// twice the operations in flight, so that every free slot finds work).
     pub max_active_exports: Option<usize>,
+    /// How far the directory's clock may be behind the database's when a re-attempt judges whether an
+    /// existing entry was created after the export's first attempt (see [`evidence`]).
+    pub clock_skew: Duration,
 }
 
 impl Default for DirectoryTuning {
@@ -114,6 +123,7 @@ impl Default for DirectoryTuning {
             retry_backoff: Duration::from_millis(250),
             use_post_read: true,
             max_active_exports: None,
+            clock_skew: Duration::from_secs(crate::config::DEFAULT_CLOCK_SKEW_SECONDS),
         }
     }
 }
@@ -129,8 +139,38 @@ impl DirectoryTuning {
             min_in_flight: options.min_in_flight,
             ops_per_second: options.ops_per_second,
             max_operation_retries: options.max_operation_retries,
+            clock_skew: Duration::from_secs(options.clock_skew_seconds),
             ..Self::default()
         }
+    }
+}
+
+/// Answers whether an anchor value (as JIM stores it) belongs to a connected system object other than
+/// the export's own: the last check before a re-attempt adopts an existing entry ([`evidence`]).
+pub trait AnchorRegistry: Send + Sync {
+    /// The other object holding `anchor`, if any; `Err` when that cannot be told now (the database
+    /// does not answer).
+    fn other_holder<'a>(
+        &'a self,
+        anchor: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Uuid>, String>> + Send + 'a>>;
+}
+
+/// What a re-attempt needs to judge an entry it finds where its Create goes.
+#[derive(Clone, Default)]
+pub struct Recovery {
+    /// The claim time of the first attempt that may have reached the directory.
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    /// Who holds an anchor; without one, the anchor check is skipped.
+    pub anchors: Option<Arc<dyn AnchorRegistry>>,
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovery")
+            .field("first_attempt_at", &self.first_attempt_at)
+            .field("anchors", &self.anchors.is_some())
+            .finish()
     }
 }
 
@@ -141,9 +181,13 @@ pub struct ExportJob {
     pub export_id: Uuid,
     /// Its plan, or why it could not be planned (reported without any LDAP call).
     pub plan: Result<ExportPlan, PlanFailure>,
-    /// True for a row recovered from a stale `Executing` claim: an earlier attempt may have written
-    /// part of it, so an Add that meets its entry adopts it instead of failing.
+    /// True when an earlier attempt may have written part of it: an Add that meets an entry the
+    /// evidence shows to be that earlier write adopts it instead of failing ([`evidence`]).
     pub reattempt: bool,
+    /// What the re-attempt judges an existing entry with.
+    pub recovery: Recovery,
+    /// The run's right to write the export; none means unbounded (no lease).
+    pub fence: Option<Fence>,
 }
 
 impl ExportJob {
@@ -153,12 +197,26 @@ impl ExportJob {
             export_id,
             plan,
             reattempt: false,
+            recovery: Recovery::default(),
+            fence: None,
         }
     }
 
     /// Marks the job as a re-attempt.
     pub fn reattempt(mut self, reattempt: bool) -> Self {
         self.reattempt = reattempt;
+        self
+    }
+
+    /// Sets what a re-attempt judges an existing entry with.
+    pub fn recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    /// Fences the job's writes by its row's lease.
+    pub fn fenced_by(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
         self
     }
 }
@@ -184,6 +242,15 @@ pub enum ExportStatus {
     /// The run stopped (see [`Directory::run_until`]) before this export sent anything that could
     /// have taken effect: it goes back to the queue as it was, no attempt counted.
     NotStarted,
+    /// The run lost its lease on the row (another engine holds it now), or could not confirm it before
+    /// stopping: nothing more was written, and the outcome is not persisted. `began` says whether
+    /// anything this export sent may have taken effect.
+    Fenced {
+        /// Why the write was refused.
+        why: Fenced,
+        /// Something this export sent may have taken effect.
+        began: bool,
+    },
 }
 
 /// What happened to one export: JIM's result fields plus what was done before a failure.
@@ -273,16 +340,16 @@ impl ExportResult {
     /// The error type of a failure.
     pub fn error_type(&self) -> Option<ConnectedSystemExportErrorType> {
         match &self.status {
-            ExportStatus::Succeeded | ExportStatus::NotStarted => None,
             ExportStatus::Failed { error_type, .. } => Some(*error_type),
+            _ => None,
         }
     }
 
     /// The message of a failure.
     pub fn error_message(&self) -> Option<&str> {
         match &self.status {
-            ExportStatus::Succeeded | ExportStatus::NotStarted => None,
             ExportStatus::Failed { message, .. } => Some(message),
+            _ => None,
         }
     }
 }
@@ -397,6 +464,8 @@ struct Containers {
 struct Inner {
     pool: pool::Pool,
     profile: DirectoryProfile,
+    /// The DN the connections are bound as ("Who am I?"), when the server says.
+    identity: Option<String>,
     tuning: DirectoryTuning,
     containers: Containers,
     retries: AtomicU64,
@@ -441,6 +510,11 @@ impl Directory {
         let operation_timeout = Duration::from_millis(config.operation_timeout_ms);
         let root = pool::Pool::read_root_dse(&mut first, operation_timeout).await;
         let profile = DirectoryProfile::from_root_dse(&root, config.dialect);
+        let identity = if root.supports_who_am_i() {
+            pool::Pool::who_am_i(&mut first, operation_timeout).await
+        } else {
+            None
+        };
         let sizing = Sizing::new(&tuning, &profile);
         let (connections, per_connection, max_in_flight) = (
             sizing.connections,
@@ -472,6 +546,7 @@ impl Directory {
             inner: Arc::new(Inner {
                 pool,
                 profile,
+                identity,
                 tuning,
                 containers: Containers::default(),
                 retries: AtomicU64::new(0),
@@ -488,6 +563,11 @@ impl Directory {
     /// The dialect plans should be made for.
     pub fn dialect(&self) -> Dialect {
         self.inner.profile.dialect
+    }
+
+    /// The DN the engine is bound as, when the directory answers "Who am I?" with one.
+    pub fn identity(&self) -> Option<&str> {
+        self.inner.identity.as_deref()
     }
 
     /// The most operations in flight the pool ever allows: the fixed limit, or the adaptive limit's
@@ -609,7 +689,7 @@ impl Directory {
                             let handle = running.spawn(async move {
                                 let started = std::time::Instant::now();
                                 let result = this.inner.execute(job, &stop).await;
-                                if result.status != ExportStatus::NotStarted {
+                                if !matches!(result.status, ExportStatus::NotStarted | ExportStatus::Fenced { .. }) {
                                     this.inner.export_latency.record(started.elapsed());
                                 }
                                 result

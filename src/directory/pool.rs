@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ldap3::controls::RawControl;
+use ldap3::exop::WhoAmI;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Mod, Scope};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
@@ -52,6 +53,9 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub fn new(config: &DirectoryConfig) -> Result<Self, DirectoryError> {
+        if let Some(refusal) = config.password_refusal() {
+            return Err(DirectoryError::Tls(format!("the bind {refusal}")));
+        }
         let mode = config.effective_tls_mode();
         let tls = match mode {
             DirectoryTlsMode::None => None,
@@ -332,6 +336,17 @@ impl Pool {
             }
         }
         root
+    }
+
+    /// Asks "Who am I?" (RFC 4532) over `ldap`: the DN the connection is bound as, or `None` when the
+    /// server does not say (no support, an anonymous bind, an authorization id that is not a DN).
+    pub async fn who_am_i(ldap: &mut Ldap, timeout: Duration) -> Option<String> {
+        ldap.with_timeout(timeout);
+        let (exop, _) = ldap.extended(WhoAmI).await.ok()?.success().ok()?;
+        // Decoded here: ldap3's own parser panics on an authorization id that is not UTF-8.
+        let id = String::from_utf8(exop.val?).ok()?;
+        let dn = id.strip_prefix("dn:")?.trim();
+        (!dn.is_empty()).then(|| dn.to_string())
     }
 
     async fn lease(&self) -> Result<Lease<'_>, TransportError> {

@@ -16,6 +16,7 @@ mod run;
 mod watch;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ use crate::store::{QueueSummary, Store};
 pub struct Engine {
     /// Database pools by connection string, shared by every run and call on the same database.
     stores: Mutex<HashMap<String, Store>>,
+    /// The warning about an unverified database connection was given (it is given once).
+    warned_database_tls: AtomicBool,
 }
 
 impl Engine {
@@ -64,7 +67,8 @@ impl Engine {
             if request.options.dry_run {
                 dry_run::dry_run(store, request, listener).await
             } else {
-                run::run(store, request, listener, cancel).await
+                let unverified = self.first_unverified_database(&request.database);
+                run::run(store, request, listener, cancel, unverified).await
             }
         }
         .instrument(span)
@@ -133,7 +137,8 @@ impl Engine {
         let span = tracing::info_span!("export_watch", systems = request.requests.len());
         async {
             let store = self.store(&first.database).await?;
-            watch::watch(store, request, listener, cancel).await
+            let unverified = self.first_unverified_database(&first.database);
+            watch::watch(store, request, listener, cancel, unverified).await
         }
         .instrument(span)
         .await
@@ -155,6 +160,29 @@ impl Engine {
     /// True when the notifying trigger is installed and enabled.
     pub async fn notify_trigger_installed(&self, database: &DatabaseConfig) -> Result<bool> {
         self.store(database).await?.notify_trigger_installed().await
+    }
+
+    /// True the first time a run on this engine uses a database connection whose TLS is not verified
+    /// (the engine warns once).
+    fn first_unverified_database(&self, database: &DatabaseConfig) -> bool {
+        database.tls_unverified() && !self.warned_database_tls.swap(true, Ordering::Relaxed)
+    }
+
+    /// Closes every database pool: background work (claims of runs that ended while the database
+    /// did not answer) gets until `deadline` to get through.
+    pub async fn close(&self, deadline: Duration) {
+        let stores: Vec<Store> = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        let end = tokio::time::Instant::now() + deadline;
+        for store in stores {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            store.close(left).await;
+        }
     }
 
     /// The shared store for a database configuration, connecting on first use.

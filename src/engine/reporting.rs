@@ -26,6 +26,8 @@ pub(crate) struct Counters {
     pub optimistic_unresolved: u64,
     pub not_held: u64,
     pub recovered: u64,
+    /// Exports the directory refused to write because the run's lease on their row was gone.
+    pub fenced: u64,
 }
 
 impl Counters {

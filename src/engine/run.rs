@@ -29,8 +29,8 @@ use super::reporting::{Counters, build_items};
 use super::{CancellationToken, LogLevel, LogRecord, RunListener};
 use crate::config::ExportRequest;
 use crate::directory::{
-    Directory, DirectoryError, ExportJob, ExportResult as DirectoryResult, ExportStatus,
-    OUTCOME_UNKNOWN_NOTE,
+    AnchorRegistry, Directory, DirectoryError, ExportJob, ExportResult as DirectoryResult,
+    ExportStatus, OUTCOME_UNKNOWN_NOTE, Recovery,
 };
 use crate::error::{Error, Result};
 use crate::model::{ExportPhase, PendingExportChangeType, UnresolvedReferenceHandling};
@@ -57,19 +57,47 @@ pub(crate) async fn run(
     request: &ExportRequest,
     listener: Arc<dyn RunListener>,
     cancel: CancellationToken,
+    database_unverified: bool,
 ) -> Result<RunResult> {
     let started_at = Utc::now();
     let t0 = Instant::now();
     let options = &request.options;
     let queue = Arc::new(store.open(request.connected_system_id, options).await?);
     let start = PassStart::announce(&store, &queue, request, &listener, started_at, t0).await?;
-    if !request.directory.tls.verify {
-        start.log.warn("TLS certificate verification of the directory is turned off (directory.tls.verify = false)".into());
-    }
+    warn_about_transport(&start.log, request, database_unverified);
     let directory = Directory::connect(&request.directory, options).await?;
     let outcome = pass(queue, &directory, request, listener, cancel, start).await;
     directory.close().await;
     outcome.map(|done| done.result)
+}
+
+/// Warns about connections that are not protected as they should be: the directory's certificate
+/// not verified, a bind password sent in clear (allowed explicitly), and (once per engine, when
+/// `database_unverified`) a database connection whose TLS is not verified.
+pub(crate) fn warn_about_transport(
+    log: &Logger,
+    request: &ExportRequest,
+    database_unverified: bool,
+) {
+    if !request.directory.tls.verify {
+        log.warn("TLS certificate verification of the directory is turned off (directory.tls.verify = false)".into());
+    }
+    if request.directory.sends_password_in_clear() {
+        log.warn(
+            "the directory bind password is sent in clear over ldap:// without TLS \
+             (directory.allow_password_without_tls = true): use ldaps:// or StartTLS outside a test \
+             directory"
+                .into(),
+        );
+    }
+    if database_unverified {
+        log.warn(
+            "the connection to JIM's database does not verify the server's certificate (SSL Mode \
+             disable, allow, prefer or require): use verify-full (or verify-ca) with the server's CA; \
+             this is said once per engine"
+                .into(),
+        );
+    }
 }
 
 /// What a pass over the queue starts from: the run's clock, the rows due when it started, and the
@@ -174,8 +202,9 @@ pub(crate) async fn pass(
     let planner = Planner::new(&request.settings, directory.dialect());
 
     let lease_guard = CancellationToken::new();
-    let lease_task =
-        tokio::spawn(renew_leases(queue.clone(), lease, lease_guard.clone()).in_current_span());
+    let lease_task = tokio::spawn(
+        renew_leases(queue.clone(), lease, lease_guard.clone(), log.clone()).in_current_span(),
+    );
 
     let (claim_tx, claim_rx) = mpsc::channel::<Claimed>(2);
     let claimer = tokio::spawn(
@@ -227,6 +256,7 @@ pub(crate) async fn pass(
         phase: ExportPhase::Executing,
         in_flight_samples: (0, 0),
         breaker: Breaker::new(UNANSWERED_EXPORTS_TO_STOP),
+        waiting_release: Vec::new(),
         stop_directory: stop_directory.clone(),
         not_started: 0,
         fatal: None,
@@ -245,10 +275,29 @@ pub(crate) async fn pass(
     let mut created_containers = directory.created_containers();
     created_containers.drain(..containers_base.min(created_containers.len()));
 
-    // Whatever the run still holds (cancellation, a failure) goes back to the status it had.
-    if let Err(e) = queue.release_all().await {
+    // Whatever the run still holds (cancellation, a failure) goes back to the status it had; a row
+    // the directory may have seen keeps the mark that makes its next attempt a re-attempt. When the
+    // database is what stopped the run, the store returns them as soon as it answers again.
+    let unavailable = matches!(coordinator.fatal, Some(Error::DatabaseUnavailable(_)));
+    let returned = if unavailable {
+        Err(Error::DatabaseUnavailable("not tried".into()))
+    } else {
+        queue.release_all().await
+    };
+    if let Err(e) = returned {
+        let later = queue.release_all_later();
+        if later > 0 {
+            log.warn(format!(
+                "returning {later} claim(s) failed ({e}); they are returned as soon as the database \
+                 answers (or reclaimed after their lease)"
+            ));
+        }
+    }
+    if coordinator.counters.fenced > 0 {
         log.warn(format!(
-            "returning unexecuted claims failed: {e}; they are reclaimed after the lease"
+            "{} export(s) were not written: another engine took their rows over after this run's \
+             lease on them ran out",
+            coordinator.counters.fenced
         ));
     }
     if coordinator.not_started > 0 {
@@ -340,6 +389,7 @@ pub(crate) async fn pass(
             retries: stats.retries,
             reconnects: stats.lost_connections,
             recovered: c.recovered,
+            lease_lost: c.fenced + c.not_held,
             export_latency_p50_ms: stats.export_latency.p50_ms(),
             export_latency_p99_ms: stats.export_latency.p99_ms(),
         },
@@ -413,19 +463,74 @@ async fn claim_pages(
     }
 }
 
-/// Renews the lease of every held row every third of the lease, until `stop` fires.
-async fn renew_leases(queue: Arc<ExportQueue>, lease: Duration, stop: CancellationToken) {
+/// Renews the lease of every held row every third of the lease, and at once when a write found its
+/// window closed, until `stop` fires. A renewal that fails (the database does not answer) is tried
+/// again with backoff; meanwhile the fences close once two thirds of the lease have passed, so the
+/// directory writes nothing another engine could be writing too.
+async fn renew_leases(
+    queue: Arc<ExportQueue>,
+    lease: Duration,
+    stop: CancellationToken,
+    log: Logger,
+) {
     let period = (lease / 3).max(Duration::from_secs(1));
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let board = queue.lease_board();
+    let mut next = tokio::time::Instant::now() + period;
+    let mut failures = 0u32;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = interval.tick() => {
-                if let Err(e) = queue.renew_leases().await {
-                    tracing::warn!(error = %e, "lease renewal failed; retrying at the next tick");
+            _ = tokio::time::sleep_until(next) => {}
+            _ = board.renewal_wanted() => {}
+        }
+        match queue.renew_leases().await {
+            Ok(renewal) => {
+                if failures > 0 {
+                    log.info("lease renewal works again".into());
                 }
+                failures = 0;
+                if !renewal.lost.is_empty() {
+                    log.warn(format!(
+                        "{} claimed row(s) were taken over by another engine after this run's lease ran out; they are not written again",
+                        renewal.lost.len()
+                    ));
+                }
+                next = tokio::time::Instant::now() + period;
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = Duration::from_millis(250 * u64::from(failures.min(8)));
+                if failures == 1 {
+                    log.warn(format!("lease renewal failed ({e}); trying again"));
+                }
+                next = tokio::time::Instant::now() + delay.min(period);
             }
         }
+    }
+}
+
+/// Whether an anchor belongs to another object of the system: the last evidence a re-attempted
+/// Create checks before adopting an existing entry.
+struct OtherHolders {
+    queue: Arc<ExportQueue>,
+    own: Option<Uuid>,
+}
+
+impl AnchorRegistry for OtherHolders {
+    fn other_holder<'a>(
+        &'a self,
+        anchor: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Option<Uuid>, String>> + Send + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            self.queue
+                .anchor_holder(anchor, self.own)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -479,6 +584,8 @@ struct Coordinator {
     in_flight_samples: (u64, u64),
     /// Stops the run when the directory has gone away (see `super::breaker`).
     breaker: Breaker,
+    /// Held exports to return to the queue unsent at the next turn of the loop.
+    waiting_release: Vec<Uuid>,
     /// Fires with the breaker: the directory starts no more exports.
     stop_directory: CancellationToken,
     /// Exports the directory handed back unstarted.
@@ -529,6 +636,7 @@ impl Coordinator {
                                     self.first_write = Some(self.t0.elapsed());
                                 }
                                 self.dispatched += 1;
+                                self.queue.set_dispatched(job.export_id, true);
                                 permit.send(job);
                             }
                         }
@@ -558,6 +666,10 @@ impl Coordinator {
                     let phase = self.phase;
                     self.progress.maybe_emit(&*self.listener, phase, (in_flight, limit), &self.counters);
                 }
+            }
+            if !self.waiting_release.is_empty() {
+                let ids = std::mem::take(&mut self.waiting_release);
+                self.release(&ids).await;
             }
             if self.fatal.is_some() && !cancelled {
                 // A run-fatal error (database, claims): stop sending, let the directory finish what it
@@ -683,19 +795,33 @@ impl Coordinator {
         }
     }
 
-    /// Plans an export and queues it for the directory.
+    /// Plans an export and queues it for the directory, fenced by its row's lease.
     fn plan(&mut self, claimed: &ClaimedExport) {
         let export = &claimed.export;
         let plan = super::planning::plan(&self.planner, &self.schema, claimed);
-        // A row recovered from a crashed run's claim, or one whose last attempt ended not knowing what
-        // the directory applied, may already be (partly) in the directory.
+        // A row whose earlier attempt may have reached the directory (the engine's mark on it, a
+        // crashed run's stale claim, a last attempt that ended not knowing what the directory
+        // applied) may already be (partly) in the directory.
         let unknown_before = export
             .last_error_message
             .as_deref()
             .is_some_and(|m| m.contains(OUTCOME_UNKNOWN_NOTE));
-        self.ready.push_back(
-            ExportJob::new(export.id, plan).reattempt(claimed.re_attempt || unknown_before),
-        );
+        let recovery = Recovery {
+            first_attempt_at: claimed.first_attempt_at,
+            anchors: (export.change_type == PendingExportChangeType::Create).then(|| {
+                Arc::new(OtherHolders {
+                    queue: self.queue.clone(),
+                    own: export.connected_system_object_id,
+                }) as Arc<dyn AnchorRegistry>
+            }),
+        };
+        let mut job = ExportJob::new(export.id, plan)
+            .reattempt(claimed.re_attempt || unknown_before)
+            .recovery(recovery);
+        if let Some(fence) = self.queue.fence(export.id) {
+            job = job.fenced_by(fence);
+        }
+        self.ready.push_back(job);
     }
 
     fn on_result(&mut self, result: DirectoryResult) {
@@ -707,6 +833,9 @@ impl Coordinator {
             ));
             return;
         };
+        if result.status == ExportStatus::NotStarted {
+            self.queue.set_dispatched(result.export_id, false);
+        }
         for w in &result.warnings {
             self.log
                 .debug(format!("pending export {}: {w}", result.export_id));
@@ -721,6 +850,19 @@ impl Coordinator {
             self.stop_directory.cancel();
             self.fatal
                 .get_or_insert(Error::Directory(DirectoryError::Connect(why)));
+        }
+        if let ExportStatus::Fenced { why, began } = result.status {
+            // Not written, not persisted: another engine holds the row now, or the run is stopping
+            // without a confirmed lease (then the end of the pass returns the row, keeping the mark
+            // when something may have reached the directory).
+            self.queue.set_dispatched(claimed.id(), began);
+            self.counters.fenced += 1;
+            self.log.debug(format!(
+                "pending export {} not written: {why:?}",
+                claimed.id()
+            ));
+            self.release_waiters_of(&claimed);
+            return;
         }
         let Some(outcome) = to_outcome(claimed, result) else {
             // The run is stopping and this export never began: the queue still holds its claim,
@@ -739,6 +881,24 @@ impl Coordinator {
             ));
         }
         self.complete(outcome);
+    }
+
+    /// A Create that will have no outcome in this run (its row was fenced off): the exports waiting
+    /// for its object go back to the queue unsent, to be tried again once it exists.
+    fn release_waiters_of(&mut self, claimed: &ClaimedExport) {
+        let export = &claimed.export;
+        let Some(cso) = (export.change_type == PendingExportChangeType::Create)
+            .then_some(export.connected_system_object_id)
+            .flatten()
+        else {
+            return;
+        };
+        let released = self.deps.create_completed(cso, false);
+        for id in released.ready.into_iter().chain(released.failed) {
+            if self.held.remove(&id).is_some() {
+                self.waiting_release.push(id);
+            }
+        }
     }
 
     /// Adds an outcome to the flush buffer. When it ends a Create of this run, the exports waiting for
@@ -890,7 +1050,7 @@ impl Coordinator {
 /// export that never began, which has nothing to persist.
 fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> Option<ExportOutcome> {
     Some(match result.status {
-        ExportStatus::NotStarted => return None,
+        ExportStatus::NotStarted | ExportStatus::Fenced { .. } => return None,
         ExportStatus::Succeeded => {
             // Every writable change of the claimed export is accounted for, as JIM marks every change
             // it handed the connector (the plan leaves some without an LDAP write of their own, e.g.

@@ -74,6 +74,7 @@ pub(crate) async fn watch(
     request: &WatchRequest,
     listener: Arc<dyn RunListener>,
     cancel: CancellationToken,
+    database_unverified: bool,
 ) -> Result<WatchResult> {
     let started_at = Utc::now();
     let log = Logger::new(listener.clone());
@@ -101,8 +102,18 @@ pub(crate) async fn watch(
     ));
 
     let mut loops = Vec::with_capacity(request.requests.len());
-    for r in &request.requests {
-        match SystemLoop::connect(&store, r, &request.watch, mode, listener.clone()).await {
+    for (i, r) in request.requests.iter().enumerate() {
+        let unverified = database_unverified && i == 0;
+        match SystemLoop::connect(
+            &store,
+            r,
+            &request.watch,
+            mode,
+            listener.clone(),
+            unverified,
+        )
+        .await
+        {
             Ok(l) => loops.push(l),
             Err(e) => {
                 for l in &loops {
@@ -315,13 +326,16 @@ impl SystemLoop {
         options: &WatchOptions,
         mode: WatchMode,
         listener: Arc<dyn RunListener>,
+        database_unverified: bool,
     ) -> Result<SystemLoop> {
         store
             .open(request.connected_system_id, &request.options)
             .await?;
-        if !request.directory.tls.verify {
-            Logger::new(listener.clone()).warn("TLS certificate verification of the directory is turned off (directory.tls.verify = false)".into());
-        }
+        super::run::warn_about_transport(
+            &Logger::new(listener.clone()),
+            request,
+            database_unverified,
+        );
         let directory = Directory::connect(&request.directory, &request.options).await?;
         let mut request = request.clone();
         // Checked above; each pass reloads the system's attribute definitions but not the schema version.

@@ -207,6 +207,24 @@ pub struct AnchorRead {
     pub encoding: AnchorEncoding,
 }
 
+/// The object's primary anchor as JIM holds it (the CSO's external id), with how the directory
+/// returns it: a re-attempted rename, delete or disable checks that the entry it finds is this object
+/// before acting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownAnchor {
+    /// The anchor attribute and its encoding.
+    pub read: AnchorRead,
+    /// The value, as [`crate::model::ValueSlots::reference_string`] renders it.
+    pub value: String,
+}
+
+impl KnownAnchor {
+    /// True when `other` (read from an entry) is this anchor.
+    pub fn matches(&self, other: &str) -> bool {
+        same_text_ignoring_case(self.value.trim(), other.trim())
+    }
+}
+
 /// A value the engine writes instead of the staged one (JIM's protected defaults: clearing
 /// `accountExpires` writes "never expires"), so the caller can expect it at confirmation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +252,8 @@ pub struct ExportPlan {
     pub steps: Vec<PlannedStep>,
     /// For a Create: the anchor to read back.
     pub anchor: Option<AnchorRead>,
+    /// For an Update or a Delete of an object JIM knows the anchor of: that anchor.
+    pub known_anchor: Option<KnownAnchor>,
     /// Writable changes that need no LDAP write of their own (the DN when not renamed, the leaf RDN
     /// attribute, a Remove or Add without a value, an attribute with no definition): done when the
     /// export succeeds.

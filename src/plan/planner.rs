@@ -7,8 +7,8 @@ use super::encode::encode_value;
 use super::modify::{Group, Request, Staged, chunk, consolidate};
 use super::scope::ManagedScope;
 use super::{
-    AnchorEncoding, AnchorRead, Attribute, ContainerSpec, ExportPlan, ModKind, Modification,
-    ModifyPurpose, Operation, PlanFailure, PlannedStep,
+    AnchorEncoding, AnchorRead, Attribute, ContainerSpec, ExportPlan, KnownAnchor, ModKind,
+    Modification, ModifyPurpose, Operation, PlanFailure, PlannedStep,
 };
 use crate::config::{DeleteBehaviour, Dialect, ExportSettings};
 use crate::model::{
@@ -277,6 +277,7 @@ impl Planner {
             previous_dn: None,
             steps,
             anchor: Some(self.anchor(input)),
+            known_anchor: None,
             unsent_change_ids: unsent,
             substitutions: Vec::new(),
             warnings,
@@ -413,6 +414,7 @@ impl Planner {
             dn: working,
             steps,
             anchor: None,
+            known_anchor: self.known_anchor(input),
             unsent_change_ids: unsent,
             substitutions: consolidated.substitutions,
             warnings: consolidated.warnings,
@@ -543,6 +545,7 @@ impl Planner {
                 change_ids: Vec::new(),
             }],
             anchor: None,
+            known_anchor: self.known_anchor(input),
             unsent_change_ids: changes.iter().map(|r| r.change.id).collect(),
             substitutions: Vec::new(),
             warnings: Vec::new(),
@@ -560,6 +563,16 @@ impl Planner {
     }
 
     /// The anchor to read back: the attribute flagged `IsExternalId`, else the dialect's usual one.
+    /// The CSO's primary anchor, when it has one the directory can be asked for.
+    fn known_anchor(&self, input: &PlanInput<'_>) -> Option<KnownAnchor> {
+        let cso = input.cso?;
+        let value = cso
+            .values_of(cso.external_id_attribute_id)
+            .find_map(|v| v.value.reference_string().filter(|s| !s.trim().is_empty()))?;
+        let read = self.anchor(input);
+        (read.encoding != AnchorEncoding::Dn).then_some(KnownAnchor { read, value })
+    }
+
     fn anchor(&self, input: &PlanInput<'_>) -> AnchorRead {
         let flagged = input
             .attributes

@@ -113,8 +113,14 @@ pub struct RunMetrics {
     pub retries: u64,
     /// Connections re-established after being lost.
     pub reconnects: u64,
-    /// Exports claimed again after a crashed run's lease expired (re-attempts).
+    /// Exports re-attempted after an earlier attempt may have reached the directory (a crashed or
+    /// stopped run's claim, a failure whose outcome was unknown).
     pub recovered: u64,
+    /// Exports dropped from the run because another engine took their row over after this run's lease
+    /// on it ran out (or it could not be confirmed before the run stopped): nothing more was written
+    /// for them and no outcome was persisted.
+    #[serde(default)]
+    pub lease_lost: u64,
     /// Median time of an export from the start of its execution in the directory to its result,
     /// in milliseconds (within 1 %); `None` when no export was executed.
     #[serde(default)]

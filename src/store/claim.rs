@@ -9,8 +9,10 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
+use super::marker::{Marker, is_marker};
 use super::system::SystemSchema;
 use crate::error::RowError;
+use crate::fence::Fence;
 use crate::model::{
     AttributeValueChange, ConnectedSystemObject, ConnectedSystemObjectJoinType,
     ConnectedSystemObjectStatus, CsoAttributeValue, PendingExport,
@@ -48,10 +50,15 @@ pub struct ClaimedExport {
     pub export: PendingExport,
     /// The status the row had before this claim.
     pub previous_status: PendingExportStatus,
-    /// True when the row was recovered from an earlier run whose lease expired (it was `Executing`): an
-    /// earlier attempt may already have written to the directory, so a Create should adopt an existing
-    /// object rather than fail on it.
+    /// True when an earlier attempt may already have written to the directory: the row carried the
+    /// engine's mark (`super::marker`: an attempt was claimed and neither succeeded nor was returned
+    /// unsent, whatever way the row came back to the queue), or it was left `Executing` by a run
+    /// without marks. A Create that meets an existing entry then judges whether that entry is its own
+    /// earlier write before adopting it, instead of failing as a first attempt does.
     pub re_attempt: bool,
+    /// The claim time of the first attempt that may have written to the directory (this claim's, for
+    /// a first attempt): an entry a re-attempt adopts must have been created no earlier.
+    pub first_attempt_at: Option<DateTime<Utc>>,
     /// The target CSO with the values of its anchor attributes and of every attribute the changes touch;
     /// `None` when the export has no CSO (a Delete whose CSO is gone).
     pub cso: Option<ConnectedSystemObject>,
@@ -149,14 +156,64 @@ impl ClaimedPage {
 }
 
 /// What the store keeps per claimed row to renew, persist or release it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Held {
-    /// The `LastAttemptedAt` this run last wrote (the lease token).
-    pub token: DateTime<Utc>,
+    /// The mark the claim wrote into `LastErrorStackTrace` (`super::marker`): the lease token.
+    pub token: String,
     /// The status before the claim (raw: a bad row may hold an unknown number).
     pub previous_status: i32,
     /// `LastAttemptedAt` before the claim.
     pub previous_attempted_at: Option<DateTime<Utc>>,
+    /// `LastErrorStackTrace` before the claim.
+    pub previous_trace: Option<String>,
+    /// The export was handed to the directory: what it sent may have taken effect.
+    pub dispatched: bool,
+    /// The row's write window.
+    pub fence: Fence,
+}
+
+impl Held {
+    /// True when an attempt before this claim may have reached the directory: the row carried the
+    /// engine's mark, or it was left `Executing` (by a run that leaves no mark: JIM's own, or an older
+    /// engine).
+    pub fn reached_before(&self) -> bool {
+        is_marker(self.previous_trace.as_deref()) || self.previous_status == 2
+    }
+
+    /// `LastErrorStackTrace` for a row going back to the queue without an outcome: the mark when this
+    /// or an earlier attempt may have reached the directory, else what was there before the claim.
+    pub fn trace_on_release(&self) -> Option<String> {
+        if self.dispatched || self.reached_before() {
+            Some(self.token.clone())
+        } else {
+            self.previous_trace.clone()
+        }
+    }
+
+    /// `LastErrorStackTrace` after an outcome: on success the pre-claim value unless it was a mark
+    /// (JIM's column back as JIM left it); on a failure the mark when this or an earlier attempt may
+    /// have reached the directory, else NULL (JIM's value on its calls path); on a deferral (nothing
+    /// sent) the pre-claim value.
+    pub fn trace_after(&self, kind: i32, sent: bool) -> Option<String> {
+        use super::persist::{KIND_DEFERRED, KIND_SUCCEEDED};
+        let had_mark = is_marker(self.previous_trace.as_deref());
+        match kind {
+            KIND_SUCCEEDED if had_mark => None,
+            KIND_SUCCEEDED => self.previous_trace.clone(),
+            KIND_DEFERRED => self.trace_on_release_unsent(),
+            _ if sent || self.reached_before() => Some(self.token.clone()),
+            _ => None,
+        }
+    }
+
+    /// As [`Held::trace_on_release`] for an export that sent nothing in this attempt.
+    fn trace_on_release_unsent(&self) -> Option<String> {
+        if self.reached_before() {
+            Some(self.token.clone())
+        } else {
+            self.previous_trace.clone()
+        }
+    }
 }
 
 /// Column positions of the claim statement's result set (`sql::CLAIM_*`). Generic columns are shared by
@@ -199,7 +256,7 @@ pub(crate) mod col {
     pub const U3: usize = 18;
     /// CSO MetaverseObjectId.
     pub const U4: usize = 19;
-    /// LastAttemptedAt (the lease token) / LastExportedAt.
+    /// LastAttemptedAt / LastExportedAt.
     pub const D1: usize = 20;
     /// NextRetryAt.
     pub const D2: usize = 21;
@@ -209,7 +266,7 @@ pub(crate) mod col {
     pub const D4: usize = 23;
     /// LastErrorMessage / UnresolvedReferenceValue / UnresolvedReferenceValue.
     pub const T1: usize = 24;
-    /// LastErrorStackTrace / LastImportedValue.
+    /// LastErrorStackTrace (the claim's mark, the lease token) / LastImportedValue.
     pub const T2: usize = 25;
     /// HasUnresolvedReferences.
     pub const B1: usize = 26;
@@ -217,6 +274,8 @@ pub(crate) mod col {
     pub const B2: usize = 27;
     /// First typed value slot (StringValue); the others follow in `ValueSlots` order of the SQL.
     pub const SLOTS: usize = 28;
+    /// previous LastErrorStackTrace (after the eight slots).
+    pub const T3: usize = 36;
 }
 
 const PE_TABLE: &str = "PendingExports";
@@ -273,7 +332,8 @@ struct Assembly {
     error: Option<RowError>,
 }
 
-/// The key columns of an export row, needed to hold the row whatever else fails to decode.
+/// The key columns of an export row, needed to hold the row whatever else fails to decode. Its
+/// `held.fence` is a placeholder until the queue gives it the claim's window.
 pub(crate) struct RowKey {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
@@ -300,9 +360,15 @@ pub(crate) fn decode_page(
                     id: pe_id,
                     created_at: row.try_get(col::D3)?,
                     held: Held {
-                        token: row.try_get(col::D1)?,
+                        // A peek reads rows without marking them: no token then.
+                        token: row
+                            .try_get::<Option<String>, _>(col::T2)?
+                            .unwrap_or_default(),
                         previous_status: row.try_get(col::I7)?,
                         previous_attempted_at: row.try_get(col::D4)?,
+                        previous_trace: row.try_get(col::T3)?,
+                        dispatched: false,
+                        fence: Fence::open(),
                     },
                 });
                 part.head = Some(decode_export(row, &pe_id));
@@ -352,9 +418,23 @@ pub(crate) fn decode_page(
                 if let Some(cso) = cso.as_mut() {
                     cso.values = part.values;
                 }
+                let earlier = key.held.previous_trace.as_deref().and_then(Marker::parse);
+                let left_executing = previous_status == PendingExportStatus::Executing;
+                let first_attempt_at = match earlier {
+                    Some(m) => Some(m.since),
+                    // Stranded by a run that left no mark: it claimed the row at LastAttemptedAt.
+                    None if left_executing => key.held.previous_attempted_at,
+                    None => export
+                        .last_error_stack_trace
+                        .as_deref()
+                        .and_then(Marker::parse)
+                        .map(|m| m.since)
+                        .or(export.last_attempted_at),
+                };
                 page.exports.push(ClaimedExport {
                     export,
-                    re_attempt: previous_status == PendingExportStatus::Executing,
+                    re_attempt: earlier.is_some() || left_executing,
+                    first_attempt_at,
                     previous_status,
                     cso,
                     resolutions: Vec::new(),

@@ -20,10 +20,12 @@
 mod admin;
 mod apply;
 mod claim;
+pub mod marker;
 mod notify;
 mod persist;
 mod queue;
 mod resolve;
+mod retry;
 mod sql;
 mod system;
 
@@ -33,6 +35,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Row};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use admin::{QueueSummary, StatusCount};
 pub use claim::{
@@ -47,6 +51,7 @@ pub use persist::{
 };
 pub use queue::{ExportQueue, LeaseRenewal};
 pub use resolve::ResolveSummary;
+pub use retry::RetryPolicy;
 pub use system::SystemSchema;
 
 use crate::config::{ConfigErrors, DatabaseConfig, RunOptions};
@@ -54,11 +59,21 @@ use crate::error::{Error, Result};
 use crate::schema::EXPECTED_MIGRATION;
 
 /// A connection pool to JIM's database and a count of the statements issued through it. Cheap to
-/// clone; clones share the pool and the count.
+/// clone; clones share the pool, the count and the background work (claims of runs that ended while
+/// the database did not answer, returned once it does).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
     statements: Arc<AtomicU64>,
+    policy: RetryPolicy,
+    background: Arc<Background>,
+}
+
+/// Work a store keeps doing after the run that started it has returned.
+#[derive(Debug, Default)]
+struct Background {
+    tasks: TaskTracker,
+    closing: CancellationToken,
 }
 
 impl Store {
@@ -74,13 +89,25 @@ impl Store {
                 Error::Config(e)
             })?
             .options([("TimeZone", "UTC")]);
-        let timeout = Duration::from_millis(config.connect_timeout_ms.max(1));
+        let settings = config.effective().map_err(|message| {
+            let mut e = ConfigErrors::default();
+            e.push("database.connection", message);
+            Error::Config(e)
+        })?;
+        let timeout = settings.connect_timeout;
         Self::probe(&options, timeout).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(config.max_connections.max(1))
-            .acquire_timeout(timeout)
-            .connect_lazy_with(options);
-        Ok(Self::from_pool(pool))
+        let mut pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(timeout);
+        if let Some(idle) = settings.idle_timeout {
+            pool = pool.idle_timeout(idle);
+        }
+        if let Some(lifetime) = settings.max_lifetime {
+            pool = pool.max_lifetime(lifetime);
+        }
+        let pool = pool.connect_lazy_with(options);
+        Ok(Self::from_pool(pool).with_policy(settings.retry_policy()))
     }
 
     async fn probe(options: &PgConnectOptions, timeout: Duration) -> Result<()> {
@@ -105,7 +132,86 @@ impl Store {
         Store {
             pool,
             statements: Arc::new(AtomicU64::new(0)),
+            policy: crate::config::DatabaseConfig::default_retry_policy(),
+            background: Arc::new(Background::default()),
         }
+    }
+
+    /// The same store with another retry policy.
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Store {
+        self.policy = policy;
+        self
+    }
+
+    /// How long statements may take and how long failing ones are tried again.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    /// Sends a release of a run's rows until the database takes it (or the store closes), in the
+    /// background: the run that held them has ended because the database did not answer.
+    pub(crate) fn release_in_background(&self, release: queue::Release) {
+        let store = self.clone();
+        let closing = self.background.closing.clone();
+        let rows = release.len();
+        tracing::warn!(
+            rows,
+            "the database does not answer: the run's claims are returned as soon as it does"
+        );
+        let task = async move {
+            let mut tries = 0u32;
+            loop {
+                let sent = retry::attempt(store.policy, release.send(&store)).await;
+                match sent {
+                    Ok(n) => {
+                        tracing::info!(
+                            rows = n,
+                            "returned the claims of a run that ended while the database did not answer"
+                        );
+                        return;
+                    }
+                    Err(e) if !e.is_transient() => {
+                        tracing::error!(error = %e.into_error(), rows, "could not return a run's claims; they are reclaimed after their lease");
+                        return;
+                    }
+                    Err(_) => {}
+                }
+                tries += 1;
+                let delay = retry::backoff(tries).max(Duration::from_secs(1));
+                tokio::select! {
+                    _ = closing.cancelled() => {
+                        tracing::warn!(rows, "the engine closed before the database answered: the claims are reclaimed after their lease");
+                        return;
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                self.background.tasks.spawn_on(task, &handle);
+            }
+            Err(_) => tracing::error!(
+                rows,
+                "no runtime to return a run's claims on; they are reclaimed after their lease"
+            ),
+        }
+    }
+
+    /// Background releases still waiting for the database.
+    pub fn background_work(&self) -> usize {
+        self.background.tasks.len()
+    }
+
+    /// Closes the store: gives background releases until `deadline` to get through, then stops them
+    /// and closes the pool (connections in use are dropped when their statements end; the close
+    /// itself waits at most until `deadline`).
+    pub async fn close(&self, deadline: Duration) {
+        let end = tokio::time::Instant::now() + deadline;
+        self.background.tasks.close();
+        let _ = tokio::time::timeout_at(end, self.background.tasks.wait()).await;
+        self.background.closing.cancel();
+        let _ = tokio::time::timeout_at(end, self.pool.close()).await;
     }
 
     /// The pool.

@@ -87,10 +87,11 @@ pub struct PersistReport {
 #[derive(Debug, Default)]
 pub(crate) struct PersistArrays {
     pub pe_id: Vec<Uuid>,
-    pub pe_token: Vec<DateTime<Utc>>,
+    pub pe_token: Vec<String>,
     pub pe_kind: Vec<i32>,
     pub pe_msg: Vec<Option<String>>,
     pub pe_exists: Vec<bool>,
+    pub pe_trace: Vec<Option<String>>,
     pub avc_id: Vec<Uuid>,
     pub avc_pe: Vec<Uuid>,
     pub avc_written: Vec<bool>,
@@ -124,7 +125,8 @@ pub(crate) const KIND_DEFERRED: i32 = 2;
 /// An entry for a row that is only failed (a bad row): no changes, no CSO work.
 pub(crate) struct BareFailure {
     pub id: Uuid,
-    pub token: DateTime<Utc>,
+    pub token: String,
+    pub trace: Option<String>,
     pub message: String,
 }
 
@@ -180,10 +182,11 @@ pub(crate) fn build(
             ExportResult::Deferred => (KIND_DEFERRED, None, false, &[], Anchors::default()),
         };
         a.pe_id.push(pe);
-        a.pe_token.push(held.token);
+        a.pe_token.push(held.token.clone());
         a.pe_kind.push(kind);
         a.pe_msg.push(msg);
         a.pe_exists.push(exists);
+        a.pe_trace.push(held.trace_after(kind, held.dispatched));
 
         // Written marks and resolutions, merged per change so each change row is updated once.
         let known: HashSet<Uuid> = claimed
@@ -259,10 +262,11 @@ pub(crate) fn build(
     }
     for f in bare {
         a.pe_id.push(f.id);
-        a.pe_token.push(f.token);
+        a.pe_token.push(f.token.clone());
         a.pe_kind.push(KIND_FAILED);
         a.pe_msg.push(Some(f.message.clone()));
         a.pe_exists.push(false);
+        a.pe_trace.push(f.trace.clone());
     }
     Built {
         arrays: a,

@@ -2,18 +2,23 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::Store;
 use super::claim::{self, BadRow, ClaimedExport, ClaimedPage, Cursor, Held, Pass};
+use super::marker::run_pattern;
 use super::persist::{self, BareFailure, PersistReport, PersistedExport};
 use super::resolve::{self, AnchorRow, ResolveSummary, Target};
+use super::retry::{self, with_retries};
 use super::sql;
 use super::system::SystemSchema;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::fence::{Fence, LeaseBoard};
 use crate::model::{PendingExportChangeType, PendingExportStatus, ValueSlots};
 use crate::outcome::ExportOutcome;
 
@@ -28,18 +33,23 @@ pub struct LeaseRenewal {
 }
 
 /// A run's handle on one connected system's queue: claims pages, resolves references, renews leases,
-/// persists outcomes and releases what it did not execute. It remembers the rows it holds (with the
-/// `LastAttemptedAt` it gave each, the lease token), so every write is fenced: a row another engine took
-/// over after an expired lease is never overwritten. Share it behind an `Arc`; every method takes `&self`
-/// and several persists may be in flight at once.
+/// persists outcomes and releases what it did not execute. It remembers the rows it holds with the mark
+/// its claim wrote on each (`super::marker`, which names this run: the lease token), so every write is
+/// fenced: a row another engine took over after an expired lease is never overwritten. Each held row
+/// also has a [`Fence`] the directory checks before writing it. Every statement is bounded and retried
+/// across a database restart (`super::retry`). Share it behind an `Arc`; every method takes `&self` and
+/// several persists may be in flight at once.
 #[derive(Debug)]
 pub struct ExportQueue {
     store: Store,
     schema: Arc<SystemSchema>,
-    lease_seconds: f64,
+    lease: Duration,
+    /// This run's id, written into the mark of every row it claims.
+    run_id: Uuid,
     held: Mutex<HashMap<Uuid, Held>>,
-    /// Persists and releases hold it shared; a renewal holds it exclusively, so a persist never carries a
-    /// lease token that a concurrent renewal has just replaced.
+    board: Arc<LeaseBoard>,
+    /// Persists and releases hold it shared; a renewal holds it exclusively, so a row a persist has
+    /// just written (and not yet dropped from the held set) never looks lost to a renewal.
     gate: tokio::sync::RwLock<()>,
 }
 
@@ -48,10 +58,45 @@ impl ExportQueue {
         Self {
             store,
             schema: Arc::new(schema),
-            lease_seconds: lease_seconds as f64,
+            lease: Duration::from_secs(lease_seconds),
+            run_id: Uuid::new_v4(),
             held: Mutex::new(HashMap::new()),
+            board: Arc::new(LeaseBoard::default()),
             gate: tokio::sync::RwLock::new(()),
         }
+    }
+
+    /// The id this run writes into the marks of the rows it claims.
+    pub fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+
+    /// The lease the run takes on each row.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Where the run's fences learn of renewals and ask for them.
+    pub fn lease_board(&self) -> Arc<LeaseBoard> {
+        self.board.clone()
+    }
+
+    /// The write window of a held row (`None` when the run does not hold it).
+    pub fn fence(&self, id: Uuid) -> Option<Fence> {
+        self.held().get(&id).map(|h| h.fence.clone())
+    }
+
+    /// Records that a held export was handed to the directory (`true`) or handed back by it unstarted
+    /// (`false`): a row going back to the queue without an outcome keeps the mark that says its export
+    /// may have reached the directory only in the first case.
+    pub fn set_dispatched(&self, id: Uuid, dispatched: bool) {
+        if let Some(h) = self.held().get_mut(&id) {
+            h.dispatched = dispatched;
+        }
+    }
+
+    fn lease_seconds(&self) -> f64 {
+        self.lease.as_secs_f64()
     }
 
     /// The connected system's object types and attribute definitions (loaded once, when the queue was
@@ -93,23 +138,36 @@ impl ExportQueue {
     ) -> Result<ClaimedPage> {
         let limit = limit.max(1);
         let references = pass == Pass::References;
-        let query = match after {
-            None => sqlx::query(sql::CLAIM_FIRST),
-            Some(_) => sqlx::query(sql::CLAIM_AFTER),
-        };
-        let mut query = query
-            .bind(self.schema.connected_system_id)
-            .bind(references)
-            .bind(self.lease_seconds)
-            .bind(i64::from(limit));
-        if let Some(c) = after {
-            query = query.bind(c.created_at).bind(c.id);
-        }
-        self.store.count(1);
-        let rows = query.fetch_all(&self.store.pool).await?;
+        let mut sent = Instant::now();
+        let rows: Vec<PgRow> = with_retries(
+            self.store.policy(),
+            "claiming pending exports",
+            || {
+                sent = Instant::now();
+                let query = match after {
+                    None => sqlx::query(sql::CLAIM_FIRST),
+                    Some(_) => sqlx::query(sql::CLAIM_AFTER),
+                };
+                let mut query = query
+                    .bind(self.schema.connected_system_id)
+                    .bind(references)
+                    .bind(self.lease_seconds())
+                    .bind(i64::from(limit))
+                    .bind(self.run_id);
+                if let Some(c) = after {
+                    query = query.bind(c.created_at).bind(c.id);
+                }
+                self.store.count(1);
+                query.fetch_all(&self.store.pool)
+            },
+            // A claim whose answer was lost may have marked rows this run does not know it holds.
+            || self.release_unheld(),
+        )
+        .await?;
         let (page, keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
         let mut held = self.held();
-        for k in keys {
+        for mut k in keys {
+            k.held.fence = Fence::new(self.board.clone(), sent, self.lease);
             held.insert(k.id, k.held);
         }
         drop(held);
@@ -124,22 +182,50 @@ impl ExportQueue {
     /// statement.
     pub async fn peek(&self, pass: Pass, after: Option<Cursor>, limit: u32) -> Result<ClaimedPage> {
         let limit = limit.max(1);
-        let query = match after {
-            None => sqlx::query(sql::PEEK_FIRST),
-            Some(_) => sqlx::query(sql::PEEK_AFTER),
-        };
-        let mut query = query
-            .bind(self.schema.connected_system_id)
-            .bind(pass == Pass::References)
-            .bind(self.lease_seconds)
-            .bind(i64::from(limit));
-        if let Some(c) = after {
-            query = query.bind(c.created_at).bind(c.id);
-        }
-        self.store.count(1);
-        let rows = query.fetch_all(&self.store.pool).await?;
+        let rows: Vec<PgRow> = with_retries(
+            self.store.policy(),
+            "reading pending exports",
+            || {
+                let query = match after {
+                    None => sqlx::query(sql::PEEK_FIRST),
+                    Some(_) => sqlx::query(sql::PEEK_AFTER),
+                };
+                let mut query = query
+                    .bind(self.schema.connected_system_id)
+                    .bind(pass == Pass::References)
+                    .bind(self.lease_seconds())
+                    .bind(i64::from(limit));
+                if let Some(c) = after {
+                    query = query.bind(c.created_at).bind(c.id);
+                }
+                self.store.count(1);
+                query.fetch_all(&self.store.pool)
+            },
+            retry::nothing,
+        )
+        .await?;
         let (page, _keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
         Ok(page)
+    }
+
+    /// Returns to Pending the rows still `Executing` under this run's mark that it does not hold (a
+    /// claim whose answer was lost). Their mark stays.
+    async fn release_unheld(&self) -> std::result::Result<(), sqlx::Error> {
+        let held: Vec<Uuid> = self.held().keys().copied().collect();
+        self.store.count(1);
+        let done = sqlx::query(sql::RELEASE_UNHELD)
+            .bind(self.schema.connected_system_id)
+            .bind(run_pattern(self.run_id))
+            .bind(&held)
+            .execute(&self.store.pool)
+            .await?;
+        if done.rows_affected() > 0 {
+            tracing::info!(
+                rows = done.rows_affected(),
+                "returned rows a claim marked before its answer was lost"
+            );
+        }
+        Ok(())
     }
 
     /// Resolves the unresolved reference changes of `exports` in one query: each referenced MVO's CSO in
@@ -156,13 +242,20 @@ impl ExportQueue {
         let mut targets: HashMap<Uuid, Target> = HashMap::new();
         if !wanted.is_empty() {
             let anchor_attributes = self.schema.anchor_attribute_ids();
-            self.store.count(1);
-            let rows = sqlx::query(sql::RESOLVE)
-                .bind(self.schema.connected_system_id)
-                .bind(&wanted)
-                .bind(&anchor_attributes)
-                .fetch_all(&self.store.pool)
-                .await?;
+            let rows: Vec<PgRow> = with_retries(
+                self.store.policy(),
+                "resolving references",
+                || {
+                    self.store.count(1);
+                    sqlx::query(sql::RESOLVE)
+                        .bind(self.schema.connected_system_id)
+                        .bind(&wanted)
+                        .bind(&anchor_attributes)
+                        .fetch_all(&self.store.pool)
+                },
+                retry::nothing,
+            )
+            .await?;
             for row in rows {
                 let mvo: Uuid = row.try_get(0)?;
                 let cso_id: Uuid = row.try_get(1)?;
@@ -189,48 +282,90 @@ impl ExportQueue {
         Ok(resolve::apply(exports, &targets, &self.schema))
     }
 
-    /// Renews the lease on every row this run holds (`LastAttemptedAt = now()`), so that no other engine
-    /// takes them over while they are in flight. Call it well within the lease (e.g. every third of it).
-    /// One statement (none when nothing is held).
+    /// The CSO of this system, other than `except`, whose primary anchor is `anchor` (the directory's
+    /// value in JIM's external-id form), if any. One statement, tried again across a database restart.
+    pub async fn anchor_holder(&self, anchor: &str, except: Option<Uuid>) -> Result<Option<Uuid>> {
+        let attributes = self.schema.primary_anchor_attribute_ids();
+        let guid = Uuid::parse_str(anchor.trim()).ok();
+        let rows: Vec<PgRow> = with_retries(
+            self.store.policy(),
+            "checking who holds an anchor",
+            || {
+                self.store.count(1);
+                sqlx::query(sql::ANCHOR_HOLDER)
+                    .bind(self.schema.connected_system_id)
+                    .bind(&attributes)
+                    .bind(anchor.trim())
+                    .bind(guid)
+                    .bind(except)
+                    .fetch_all(&self.store.pool)
+            },
+            retry::nothing,
+        )
+        .await?;
+        match rows.first() {
+            Some(row) => Ok(Some(row.try_get(0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Renews the lease on every row this run holds (`LastAttemptedAt = now()` where the row is still
+    /// `Executing` under the run's mark), so that no other engine takes them over while they are in
+    /// flight, and opens their fences for another two thirds of the lease. Rows found taken over are
+    /// dropped from the held set, their fences closed for good, and listed in [`LeaseRenewal::lost`].
+    /// Call it well within the lease (every third of it). One statement (none when nothing is held),
+    /// tried once: the caller tries again (a statement sent twice does no harm). Fences waiting for a
+    /// renewal are told of the result either way.
     pub async fn renew_leases(&self) -> Result<LeaseRenewal> {
+        let result = self.renew_once().await;
+        self.board.announce();
+        result
+    }
+
+    async fn renew_once(&self) -> Result<LeaseRenewal> {
         let _exclusive = self.gate.write().await;
-        let (ids, tokens): (Vec<Uuid>, Vec<DateTime<Utc>>) =
-            self.held().iter().map(|(id, h)| (*id, h.token)).unzip();
+        let (ids, tokens): (Vec<Uuid>, Vec<String>) = self
+            .held()
+            .iter()
+            .map(|(id, h)| (*id, h.token.clone()))
+            .unzip();
         if ids.is_empty() {
             return Ok(LeaseRenewal::default());
         }
+        let sent = Instant::now();
         self.store.count(1);
-        let rows = sqlx::query(sql::RENEW)
-            .bind(&ids)
-            .bind(&tokens)
-            .fetch_all(&self.store.pool)
-            .await?;
-        let mut renewed = HashMap::with_capacity(rows.len());
+        let rows = retry::attempt(
+            self.store.policy(),
+            sqlx::query(sql::RENEW)
+                .bind(&ids)
+                .bind(&tokens)
+                .fetch_all(&self.store.pool),
+        )
+        .await
+        .map_err(retry::Failure::into_error)?;
+        let mut renewed = HashSet::with_capacity(rows.len());
         for row in rows {
-            renewed.insert(
-                row.try_get::<Uuid, _>(0)?,
-                row.try_get::<DateTime<Utc>, _>(1)?,
-            );
+            renewed.insert(row.try_get::<Uuid, _>(0)?);
         }
         let mut held = self.held();
         let mut lost = Vec::new();
         for id in ids {
-            match renewed.get(&id) {
-                Some(token) => {
-                    if let Some(h) = held.get_mut(&id) {
-                        h.token = *token;
-                    }
+            if renewed.contains(&id) {
+                if let Some(h) = held.get(&id) {
+                    h.fence.renewed(sent, self.lease);
                 }
-                None => {
-                    held.remove(&id);
-                    lost.push(id);
-                }
+            } else if let Some(h) = held.remove(&id) {
+                // Gone from the held set since the statement was built: persisted or released.
+                // Otherwise another engine holds it now.
+                h.fence.lose();
+                lost.push(id);
             }
         }
+        drop(held);
         if !lost.is_empty() {
             tracing::warn!(
                 count = lost.len(),
-                "rows were taken over after their lease expired"
+                "rows were taken over after their lease expired; they are not written again"
             );
         }
         Ok(LeaseRenewal {
@@ -261,7 +396,7 @@ impl ExportQueue {
             for o in outcomes {
                 let id = o.pending_export_id();
                 match held.get(&id) {
-                    Some(h) if seen.insert(id) => entries.push((o, *h)),
+                    Some(h) if seen.insert(id) => entries.push((o, h.clone())),
                     _ => not_held.push(id),
                 }
             }
@@ -277,7 +412,7 @@ impl ExportQueue {
         let attempt = self.run_persist(&built.arrays).await;
         let result = match attempt {
             Ok(r) => r,
-            Err(e) if built.has_optimistic_rows => {
+            Err(e) if built.has_optimistic_rows && !matches!(e, Error::DatabaseUnavailable(_)) => {
                 tracing::warn!(error = %e, exports = entries.len(), "optimistic apply failed; persisting the outcomes without it");
                 let retry = persist::build(&entries, &[], &self.schema, false);
                 optimistic.failed += optimistic.applied;
@@ -307,7 +442,8 @@ impl ExportQueue {
                 match held.get(&b.pending_export_id) {
                     Some(h) => bare.push(BareFailure {
                         id: b.pending_export_id,
-                        token: h.token,
+                        token: h.token.clone(),
+                        trace: h.trace_after(persist::KIND_FAILED, false),
                         message: format!("jim-export cannot read this pending export: {}", b.error),
                     }),
                     None => not_held.push(b.pending_export_id),
@@ -330,55 +466,89 @@ impl ExportQueue {
         ))
     }
 
+    /// Sends the persist statement, again across a database restart. When a try failed after the
+    /// statement may have committed, rows the last try did not write are read back: those no longer
+    /// `Executing` were written by the earlier try and are reported as persisted.
     async fn run_persist(&self, a: &persist::PersistArrays) -> Result<PersistReport> {
-        self.store.count(1);
-        let rows = sqlx::query(sql::PERSIST)
-            .bind(&a.pe_id)
-            .bind(&a.pe_token)
-            .bind(&a.pe_kind)
-            .bind(&a.pe_msg)
-            .bind(&a.pe_exists)
-            .bind(&a.avc_id)
-            .bind(&a.avc_pe)
-            .bind(&a.avc_written)
-            .bind(&a.avc_resolved)
-            .bind(&a.avc_sval)
-            .bind(&a.avc_rcso)
-            .bind(&a.del_id)
-            .bind(&a.del_pe)
-            .bind(&a.cv_id)
-            .bind(&a.cv_pe)
-            .bind(&a.cv_cso)
-            .bind(&a.cv_attr)
-            .bind(&a.cv_new)
-            .bind(&a.cv_s)
-            .bind(&a.cv_d)
-            .bind(&a.cv_i)
-            .bind(&a.cv_l)
-            .bind(&a.cv_dec)
-            .bind(&a.cv_b)
-            .bind(&a.cv_g)
-            .bind(&a.cv_bool)
-            .bind(&a.cv_ref)
-            .bind(&a.cv_unres)
-            .fetch_all(&self.store.pool)
-            .await?;
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let rows: Vec<PgRow> = with_retries(
+            self.store.policy(),
+            "persisting outcomes",
+            || {
+                tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.store.count(1);
+                sqlx::query(sql::PERSIST)
+                    .bind(&a.pe_id)
+                    .bind(&a.pe_token)
+                    .bind(&a.pe_kind)
+                    .bind(&a.pe_msg)
+                    .bind(&a.pe_exists)
+                    .bind(&a.avc_id)
+                    .bind(&a.avc_pe)
+                    .bind(&a.avc_written)
+                    .bind(&a.avc_resolved)
+                    .bind(&a.avc_sval)
+                    .bind(&a.avc_rcso)
+                    .bind(&a.del_id)
+                    .bind(&a.del_pe)
+                    .bind(&a.cv_id)
+                    .bind(&a.cv_pe)
+                    .bind(&a.cv_cso)
+                    .bind(&a.cv_attr)
+                    .bind(&a.cv_new)
+                    .bind(&a.cv_s)
+                    .bind(&a.cv_d)
+                    .bind(&a.cv_i)
+                    .bind(&a.cv_l)
+                    .bind(&a.cv_dec)
+                    .bind(&a.cv_b)
+                    .bind(&a.cv_g)
+                    .bind(&a.cv_bool)
+                    .bind(&a.cv_ref)
+                    .bind(&a.cv_unres)
+                    .bind(&a.pe_trace)
+                    .fetch_all(&self.store.pool)
+            },
+            retry::nothing,
+        )
+        .await?;
         let mut report = PersistReport::default();
-        for row in rows {
-            let status: i32 = row.try_get(1)?;
-            let change_type: i32 = row.try_get(2)?;
-            report.persisted.push(PersistedExport {
-                id: row.try_get(0)?,
-                // The statement only writes Pending, Failed or Exported.
-                status: PendingExportStatus::from_i32(status)
-                    .unwrap_or(PendingExportStatus::Pending),
-                change_type: PendingExportChangeType::from_i32(change_type).ok(),
-                error_count: row.try_get(3)?,
-                has_unresolved_references: row.try_get(4)?,
-                next_retry_at: row.try_get(5)?,
-            });
+        for row in &rows {
+            report.persisted.push(persisted_export(row)?);
             report.changes_updated = row.try_get::<i64, _>(6)?.max(0) as u64;
             report.objects_touched = row.try_get::<i64, _>(7)?.max(0) as u64;
+        }
+        if tries.load(std::sync::atomic::Ordering::Relaxed) > 1
+            && report.persisted.len() < a.pe_id.len()
+        {
+            let written: HashSet<Uuid> = report.persisted.iter().map(|p| p.id).collect();
+            let missing: Vec<Uuid> = a
+                .pe_id
+                .iter()
+                .copied()
+                .filter(|id| !written.contains(id))
+                .collect();
+            let earlier: Vec<PgRow> = with_retries(
+                self.store.policy(),
+                "reading back persisted outcomes",
+                || {
+                    self.store.count(1);
+                    sqlx::query(sql::PERSISTED_STATE)
+                        .bind(&missing)
+                        .fetch_all(&self.store.pool)
+                },
+                retry::nothing,
+            )
+            .await?;
+            for row in &earlier {
+                report.persisted.push(persisted_export(row)?);
+            }
+            if !earlier.is_empty() {
+                tracing::info!(
+                    rows = earlier.len(),
+                    "outcomes written by a persist whose answer was lost"
+                );
+            }
         }
         Ok(report)
     }
@@ -394,7 +564,9 @@ impl ExportQueue {
         let written: HashSet<Uuid> = report.persisted.iter().map(|p| p.id).collect();
         let mut held = self.held();
         for id in sent {
-            held.remove(&id);
+            if let Some(h) = held.remove(&id) {
+                h.fence.lose();
+            }
             if !written.contains(&id) {
                 not_held.push(id);
             }
@@ -411,15 +583,17 @@ impl ExportQueue {
         report
     }
 
-    /// Returns claimed rows that were not executed (cancellation, shutdown) to the status and
-    /// `LastAttemptedAt` they had before the claim; rows recovered from an expired lease go back to
-    /// Pending. Rows not held are ignored. One statement; returns the number of rows restored.
+    /// Returns claimed rows that were not executed (cancellation, shutdown) to the status,
+    /// `LastAttemptedAt` and `LastErrorStackTrace` they had before the claim; rows recovered from an
+    /// expired lease go back to Pending; a row the directory may have seen keeps the claim's mark
+    /// ([`ExportQueue::set_dispatched`]). Rows not held are ignored. One statement, tried again across
+    /// a database restart; returns the number of rows restored.
     pub async fn release(&self, ids: &[Uuid]) -> Result<usize> {
         let _shared = self.gate.read().await;
         let entries: Vec<(Uuid, Held)> = {
             let held = self.held();
             ids.iter()
-                .filter_map(|id| held.get(id).map(|h| (*id, *h)))
+                .filter_map(|id| held.get(id).map(|h| (*id, h.clone())))
                 .collect()
         };
         self.release_entries(entries).await
@@ -428,33 +602,100 @@ impl ExportQueue {
     /// Releases every row this run still holds (see [`ExportQueue::release`]).
     pub async fn release_all(&self) -> Result<usize> {
         let _shared = self.gate.read().await;
-        let entries: Vec<(Uuid, Held)> = self.held().iter().map(|(id, h)| (*id, *h)).collect();
+        let entries: Vec<(Uuid, Held)> =
+            self.held().iter().map(|(id, h)| (*id, h.clone())).collect();
         self.release_entries(entries).await
+    }
+
+    /// Hands every row this run still holds to the store, which releases them (as
+    /// [`ExportQueue::release_all`]) as soon as the database answers again; for a run ending because
+    /// the database stopped answering. Returns how many rows were handed over.
+    pub fn release_all_later(&self) -> usize {
+        let entries: Vec<(Uuid, Held)> = self.held().drain().collect();
+        let n = entries.len();
+        if n > 0 {
+            let release = Release::of(&entries);
+            self.store.release_in_background(release);
+        }
+        n
     }
 
     async fn release_entries(&self, entries: Vec<(Uuid, Held)>) -> Result<usize> {
         if entries.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<Uuid> = entries.iter().map(|(id, _)| *id).collect();
-        let tokens: Vec<DateTime<Utc>> = entries.iter().map(|(_, h)| h.token).collect();
-        let prev: Vec<i32> = entries.iter().map(|(_, h)| h.previous_status).collect();
-        let prev_at: Vec<Option<DateTime<Utc>>> = entries
-            .iter()
-            .map(|(_, h)| h.previous_attempted_at)
-            .collect();
-        self.store.count(1);
-        let rows = sqlx::query(sql::RELEASE)
-            .bind(&ids)
-            .bind(&tokens)
-            .bind(&prev)
-            .bind(&prev_at)
-            .fetch_all(&self.store.pool)
-            .await?;
+        let release = Release::of(&entries);
+        let n = with_retries(
+            self.store.policy(),
+            "returning unexecuted claims",
+            || release.send(&self.store),
+            retry::nothing,
+        )
+        .await?;
         let mut held = self.held();
-        for id in &ids {
-            held.remove(id);
+        for (id, h) in &entries {
+            if held.remove(id).is_some() {
+                h.fence.lose();
+            }
         }
+        Ok(n)
+    }
+}
+
+/// One row of a persist's answer (`sql::PERSIST`, `sql::PERSISTED_STATE`).
+fn persisted_export(row: &PgRow) -> Result<PersistedExport> {
+    let status: i32 = row.try_get(1)?;
+    let change_type: i32 = row.try_get(2)?;
+    Ok(PersistedExport {
+        id: row.try_get(0)?,
+        // The statement only writes Pending, Failed or Exported.
+        status: PendingExportStatus::from_i32(status).unwrap_or(PendingExportStatus::Pending),
+        change_type: PendingExportChangeType::from_i32(change_type).ok(),
+        error_count: row.try_get(3)?,
+        has_unresolved_references: row.try_get(4)?,
+        next_retry_at: row.try_get(5)?,
+    })
+}
+
+/// The bind arrays of one release statement (`sql::RELEASE`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Release {
+    ids: Vec<Uuid>,
+    tokens: Vec<String>,
+    previous_status: Vec<i32>,
+    previous_attempted_at: Vec<Option<DateTime<Utc>>>,
+    traces: Vec<Option<String>>,
+}
+
+impl Release {
+    fn of(entries: &[(Uuid, Held)]) -> Self {
+        let mut r = Release::default();
+        for (id, h) in entries {
+            r.ids.push(*id);
+            r.tokens.push(h.token.clone());
+            r.previous_status.push(h.previous_status);
+            r.previous_attempted_at.push(h.previous_attempted_at);
+            r.traces.push(h.trace_on_release());
+        }
+        r
+    }
+
+    /// The rows it returns.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Sends the statement once; returns the rows restored.
+    pub(crate) async fn send(&self, store: &Store) -> std::result::Result<usize, sqlx::Error> {
+        store.count(1);
+        let rows = sqlx::query(sql::RELEASE)
+            .bind(&self.ids)
+            .bind(&self.tokens)
+            .bind(&self.previous_status)
+            .bind(&self.previous_attempted_at)
+            .bind(&self.traces)
+            .fetch_all(store.pool())
+            .await?;
         Ok(rows.len())
     }
 }

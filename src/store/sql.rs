@@ -1,18 +1,40 @@
 //! The SQL the store issues, as static text. Values are always bound (`$n`), arrays with explicit casts;
 //! nothing is concatenated at run time.
 
+use super::marker::{marker_lease, marker_on_claim};
+
+/// The lease of the `Executing` row `pe`: the one its claimer recorded in the row's mark
+/// (`super::marker`), or, for a row without one (claimed by JIM itself or an older engine), the
+/// bound parameter named by `$lease`, in seconds.
+macro_rules! owner_lease {
+    ($lease:literal) => {
+        concat!("COALESCE(", marker_lease!("pe"), ", ", $lease, "::float8)")
+    };
+}
+
+/// When the lease on the `Executing` row `pe` runs out (by the database clock).
+macro_rules! lease_expiry {
+    ($lease:literal) => {
+        concat!(
+            r#"COALESCE(pe."LastAttemptedAt", '-infinity'::timestamptz) + make_interval(secs => "#,
+            owner_lease!($lease),
+            ")"
+        )
+    };
+}
+
 /// JIM's executable-exports predicate (`ExecutableExportsQuery`, schema.md §5.1) over `pe`, without the
 /// connected-system condition, with the engine's lease recovery added: a row left `Executing` whose
-/// `LastAttemptedAt` is older than the lease (the bound parameter named by `$lease`, in seconds) is
-/// eligible again. The database clock is "now".
+/// lease has run out is eligible again, the lease being the one its owner took (see [`owner_lease`]).
+/// The database clock is "now".
 macro_rules! eligibility {
     ($lease:literal) => {
         concat!(
             r#"(pe."Status" IN (0, 4, 1)
            OR (pe."Status" = 2
-               AND COALESCE(pe."LastAttemptedAt", '-infinity'::timestamptz) < now() - make_interval(secs => "#,
-            $lease,
-            r#"::float8)))
+               AND "#,
+            lease_expiry!($lease),
+            r#" < now()))
       AND (pe."NextRetryAt" IS NULL OR pe."NextRetryAt" <= now())
       AND pe."ErrorCount" < pe."MaxRetries"
       AND (pe."ChangeType" <> 1 OR EXISTS (
@@ -25,12 +47,14 @@ macro_rules! eligibility {
 }
 
 /// The claim statement, up to the keyset condition. `$2` selects the pass (`HasUnresolvedReferences`),
-/// `$4` is the page size; the variant with a cursor adds `$5`/`$6`.
+/// `$4` is the page size; the claims bind the run id as `$5` and, with a cursor, `$6`/`$7`; the peeks the
+/// cursor as `$5`/`$6`.
 macro_rules! claim_head {
     () => {
         concat!(
             r#"WITH cand AS (
-    SELECT pe."Id", pe."Status" AS prev_status, pe."LastAttemptedAt" AS prev_attempted
+    SELECT pe."Id", pe."Status" AS prev_status, pe."LastAttemptedAt" AS prev_attempted,
+           pe."LastErrorStackTrace" AS prev_trace
     FROM "PendingExports" pe
     WHERE pe."ConnectedSystemId" = $1
       AND "#,
@@ -44,20 +68,25 @@ macro_rules! claim_head {
 /// Locks the candidates and marks them `Executing` (`claimed` returns the rows as updated).
 macro_rules! claim_lock {
     () => {
-        r#"
+        concat!(
+            r#"
     ORDER BY pe."CreatedAt", pe."Id"
     LIMIT $4
     FOR UPDATE OF pe SKIP LOCKED
 ),
 claimed AS (
     UPDATE "PendingExports" p
-    SET "Status" = 2, "LastAttemptedAt" = now()
+    SET "Status" = 2, "LastAttemptedAt" = now(),
+        "LastErrorStackTrace" = "#,
+            marker_on_claim!("p", "$3", "$5"),
+            r#"
     WHERE p."Id" = ANY(ARRAY(SELECT "Id" FROM cand))
     RETURNING p."Id", p."ConnectedSystemId", p."ConnectedSystemObjectId", p."ChangeType", p."Status",
               p."ErrorCount", p."MaxRetries", p."LastAttemptedAt", p."NextRetryAt", p."LastErrorMessage",
               p."LastErrorStackTrace", p."SourceMetaverseObjectId", p."HasUnresolvedReferences", p."CreatedAt",
               p."ProvisioningSyncRuleId", p."QueuedByRunProfileExecutionItemId"
 ),"#
+        )
     };
 }
 
@@ -91,7 +120,7 @@ claimed AS (
 macro_rules! load_tail {
     () => {
         r#"head AS MATERIALIZED (
-    SELECT c.*, cand.prev_status, cand.prev_attempted,
+    SELECT c.*, cand.prev_status, cand.prev_attempted, cand.prev_trace,
            o."Id" AS o_id, o."TypeId" AS o_type, o."ExternalIdAttributeId" AS o_ext,
            o."SecondaryExternalIdAttributeId" AS o_sec, o."Status" AS o_status, o."JoinType" AS o_join,
            o."ConnectedSystemId" AS o_cs, o."MetaverseObjectId" AS o_mvo
@@ -123,7 +152,8 @@ SELECT 0::int4, h."Id", h."Id",
        h."LastAttemptedAt", h."NextRetryAt", h."CreatedAt", h.prev_attempted,
        h."LastErrorMessage", h."LastErrorStackTrace",
        h."HasUnresolvedReferences", h.o_id IS NOT NULL,
-       NULL::text, NULL::timestamptz, NULL::int4, NULL::int8, NULL::numeric, NULL::bytea, NULL::uuid, NULL::bool
+       NULL::text, NULL::timestamptz, NULL::int4, NULL::int8, NULL::numeric, NULL::bytea, NULL::uuid, NULL::bool,
+       h.prev_trace
 FROM head h
 UNION ALL
 SELECT 1, a."PendingExportId", a."Id",
@@ -134,7 +164,7 @@ SELECT 1, a."PendingExportId", a."Id",
        a."UnresolvedReferenceValue", a."LastImportedValue",
        NULL, NULL,
        a."StringValue", a."DateTimeValue", a."IntValue", a."LongValue", a."DecimalValue", a."ByteValue",
-       a."GuidValue", a."BoolValue"
+       a."GuidValue", a."BoolValue", NULL
 FROM changes a
 UNION ALL
 SELECT 2, n.pe_id, v."Id",
@@ -145,7 +175,7 @@ SELECT 2, n.pe_id, v."Id",
        v."UnresolvedReferenceValue", NULL,
        NULL, NULL,
        v."StringValue", v."DateTimeValue", v."IntValue", v."LongValue", v."DecimalValue", v."ByteValue",
-       v."GuidValue", v."BoolValue"
+       v."GuidValue", v."BoolValue", NULL
 FROM needed n
 CROSS JOIN LATERAL (
     SELECT * FROM "ConnectedSystemObjectAttributeValues" x
@@ -162,16 +192,17 @@ macro_rules! claim_tail {
     };
 }
 
-/// Claims the first page of a pass. Binds: `$1` connected system, `$2` pass, `$3` lease seconds, `$4` limit.
+/// Claims the first page of a pass. Binds: `$1` connected system, `$2` pass, `$3` lease seconds, `$4` limit,
+/// `$5` the run's id (written into each row's mark, `super::marker`).
 pub(crate) const CLAIM_FIRST: &str = concat!(claim_head!(), claim_tail!());
 
 /// Claims the page after a cursor, with the row comparison that becomes an index condition on
 /// `IX_PendingExports_ConnectedSystemId_CreatedAt_Id` (schema.md §5.2). Binds as [`CLAIM_FIRST`] plus
-/// `$5` cursor `CreatedAt`, `$6` cursor `Id`.
+/// `$6` cursor `CreatedAt`, `$7` cursor `Id`.
 pub(crate) const CLAIM_AFTER: &str = concat!(
     claim_head!(),
     r#"
-      AND (pe."CreatedAt", pe."Id") > ($5::timestamptz, $6::uuid)"#,
+      AND (pe."CreatedAt", pe."Id") > ($6::timestamptz, $7::uuid)"#,
     claim_tail!()
 );
 
@@ -214,43 +245,51 @@ LEFT JOIN "ConnectedSystemObjectAttributeValues" v
   ON v."ConnectedSystemObjectId" = o."Id" AND v."AttributeId" = ANY($3::int4[])
 WHERE o."ConnectedSystemId" = $1 AND o."MetaverseObjectId" = ANY($2::uuid[])"#;
 
-/// Renews the lease of held rows (`$1` ids, `$2` the `LastAttemptedAt` each was last given).
+/// Renews the lease of held rows (`$1` ids, `$2` the mark the run's claim wrote on each, its lease
+/// token): `LastAttemptedAt = now()` on each row still `Executing` with that mark. Sending it twice does
+/// no harm.
 pub(crate) const RENEW: &str = r#"
 UPDATE "PendingExports" t
 SET "LastAttemptedAt" = now()
-FROM unnest($1::uuid[], $2::timestamptz[]) AS h(id, token)
-WHERE t."Id" = h.id AND t."Status" = 2 AND t."LastAttemptedAt" = h.token
-RETURNING t."Id", t."LastAttemptedAt""#;
+FROM unnest($1::uuid[], $2::text[]) AS h(id, token)
+WHERE t."Id" = h.id AND t."Status" = 2 AND t."LastErrorStackTrace" = h.token
+RETURNING t."Id""#;
 
-/// Returns held rows to the status (and `LastAttemptedAt`) they had before the claim; rows recovered
-/// from an expired lease go back to Pending.
+/// Returns held rows (`$1` ids, `$2` the marks the claim wrote, their lease tokens) to the status
+/// (`$3`) and `LastAttemptedAt` (`$4`) they had before the claim; rows recovered from an expired lease
+/// go back to Pending. `$5` is each row's `LastErrorStackTrace` afterwards: the
+/// pre-claim value for a row the directory never saw, the claim's mark for one it may have
+/// (`super::marker`).
 pub(crate) const RELEASE: &str = r#"
 UPDATE "PendingExports" t
 SET "Status" = CASE WHEN h.prev = 2 THEN 0 ELSE h.prev END,
-    "LastAttemptedAt" = h.prev_attempted
-FROM unnest($1::uuid[], $2::timestamptz[], $3::int4[], $4::timestamptz[]) AS h(id, token, prev, prev_attempted)
-WHERE t."Id" = h.id AND t."Status" = 2 AND t."LastAttemptedAt" = h.token
+    "LastAttemptedAt" = h.prev_attempted,
+    "LastErrorStackTrace" = h.trace
+FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::text[])
+    AS h(id, token, prev, prev_attempted, trace)
+WHERE t."Id" = h.id AND t."Status" = 2 AND t."LastErrorStackTrace" = h.token
 RETURNING t."Id""#;
 
 /// Persists the outcomes of one flush in one statement (data-modifying CTEs over `UNNEST` arrays).
 ///
-/// Per export (`$1`-`$5`): id, lease token, kind (0 succeeded, 1 failed, 2 deferred), error message,
-/// whether the object now exists (a Create whose add went through before a later failure).
+/// Per export (`$1`-`$5`, `$29`): id, lease token (the mark the claim wrote), kind (0 succeeded, 1 failed, 2 deferred), error
+/// message, whether the object now exists (a Create whose add went through before a later failure), and
+/// its `LastErrorStackTrace` afterwards (the engine's mark, `super::marker`, or what JIM had there).
 /// Per attribute value change (`$6`-`$11`): id, export id, written, resolved, resolved value, resolved CSO.
 /// CSO attribute values to delete (`$12`, `$13` = owning export), and to update or insert
 /// (`$14`-`$28`). Every child write is limited to exports whose lease held (`pe_upd`), so a row another
 /// engine took over is left alone as a whole.
 pub(crate) const PERSIST: &str = r#"
 WITH pe_in AS (
-    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int4[], $4::text[], $5::bool[])
-        AS x(id, token, kind, msg, object_exists)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::bool[], $29::text[])
+        AS x(id, token, kind, msg, object_exists, trace)
 ),
 avc_in AS (
     SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::bool[], $9::bool[], $10::text[], $11::uuid[])
         AS y(id, pe, written, resolved, sval, rcso)
 ),
 state AS MATERIALIZED (
-    SELECT x.id, x.token, x.kind, x.msg, x.object_exists,
+    SELECT x.id, x.token, x.kind, x.msg, x.object_exists, x.trace,
            COALESCE(bool_or(a."Status" IN (0, 2) AND NOT COALESCE(y.written, false)
                             AND a.unresolved AND NOT COALESCE(y.resolved, false)), false) AS rem_unresolved,
            COALESCE(bool_or(a."Status" IN (0, 2) AND NOT COALESCE(y.written, false)
@@ -264,7 +303,7 @@ state AS MATERIALIZED (
         WHERE c."PendingExportId" = x.id
     ) a ON true
     LEFT JOIN avc_in y ON y.id = a."Id" AND y.pe = x.id
-    GROUP BY x.id, x.token, x.kind, x.msg, x.object_exists
+    GROUP BY x.id, x.token, x.kind, x.msg, x.object_exists, x.trace
 ),
 pe_upd AS (
     UPDATE "PendingExports" t SET
@@ -291,13 +330,13 @@ pe_upd AS (
             WHEN s.rem_pending THEN now()
             ELSE t."NextRetryAt" END,
         "LastErrorMessage" = CASE WHEN s.kind = 1 THEN s.msg ELSE t."LastErrorMessage" END,
-        "LastErrorStackTrace" = CASE WHEN s.kind = 1 THEN NULL ELSE t."LastErrorStackTrace" END,
+        "LastErrorStackTrace" = s.trace,
         "HasUnresolvedReferences" = CASE
             WHEN s.kind = 2 THEN true
             WHEN s.kind = 0 AND t."ChangeType" <> 2 AND s.rem_unresolved THEN true
             ELSE s.unresolved_after END
     FROM state s
-    WHERE t."Id" = s.id AND t."Status" = 2 AND t."LastAttemptedAt" = s.token
+    WHERE t."Id" = s.id AND t."Status" = 2 AND t."LastErrorStackTrace" = s.token
     RETURNING t."Id", t."Status", t."ChangeType", t."ErrorCount", t."HasUnresolvedReferences",
               t."NextRetryAt", t."ConnectedSystemObjectId"
 ),
@@ -366,8 +405,9 @@ pub(crate) const QUEUE_SUMMARY: &str = concat!(
 SELECT pe."Status", pe."ChangeType", count(*),
        count(*) FILTER (WHERE pe."NextRetryAt" IS NULL OR pe."NextRetryAt" <= now()),
        count(*) FILTER (WHERE pe."NextRetryAt" > now()),
-       count(*) FILTER (WHERE pe."Status" = 2
-           AND COALESCE(pe."LastAttemptedAt", '-infinity'::timestamptz) < now() - make_interval(secs => $2::float8)),
+       count(*) FILTER (WHERE pe."Status" = 2 AND "#,
+    lease_expiry!("$2"),
+    r#" < now()),
        count(*) FILTER (WHERE pe."HasUnresolvedReferences"),
        count(*) FILTER (WHERE "#,
     eligibility!("$2"),
@@ -379,7 +419,9 @@ GROUP BY pe."Status", pe."ChangeType"
 ORDER BY pe."Status", pe."ChangeType""#
 );
 
-/// Returns rows stranded in `Executing` for longer than `$2` seconds to Pending (operator action).
+/// Returns rows stranded in `Executing` for longer than `$2` seconds to Pending (operator action). Their
+/// `LastErrorStackTrace` stays: a row a crashed run claimed keeps the mark that says its export may
+/// have reached the directory (`super::marker`).
 pub(crate) const RELEASE_STRANDED: &str = r#"
 UPDATE "PendingExports" pe
 SET "Status" = 0
@@ -388,10 +430,12 @@ WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 2
 
 /// Resets Failed exports to Pending with a clean error state (operator action; JIM's
 /// `RetryFailedExportsAsync`, set-based).
+/// The engine's mark stays (the failed attempts may have reached the directory).
 pub(crate) const RESET_FAILED: &str = r#"
 UPDATE "PendingExports" pe
 SET "Status" = 0, "ErrorCount" = 0, "NextRetryAt" = NULL, "LastErrorMessage" = NULL,
-    "LastErrorStackTrace" = NULL
+    "LastErrorStackTrace" = CASE WHEN pe."LastErrorStackTrace" LIKE 'jim-export: lease %'
+                                 THEN pe."LastErrorStackTrace" END
 WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 3"#;
 
 /// What a watch needs between passes (`$1` system, `$2` lease seconds): whether anything is eligible
@@ -407,6 +451,38 @@ SELECT EXISTS (SELECT 1 FROM "PendingExports" pe WHERE pe."ConnectedSystemId" = 
             WHERE pe."ConnectedSystemId" = $1 AND pe."Status" IN (0, 4, 1)
               AND pe."NextRetryAt" > now() AND pe."ErrorCount" < pe."MaxRetries"
             UNION ALL
-            SELECT min(pe."LastAttemptedAt") + make_interval(secs => $2::float8) FROM "PendingExports" pe
+            SELECT min("#,
+    lease_expiry!("$2"),
+    r#") FROM "PendingExports" pe
             WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 2) due)"#
 );
+
+/// Returns to Pending every row still `Executing` under a mark of this run (`$2`, the pattern of
+/// `super::marker::run_pattern`) that the run does not hold (`$3` the ids it holds): rows a claim
+/// marked whose answer never arrived. Their mark stays, so their next attempt reads the directory
+/// first.
+pub(crate) const RELEASE_UNHELD: &str = r#"
+UPDATE "PendingExports" pe
+SET "Status" = 0
+WHERE pe."ConnectedSystemId" = $1 AND pe."Status" = 2 AND pe."LastErrorStackTrace" LIKE $2
+  AND pe."Id" <> ALL($3::uuid[])"#;
+
+/// The state of rows a persist may have written before its answer was lost (`$1` ids): those no longer
+/// `Executing` were (a row `Executing` again under another engine's mark was not, and is left out).
+pub(crate) const PERSISTED_STATE: &str = r#"
+SELECT t."Id", t."Status", t."ChangeType", t."ErrorCount", t."HasUnresolvedReferences", t."NextRetryAt"
+FROM "PendingExports" t
+WHERE t."Id" = ANY($1::uuid[]) AND t."Status" <> 2"#;
+
+/// A CSO of the system (`$1`) other than `$5` whose primary anchor (`$2`, the attributes flagged
+/// `IsExternalId`) is the value `$3` (as text, compared as stored and upper-cased) or `$4` (as a
+/// GUID). Text anchors use `IX_ConnectedSystemObjectAttributeValues_AttributeId_StringValue`; GUID
+/// anchors have no index, so this runs only when a re-attempt is about to adopt an entry.
+pub(crate) const ANCHOR_HOLDER: &str = r#"
+SELECT v."ConnectedSystemObjectId"
+FROM "ConnectedSystemObjectAttributeValues" v
+JOIN "ConnectedSystemObjects" o ON o."Id" = v."ConnectedSystemObjectId"
+WHERE v."AttributeId" = ANY($2::int4[]) AND o."ConnectedSystemId" = $1
+  AND (v."StringValue" = $3 OR v."StringValue" = upper($3) OR v."GuidValue" = $4::uuid)
+  AND o."Id" IS DISTINCT FROM $5::uuid
+LIMIT 1"#;

@@ -64,6 +64,16 @@ impl SystemSchema {
         self.object_types.iter().find(|t| t.id == id)
     }
 
+    /// The primary anchor attributes (`IsExternalId`) of every object type.
+    pub fn primary_anchor_attribute_ids(&self) -> Vec<i32> {
+        self.object_types
+            .iter()
+            .flat_map(|t| &t.attributes)
+            .filter(|a| a.is_external_id)
+            .map(|a| a.id)
+            .collect()
+    }
+
     /// The ids of the attributes JIM renders references with: those flagged `IsSecondaryExternalId`
     /// (preferred) or `IsExternalId`.
     pub fn anchor_attribute_ids(&self) -> Vec<i32> {

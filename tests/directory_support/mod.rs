@@ -55,6 +55,7 @@ impl Fixture {
             self.slapd.admin_dn(),
             self.slapd.admin_password(),
         )
+        .allowing_password_without_tls()
     }
 
     pub async fn connect(

@@ -53,7 +53,8 @@ impl Env {
                 self.slapd.ldap_url(),
                 self.slapd.admin_dn(),
                 self.slapd.admin_password(),
-            ),
+            )
+            .allowing_password_without_tls(),
             settings: ExportSettings::default(),
             options: RunOptions::default(),
         }

@@ -112,7 +112,7 @@ impl From<&Error> for jim_status {
         match e {
             Error::Config(_) => jim_status::InvalidRequest,
             Error::Row(_) => jim_status::Data,
-            Error::Database(_) => jim_status::Database,
+            Error::Database(_) | Error::DatabaseUnavailable(_) => jim_status::Database,
             Error::Directory(_) => jim_status::Directory,
             Error::Schema(_) => jim_status::Schema,
             Error::Cancelled => jim_status::Cancelled,

@@ -135,6 +135,9 @@ impl From<Error> for ExportError {
                 reason: row.problem,
             },
             Error::Database(reason) => ExportError::Database { reason },
+            e @ Error::DatabaseUnavailable(_) => ExportError::Database {
+                reason: e.to_string(),
+            },
             Error::Directory(d) => d.into(),
             Error::Schema(reason) => ExportError::Schema { reason },
             Error::Cancelled => ExportError::Cancelled,

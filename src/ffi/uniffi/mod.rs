@@ -286,7 +286,9 @@ impl ExportEngine {
     }
 
     /// Cancels every run, waits up to `grace_ms` for them to persist their outcomes and return their
-    /// claims, then stops the runtime and joins its threads. Later calls fail with
+    /// claims and for the database pools to close, then stops the runtime and joins its threads (a run
+    /// still waiting on a database that stopped answering is ended; its rows are reclaimed after their
+    /// lease). Later calls fail with
     /// `ExportError.Shutdown`. Idempotent. Blocks the calling thread; when called from one of the
     /// engine's own threads (inside a listener) it cannot wait, and the runtime stops in the
     /// background.
@@ -360,8 +362,15 @@ impl ExportEngine {
             return;
         }
         let mut active = self.runs.active.subscribe();
-        runtime.block_on(async {
-            let _ = tokio::time::timeout(grace, active.wait_for(|n| *n == 0)).await;
+        let engine = self.engine.clone();
+        runtime.block_on(async move {
+            // One deadline for the runs to wind down and the database pools to close (claims of runs
+            // that ended while the database did not answer are returned meanwhile, if it does).
+            let end = tokio::time::Instant::now() + grace;
+            let _ = tokio::time::timeout_at(end, active.wait_for(|n| *n == 0)).await;
+            engine
+                .close(end.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
         });
         runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
     }
@@ -419,6 +428,9 @@ mod tests {
                 },
                 max_connections: 2,
                 connect_timeout_ms: 2_000,
+                statement_timeout_ms: 30_000,
+                retry_window_ms: 1_000,
+                keepalive_seconds: 60,
             },
             connected_system_id: 1,
             directory: DirectoryConfig {
@@ -431,6 +443,7 @@ mod tests {
                 connect_timeout_ms: 1_000,
                 operation_timeout_ms: 1_000,
                 dialect: None,
+                allow_password_without_tls: true,
             },
             settings: default_export_settings(),
             options: default_run_options(),

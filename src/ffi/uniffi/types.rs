@@ -164,6 +164,16 @@ pub struct DatabaseConfig {
     /// Connect timeout in milliseconds (default 10,000).
     #[uniffi(default = 10000)]
     pub connect_timeout_ms: u64,
+    /// The longest a statement may run, in milliseconds (default 30,000).
+    #[uniffi(default = 30000)]
+    pub statement_timeout_ms: u64,
+    /// How long statements that failed because the database went away are retried, in milliseconds
+    /// (default 120,000).
+    #[uniffi(default = 120000)]
+    pub retry_window_ms: u64,
+    /// Server-side TCP keepalive idle time in seconds (default 60; 0: the server's setting).
+    #[uniffi(default = 60)]
+    pub keepalive_seconds: u32,
 }
 
 mirror_enum! {
@@ -254,6 +264,10 @@ pub struct DirectoryConfig {
     /// The directory's dialect; detected from the rootDSE when absent.
     #[uniffi(default = None)]
     pub dialect: Option<Dialect>,
+    /// Send a simple or NTLM bind's password over `ldap://` without TLS, in clear (default false:
+    /// refused). For test directories on a trusted host; every such run logs a warning.
+    #[uniffi(default = false)]
+    pub allow_password_without_tls: bool,
 }
 
 mirror_enum! {
@@ -374,6 +388,10 @@ pub struct RunOptions {
     /// Least interval between progress events, in milliseconds (default 500).
     #[uniffi(default = 500)]
     pub progress_interval_ms: u64,
+    /// How far the directory's clock may be behind the database's, in seconds (default 300): a
+    /// re-attempted Create adopts an existing entry only if it was created after its first attempt.
+    #[uniffi(default = 300)]
+    pub clock_skew_seconds: u64,
 }
 
 /// Everything one export run needs.
@@ -419,6 +437,9 @@ impl From<DatabaseConfig> for config::DatabaseConfig {
         c.tls = d.tls.into();
         c.max_connections = d.max_connections;
         c.connect_timeout_ms = d.connect_timeout_ms;
+        c.statement_timeout_ms = d.statement_timeout_ms;
+        c.retry_window_ms = d.retry_window_ms;
+        c.keepalive_seconds = d.keepalive_seconds;
         c
     }
 }
@@ -430,6 +451,9 @@ impl From<config::DatabaseConfig> for DatabaseConfig {
             tls: d.tls.into(),
             max_connections: d.max_connections,
             connect_timeout_ms: d.connect_timeout_ms,
+            statement_timeout_ms: d.statement_timeout_ms,
+            retry_window_ms: d.retry_window_ms,
+            keepalive_seconds: d.keepalive_seconds,
         }
     }
 }
@@ -507,6 +531,7 @@ impl From<DirectoryConfig> for config::DirectoryConfig {
             connect_timeout_ms: d.connect_timeout_ms,
             operation_timeout_ms: d.operation_timeout_ms,
             dialect: d.dialect.map(Into::into),
+            allow_password_without_tls: d.allow_password_without_tls,
         }
     }
 }
@@ -520,6 +545,7 @@ impl From<config::DirectoryConfig> for DirectoryConfig {
             connect_timeout_ms: d.connect_timeout_ms,
             operation_timeout_ms: d.operation_timeout_ms,
             dialect: d.dialect.map(Into::into),
+            allow_password_without_tls: d.allow_password_without_tls,
         }
     }
 }
@@ -593,6 +619,7 @@ impl From<RunOptions> for config::RunOptions {
             dry_run: o.dry_run,
             skip_schema_check: o.skip_schema_check,
             progress_interval_ms: o.progress_interval_ms,
+            clock_skew_seconds: o.clock_skew_seconds,
         }
     }
 }
@@ -614,6 +641,7 @@ impl From<config::RunOptions> for RunOptions {
             dry_run: o.dry_run,
             skip_schema_check: o.skip_schema_check,
             progress_interval_ms: o.progress_interval_ms,
+            clock_skew_seconds: o.clock_skew_seconds,
         }
     }
 }
@@ -1061,8 +1089,10 @@ pub struct RunMetrics {
     pub retries: u64,
     /// Connections re-established after being lost.
     pub reconnects: u64,
-    /// Exports claimed again after a crashed run's lease expired.
+    /// Exports re-attempted after an earlier attempt may have reached the directory.
     pub recovered: u64,
+    /// Exports dropped because another engine took their row over after the run's lease ran out.
+    pub lease_lost: u64,
     /// Median time of an export from the start of its execution to its result, in ms.
     pub export_latency_p50_ms: Option<f64>,
     /// 99th percentile of the same, in ms.
@@ -1145,6 +1175,7 @@ impl From<report::RunMetrics> for RunMetrics {
             retries: m.retries,
             reconnects: m.reconnects,
             recovered: m.recovered,
+            lease_lost: m.lease_lost,
             export_latency_p50_ms: m.export_latency_p50_ms,
             export_latency_p99_ms: m.export_latency_p99_ms,
         }
