@@ -1,20 +1,26 @@
 //! Planned exports run against the testkit's real slapd: creates with anchor read-back (post-read and
 //! search), updates of every kind including rename and move, a 20,000-member group built and shrunk
 //! without losing a value, deletes and disables, the placeholder member, convergence when values already
-//! hold, re-attempts that adopt an existing entry, a first attempt that meets a taken DN, partial
+//! hold, re-attempts that adopt their own earlier write and refuse a stranger, a first attempt that
+//! meets a taken DN, partial
 //! progress after a failed overflow modify or a failed modify after a rename, and many exports at once.
 
 mod directory_support;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use directory_support::*;
 use jim_export::config::{DeleteBehaviour, ExportSettings, ScopeContainer};
-use jim_export::directory::{DirectoryTuning, ExportJob, ExportStatus};
+use jim_export::directory::{AnchorRegistry, DirectoryTuning, ExportJob, ExportStatus, Recovery};
 use jim_export::model::{
     ConnectedSystemContainerScope, ConnectedSystemExportErrorType, ValueSlots,
 };
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 fn defaults() -> ExportSettings {
     ExportSettings::default()
@@ -360,36 +366,157 @@ async fn values_that_already_hold_converge_without_failing() -> TestResult {
     Ok(())
 }
 
+/// The recovery context of a re-attempt whose first attempt was claimed at `first_attempt_at`.
+fn recovery(
+    first_attempt_at: chrono::DateTime<Utc>,
+    anchors: Option<Arc<dyn AnchorRegistry>>,
+) -> Recovery {
+    Recovery {
+        first_attempt_at: Some(first_attempt_at),
+        anchors,
+    }
+}
+
+/// Says every anchor belongs to another object (a CSO JIM already knows as someone else).
+struct TakenAnchors(Uuid);
+
+impl AnchorRegistry for TakenAnchors {
+    fn other_holder<'a>(
+        &'a self,
+        _anchor: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Uuid>, String>> + Send + 'a>> {
+        Box::pin(async move { Ok(Some(self.0)) })
+    }
+}
+
+/// A re-attempt meets the entry its earlier attempt created (the Add's values, created after the
+/// first attempt, by the identity the engine binds as): it adopts it, reports its entryUUID and
+/// writes nothing.
 #[tokio::test]
-async fn reattempt_adopts_an_existing_entry() -> TestResult {
+async fn reattempt_adopts_the_entry_its_earlier_attempt_created() -> TestResult {
     let fx = Fixture::new("adopt").await?;
     let directory = fx.connect(DirectoryTuning::default()).await?;
+    assert_eq!(directory.identity(), Some(fx.slapd.admin_dn()));
     let pt = person_type();
+    let first_attempt = Utc::now();
+    let e = person(&fx, "left-behind").text(person::DESCRIPTION, C::Add, "written once");
+    // The earlier attempt's Add went through (its outcome was never persisted).
+    let earlier = run_ok(&directory, job(&defaults(), &e, &pt, None)).await;
     let dn = fx.dn("uid=left-behind");
+    let writes = directory.stats().modifies;
+    let r = run_ok(
+        &directory,
+        job(&defaults(), &e, &pt, None)
+            .reattempt(true)
+            .recovery(recovery(first_attempt, None)),
+    )
+    .await;
+    assert!(r.adopted && r.entry_created);
+    assert_eq!(r.external_id, earlier.external_id);
+    assert_eq!(r.external_id, fx.entry_uuid(&dn).await?);
+    assert_eq!(r.secondary_external_id.as_deref(), Some(dn.as_str()));
+    assert_eq!(directory.stats().modifies, writes, "nothing rewritten");
+    assert_eq!(
+        fx.values(&dn, "description").await?,
+        Some(set(["written once".to_string()]))
+    );
+    Ok(())
+}
+
+/// A re-attempt meets an unrelated entry at its DN (placed there after the first attempt, with
+/// other values): it fails as a first attempt does, naming the DN and why, and leaves the entry as
+/// it is: no Create turned into an Update, no anchor taken.
+#[tokio::test]
+async fn reattempt_does_not_adopt_a_stranger() -> TestResult {
+    let fx = Fixture::new("stranger").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    let first_attempt = Utc::now();
+    let dn = fx.dn("uid=taken");
     fx.seed(
         &dn,
         vec![
             ("objectClass", vec!["inetOrgPerson"]),
-            ("uid", vec!["left-behind"]),
-            ("cn", vec!["stale"]),
-            ("sn", vec!["stale"]),
-            ("description", vec!["from the crashed attempt"]),
+            ("uid", vec!["taken"]),
+            ("cn", vec!["Someone Else"]),
+            ("sn", vec!["Else"]),
+            ("description", vec!["not JIM's"]),
         ],
     )
     .await?;
-    let e = person(&fx, "left-behind").text(person::DESCRIPTION, C::Add, "converged");
-    let r = run_ok(&directory, job(&defaults(), &e, &pt, None).reattempt(true)).await;
-    assert!(r.adopted && r.entry_created);
-    assert_eq!(r.external_id, fx.entry_uuid(&dn).await?);
-    assert_eq!(r.secondary_external_id.as_deref(), Some(dn.as_str()));
+    let uuid_before = fx.entry_uuid(&dn).await?;
+    let e = person(&fx, "taken").text(person::DESCRIPTION, C::Add, "ours");
+    let r = directory
+        .execute(
+            job(&defaults(), &e, &pt, None)
+                .reattempt(true)
+                .recovery(recovery(first_attempt, None)),
+        )
+        .await;
     assert_eq!(
-        fx.values(&dn, "cn").await?,
-        Some(set(["left-behind cn".to_string()]))
+        r.error_type(),
+        Some(ConnectedSystemExportErrorType::General)
     );
+    let message = r.error_message().unwrap_or_default();
+    assert!(message.contains("entryAlreadyExists (68)"), "{message}");
+    assert!(message.contains(&dn), "{message}");
+    assert!(message.contains("not taken over"), "{message}");
+    assert!(
+        message.contains("cn") && message.contains("Someone Else"),
+        "says what differs: {message}"
+    );
+    assert!(!r.entry_created && !r.adopted && r.external_id.is_none());
+    assert!(r.written_change_ids.is_empty());
+    assert_eq!(fx.entry_uuid(&dn).await?, uuid_before);
     assert_eq!(
         fx.values(&dn, "description").await?,
-        Some(set(["converged".to_string()]))
+        Some(set(["not JIM's".to_string()]))
     );
+    Ok(())
+}
+
+/// The evidence that refuses a stranger even when its values are exactly the export's: an entry made
+/// before the export was first tried, or one whose anchor another CSO holds.
+#[tokio::test]
+async fn reattempt_refuses_an_older_entry_or_another_objects_anchor() -> TestResult {
+    let fx = Fixture::new("older").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    let e = person(&fx, "twin");
+    let dn = fx.dn("uid=twin");
+    // The twin is created now, by the export's own Add; the re-attempt says its first attempt was
+    // an hour from now (beyond the 300 s clock allowance).
+    run_ok(&directory, job(&defaults(), &e, &pt, None)).await;
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let r = directory
+        .execute(
+            job(&defaults(), &e, &pt, None)
+                .reattempt(true)
+                .recovery(recovery(later, None)),
+        )
+        .await;
+    let message = r.error_message().unwrap_or_default();
+    assert!(
+        message.contains("before this export was first tried"),
+        "{message}"
+    );
+    assert!(!r.adopted);
+
+    let other = Uuid::new_v4();
+    let r = directory
+        .execute(
+            job(&defaults(), &e, &pt, None)
+                .reattempt(true)
+                .recovery(recovery(
+                    Utc::now() - chrono::Duration::minutes(1),
+                    Some(Arc::new(TakenAnchors(other))),
+                )),
+        )
+        .await;
+    let message = r.error_message().unwrap_or_default();
+    assert!(message.contains(&other.to_string()), "{message}");
+    assert!(!r.adopted && !r.entry_created);
+    assert!(fx.exists(&dn).await?);
     Ok(())
 }
 

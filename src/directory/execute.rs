@@ -80,6 +80,9 @@ struct Run<'a> {
     /// An earlier attempt (a stale claim, or an operation of this run whose outcome is unknown) may
     /// have applied part of the export.
     reattempt: bool,
+    /// That earlier attempt was another run's (the claim said so), not only this run's own operation
+    /// whose answer was lost.
+    earlier_run: bool,
     /// Fires when the run stops starting exports (see `Directory::run_until`).
     stop: &'a CancellationToken,
     /// An Add of this run met "already exists" with nothing at its DN once already.
@@ -117,6 +120,7 @@ impl Inner {
             let mut run = Run {
                 plan: &plan,
                 reattempt: job.reattempt,
+                earlier_run: job.reattempt,
                 stop,
                 adoption_missed: false,
                 recovery: &job.recovery,
@@ -746,6 +750,10 @@ impl Inner {
             if old.is_none() {
                 // Gone from the old DN: done if the entry at the new one is this object.
                 let Some(known) = run.plan.known_anchor.clone() else {
+                    if !run.earlier_run && new_entry_exists(self, new_dn, run).await {
+                        // This run's own ModifyDN, sent moments ago, whose answer was lost.
+                        return renamed(run);
+                    }
                     return StepOutcome::failed(format!(
                         "{}; '{dn}' is gone and JIM holds no anchor for this object, so whether the \
                          entry at '{new_dn}' is it cannot be told; it is left as it is",
@@ -858,6 +866,11 @@ fn not_adopted(dn: &str, refusal: &str, why: &str) -> StepOutcome {
         "{refusal}; the entry at '{dn}' was not taken over as this export's earlier write because {why}; \
          it is left as it is"
     ))
+}
+
+/// True when an entry is at `dn` (a failed read counts as absent).
+async fn new_entry_exists(inner: &Inner, dn: &str, run: &mut Run<'_>) -> bool {
+    matches!(inner.read_entry(dn, &[], run).await, Ok(Some(_)))
 }
 
 /// A re-attempted ModifyDN's refusal as the directory gave it.
