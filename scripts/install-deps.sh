@@ -33,6 +33,14 @@ if ! { [ -x /usr/sbin/samba ] || command -v samba >/dev/null 2>&1; } \
   || ! command -v samba-tool >/dev/null 2>&1; then
   need+=(samba samba-ad-dc winbind krb5-user)
 fi
+# The 389 Directory Server of the ds389 tests (testkit/src/ds389.rs): ns-slapd and dscreate, and the NSS
+# tools and openssl that put the test CA's certificate into the server's NSS database.
+if ! { [ -x /usr/sbin/ns-slapd ] || command -v ns-slapd >/dev/null 2>&1; } \
+  || ! { [ -x /usr/sbin/dscreate ] || command -v dscreate >/dev/null 2>&1; }; then
+  need+=(389-ds-base)
+fi
+{ command -v certutil >/dev/null 2>&1 && command -v pk12util >/dev/null 2>&1; } || need+=(libnss3-tools)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # C and .NET FFI tests: gcc for the C host, valgrind for its memory check, Mono (mcs, C# 7.2) for the
 # .NET binding's test program.
 command -v gcc >/dev/null 2>&1 || need+=(gcc)

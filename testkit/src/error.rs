@@ -11,6 +11,15 @@ pub enum TestkitError {
         /// What to install, or which environment variable points at an existing server.
         hint: String,
     },
+    /// A server is installed (or installable) but cannot run in this environment (e.g. it needs
+    /// root). Tests may skip on this, as on [`TestkitError::Missing`].
+    #[error("{server} cannot run here: {reason}")]
+    Unavailable {
+        /// Which server.
+        server: &'static str,
+        /// Why not, and what would make it run.
+        reason: String,
+    },
     /// A server failed to start or stop.
     #[error("{server}: {message}")]
     Server {

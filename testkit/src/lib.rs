@@ -9,6 +9,9 @@
 //! - [`samba`]: a throwaway Samba Active Directory domain controller (LDAPS and StartTLS with a
 //!   generated CA, one per machine at a time behind a file lock; skipped outside CI when it cannot
 //!   run);
+//! - [`ds389`]: a throwaway 389 Directory Server (memberOf, referential integrity and entryUUID
+//!   plugins, StartTLS and LDAPS with a generated CA; copied from a per-machine template; skipped
+//!   outside CI when it cannot run);
 //! - [`tls`]: the generated test CA and server certificates;
 //! - [`seed`]: deterministic seed data sized by JIM's scale templates, JIM's confirming import, and
 //!   follow-up changes;
@@ -17,6 +20,7 @@
 //! Servers are stopped by PID when dropped, and a watchdog stops them when the test process dies.
 //! Environment variables point the harness at existing servers instead (see each module).
 
+pub mod ds389;
 pub mod error;
 pub mod postgres;
 pub mod process;
@@ -26,6 +30,7 @@ pub mod seed;
 pub mod slapd;
 pub mod tls;
 
+pub use ds389::{Ds389, Ds389Options};
 pub use error::{Result, TestkitError};
 pub use postgres::{JimDatabase, Postgres, PostgresOptions};
 pub use proxy::{LatencyProxy, ProxyHandle, ProxyStats};

@@ -1,9 +1,11 @@
 //! Owning a server process: stop it by PID when dropped, and make sure it dies with the test process
 //! even when that process is killed or aborts before any destructor runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::error::{IoContext, Result, TestkitError};
 
 /// A started server, identified by its PID. Dropping it sends SIGTERM, waits briefly, then SIGKILL.
 ///
@@ -137,4 +139,76 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The first `name` found on `PATH` or in the usual system folders (`/usr/sbin` is often not on a
+/// user's `PATH`).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+static INSTALL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Installs the Debian `packages` with `apt-get` (as root), unless `installed` says they are there
+/// once the lock is held. One install at a time: a mutex within this process, a file lock
+/// (`jim-testkit-apt.lock` in the system's temporary folder) across processes. The package lists are
+/// refreshed only when a first install fails. `what` names the software in the error.
+pub(crate) fn apt_install(
+    packages: &[&str],
+    what: &str,
+    installed: impl Fn() -> bool,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let _guard = INSTALL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let lock_path = std::env::temp_dir().join("jim-testkit-apt.lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .io_context(|| format!("opening {}", lock_path.display()))?;
+    #[allow(unsafe_code)]
+    // SAFETY: flock on a descriptor we own; the lock is released when the file is closed.
+    let rc = unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(TestkitError::Io {
+            context: format!("locking {}", lock_path.display()),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    if installed() {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| -> Result<std::process::Output> {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+            .io_context(|| format!("running apt-get {}", args.join(" ")))
+    };
+    let mut install = vec!["install", "-y"];
+    install.extend_from_slice(packages);
+    tracing::info!(packages = %packages.join(" "), "installing with apt-get");
+    if apt(&install)?.status.success() {
+        return Ok(());
+    }
+    let update = apt(&["update"])?;
+    let retry = apt(&install)?;
+    if retry.status.success() {
+        return Ok(());
+    }
+    Err(TestkitError::Missing {
+        program: what.to_string(),
+        hint: format!(
+            "`apt-get install -y {}` failed (after `apt-get update`, {}): {}",
+            packages.join(" "),
+            update.status,
+            String::from_utf8_lossy(&retry.stderr).trim()
+        ),
+    })
 }

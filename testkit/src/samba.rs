@@ -81,7 +81,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::error::{IoContext, Result, TestkitError};
-use crate::process::{ServerProcess, is_root, log_tail, pid_alive};
+use crate::process::{ServerProcess, find_program, is_root, log_tail, pid_alive};
 use crate::tls::{TestCa, client_config};
 
 /// The Kerberos realm (Scenario 8's Samba target domain).
@@ -619,14 +619,6 @@ async fn launch() -> std::result::Result<SambaAd, Failure> {
 struct Programs {
     samba: PathBuf,
     samba_tool: PathBuf,
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 fn find_programs() -> Option<Programs> {

@@ -46,7 +46,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tokio::sync::OnceCell;
 
 use crate::error::{IoContext, Result, TestkitError};
-use crate::process::{ServerProcess, free_port, is_root, pid_alive};
+use crate::process::{ServerProcess, apt_install, find_program, free_port, is_root, pid_alive};
 use crate::tls::{TestCa, client_config};
 
 /// The RFC 4527 post-read control's OID.
@@ -649,10 +649,10 @@ fn validate(options: &SlapdOptions) -> Result<()> {
     Ok(())
 }
 
-type Attrs = Vec<(&'static str, Vec<String>)>;
+pub(crate) type Attrs = Vec<(&'static str, Vec<String>)>;
 
 /// The base entries of `suffix`: the suffix itself, `ou=People` and `ou=Groups`.
-fn base_entries(suffix: &str) -> Result<Vec<(String, Attrs)>> {
+pub(crate) fn base_entries(suffix: &str) -> Result<Vec<(String, Attrs)>> {
     let first = suffix.split(',').next().unwrap_or_default();
     let (attr, value) = first
         .split_once('=')
@@ -801,7 +801,7 @@ fn current_gid() -> u32 {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (an ldapi URL's host is the path).
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -815,7 +815,7 @@ fn percent_encode(s: &str) -> String {
 
 /// Waits until no thread of `pid` runs any more. A killed multi-threaded process can show its leader
 /// as a zombie while other threads still hold its sockets open, so the leader's state is not enough.
-fn wait_gone(pid: i32, timeout: Duration) {
+pub(crate) fn wait_gone(pid: i32, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !threads_gone(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -838,7 +838,7 @@ fn threads_gone(pid: i32) -> bool {
     })
 }
 
-fn two_free_ports() -> Result<(u16, u16)> {
+pub(crate) fn two_free_ports() -> Result<(u16, u16)> {
     let a = free_port().io_context(|| "finding a free port".into())?;
     loop {
         let b = free_port().io_context(|| "finding a free port".into())?;
@@ -976,14 +976,6 @@ struct Programs {
     slaptest: PathBuf,
 }
 
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
 fn find_programs() -> Option<Programs> {
     // ldapadd is not used here, but tests and benchmarks load data with it.
     find_program("ldapadd")?;
@@ -1010,62 +1002,16 @@ async fn ensure_installed() -> Result<Programs> {
     if !is_root() {
         return Err(missing());
     }
-    tokio::task::spawn_blocking(install_with_apt)
-        .await
-        .map_err(|e| server_error(format!("the install task failed: {e}")))??;
-    find_programs().ok_or_else(missing)
-}
-
-static INSTALL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn install_with_apt() -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let _guard = INSTALL_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let lock_path = std::env::temp_dir().join("jim-testkit-apt.lock");
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .io_context(|| format!("opening {}", lock_path.display()))?;
-    #[allow(unsafe_code)]
-    // SAFETY: flock on a descriptor we own; the lock is released when the file is closed.
-    let rc = unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX) };
-    if rc != 0 {
-        return Err(TestkitError::Io {
-            context: format!("locking {}", lock_path.display()),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    if find_programs().is_some() {
-        return Ok(());
-    }
-    let apt = |args: &[&str]| -> Result<std::process::Output> {
-        std::process::Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .io_context(|| format!("running apt-get {}", args.join(" ")))
-    };
-    let install = ["install", "-y", "slapd", "ldap-utils"];
-    tracing::info!("installing slapd and ldap-utils with apt-get");
-    if apt(&install)?.status.success() {
-        return Ok(());
-    }
-    let update = apt(&["update"])?;
-    let retry = apt(&install)?;
-    if retry.status.success() {
-        return Ok(());
-    }
-    Err(TestkitError::Missing {
-        program: "slapd (OpenLDAP server) and ldap-utils".into(),
-        hint: format!(
-            "`apt-get install -y slapd ldap-utils` failed (after `apt-get update`, {}): {}",
-            update.status,
-            String::from_utf8_lossy(&retry.stderr).trim()
-        ),
+    tokio::task::spawn_blocking(|| {
+        apt_install(
+            &["slapd", "ldap-utils"],
+            "slapd (OpenLDAP server) and ldap-utils",
+            || find_programs().is_some(),
+        )
     })
+    .await
+    .map_err(|e| server_error(format!("the install task failed: {e}")))??;
+    find_programs().ok_or_else(missing)
 }
 
 #[cfg(test)]
