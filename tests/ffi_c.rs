@@ -401,9 +401,12 @@ fn a_cancel_handle_fired_mid_run_stops_the_run_and_strands_nothing() {
     request["options"]["flush_size"] = 5.into();
     request["options"]["connections"] = 1.into();
     request["options"]["in_flight_per_connection"] = 1.into();
+    // Ten rows stay locked: however late the cancel lands, the run cannot drain the queue.
+    let (hold, _held) = rt.block_on(env.hold_rows(10));
 
     let result = run(engine, &request, Some(&callbacks), cancel)
         .expect("a cancelled run still returns its result");
+    rt.block_on(hold.rollback()).unwrap();
     assert_eq!(result["cancelled"], true, "{result}");
     let succeeded = result["success_count"].as_u64().unwrap();
     assert!(succeeded > 0 && succeeded < objects, "{result}");

@@ -11,18 +11,20 @@
 //!    an AD domain). An entry that was there before the export was ever tried is not its write.
 //! 2. **Written by this identity.** Where the directory records the creator (`creatorsName`:
 //!    OpenLDAP, 389) and answers "Who am I?", the creator is the identity the engine binds as.
-//! 3. **Holding what the Add carried.** Every attribute of the Add is there with the Add's values: a
-//!    single value exactly (byte for byte, or as the same DN); several values all present, and no
-//!    value the export never sends. `objectClass` may hold the superclasses too; values the directory
-//!    never returns (`unicodePwd`, `userPassword`) or rewrites (AD's `pwdLastSet`, and
-//!    `userAccountControl`, whose staged bits must all be set) are not compared.
+//! 3. **Holding what the export sends.** Every attribute of the Add is there: a single value exactly
+//!    the export's (byte for byte, or as the same DN); of several values (members, say) at least one
+//!    of the export's. Several values are not compared one by one: which of them an earlier attempt's
+//!    Add carried (and which went in later chunks) depends on the order of the change rows, and JIM
+//!    may stage more of them between the attempts. `objectClass` may hold the superclasses too;
+//!    values the directory never returns (`unicodePwd`, `userPassword`) or rewrites (AD's
+//!    `pwdLastSet`, and `userAccountControl`, whose staged bits must all be set) are not compared.
 //! 4. **Not someone else's anchor.** Its anchor is held by no other CSO of the connected system
 //!    (checked against JIM's database by the caller, after this module's verdict).
 //!
-//! An Add is atomic, so an entry the export created holds exactly the Add's values (plus, for
-//! chunked attributes, values of the chunks after it); the checks cannot refuse the export's own
-//! entry unless somebody changed it in between. When they refuse, the export fails as a first attempt
-//! does, with the reason, and the entry is left untouched.
+//! An Add is atomic, so an entry the export created holds the Add's values; the checks refuse the
+//! export's own entry only when somebody changed it in between, or when JIM restaged one of its single
+//! values before the re-attempt (the error then names the attribute). When they refuse, the export
+//! fails as a first attempt does, with the reason, and the entry is left untouched.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
@@ -191,35 +193,35 @@ pub fn judge(entry: &RawEntry, expected: &Expectations<'_>) -> Result<(), String
         if present.is_empty() {
             return Err(format!("it has no {name}, which this export's Add sets"));
         }
-        if let Some(missing) = attribute
-            .values
-            .iter()
-            .find(|v| !present.iter().any(|p| same_value(p, v)))
-        {
-            return Err(format!(
-                "its {name} holds {} but not {}, which this export's Add sets",
-                present
-                    .iter()
-                    .take(3)
-                    .map(|p| text(p))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                text(missing)
-            ));
-        }
         let later = expected
             .more
             .iter()
             .filter(|m| m.kind == ModKind::Add && m.attribute.eq_ignore_ascii_case(name))
             .flat_map(|m| m.values.iter());
-        let allowed: Vec<&Vec<u8>> = attribute.values.iter().chain(later).collect();
-        if let Some(extra) = present
+        let sent: Vec<&Vec<u8>> = attribute.values.iter().chain(later).collect();
+        let shown = || {
+            present
+                .iter()
+                .take(3)
+                .map(|p| text(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if sent.len() == 1 {
+            if present.len() != 1 || !same_value(&present[0], sent[0]) {
+                return Err(format!(
+                    "its {name} holds {} where this export sets {}",
+                    shown(),
+                    text(sent[0])
+                ));
+            }
+        } else if !present
             .iter()
-            .find(|p| !allowed.iter().any(|a| same_value(p, a)))
+            .any(|p| sent.iter().any(|v| same_value(p, v)))
         {
             return Err(format!(
-                "its {name} holds {}, which this export does not send",
-                text(extra)
+                "its {name} holds {}, none of the values this export sets",
+                shown()
             ));
         }
     }
@@ -309,7 +311,9 @@ mod tests {
         e.attributes[3].1 = vec![b"someone@else.org".to_vec()];
         let why = judge(&e, &expect(&add, None)).unwrap_err();
         assert!(
-            why.contains("mail") && why.contains("ann@example.org"),
+            why.contains("mail")
+                && why.contains("someone@else.org")
+                && why.contains("ann@example.org"),
             "{why}"
         );
 
@@ -324,10 +328,33 @@ mod tests {
         let mut e = ours();
         e.attributes[3].1.push(b"second@example.org".to_vec());
         let why = judge(&e, &expect(&add, None)).unwrap_err();
-        assert!(why.contains("does not send"), "{why}");
+        assert!(why.contains("where this export sets"), "{why}");
 
         let why = judge(&ours(), &expect(&add, Some("cn=svc,dc=example,dc=org"))).unwrap_err();
         assert!(why.contains("created by"), "{why}");
+    }
+
+    #[test]
+    fn several_values_need_one_in_common() {
+        let add = vec![
+            Attribute::text("objectClass", &["groupOfNames"]),
+            Attribute::text("member", &["uid=a,dc=x", "uid=b,dc=x"]),
+        ];
+        // An earlier attempt chunked the members in another order, or JIM staged one more since.
+        let e = entry(&[
+            ("objectClass", &["groupOfNames"]),
+            ("member", &["uid=b,dc=x", "uid=z,dc=x"]),
+        ]);
+        assert_eq!(judge(&e, &expect(&add, None)), Ok(()));
+        let e = entry(&[
+            ("objectClass", &["groupOfNames"]),
+            ("member", &["uid=y,dc=x", "uid=z,dc=x"]),
+        ]);
+        assert!(
+            judge(&e, &expect(&add, None))
+                .unwrap_err()
+                .contains("none of the values")
+        );
     }
 
     #[test]

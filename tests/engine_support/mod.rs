@@ -89,6 +89,28 @@ impl Env {
             .collect()
     }
 
+    /// Locks the last `count` pending exports (in claim order) in an open transaction: the engine
+    /// claims with `FOR UPDATE SKIP LOCKED`, so no run takes them while the transaction lives. Tests
+    /// that interrupt runs hold some, so that the runs cannot drain the queue by chance however late
+    /// the interruption lands. Roll the transaction back to release them.
+    pub async fn hold_rows(
+        &self,
+        count: i64,
+    ) -> (sqlx::Transaction<'static, sqlx::Postgres>, Vec<Uuid>) {
+        let mut tx = self.db.pool.begin().await.expect("a transaction");
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            r#"SELECT "Id" FROM "PendingExports" WHERE "ConnectedSystemId" = $1 AND "Status" = 0
+               ORDER BY "CreatedAt" DESC, "Id" DESC LIMIT $2 FOR UPDATE"#,
+        )
+        .bind(self.seeded.connected_system_id())
+        .bind(count)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("lock rows");
+        assert_eq!(ids.len() as i64, count, "rows to hold");
+        (tx, ids)
+    }
+
     /// Rows left `Executing`.
     pub async fn executing(&self) -> i64 {
         sqlx::query_scalar(r#"SELECT count(*) FROM "PendingExports" WHERE "ConnectedSystemId" = $1 AND "Status" = 2"#)

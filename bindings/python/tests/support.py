@@ -119,3 +119,27 @@ def pending_export_counts(info: dict) -> dict[tuple[int, int], int]:
 def scalar(info: dict, sql: str, *params):
     with connect_db(info) as conn:
         return conn.execute(sql, params).fetchone()[0]
+
+
+class HeldRows:
+    """Row locks on some of the system's pending exports, held in an open transaction: the engine
+    claims with `FOR UPDATE SKIP LOCKED`, so no run can take these rows while they are held. Tests
+    that interrupt runs hold some, so that however slowly the interruption lands, the runs cannot
+    drain the queue by chance."""
+
+    def __init__(self, info: dict, count: int):
+        self.conn = connect_db(info)
+        self.conn.autocommit = False
+        self.ids = [
+            row[0]
+            for row in self.conn.execute(
+                'SELECT "Id" FROM "PendingExports" WHERE "ConnectedSystemId" = %s AND "Status" = 0 '
+                'ORDER BY "CreatedAt" DESC, "Id" DESC LIMIT %s FOR UPDATE',
+                (info["connected_system_id"], count),
+            ).fetchall()
+        ]
+        assert len(self.ids) == count, f"only {len(self.ids)} pending rows to hold"
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()

@@ -3,8 +3,9 @@ the run, and by shutting the engine down. Each way must stop the run, persist wh
 return the unexecuted claims (no row left `Executing`).
 
 The runs are throttled (`ops_per_second`, two operations in flight) so they are still going when
-cancelled; the tests share
-one server set and each cancels a run on what the previous ones left pending.
+cancelled; the tests share one server set and each cancels a run on what the previous ones left
+pending. Ten rows stay locked by the test for the whole module, so no run can drain the queue,
+however late its cancellation lands on a slow machine.
 """
 
 from __future__ import annotations
@@ -16,10 +17,23 @@ import time
 import pytest
 
 import jim_export as jx
-from support import pending_export_counts
+from support import HeldRows, pending_export_counts
 
 PENDING, EXECUTING, EXPORTED = 0, 2, 4
 CREATE = 0
+
+
+HELD = 10
+
+
+@pytest.fixture(scope="module", autouse=True)
+def held(servers):
+    """Locks the last ten pending exports for the module's tests (released at its end)."""
+    rows = HeldRows(servers.info, HELD)
+    try:
+        yield rows
+    finally:
+        rows.release()
 
 
 @pytest.fixture
@@ -69,6 +83,7 @@ def exported_and_pending(servers) -> tuple[int, int]:
     assert (EXECUTING, CREATE) not in counts, f"claims were not returned: {counts}"
     exported, pending = counts.get((EXPORTED, CREATE), 0), counts.get((PENDING, CREATE), 0)
     assert exported + pending == servers.pending_exports, counts
+    assert pending >= HELD, f"the held rows stay pending: {counts}"
     return exported, pending
 
 
