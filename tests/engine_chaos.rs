@@ -125,7 +125,7 @@ async fn killed_at_random_points_with_every_way_back_converges() {
     let mut tally = Tally::default();
     let started = Instant::now();
     // Every kind once, in a drawn order, then drawn kinds until the kills are made.
-    let mut kinds = vec![
+    let mut kinds = [
         Kind::Initial,
         Kind::FollowUps,
         Kind::Chunked,

@@ -841,11 +841,6 @@ impl SplitMix {
     }
 }
 
-/// Killed at random instants, one or two kills per seed (the second run starts at once, while the
-/// first one's claims are still leased, or once they are past it, so that it re-attempts them; and
-/// is killed in turn), with random latency (directory and
-/// database), flush, page and modify batch sizes, during the initial provisioning or during a round
-
 /// Objects written to the directory plus outcomes persisted.
 pub async fn progress(s: &Scenario, ldap: &mut Ldap, suffix: &str) -> u64 {
     objects_in_directory(ldap, suffix).await as u64 + s.statuses().await.exported as u64
