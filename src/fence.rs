@@ -154,6 +154,35 @@ impl Fence {
     }
 }
 
+tokio::task_local! {
+    /// The fence of the export the current task writes, with the run's stop token.
+    static WRITES: (Fence, CancellationToken);
+}
+
+/// Runs `work` (one export's execution) with `fence` guarding every directory write it sends
+/// ([`check_write`]).
+pub async fn guard<F: std::future::Future>(
+    fence: Option<Fence>,
+    stop: CancellationToken,
+    work: F,
+) -> F::Output {
+    match fence {
+        Some(fence) => WRITES.scope((fence, stop), work).await,
+        None => work.await,
+    }
+}
+
+/// Called by the connection pool right before it sends a write, after it has a connection and an
+/// in-flight slot: waits as [`Fence::writable`] does for the current task's export (at once when no
+/// fence guards the task). Checking here rather than before queueing for a slot means a write that
+/// waited for one is still fenced by the lease as it is when it goes out.
+pub async fn check_write() -> Result<(), Fenced> {
+    let Ok((fence, stop)) = WRITES.try_with(|(f, s)| (f.clone(), s.clone())) else {
+        return Ok(());
+    };
+    fence.writable(&stop).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -399,6 +399,135 @@ async fn a_run_frozen_past_its_lease_changes_nothing_when_it_resumes() {
     s.print_timings();
 }
 
+/// Two engine processes with different leases, one frozen (SIGSTOP) past its own lease. Engine A takes
+/// a 10 s lease and is frozen with rows in flight; engine B, taking a 600 s lease of its own, runs at
+/// once and leaves A's rows alone (A's lease has not run out), then, once A's 10 s have passed, takes
+/// them over: expiry is judged by the lease A took, not by B's. When A resumes, its fences stop every
+/// write for the rows it lost (nothing but its closing unbinds reaches the directory after the
+/// resume), its outcomes are not persisted, and it reports them as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_with_different_leases_and_one_frozen_past_its_own() {
+    let Some(_serial) = begin().await else {
+        return;
+    };
+    let mut s = Scenario::new("two leases", Duration::from_millis(30), None).await;
+    let mut a = s.child_request();
+    a.options.lease_seconds = LEASE_SECONDS;
+    a.options.flush_size = 10;
+    a.options.page_size = 25;
+    a.options.concurrency = jim_export::config::Concurrency::Fixed;
+    a.options.connections = Some(2);
+    a.options.max_in_flight = Some(4);
+    let mut child_a = ChildRun::spawn(&a);
+    wait_for(
+        &mut child_a,
+        "engine A's first persisted outcomes",
+        async || {
+            let now = s.statuses().await;
+            now.exported > 0 && now.executing > 0
+        },
+    )
+    .await;
+    child_a.signal("STOP");
+    let frozen_at = Instant::now();
+    s.mark("engine A until frozen");
+    let a_rows: Vec<Uuid> = sqlx::query_scalar(
+        r#"SELECT "Id" FROM "PendingExports" WHERE "ConnectedSystemId" = $1 AND "Status" = 2"#,
+    )
+    .bind(s.system())
+    .fetch_all(&s.env.db.pool)
+    .await
+    .unwrap();
+    assert!(!a_rows.is_empty());
+    let oldest_claim: f64 = sqlx::query_scalar(
+        r#"SELECT EXTRACT(EPOCH FROM now() - min("LastAttemptedAt"))::float8 FROM "PendingExports"
+           WHERE "Id" = ANY($1)"#,
+    )
+    .bind(&a_rows)
+    .fetch_one(&s.env.db.pool)
+    .await
+    .unwrap();
+
+    // Engine B, in a process of its own, with a long lease: A's rows are not B's yet.
+    let mut b = s.direct(&a);
+    b.options.lease_seconds = 600;
+    b.options.concurrency = jim_export::config::Concurrency::Adaptive;
+    b.options.max_in_flight = None;
+    let mut child_b = ChildRun::spawn(&b);
+    child_b.finish(Duration::from_secs(60)).await;
+    assert!(
+        child_b.output().contains("CHILD-DONE"),
+        "{}",
+        child_b.output()
+    );
+    let into_lease = frozen_at.elapsed().as_secs_f64() + oldest_claim;
+    let still_a: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "PendingExports" WHERE "Id" = ANY($1) AND "Status" = 2"#,
+    )
+    .bind(&a_rows)
+    .fetch_one(&s.env.db.pool)
+    .await
+    .unwrap();
+    if into_lease < LEASE_SECONDS as f64 - 1.0 {
+        assert_eq!(
+            still_a,
+            a_rows.len() as i64,
+            "within A's lease, B left A's rows alone"
+        );
+    } else {
+        eprintln!(
+            "[{}] B ended {into_lease:.1} s into A's lease: not checked",
+            s.name
+        );
+    }
+    s.mark("engine B within A's lease");
+
+    // Past A's own 10 s lease, B (still with its 600 s lease) takes A's rows over.
+    s.wait_for_lease().await;
+    let mut child_b = ChildRun::spawn(&b);
+    child_b.finish(Duration::from_secs(60)).await;
+    let taken = child_b
+        .result()
+        .unwrap_or_else(|| panic!("B's result:\n{}", child_b.output()));
+    assert!(
+        taken["metrics"]["recovered"].as_u64().unwrap_or(0) >= a_rows.len() as u64,
+        "B re-attempted A's rows: {taken}"
+    );
+    let after_b = s.statuses().await;
+    assert_eq!(after_b.executing, 0, "{after_b:?}");
+    s.mark("engine B after A's lease");
+
+    // A resumes: it must not write any of the rows it lost.
+    let before = s.ldap_proxy.stats().bytes_to_upstream;
+    child_a.signal("CONT");
+    child_a.finish(Duration::from_secs(40)).await;
+    let sent = s.ldap_proxy.stats().bytes_to_upstream - before;
+    let output = child_a.output();
+    eprintln!(
+        "[{}] A resumed and sent {sent} byte(s) to the directory; it ended: {}",
+        s.name,
+        output
+            .lines()
+            .find(|l| l.starts_with("CHILD-DONE") || l.starts_with("CHILD-ERROR"))
+            .unwrap_or_default()
+    );
+    // An LDAP unbind is 7 bytes per connection; any write is far more.
+    assert!(
+        sent <= 7 * 2,
+        "engine A wrote to the directory after losing its rows ({sent} bytes):\n{output}"
+    );
+    if let Some(result) = child_a.result() {
+        assert!(
+            result["metrics"]["lease_lost"].as_u64().unwrap_or(0) > 0,
+            "A counts its lost rows: {result}"
+        );
+    }
+    assert_eq!(s.statuses().await, after_b, "A persisted nothing");
+    let expected = s.env.seeded.expected_directory().unwrap();
+    s.assert_converged(&expected, &[]).await;
+    s.print_timings();
+}
+
 /// A child that runs to the end exports everything (the harness itself works).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unkilled_child_exports_everything() {

@@ -120,6 +120,9 @@ pub enum TransportError {
     /// The client refused to build the request (a bug or an impossible value).
     #[error("{0}")]
     Client(String),
+    /// Not sent: the run's lease on the export's row is gone (see [`crate::fence`]).
+    #[error("not sent: the run's lease on the row is gone ({0:?})")]
+    Fenced(crate::fence::Fenced),
 }
 
 /// The kind of operation a result belongs to.
@@ -183,6 +186,8 @@ pub enum Verdict {
         /// The message, with the server's diagnostic text.
         message: String,
     },
+    /// Not sent: the run may no longer write this export (its lease on the row is gone).
+    Fenced(crate::fence::Fenced),
 }
 
 /// The context a result is read in.
@@ -274,6 +279,7 @@ pub fn classify(ctx: &OpContext<'_>, outcome: &Result<LdapResult, TransportError
 fn classify_transport(ctx: &OpContext<'_>, e: &TransportError) -> Verdict {
     let message = format!("{} of '{}': {e}", ctx.kind.label(), ctx.dn);
     match e {
+        TransportError::Fenced(why) => Verdict::Fenced(*why),
         TransportError::NotSent(_) | TransportError::Unavailable(_) => Verdict::Transient {
             outcome_unknown: false,
             no_answer: true,

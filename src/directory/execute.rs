@@ -70,6 +70,7 @@ impl StepOutcome {
             Verdict::NoSuchObject(m) | Verdict::EntryExists(m) | Verdict::ValueConflict(m) => {
                 StepOutcome::failed(m)
             }
+            Verdict::Fenced(why) => StepOutcome::Fenced(why),
         }
     }
 }

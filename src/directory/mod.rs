@@ -599,7 +599,9 @@ impl Directory {
     /// Runs one export: its operations in order, transient conditions retried, partial progress
     /// reported. Never fails as a call; failures are in the result.
     pub async fn execute(&self, job: ExportJob) -> ExportResult {
-        self.inner.execute(job, &CancellationToken::new()).await
+        let stop = CancellationToken::new();
+        let fence = job.fence.clone();
+        crate::fence::guard(fence, stop.clone(), self.inner.execute(job, &stop)).await
     }
 
     /// Runs a batch concurrently (bounded) and returns the results in input order.
@@ -688,7 +690,13 @@ impl Directory {
                             let stop = stop.clone();
                             let handle = running.spawn(async move {
                                 let started = std::time::Instant::now();
-                                let result = this.inner.execute(job, &stop).await;
+                                let fence = job.fence.clone();
+                                let result = crate::fence::guard(
+                                    fence,
+                                    stop.clone(),
+                                    this.inner.execute(job, &stop),
+                                )
+                                .await;
                                 if !matches!(result.status, ExportStatus::NotStarted | ExportStatus::Fenced { .. }) {
                                     this.inner.export_latency.record(started.elapsed());
                                 }

@@ -444,13 +444,19 @@ impl Pool {
 
     /// Runs one request on a leased connection with the operation timeout, mapping ldap3's errors
     /// and dropping the connection when it is gone.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, TransportError>
+    async fn call<T, F, Fut>(&self, write: bool, f: F) -> Result<T, TransportError>
     where
         F: FnOnce(Ldap) -> Fut,
         Fut: Future<Output = ldap3::result::Result<T>>,
         T: ResultCode,
     {
         let mut lease = self.lease().await?;
+        if write {
+            // The last word on the lease, right before the request goes out.
+            crate::fence::check_write()
+                .await
+                .map_err(TransportError::Fenced)?;
+        }
         let mut ldap = lease.live.ldap.clone();
         ldap.with_timeout(self.limits.operation_timeout);
         lease.global.mark_sent();
@@ -489,7 +495,7 @@ impl Pool {
             })
             .collect();
         let dn = dn.to_string();
-        self.call(|mut ldap| async move {
+        self.call(true, |mut ldap| async move {
             if !controls.is_empty() {
                 ldap.with_controls(controls);
             }
@@ -517,7 +523,7 @@ impl Pool {
             })
             .collect();
         let dn = dn.to_string();
-        self.call(|mut ldap| async move { ldap.modify(&dn, mods).await })
+        self.call(true, |mut ldap| async move { ldap.modify(&dn, mods).await })
             .await
     }
 
@@ -534,7 +540,7 @@ impl Pool {
             new_rdn.to_string(),
             new_superior.map(str::to_string),
         );
-        self.call(|mut ldap| async move {
+        self.call(true, |mut ldap| async move {
             ldap.modifydn(&dn, &rdn, delete_old_rdn, sup.as_deref())
                 .await
         })
@@ -544,7 +550,7 @@ impl Pool {
     pub async fn delete(&self, dn: &str) -> Result<LdapResult, TransportError> {
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
         let dn = dn.to_string();
-        self.call(|mut ldap| async move { ldap.delete(&dn).await })
+        self.call(true, |mut ldap| async move { ldap.delete(&dn).await })
             .await
     }
 
@@ -563,7 +569,7 @@ impl Pool {
             attributes.iter().map(|a| a.to_string()).collect()
         };
         let result = self
-            .call(|mut ldap| async move {
+            .call(false, |mut ldap| async move {
                 ldap.search(&dn, Scope::Base, "(objectClass=*)", attrs)
                     .await
             })

@@ -126,6 +126,11 @@ impl Dependencies {
         self.waiting.insert(export, on);
     }
 
+    /// Exports waiting for Creates.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Every held export (for release on cancellation).
     pub fn drain_waiting(&mut self) -> Vec<Uuid> {
         self.waiters.clear();

@@ -44,6 +44,8 @@ use crate::store::{
 
 /// Flushes persisted at once; more outcomes wait in the coordinator's buffer.
 const MAX_FLUSHES_IN_FLIGHT: usize = 2;
+/// How long nothing may complete before the run says what it waits for.
+const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 
 /// What the claimer sends the coordinator.
 enum Claimed {
@@ -257,6 +259,7 @@ pub(crate) async fn pass(
         in_flight_samples: (0, 0),
         breaker: Breaker::new(UNANSWERED_EXPORTS_TO_STOP),
         waiting_release: Vec::new(),
+        stall: (0, Instant::now()),
         stop_directory: stop_directory.clone(),
         not_started: 0,
         fatal: None,
@@ -586,6 +589,8 @@ struct Coordinator {
     breaker: Breaker,
     /// Held exports to return to the queue unsent at the next turn of the loop.
     waiting_release: Vec<Uuid>,
+    /// Exports completed plus flushes persisted, and when that number last moved.
+    stall: (u64, Instant),
     /// Fires with the breaker: the directory starts no more exports.
     stop_directory: CancellationToken,
     /// Exports the directory handed back unstarted.
@@ -659,6 +664,7 @@ impl Coordinator {
                     self.release_unstarted().await;
                 }
                 _ = tick.tick() => {
+                    self.report_stall(claims_open);
                     self.sample_in_flight();
                     self.flush(false).await;
                     let in_flight = self.directory.in_flight() as u32;
@@ -688,6 +694,31 @@ impl Coordinator {
             self.on_flushed(done);
         }
         cancelled
+    }
+
+    /// Logs what the run still waits for when nothing has completed for a while (once per interval):
+    /// the first thing an operator looks at when a run seems stuck.
+    fn report_stall(&mut self, claims_open: bool) {
+        let done = self.completed + self.flush_count;
+        if done != self.stall.0 {
+            self.stall = (done, Instant::now());
+            return;
+        }
+        if self.stall.1.elapsed() >= STALL_REPORT_AFTER {
+            self.stall.1 = Instant::now();
+            self.log.warn(format!(
+                "no export has completed for {} s: {} held ({} ready, {} waiting for Creates), {} in \
+                 the directory, {} outcome(s) to persist, {} flush(es) in progress, claiming {}",
+                STALL_REPORT_AFTER.as_secs(),
+                self.held.len(),
+                self.ready.len(),
+                self.deps.waiting_count(),
+                self.directory.in_flight(),
+                self.buffer.len(),
+                self.flushes.len(),
+                if claims_open { "open" } else { "done" }
+            ));
+        }
     }
 
     fn queue_page_hint(&self) -> usize {
@@ -764,8 +795,17 @@ impl Coordinator {
     }
 
     /// Decides what to do with a freshly claimed export: defer it, hold it for a Create, or plan it.
+    /// One whose row the run no longer holds (taken over while the page waited) is dropped unsent.
     fn admit(&mut self, claimed: ClaimedExport) {
         let id = claimed.id();
+        if self.queue.fence(id).is_none_or(|f| f.is_lost()) {
+            self.counters.fenced += 1;
+            self.log.debug(format!(
+                "pending export {id} not written: another engine took its row over"
+            ));
+            self.release_waiters(created_cso(&claimed));
+            return;
+        }
         if claimed.export.writable_changes().next().is_none()
             && claimed.export.has_unresolved_changes()
         {
@@ -861,7 +901,7 @@ impl Coordinator {
                 "pending export {} not written: {why:?}",
                 claimed.id()
             ));
-            self.release_waiters_of(&claimed);
+            self.release_waiters(created_cso(&claimed));
             return;
         }
         let Some(outcome) = to_outcome(claimed, result) else {
@@ -884,19 +924,17 @@ impl Coordinator {
     }
 
     /// A Create that will have no outcome in this run (its row was fenced off): the exports waiting
-    /// for its object go back to the queue unsent, to be tried again once it exists.
-    fn release_waiters_of(&mut self, claimed: &ClaimedExport) {
-        let export = &claimed.export;
-        let Some(cso) = (export.change_type == PendingExportChangeType::Create)
-            .then_some(export.connected_system_object_id)
-            .flatten()
-        else {
-            return;
-        };
-        let released = self.deps.create_completed(cso, false);
-        for id in released.ready.into_iter().chain(released.failed) {
-            if self.held.remove(&id).is_some() {
-                self.waiting_release.push(id);
+    /// for its object go back to the queue unsent, to be tried again once it exists; a Create among
+    /// them releases its own waiters the same way, down the chain.
+    fn release_waiters(&mut self, create: Option<Uuid>) {
+        let mut creates = Vec::from_iter(create);
+        while let Some(cso) = creates.pop() {
+            let released = self.deps.create_completed(cso, false);
+            for id in released.ready.into_iter().chain(released.failed) {
+                if let Some(waiter) = self.held.remove(&id) {
+                    creates.extend(created_cso(&waiter));
+                    self.waiting_release.push(id);
+                }
             }
         }
     }
@@ -1044,6 +1082,14 @@ impl Coordinator {
         };
         self.listener.on_batch(&report);
     }
+}
+
+/// The CSO a claimed Create creates.
+fn created_cso(claimed: &ClaimedExport) -> Option<Uuid> {
+    let export = &claimed.export;
+    (export.change_type == PendingExportChangeType::Create)
+        .then_some(export.connected_system_object_id)
+        .flatten()
 }
 
 /// Maps the directory's result for an export to the outcome the store persists; `None` for an

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine_support::{Env, Events, assert_directory_matches, read_directory};
 use jim_export::config::{DatabaseConfig, DirectoryConfig, ExportRequest};
-use jim_export::engine::{CancellationToken, Engine, NoListener};
+use jim_export::engine::{CancellationToken, Engine};
 use jim_export::report::{ItemStatus, RunResult};
 use jim_export_testkit::LatencyProxy;
 use jim_export_testkit::seed::{DirectoryState, Template};
@@ -56,12 +56,32 @@ pub fn child_main() {
         .expect("a runtime");
     let outcome = runtime.block_on(Engine::new().run_export(
         &request,
-        Arc::new(NoListener),
+        Arc::new(ChildLog),
         CancellationToken::new(),
     ));
     match outcome {
-        Ok(result) => println!("CHILD-DONE {}", result.message),
+        Ok(result) => {
+            println!(
+                "CHILD-RESULT {}",
+                serde_json::to_string(&result).unwrap_or_default()
+            );
+            println!("CHILD-DONE {}", result.message);
+        }
         Err(e) => println!("CHILD-ERROR {e}"),
+    }
+}
+
+/// The child's listener: its log records (debug and up) go to its standard error, which the parent
+/// shows when the child misbehaves.
+struct ChildLog;
+
+impl jim_export::engine::RunListener for ChildLog {
+    fn on_progress(&self, _event: &jim_export::report::ProgressEvent) {}
+
+    fn on_batch(&self, _report: &jim_export::report::BatchReport) {}
+
+    fn on_log(&self, record: &jim_export::engine::LogRecord) {
+        eprintln!("CHILD-LOG {:?} {}", record.level, record.message);
     }
 }
 
@@ -173,13 +193,39 @@ impl ChildRun {
     pub async fn finish(&mut self, timeout: Duration) {
         let end = Instant::now() + timeout;
         while !self.exited() {
-            assert!(
-                Instant::now() < end,
-                "the child did not finish in {timeout:?}:\n{}",
-                self.output()
-            );
+            if Instant::now() >= end {
+                panic!(
+                    "the child did not finish in {timeout:?}:\n{}\n{}",
+                    self.output(),
+                    self.stacks()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Every thread's stack of the (stuck) child, when gdb is there to tell.
+    pub fn stacks(&self) -> String {
+        Command::new("gdb")
+            .args([
+                "-p",
+                &self.child.id().to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("(no stacks: {e})"))
+    }
+
+    /// The run result the child printed, once it has ended.
+    pub fn result(&self) -> Option<serde_json::Value> {
+        let out = self.output.lock().unwrap();
+        // The test harness may print "test crash_child ... " before it on the same line.
+        out.lines()
+            .find_map(|l| l.split_once("CHILD-RESULT ").map(|(_, j)| j))
+            .and_then(|j| serde_json::from_str(j).ok())
     }
 
     /// The end of what the child printed.
