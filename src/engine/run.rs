@@ -270,6 +270,11 @@ pub(crate) async fn pass(
         .await
         || cancel.is_cancelled();
 
+    if matches!(coordinator.fatal, Some(Error::DatabaseUnavailable(_))) {
+        // A claim still retrying would only wait out another retry window; rows it may have marked
+        // are returned with the rest (by the run's mark).
+        claimer.abort();
+    }
     let _ = claimer.await;
     let _ = runner.await;
     lease_guard.cancel();
@@ -289,12 +294,10 @@ pub(crate) async fn pass(
     };
     if let Err(e) = returned {
         let later = queue.release_all_later();
-        if later > 0 {
-            log.warn(format!(
-                "returning {later} claim(s) failed ({e}); they are returned as soon as the database \
-                 answers (or reclaimed after their lease)"
-            ));
-        }
+        log.warn(format!(
+            "returning {later} claim(s) failed ({e}); they are returned as soon as the database \
+             answers (or reclaimed after their lease)"
+        ));
     }
     if coordinator.counters.fenced > 0 {
         log.warn(format!(
@@ -756,11 +759,24 @@ impl Coordinator {
         self.release(&ids).await;
     }
 
+    /// True once the run stopped because the database does not answer: what it still holds goes
+    /// back to the queue in the background, as soon as the database answers (see `pass`).
+    fn database_gone(&self) -> bool {
+        matches!(self.fatal, Some(Error::DatabaseUnavailable(_)))
+    }
+
     async fn release(&mut self, ids: &[Uuid]) {
-        if ids.is_empty() {
+        if ids.is_empty() || self.database_gone() {
             return;
         }
         match self.queue.release(ids).await {
+            Err(e @ Error::DatabaseUnavailable(_)) => {
+                self.log.warn(format!(
+                    "returning {} unexecuted claim(s) failed: {e}",
+                    ids.len()
+                ));
+                self.fatal.get_or_insert(e);
+            }
             Ok(n) => self.log.debug(format!("returned {n} unexecuted claim(s)")),
             Err(e) => self.log.warn(format!(
                 "returning {} unexecuted claim(s) failed: {e}; they are reclaimed after the lease",
@@ -977,6 +993,12 @@ impl Coordinator {
 
     /// Hands the buffer to a persist task when it is full, old enough, or `force`d.
     async fn flush(&mut self, force: bool) {
+        if self.database_gone() {
+            // Nothing more can be written; the rows go back to the queue with their marks.
+            self.buffer.clear();
+            self.flushes.abort_all();
+            return;
+        }
         while self.buffer.len() >= self.flush_size
             || (!self.buffer.is_empty()
                 && (force

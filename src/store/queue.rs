@@ -613,10 +613,10 @@ impl ExportQueue {
     pub fn release_all_later(&self) -> usize {
         let entries: Vec<(Uuid, Held)> = self.held().drain().collect();
         let n = entries.len();
-        if n > 0 {
-            let release = Release::of(&entries);
-            self.store.release_in_background(release);
-        }
+        let mut release = Release::of(&entries);
+        // And any row a claim marked for this run without the run knowing (a claim cut short).
+        release.strays = Some((self.schema.connected_system_id, run_pattern(self.run_id)));
+        self.store.release_in_background(release);
         n
     }
 
@@ -657,7 +657,8 @@ fn persisted_export(row: &PgRow) -> Result<PersistedExport> {
     })
 }
 
-/// The bind arrays of one release statement (`sql::RELEASE`).
+/// The bind arrays of one release statement (`sql::RELEASE`), and optionally the run whose other
+/// stranded rows go back too (`sql::RELEASE_UNHELD`: system, mark pattern).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Release {
     ids: Vec<Uuid>,
@@ -665,6 +666,7 @@ pub(crate) struct Release {
     previous_status: Vec<i32>,
     previous_attempted_at: Vec<Option<DateTime<Utc>>>,
     traces: Vec<Option<String>>,
+    strays: Option<(i32, String)>,
 }
 
 impl Release {
@@ -685,17 +687,32 @@ impl Release {
         self.ids.len()
     }
 
-    /// Sends the statement once; returns the rows restored.
+    /// Sends the statement once (and the strays' one, after it); returns the rows restored.
     pub(crate) async fn send(&self, store: &Store) -> std::result::Result<usize, sqlx::Error> {
-        store.count(1);
-        let rows = sqlx::query(sql::RELEASE)
-            .bind(&self.ids)
-            .bind(&self.tokens)
-            .bind(&self.previous_status)
-            .bind(&self.previous_attempted_at)
-            .bind(&self.traces)
-            .fetch_all(store.pool())
-            .await?;
-        Ok(rows.len())
+        let mut n = 0;
+        if !self.ids.is_empty() {
+            store.count(1);
+            n += sqlx::query(sql::RELEASE)
+                .bind(&self.ids)
+                .bind(&self.tokens)
+                .bind(&self.previous_status)
+                .bind(&self.previous_attempted_at)
+                .bind(&self.traces)
+                .fetch_all(store.pool())
+                .await?
+                .len();
+        }
+        if let Some((system, pattern)) = &self.strays {
+            store.count(1);
+            let none: Vec<Uuid> = Vec::new();
+            n += sqlx::query(sql::RELEASE_UNHELD)
+                .bind(system)
+                .bind(pattern)
+                .bind(&none)
+                .execute(store.pool())
+                .await?
+                .rows_affected() as usize;
+        }
+        Ok(n)
     }
 }

@@ -401,6 +401,44 @@ impl Postgres {
     /// Restarts the server on the same port and data folder: a fast shutdown (every session is
     /// disconnected, as in a real restart), then a start. Only for a cluster this process started.
     pub fn restart(&mut self) -> Result<()> {
+        self.restart_after(Duration::ZERO)
+    }
+
+    /// Freezes every process of the server (SIGSTOP to the postmaster and its children): sessions
+    /// stay open but nothing answers, as when a database host hangs. [`Postgres::thaw`] resumes it.
+    pub fn freeze(&self) -> Result<()> {
+        self.signal_all("STOP")
+    }
+
+    /// Resumes a frozen server.
+    pub fn thaw(&self) -> Result<()> {
+        self.signal_all("CONT")
+    }
+
+    fn signal_all(&self, signal: &str) -> Result<()> {
+        let Some(pid) = self.pid() else {
+            return Err(TestkitError::Server {
+                server: "postgres",
+                message: "only a cluster started by this process can be signalled".into(),
+            });
+        };
+        // The postmaster first, so that it forks no new backend while its children are signalled.
+        let run = |program: &str, args: &[String]| {
+            std::process::Command::new(program)
+                .args(args)
+                .status()
+                .io_context(|| format!("signalling PostgreSQL with {signal} ({program})"))
+        };
+        run("kill", &[format!("-{signal}"), pid.to_string()])?;
+        run(
+            "pkill",
+            &[format!("-{signal}"), "-P".into(), pid.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// [`Postgres::restart`], down for `pause` between the stop and the start.
+    pub fn restart_after(&mut self, pause: Duration) -> Result<()> {
         let (Some(dir), Some(process)) = (self.dir.as_ref(), self.process.as_mut()) else {
             return Err(TestkitError::Server {
                 server: "postgres",
@@ -417,6 +455,7 @@ impl Postgres {
         run(stop, "pg_ctl stop")?;
         // The old postmaster is gone; its handle must not signal a PID that may be reused.
         process.stop(Duration::from_millis(0));
+        std::thread::sleep(pause);
         let log = root.join("server.log");
         let mut start = pg_command(&bin.join("pg_ctl"));
         start
