@@ -821,6 +821,95 @@ mod tests {
     }
 
     #[test]
+    fn connection_string_keys_that_tune_the_engine_win_over_the_fields() {
+        let cfg = DatabaseConfig::new(
+            "Host=h;Username=u;Password=p;Database=d;Timeout=5;Command Timeout=45;Maximum Pool Size=30;\
+             Minimum Pool Size=2;Connection Idle Lifetime=120;Connection Lifetime=0;Tcp Keepalive=true;\
+             Tcp Keepalive Time=20000;Tcp Keepalive Interval=5000;Include Error Detail=true;Pooling=true;\
+             Keepalive=0;Encoding=UTF8;Timezone=UTC;Enlist=false;Log Parameters=false",
+        );
+        let e = cfg.effective().unwrap();
+        assert_eq!(e.connect_timeout, Duration::from_secs(5));
+        assert_eq!(e.statement_timeout, Duration::from_secs(45));
+        assert_eq!((e.max_connections, e.min_connections), (30, 2));
+        assert_eq!(e.idle_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(e.max_lifetime, None);
+        assert_eq!(e.keepalive, (20, 5));
+        assert!(e.include_error_detail);
+        assert_eq!(
+            e.retry_policy().deadline,
+            Duration::from_secs(45) + DEADLINE_MARGIN
+        );
+        let session = cfg.connect_options().unwrap();
+        let options = session.get_options().unwrap_or_default();
+        assert!(options.contains("statement_timeout=45000"), "{options}");
+        assert!(options.contains("tcp_keepalives_idle=20"), "{options}");
+        assert!(options.contains("tcp_keepalives_interval=5"), "{options}");
+    }
+
+    #[test]
+    fn defaults_bound_every_wait_and_keep_the_server_alert() {
+        let cfg = DatabaseConfig::new("postgres://jim@h/jim");
+        let e = cfg.effective().unwrap();
+        assert_eq!(e.statement_timeout, Duration::from_secs(30));
+        assert_eq!(e.retry_window, Duration::from_secs(120));
+        assert_eq!(e.keepalive, (60, 10));
+        let options = cfg.connect_options().unwrap();
+        let options = options.get_options().unwrap_or_default();
+        assert!(options.contains("statement_timeout=30000"), "{options}");
+        assert!(options.contains("tcp_keepalives_idle=60"), "{options}");
+        // Tcp Keepalive=false leaves the server's own settings.
+        let off = DatabaseConfig::new("Host=h;Tcp Keepalive=false").effective().unwrap();
+        assert_eq!(off.keepalive, (0, 0));
+    }
+
+    #[test]
+    fn keys_the_engine_cannot_honour_are_refused_by_name() {
+        for (raw, word) in [
+            ("Host=h;Command Timeout=0", "Command Timeout"),
+            ("Host=h;Keepalive=30", "Keepalive"),
+            ("Host=h;Pooling=false", "Pooling"),
+            ("Host=h;Log Parameters=true", "Log Parameters"),
+            ("Host=h;Timezone=Europe/Paris", "Timezone"),
+            ("Host=h;Encoding=LATIN1", "Encoding"),
+            ("Host=h;Multiplexing=true", "Multiplexing"),
+            ("Host=h1,h2", "several hosts"),
+            ("Host=h;Target Session Attributes=primary", "Target Session Attributes"),
+            ("Host=h;SSL Password=x", "SSL Password"),
+            ("Host=h;SSL Key=/k", "SSL Certificate or SSL Key"),
+            ("Host=h;Check Certificate Revocation=true", "Check Certificate Revocation"),
+            (
+                "Host=h;SSL Mode=VerifyFull;Trust Server Certificate=true",
+                "Trust Server Certificate",
+            ),
+            ("Host=h;Read Buffer Size=8192", "Read Buffer Size"),
+            ("Host=h;Options=--foo", "Options"),
+        ] {
+            let err = DatabaseConfig::new(raw).connect_options().unwrap_err();
+            assert!(err.contains(word), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn session_options_are_passed_on() {
+        let cfg = DatabaseConfig::new("Host=h;Options=-c lock_timeout=5s -c search_path=jim");
+        let opts = cfg.connect_options().unwrap();
+        let options = opts.get_options().unwrap_or_default();
+        assert!(options.contains("lock_timeout=5s"), "{options}");
+        assert!(options.contains("search_path=jim"), "{options}");
+    }
+
+    #[test]
+    fn only_verifying_modes_count_as_verified() {
+        assert!(DatabaseConfig::new("postgres://h/d").tls_unverified());
+        assert!(DatabaseConfig::new("Host=h;SSL Mode=Require").tls_unverified());
+        assert!(!DatabaseConfig::new("Host=h;SSL Mode=VerifyFull").tls_unverified());
+        let mut cfg = DatabaseConfig::new("Host=h");
+        cfg.tls.mode = Some(DatabaseTlsMode::VerifyCa);
+        assert!(!cfg.tls_unverified());
+    }
+
+    #[test]
     fn debug_never_shows_the_password() {
         for raw in [
             "postgres://jim:hunter2@h:1/db",

@@ -82,6 +82,7 @@ fn request(database_url: &str, connect_timeout_ms: u64) -> String {
         "connected_system_id": 1,
         "directory": {
             "urls": ["ldap://127.0.0.1:1"],
+            "allow_password_without_tls": true,
             "bind": { "kind": "simple", "dn": "cn=admin,dc=example,dc=org", "password": "ldap-secret" }
         }
     })
