@@ -136,7 +136,20 @@ async fn simple_bind_without_tls_is_refused_with_a_clear_error() -> TestResult {
     let Some(dc) = SambaAd::shared().await else {
         return Ok(());
     };
+    // The engine refuses to send the password in clear unless told to.
     let plain = DirectoryConfig::simple(dc.ldap_url(), dc.admin_upn(), dc.admin_password());
+    match Directory::connect_with(&plain, DirectoryTuning::default()).await {
+        Err(DirectoryError::Tls(message)) => {
+            assert!(
+                message.contains("in clear") && message.contains("allow_password_without_tls"),
+                "{message}"
+            );
+            assert!(!message.contains(dc.admin_password()), "{message}");
+        }
+        other => panic!("expected the engine's refusal, got {other:?}"),
+    }
+    // Told to, it sends it: the DC refuses a simple bind without TLS itself.
+    let plain = plain.allowing_password_without_tls();
     match Directory::connect_with(&plain, DirectoryTuning::default()).await {
         Err(DirectoryError::Bind(message)) => {
             assert!(
@@ -352,6 +365,19 @@ async fn an_object_guid_whose_bytes_are_valid_utf8_is_still_read_as_bytes() -> T
         expected.hyphenated().to_string(),
         "44434241-4645-4847-494a-4b4c4d4e4f50"
     );
+
+    // The entry holds what the export sends, as one its earlier attempt created would.
+    let mut ldap = dc.admin_ldap().await?;
+    ldap.modify(
+        &dn,
+        vec![ldap3::Mod::Replace(
+            "displayName",
+            ["utf8guid display"].into(),
+        )],
+    )
+    .await?
+    .success()?;
+    let _ = ldap.unbind().await;
 
     // A re-attempted Create finds the entry there and adopts it, reading the anchor back.
     let directory =

@@ -747,9 +747,10 @@ impl Expect for seed::DirectoryState {
 }
 
 /// A Create whose earlier attempt wrote the entry and died before recording it (its row left
-/// `Executing` past the lease): the re-attempt meets the entry (68) and adopts it, bringing its
-/// attributes to the staged values and reading its `objectGUID`, without touching the RDN attribute
-/// (`cn`), which AD refuses to modify (67) even to the same value.
+/// `Executing` past the lease): the re-attempt meets the entry (68), finds it is its own (created
+/// after the first attempt, holding the values it sends, its objectGUID held by no other object) and
+/// adopts it, reading its `objectGUID`, without writing it (AD refuses any modify of the RDN
+/// attribute, 67, even to the same value).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reattempted_create_adopts_the_entry_on_samba_ad() {
     let Some(env) = AdEnv::new("e2eadopt", Template::Nano).await else {
@@ -774,18 +775,6 @@ async fn a_reattempted_create_adopts_the_entry_on_samba_ad() {
     .execute(&env.db.pool)
     .await
     .unwrap();
-    // Drift meanwhile: a value the re-attempt must bring back.
-    let mut ldap = env.dc.admin_ldap().await.unwrap();
-    ldap.modify(
-        &user.dn,
-        vec![ldap3::Mod::Replace("title", ["Drifted"].into())],
-    )
-    .await
-    .unwrap()
-    .success()
-    .unwrap();
-    let _ = ldap.unbind().await;
-
     let (result, _) = env.run(&engine, &request).await;
     assert_eq!(
         (result.success_count, result.failed_count),
@@ -804,6 +793,75 @@ async fn a_reattempted_create_adopts_the_entry_on_samba_ad() {
             "{dn}"
         );
     }
+}
+
+/// A naming collision met by a recovery: an account JIM never created holds the DN of a Create that a
+/// crashed run had claimed (so the Create is a re-attempt). The recovery must not take it over: the
+/// export fails as a first attempt would, naming the DN and why, and the account keeps its values and
+/// its objectGUID; no CSO records it as an anchor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reattempted_create_does_not_take_over_an_account_holding_its_dn_on_samba_ad() {
+    let Some(env) = AdEnv::new("e2ecollide", Template::Nano).await else {
+        return;
+    };
+    let user = env.seeded.users[0].clone();
+    let mut ldap = env.dc.admin_ldap().await.unwrap();
+    let cn = user
+        .dn
+        .split(',')
+        .next()
+        .and_then(|rdn| rdn.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap();
+    ldap.add(
+        &user.dn,
+        vec![
+            ("objectClass", ["user"].into()),
+            ("cn", [cn.as_str()].into()),
+            ("sAMAccountName", ["collider"].into()),
+            ("description", ["somebody else's account"].into()),
+        ],
+    )
+    .await
+    .unwrap()
+    .success()
+    .unwrap();
+    let _ = ldap.unbind().await;
+    let guid_before = env.object_guid_bytes(&user.dn).await.unwrap();
+    strand_as_executing(&env, user.ids.pending_export).await;
+
+    let (result, events) = env.run(&Engine::new(), &env.request()).await;
+    assert_eq!(result.failed_count, 1, "{}", result.message);
+    let item = events
+        .items()
+        .into_iter()
+        .find(|i| i.pending_export_id == user.ids.pending_export)
+        .expect("the collision is reported");
+    let message = item.error_message.unwrap_or_default();
+    assert!(message.contains("entryAlreadyExists"), "{message}");
+    assert!(message.contains("not taken over"), "{message}");
+    assert!(
+        message.to_lowercase().contains(&user.dn.to_lowercase()),
+        "{message}"
+    );
+    assert!(message.contains("collider"), "says what differs: {message}");
+    let entry = env
+        .dc
+        .read_entry(&user.dn, &["sAMAccountName", "description"])
+        .await
+        .unwrap()
+        .expect("the account is still there");
+    assert_eq!(entry.first_text("sAMAccountName"), Some("collider"));
+    assert_eq!(
+        entry.first_text("description"),
+        Some("somebody else's account")
+    );
+    assert_eq!(env.object_guid_bytes(&user.dn).await.unwrap(), guid_before);
+    assert_eq!(
+        env.anchors().await.get(&user.ids.cso).and_then(|a| a.0),
+        None,
+        "no CSO took the account's objectGUID"
+    );
 }
 
 /// As if a run had died after sending the export: its row `Executing` with a lease long expired, its

@@ -409,11 +409,11 @@ impl Episode {
             let finished = child.exited();
             let ran = child.kill();
             if finished {
-                let out = child.output();
                 assert!(
-                    out.contains("CHILD-DONE"),
-                    "[{}] the child failed:\n{out}",
-                    self.s.name
+                    child.printed("CHILD-DONE"),
+                    "[{}] the child failed:\n{}",
+                    self.s.name,
+                    child.output()
                 );
                 tally.misses += 1;
                 eprintln!(
@@ -498,11 +498,11 @@ impl Episode {
         for (i, c) in children.iter_mut().enumerate() {
             if i != victim {
                 c.finish(Duration::from_secs(120)).await;
-                let out = c.output();
                 assert!(
-                    out.contains("CHILD-DONE"),
-                    "[{}] a surviving engine failed:\n{out}",
-                    self.s.name
+                    c.printed("CHILD-DONE"),
+                    "[{}] a surviving engine failed:\n{}",
+                    self.s.name,
+                    c.output()
                 );
             }
         }

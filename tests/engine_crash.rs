@@ -381,7 +381,7 @@ async fn a_run_frozen_past_its_lease_changes_nothing_when_it_resumes() {
     let output = child.output();
     let ended = output
         .lines()
-        .find(|l| l.contains("CHILD-"))
+        .find(|l| l.contains("CHILD-DONE") || l.contains("CHILD-ERROR"))
         .unwrap_or_default()
         .to_string();
     eprintln!(
@@ -455,11 +455,7 @@ async fn two_engines_with_different_leases_and_one_frozen_past_its_own() {
     b.options.max_in_flight = None;
     let mut child_b = ChildRun::spawn(&b);
     child_b.finish(Duration::from_secs(60)).await;
-    assert!(
-        child_b.output().contains("CHILD-DONE"),
-        "{}",
-        child_b.output()
-    );
+    assert!(child_b.printed("CHILD-DONE"), "{}", child_b.output());
     let into_lease = frozen_at.elapsed().as_secs_f64() + oldest_claim;
     let still_a: i64 = sqlx::query_scalar(
         r#"SELECT count(*) FROM "PendingExports" WHERE "Id" = ANY($1) AND "Status" = 2"#,
@@ -538,7 +534,7 @@ async fn an_unkilled_child_exports_everything() {
     let mut child = ChildRun::spawn(&s.child_request());
     child.finish(Duration::from_secs(120)).await;
     assert!(
-        child.output().contains("CHILD-DONE Export complete"),
+        child.printed("CHILD-DONE Export complete"),
         "{}",
         child.output()
     );

@@ -23,10 +23,14 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
     let dir = scratch("dotnet");
     let exe = compile_dotnet(&dir, "ExportTests");
     let rt = Runtime::new().unwrap();
-    let (full, partial) = rt.block_on(async {
-        (
-            Env::new(Template::Small).await,
-            Env::new(Template::Small).await,
+    // Three systems: one exported in full, one cancelled twice (token, throwing handler), one whose
+    // engine is disposed under a throttled run. The last gets its own queue so the two earlier
+    // interruptions cannot leave it nothing to do.
+    let (full, partial, slow) = rt.block_on(async {
+        tokio::join!(
+            Env::new(Template::Small),
+            Env::new(Template::Small),
+            Env::new(Template::Small)
         )
     });
     let objects = full.seeded.counts.pending_exports;
@@ -41,9 +45,13 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
     let cancel_file = dir.join("cancel_request.json");
     std::fs::write(&cancel_file, cancel_request.to_string()).unwrap();
     // The same system throttled to 5 operations/s: still running when the engine is disposed under it.
-    cancel_request["options"]["ops_per_second"] = 5.into();
+    // The third system, as small-stepped and throttled to 5 operations/s: still running when the
+    // engine is disposed under it (its 131 exports take half a minute at that rate).
+    let mut slow_request = serde_json::to_value(slow.request()).unwrap();
+    slow_request["options"] = cancel_request["options"].clone();
+    slow_request["options"]["ops_per_second"] = 5.into();
     let slow_file = dir.join("slow_request.json");
-    std::fs::write(&slow_file, cancel_request.to_string()).unwrap();
+    std::fs::write(&slow_file, slow_request.to_string()).unwrap();
     let unknown_request = serde_json::json!({
         "database": { "connection": full.db.url },
         "connected_system_id": 999_999,
@@ -56,9 +64,10 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
     let unknown_file = dir.join("unknown_request.json");
     std::fs::write(&unknown_file, unknown_request.to_string()).unwrap();
 
-    // Ten rows of the interrupted system stay locked while the program runs: however late its
-    // interruptions land, the runs cannot drain the queue (they claim with SKIP LOCKED).
+    // Ten rows of each interrupted system stay locked while the program runs: however late its
+    // interruptions land, the runs cannot drain a queue (they claim with SKIP LOCKED).
     let (hold, held) = rt.block_on(partial.hold_rows(10));
+    let (slow_hold, slow_held) = rt.block_on(slow.hold_rows(10));
     let mut mono = Command::new("mono");
     mono.arg("--debug")
         .arg(&exe)
@@ -81,6 +90,8 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
         .env("JIM_DOTNET_TEST_UNKNOWN_REQUEST", &unknown_file);
     let outcome = run(mono, Duration::from_secs(600), &dir, "mono-ExportTests");
     rt.block_on(hold.rollback()).expect("release the held rows");
+    rt.block_on(slow_hold.rollback())
+        .expect("release the held rows");
     eprintln!("{}", outcome.stdout);
     outcome.assert_success(
         "the Mono test program (a hang at exit would have been killed at the deadline)",
@@ -114,17 +125,34 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
     // The interrupted runs (token cancelled, handler threw, engine disposed): nothing stranded, each
     // export either Exported by one of them or back to Pending, and the directory holds exactly the
     // objects they wrote.
-    let interrupted: Vec<serde_json::Value> = ["CANCEL", "CALLBACK_FAILURE", "DISPOSED"]
-        .iter()
-        .filter_map(|l| outcome.line(l).map(|_| json(outcome.line(l), l)))
-        .collect();
-    assert!(interrupted.len() >= 2, "{}", outcome.stdout);
+    let results = |labels: &[&str]| -> Vec<serde_json::Value> {
+        labels
+            .iter()
+            .filter_map(|l| outcome.line(l).map(|_| json(outcome.line(l), l)))
+            .collect()
+    };
+    let cancelled = results(&["CANCEL", "CALLBACK_FAILURE"]);
+    assert_eq!(cancelled.len(), 2, "{}", outcome.stdout);
+    assert_interrupted(&rt, &partial, &cancelled, &held);
+    let disposed = results(&["DISPOSED"]);
+    assert_eq!(disposed.len(), 1, "{}", outcome.stdout);
+    assert_interrupted(&rt, &slow, &disposed, &slow_held);
+}
+
+/// What interrupted runs of one system leave: nothing `Executing`, each export `Exported` by one of
+/// them or back to `Pending`, the held rows never claimed, one entry per export written.
+fn assert_interrupted(
+    rt: &Runtime,
+    env: &Env,
+    interrupted: &[serde_json::Value],
+    held: &[uuid::Uuid],
+) {
     assert!(
         interrupted.iter().all(|r| r["cancelled"] == true),
         "{interrupted:?}"
     );
-    assert_eq!(rt.block_on(partial.executing()), 0, "no row left Executing");
-    let counts = rt.block_on(partial.pending_export_counts());
+    assert_eq!(rt.block_on(env.executing()), 0, "no row left Executing");
+    let counts = rt.block_on(env.pending_export_counts());
     let exported: i64 = counts
         .iter()
         .filter(|((s, _), _)| *s == PendingExportStatus::Exported.as_i32())
@@ -135,7 +163,11 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
         .filter(|((s, _), _)| *s == PendingExportStatus::Pending.as_i32())
         .map(|(_, n)| n)
         .sum();
-    assert_eq!((exported + pending) as u64, partial_objects, "{counts:?}");
+    assert_eq!(
+        (exported + pending) as u64,
+        env.seeded.counts.pending_exports,
+        "{counts:?}"
+    );
     let fully_written: u64 = interrupted
         .iter()
         .map(|r| {
@@ -149,8 +181,8 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
             r#"SELECT count(*) FROM "PendingExports" WHERE "Id" = ANY($1) AND "Status" = 0
                AND "ErrorCount" = 0 AND "LastAttemptedAt" IS NULL"#,
         )
-        .bind(&held)
-        .fetch_one(&partial.db.pool)
+        .bind(held)
+        .fetch_one(&env.db.pool)
         .await
         .unwrap()
     });
@@ -165,13 +197,13 @@ fn the_dotnet_binding_exports_cancels_reports_bad_input_and_exits_cleanly() {
                JOIN "PendingExportAttributeValueChanges" c ON c."PendingExportId" = p."Id"
                WHERE p."ConnectedSystemId" = $1 AND c."Status" = 1"#,
         )
-        .bind(partial.seeded.connected_system_id())
-        .fetch_one(&partial.db.pool)
+        .bind(env.seeded.connected_system_id())
+        .fetch_one(&env.db.pool)
         .await
         .unwrap()
     });
     assert_eq!(
-        rt.block_on(partial.directory()).len() as i64,
+        rt.block_on(env.directory()).len() as i64,
         written,
         "one entry per export written"
     );

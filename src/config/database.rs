@@ -859,7 +859,9 @@ mod tests {
         assert!(options.contains("statement_timeout=30000"), "{options}");
         assert!(options.contains("tcp_keepalives_idle=60"), "{options}");
         // Tcp Keepalive=false leaves the server's own settings.
-        let off = DatabaseConfig::new("Host=h;Tcp Keepalive=false").effective().unwrap();
+        let off = DatabaseConfig::new("Host=h;Tcp Keepalive=false")
+            .effective()
+            .unwrap();
         assert_eq!(off.keepalive, (0, 0));
     }
 
@@ -874,10 +876,16 @@ mod tests {
             ("Host=h;Encoding=LATIN1", "Encoding"),
             ("Host=h;Multiplexing=true", "Multiplexing"),
             ("Host=h1,h2", "several hosts"),
-            ("Host=h;Target Session Attributes=primary", "Target Session Attributes"),
+            (
+                "Host=h;Target Session Attributes=primary",
+                "Target Session Attributes",
+            ),
             ("Host=h;SSL Password=x", "SSL Password"),
             ("Host=h;SSL Key=/k", "SSL Certificate or SSL Key"),
-            ("Host=h;Check Certificate Revocation=true", "Check Certificate Revocation"),
+            (
+                "Host=h;Check Certificate Revocation=true",
+                "Check Certificate Revocation",
+            ),
             (
                 "Host=h;SSL Mode=VerifyFull;Trust Server Certificate=true",
                 "Trust Server Certificate",

@@ -23,7 +23,13 @@ pub(crate) async fn dry_run(
     store: Store,
     request: &ExportRequest,
     listener: Arc<dyn RunListener>,
+    database_unverified: bool,
 ) -> Result<RunResult> {
+    super::run::warn_about_transport(
+        &super::run::Logger::new(listener.clone()),
+        request,
+        database_unverified,
+    );
     let started_at = Utc::now();
     let t0 = Instant::now();
     let options = &request.options;

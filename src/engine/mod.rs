@@ -64,10 +64,10 @@ impl Engine {
         );
         async {
             let store = self.store(&request.database).await?;
+            let unverified = self.first_unverified_database(&request.database);
             if request.options.dry_run {
-                dry_run::dry_run(store, request, listener).await
+                dry_run::dry_run(store, request, listener, unverified).await
             } else {
-                let unverified = self.first_unverified_database(&request.database);
                 run::run(store, request, listener, cancel, unverified).await
             }
         }

@@ -228,11 +228,20 @@ impl ChildRun {
             .and_then(|j| serde_json::from_str(j).ok())
     }
 
-    /// The end of what the child printed.
+    /// True when the child printed `needle` (anywhere, not only in [`ChildRun::output`]'s tail).
+    pub fn printed(&self, needle: &str) -> bool {
+        self.output.lock().unwrap().contains(needle)
+    }
+
+    /// The end of what the child printed, and the line saying how it ended wherever it is.
     pub fn output(&self) -> String {
         let out = self.output.lock().unwrap();
         let start = out.char_indices().rev().nth(4000).map_or(0, |(i, _)| i);
-        out[start..].to_string()
+        let ended: Vec<&str> = out[..start]
+            .lines()
+            .filter(|l| l.contains("CHILD-DONE") || l.contains("CHILD-ERROR"))
+            .collect();
+        format!("{}{}", ended.join("\n"), &out[start..])
     }
 }
 

@@ -101,6 +101,19 @@ namespace JimExport
         [DataMember(Name = "connect_timeout_ms", Order = 4, EmitDefaultValue = false)]
         public long? ConnectTimeoutMs { get; set; }
 
+        /// <summary>The longest a statement may run, in milliseconds (default 30,000; Npgsql's Command Timeout).</summary>
+        [DataMember(Name = "statement_timeout_ms", Order = 5, EmitDefaultValue = false)]
+        public long? StatementTimeoutMs { get; set; }
+
+        /// <summary>How long statements that failed because the database went away are retried, in milliseconds
+        /// (default 120,000).</summary>
+        [DataMember(Name = "retry_window_ms", Order = 6, EmitDefaultValue = false)]
+        public long? RetryWindowMs { get; set; }
+
+        /// <summary>Server-side TCP keepalive idle time in seconds (default 60; 0 = the server's setting).</summary>
+        [DataMember(Name = "keepalive_seconds", Order = 7, EmitDefaultValue = false)]
+        public int? KeepaliveSeconds { get; set; }
+
         /// <summary>Never shows the password.</summary>
         public override string ToString()
         {
@@ -152,6 +165,12 @@ namespace JimExport
         /// <summary><c>active_directory</c>, <c>samba_ad</c>, <c>open_ldap</c>, <c>ds389</c> or <c>generic</c>; null = detected.</summary>
         [DataMember(Name = "dialect", Order = 6, EmitDefaultValue = false)]
         public string Dialect { get; set; }
+
+        /// <summary>Send a simple or NTLM bind's password over ldap:// without TLS, in clear (default false: such a
+        /// request is refused, as JIM's Require Secure Transport refuses it). For test directories on a trusted
+        /// host; every run that does it logs a warning.</summary>
+        [DataMember(Name = "allow_password_without_tls", Order = 7, EmitDefaultValue = false)]
+        public bool AllowPasswordWithoutTls { get; set; }
     }
 
     /// <summary>TLS to the directory.</summary>
@@ -343,6 +362,11 @@ namespace JimExport
         /// <summary>The floor of the adaptive limit (default 1).</summary>
         [DataMember(Name = "min_in_flight", Order = 14, EmitDefaultValue = false)]
         public int? MinInFlight { get; set; }
+
+        /// <summary>How far the directory's clock may be behind the database's, in seconds (default 300): a
+        /// re-attempted Create adopts an existing entry only if it was created after its first attempt.</summary>
+        [DataMember(Name = "clock_skew_seconds", Order = 15, EmitDefaultValue = false)]
+        public long? ClockSkewSeconds { get; set; }
     }
 
     /// <summary>Options of the native engine.</summary>
@@ -356,6 +380,12 @@ namespace JimExport
         /// <summary>How long disposing the engine waits for its threads to stop, in milliseconds (default 10,000).</summary>
         [DataMember(Name = "shutdown_timeout_ms", Order = 2, EmitDefaultValue = false)]
         public long? ShutdownTimeoutMs { get; set; }
+
+        /// <summary>How long disposing the engine waits for cancelled runs to persist what they did and return their
+        /// claims (and for the database to take back claims of runs it did not answer for), in milliseconds
+        /// (default 30,000).</summary>
+        [DataMember(Name = "close_timeout_ms", Order = 3, EmitDefaultValue = false)]
+        public long? CloseTimeoutMs { get; set; }
     }
 
     [DataContract]

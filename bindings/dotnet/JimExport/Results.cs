@@ -193,6 +193,8 @@ namespace JimExport
         [DataMember(Name = "retries")] public long Retries { get; private set; }
         [DataMember(Name = "reconnects")] public long Reconnects { get; private set; }
         [DataMember(Name = "recovered")] public long Recovered { get; private set; }
+        /// <summary>Exports dropped because another engine took their rows over after this run's lease ran out.</summary>
+        [DataMember(Name = "lease_lost")] public long LeaseLost { get; private set; }
         /// <summary>Median time of an export from the start of its execution to its result, in ms; null when none ran.</summary>
         [DataMember(Name = "export_latency_p50_ms")] public double? ExportLatencyP50Ms { get; private set; }
         /// <summary>99th percentile of the same, in ms.</summary>

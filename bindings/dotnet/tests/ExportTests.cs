@@ -144,6 +144,23 @@ internal static class ExportTests
             Check(!e.Message.Contains(Env("JIM_DOTNET_TEST_PASSWORD")), "… and no secret");
         }
 
+        var clear = new ExportRequest
+        {
+            Database = database,
+            ConnectedSystemId = 1,
+            Directory = new DirectoryConnection
+            {
+                Urls = new List<string> { Env("JIM_DOTNET_TEST_LDAP_URL") },
+                Bind = DirectoryBind.Simple(Env("JIM_DOTNET_TEST_BIND_DN"), Env("JIM_DOTNET_TEST_PASSWORD")),
+            },
+        };
+        e = Throws<ExportRequestException>(() => engine.RunAsync(clear), "a password over ldap:// without TLS is refused");
+        if (e != null)
+        {
+            Check(e.Message.Contains("directory.bind") && e.Message.Contains("allow_password_without_tls"), "… naming the field and the opt-in: " + e.Message);
+            Check(!e.Message.Contains(Env("JIM_DOTNET_TEST_PASSWORD")), "… and no secret");
+        }
+
         var bad = new ExportRequest
         {
             Database = database,
@@ -198,6 +215,8 @@ internal static class ExportTests
                 Urls = new List<string> { Env("JIM_DOTNET_TEST_LDAP_URL") },
                 Bind = DirectoryBind.Simple(Env("JIM_DOTNET_TEST_BIND_DN"), Env("JIM_DOTNET_TEST_PASSWORD")),
                 ConnectTimeoutMs = 10000,
+                // The test directory on this host speaks plain LDAP.
+                AllowPasswordWithoutTls = true,
             },
             Settings = new ExportSettings { DeleteBehaviour = "delete", ModifyBatchSize = 1000 },
             Options = new RunOptions { FlushSize = 50, ProgressIntervalMs = 100 },

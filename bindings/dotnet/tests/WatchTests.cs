@@ -83,6 +83,7 @@ internal static class WatchTests
                         {
                             Urls = new List<string> { Env("JIM_DOTNET_WATCH_LDAP_URL") },
                             Bind = DirectoryBind.Simple(Env("JIM_DOTNET_WATCH_BIND_DN"), Env("JIM_DOTNET_WATCH_PASSWORD")),
+                            AllowPasswordWithoutTls = true,
                         },
                     },
                 },

@@ -138,6 +138,7 @@ def test_unreachable_servers_raise_typed_errors(servers, engine, request_):
     # No directory there, then a wrong password: directory errors of the right kind.
     request_.directory.urls = [f"ldap://127.0.0.1:{free_port()}"]
     request_.directory.tls = jx.DirectoryTls(mode=jx.DirectoryTlsMode.NONE)
+    request_.directory.allow_password_without_tls = True
     request_.directory.connect_timeout_ms = 3000
     with pytest.raises(jx.ExportError.Directory) as caught:
         asyncio.run(engine.run_export(request_))
