@@ -805,6 +805,8 @@ async fn a_reattempted_create_does_not_take_over_an_account_holding_its_dn_on_sa
         return;
     };
     let user = env.seeded.users[0].clone();
+    let parent = user.dn.split_once(',').map(|(_, p)| p.to_string()).unwrap();
+    env.dc.ensure_ou(&parent).await.unwrap();
     let mut ldap = env.dc.admin_ldap().await.unwrap();
     let cn = user
         .dn
