@@ -1047,7 +1047,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jim_export_checksum_method_exportengine_run_export() and 0xFFFF) != 58666) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_shutdown() and 0xFFFF) != 59563) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_shutdown() and 0xFFFF) != 15871) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_method_exportengine_install_notify_trigger() and 0xFFFF) != 18381) {
@@ -1996,7 +1996,9 @@ public interface ExportEngineInterface {
     
     /**
      * Cancels every run, waits up to `grace_ms` for them to persist their outcomes and return their
-     * claims, then stops the runtime and joins its threads. Later calls fail with
+     * claims and for the database pools to close, then stops the runtime and joins its threads (a run
+     * still waiting on a database that stopped answering is ended; its rows are reclaimed after their
+     * lease). Later calls fail with
      * `ExportError.Shutdown`. Idempotent. Blocks the calling thread; when called from one of the
      * engine's own threads (inside a listener) it cannot wait, and the runtime stops in the
      * background.
@@ -2314,7 +2316,9 @@ open class ExportEngine: Disposable, AutoCloseable, ExportEngineInterface
     
     /**
      * Cancels every run, waits up to `grace_ms` for them to persist their outcomes and return their
-     * claims, then stops the runtime and joins its threads. Later calls fail with
+     * claims and for the database pools to close, then stops the runtime and joins its threads (a run
+     * still waiting on a database that stopped answering is ended; its rows are reclaimed after their
+     * lease). Later calls fail with
      * `ExportError.Shutdown`. Idempotent. Blocks the calling thread; when called from one of the
      * engine's own threads (inside a listener) it cannot wait, and the runtime stops in the
      * background.
@@ -3333,6 +3337,22 @@ data class DatabaseConfig (
      * Connect timeout in milliseconds (default 10,000).
      */
     var `connectTimeoutMs`: kotlin.ULong = 10000uL 
+    , 
+    /**
+     * The longest a statement may run, in milliseconds (default 30,000).
+     */
+    var `statementTimeoutMs`: kotlin.ULong = 30000uL 
+    , 
+    /**
+     * How long statements that failed because the database went away are retried, in milliseconds
+     * (default 120,000).
+     */
+    var `retryWindowMs`: kotlin.ULong = 120000uL 
+    , 
+    /**
+     * Server-side TCP keepalive idle time in seconds (default 60; 0: the server's setting).
+     */
+    var `keepaliveSeconds`: kotlin.UInt = 60u 
     
 ): Disposable{
     
@@ -3347,7 +3367,10 @@ data class DatabaseConfig (
         this.`connection`,
         this.`tls`,
         this.`maxConnections`,
-        this.`connectTimeoutMs`
+        this.`connectTimeoutMs`,
+        this.`statementTimeoutMs`,
+        this.`retryWindowMs`,
+        this.`keepaliveSeconds`
     )
     }
     
@@ -3364,6 +3387,9 @@ public object FfiConverterTypeDatabaseConfig: FfiConverterRustBuffer<DatabaseCon
             FfiConverterTypeDatabaseTls.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterUInt.read(buf),
         )
     }
 
@@ -3371,7 +3397,10 @@ public object FfiConverterTypeDatabaseConfig: FfiConverterRustBuffer<DatabaseCon
             FfiConverterTypeSecret.allocationSize(value.`connection`) +
             FfiConverterTypeDatabaseTls.allocationSize(value.`tls`) +
             FfiConverterUInt.allocationSize(value.`maxConnections`) +
-            FfiConverterULong.allocationSize(value.`connectTimeoutMs`)
+            FfiConverterULong.allocationSize(value.`connectTimeoutMs`) +
+            FfiConverterULong.allocationSize(value.`statementTimeoutMs`) +
+            FfiConverterULong.allocationSize(value.`retryWindowMs`) +
+            FfiConverterUInt.allocationSize(value.`keepaliveSeconds`)
     )
 
     override fun write(value: DatabaseConfig, buf: ByteBuffer) {
@@ -3379,6 +3408,9 @@ public object FfiConverterTypeDatabaseConfig: FfiConverterRustBuffer<DatabaseCon
             FfiConverterTypeDatabaseTls.write(value.`tls`, buf)
             FfiConverterUInt.write(value.`maxConnections`, buf)
             FfiConverterULong.write(value.`connectTimeoutMs`, buf)
+            FfiConverterULong.write(value.`statementTimeoutMs`, buf)
+            FfiConverterULong.write(value.`retryWindowMs`, buf)
+            FfiConverterUInt.write(value.`keepaliveSeconds`, buf)
     }
 }
 
@@ -3473,6 +3505,12 @@ data class DirectoryConfig (
      * The directory's dialect; detected from the rootDSE when absent.
      */
     var `dialect`: Dialect? = null 
+    , 
+    /**
+     * Send a simple or NTLM bind's password over `ldap://` without TLS, in clear (default false:
+     * refused). For test directories on a trusted host; every such run logs a warning.
+     */
+    var `allowPasswordWithoutTls`: kotlin.Boolean = false 
     
 ): Disposable{
     
@@ -3489,7 +3527,8 @@ data class DirectoryConfig (
         this.`tls`,
         this.`connectTimeoutMs`,
         this.`operationTimeoutMs`,
-        this.`dialect`
+        this.`dialect`,
+        this.`allowPasswordWithoutTls`
     )
     }
     
@@ -3508,6 +3547,7 @@ public object FfiConverterTypeDirectoryConfig: FfiConverterRustBuffer<DirectoryC
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterOptionalTypeDialect.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3517,7 +3557,8 @@ public object FfiConverterTypeDirectoryConfig: FfiConverterRustBuffer<DirectoryC
             FfiConverterTypeDirectoryTls.allocationSize(value.`tls`) +
             FfiConverterULong.allocationSize(value.`connectTimeoutMs`) +
             FfiConverterULong.allocationSize(value.`operationTimeoutMs`) +
-            FfiConverterOptionalTypeDialect.allocationSize(value.`dialect`)
+            FfiConverterOptionalTypeDialect.allocationSize(value.`dialect`) +
+            FfiConverterBoolean.allocationSize(value.`allowPasswordWithoutTls`)
     )
 
     override fun write(value: DirectoryConfig, buf: ByteBuffer) {
@@ -3527,6 +3568,7 @@ public object FfiConverterTypeDirectoryConfig: FfiConverterRustBuffer<DirectoryC
             FfiConverterULong.write(value.`connectTimeoutMs`, buf)
             FfiConverterULong.write(value.`operationTimeoutMs`, buf)
             FfiConverterOptionalTypeDialect.write(value.`dialect`, buf)
+            FfiConverterBoolean.write(value.`allowPasswordWithoutTls`, buf)
     }
 }
 
@@ -4407,9 +4449,14 @@ data class RunMetrics (
     var `reconnects`: kotlin.ULong
     , 
     /**
-     * Exports claimed again after a crashed run's lease expired.
+     * Exports re-attempted after an earlier attempt may have reached the directory.
      */
     var `recovered`: kotlin.ULong
+    , 
+    /**
+     * Exports dropped because another engine took their row over after the run's lease ran out.
+     */
+    var `leaseLost`: kotlin.ULong
     , 
     /**
      * Median time of an export from the start of its execution to its result, in ms.
@@ -4452,6 +4499,7 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterOptionalDouble.read(buf),
             FfiConverterOptionalDouble.read(buf),
         )
@@ -4474,6 +4522,7 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterULong.allocationSize(value.`retries`) +
             FfiConverterULong.allocationSize(value.`reconnects`) +
             FfiConverterULong.allocationSize(value.`recovered`) +
+            FfiConverterULong.allocationSize(value.`leaseLost`) +
             FfiConverterOptionalDouble.allocationSize(value.`exportLatencyP50Ms`) +
             FfiConverterOptionalDouble.allocationSize(value.`exportLatencyP99Ms`)
     )
@@ -4495,6 +4544,7 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
             FfiConverterULong.write(value.`retries`, buf)
             FfiConverterULong.write(value.`reconnects`, buf)
             FfiConverterULong.write(value.`recovered`, buf)
+            FfiConverterULong.write(value.`leaseLost`, buf)
             FfiConverterOptionalDouble.write(value.`exportLatencyP50Ms`, buf)
             FfiConverterOptionalDouble.write(value.`exportLatencyP99Ms`, buf)
     }
@@ -4577,6 +4627,12 @@ data class RunOptions (
      * Least interval between progress events, in milliseconds (default 500).
      */
     var `progressIntervalMs`: kotlin.ULong = 500uL 
+    , 
+    /**
+     * How far the directory's clock may be behind the database's, in seconds (default 300): a
+     * re-attempted Create adopts an existing entry only if it was created after its first attempt.
+     */
+    var `clockSkewSeconds`: kotlin.ULong = 300uL 
     
 ){
     
@@ -4607,6 +4663,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -4624,7 +4681,8 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterUInt.allocationSize(value.`maxOperationRetries`) +
             FfiConverterBoolean.allocationSize(value.`dryRun`) +
             FfiConverterBoolean.allocationSize(value.`skipSchemaCheck`) +
-            FfiConverterULong.allocationSize(value.`progressIntervalMs`)
+            FfiConverterULong.allocationSize(value.`progressIntervalMs`) +
+            FfiConverterULong.allocationSize(value.`clockSkewSeconds`)
     )
 
     override fun write(value: RunOptions, buf: ByteBuffer) {
@@ -4642,6 +4700,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.write(value.`dryRun`, buf)
             FfiConverterBoolean.write(value.`skipSchemaCheck`, buf)
             FfiConverterULong.write(value.`progressIntervalMs`, buf)
+            FfiConverterULong.write(value.`clockSkewSeconds`, buf)
     }
 }
 
