@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-pub use listener::{LogLevel, LogRecord, NoListener, RunListener};
+pub use listener::{ListenerGate, LogLevel, LogRecord, NoListener, RunListener};
 pub use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, ExportRequest, WatchRequest};
@@ -62,6 +62,11 @@ impl Engine {
             "export_run",
             connected_system_id = request.connected_system_id
         );
+        // Nothing the run leaves behind (a task still winding down) calls the host once it returned
+        // or its caller dropped it.
+        let gate = ListenerGate::new(listener);
+        let _closing = gate.close_on_drop();
+        let listener: Arc<dyn RunListener> = gate;
         async {
             let store = self.store(&request.database).await?;
             let unverified = self.first_unverified_database(&request.database);
@@ -135,6 +140,9 @@ impl Engine {
         request.validate()?;
         let first = &request.requests[0];
         let span = tracing::info_span!("export_watch", systems = request.requests.len());
+        let gate = ListenerGate::new(listener);
+        let _closing = gate.close_on_drop();
+        let listener: Arc<dyn RunListener> = gate;
         async {
             let store = self.store(&first.database).await?;
             let unverified = self.first_unverified_database(&first.database);

@@ -1,11 +1,11 @@
 //! The host's callbacks for one run, adapted to the engine's [`RunListener`].
 
 use std::ffi::{CString, c_char, c_void};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::engine::{LogLevel, LogRecord, RunListener};
+use crate::engine::{ListenerGate, LogLevel, LogRecord, RunListener};
 use crate::report::{BatchReport, ProgressEvent};
 
 /// Severity of a log record passed to `jim_callbacks.on_log`. The numbers match .NET's
@@ -106,41 +106,28 @@ pub struct jim_callbacks {
     pub on_log: jim_log_callback,
 }
 
-/// The host's callbacks as the engine's listener. Once the run call returns, the gate is closed and no
-/// callback runs again, even if some engine task were still alive.
+/// The host's callbacks as the engine's listener. The run and watch calls put it behind a
+/// [`ListenerGate`](crate::engine::ListenerGate) that they close before returning, so no callback
+/// runs once they returned, even if some engine task were still alive.
 pub(crate) struct HostListener {
     callbacks: jim_callbacks,
-    /// `true` while callbacks may run. Callbacks hold the read side; closing takes the write side, so it
-    /// waits for callbacks in progress.
-    open: RwLock<bool>,
 }
 
 // SAFETY: the host guarantees (documented on `jim_callbacks`) that the callbacks may be called from any
-// thread, concurrently, with `user_data`, until `jim_engine_run` returns; the gate ensures none is called
-// after that. The library never dereferences `user_data`.
+// thread, concurrently, with `user_data`, until `jim_engine_run` returns; the gate the calls close
+// ensures none is called after that. The library never dereferences `user_data`.
 unsafe impl Send for HostListener {}
-// SAFETY: as above; the struct is never mutated after construction except through the RwLock.
+// SAFETY: as above; the struct is never mutated after construction.
 unsafe impl Sync for HostListener {}
 
 impl HostListener {
-    pub(crate) fn new(callbacks: jim_callbacks) -> Arc<Self> {
-        Arc::new(Self {
-            callbacks,
-            open: RwLock::new(true),
-        })
+    /// The host's callbacks behind a gate the caller closes before it returns to the host.
+    pub(crate) fn gated(callbacks: jim_callbacks) -> Arc<ListenerGate> {
+        ListenerGate::new(Arc::new(Self { callbacks }))
     }
 
-    /// Stops all further callbacks, waiting for those in progress.
-    pub(crate) fn close(&self) {
-        *self.open.write().unwrap_or_else(PoisonError::into_inner) = false;
-    }
-
-    /// Serialises `payload` and hands it to `call` while the gate is open.
+    /// Serialises `payload` and hands it to `call`.
     fn deliver(&self, payload: &impl Serialize, call: impl FnOnce(*const c_char, usize)) {
-        let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
-        if !*open {
-            return;
-        }
         // Serialising our own report types cannot fail, and JSON never holds a raw NUL; a document that
         // somehow cannot be built is dropped rather than sent half-made.
         let Ok(json) = serde_json::to_string(payload) else {
@@ -151,7 +138,6 @@ impl HostListener {
             return;
         };
         call(c.as_ptr(), len);
-        drop(open);
     }
 }
 
@@ -240,7 +226,7 @@ mod tests {
     #[test]
     fn events_reach_the_host_as_json_until_closed() {
         let seen = Mutex::new(Seen::default());
-        let listener = HostListener::new(jim_callbacks {
+        let listener = HostListener::gated(jim_callbacks {
             user_data: &seen as *const Mutex<Seen> as *mut c_void,
             on_progress: Some(on_progress),
             on_batch: None,

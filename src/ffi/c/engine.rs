@@ -514,7 +514,7 @@ fn run(
     callbacks: Option<jim_callbacks>,
     cancel: Option<CancellationToken>,
 ) -> FfiResult<RunResult> {
-    let host = callbacks.map(HostListener::new);
+    let host = callbacks.map(HostListener::gated);
     let listener: Arc<dyn RunListener> = match &host {
         Some(host) => host.clone(),
         None => Arc::new(NoListener),

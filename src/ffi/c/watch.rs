@@ -96,7 +96,7 @@ fn watch(
     callbacks: Option<jim_callbacks>,
     cancel: CancellationToken,
 ) -> FfiResult<WatchResult> {
-    let host = callbacks.map(HostListener::new);
+    let host = callbacks.map(HostListener::gated);
     let listener: Arc<dyn RunListener> = match &host {
         Some(host) => host.clone(),
         None => Arc::new(NoListener),

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::listener::ForeignListener;
 use super::{CancelToken, DatabaseConfig, ExportEngine, ExportError, ExportRequest, RunListener};
 use crate::config;
-use crate::engine::{self, CancellationToken, NoListener};
+use crate::engine::{self, CancellationToken};
 use crate::report;
 
 /// How a watch learns that pending exports were staged.
@@ -233,14 +232,12 @@ impl ExportEngine {
         listener: Option<Arc<dyn RunListener>>,
     ) -> Result<WatchResult, ExportError> {
         let request = config::WatchRequest::from(request);
-        let listener: Arc<dyn engine::RunListener> = match listener {
-            Some(l) => Arc::new(ForeignListener::new(l)),
-            None => Arc::new(NoListener),
-        };
+        let gate = super::host_listener(listener);
+        let listener: Arc<dyn engine::RunListener> = gate.clone();
         let token: CancellationToken = cancel.token.child_token();
         let engine = self.engine.clone();
         let run_token = token.clone();
-        self.spawn(token, async move {
+        self.spawn(token, Some(gate), async move {
             engine
                 .watch(&request, listener, run_token)
                 .await
@@ -257,7 +254,7 @@ impl ExportEngine {
     ) -> Result<(), ExportError> {
         let database = config::DatabaseConfig::from(database);
         let engine = self.engine.clone();
-        self.spawn(CancellationToken::new(), async move {
+        self.spawn(CancellationToken::new(), None, async move {
             engine
                 .install_notify_trigger(&database)
                 .await
@@ -270,7 +267,7 @@ impl ExportEngine {
     pub async fn remove_notify_trigger(&self, database: DatabaseConfig) -> Result<(), ExportError> {
         let database = config::DatabaseConfig::from(database);
         let engine = self.engine.clone();
-        self.spawn(CancellationToken::new(), async move {
+        self.spawn(CancellationToken::new(), None, async move {
             engine
                 .remove_notify_trigger(&database)
                 .await
@@ -286,7 +283,7 @@ impl ExportEngine {
     ) -> Result<bool, ExportError> {
         let database = config::DatabaseConfig::from(database);
         let engine = self.engine.clone();
-        self.spawn(CancellationToken::new(), async move {
+        self.spawn(CancellationToken::new(), None, async move {
             engine
                 .notify_trigger_installed(&database)
                 .await

@@ -32,7 +32,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::watch;
 
 use crate::config;
-use crate::engine::{self, CancellationToken, Engine, NoListener};
+use crate::engine::{self, CancellationToken, Engine, ListenerGate, NoListener};
 
 pub use continuous::{
     WakeUpMode, WakeUps, WatchMode, WatchOptions, WatchRequest, WatchResult, WatchSystemResult,
@@ -122,21 +122,39 @@ impl Drop for Registration {
     }
 }
 
-/// Cancels a run when the host stops waiting for it (its future is dropped before it completed).
-struct CancelOnDrop(Option<CancellationToken>);
+/// Cancels a run when the host stops waiting for it (its future is dropped before it completed),
+/// and closes its listener: the run winds down without calling into a host that stopped listening
+/// (and may be exiting: a Python interpreter that is finalizing aborts the process when an engine
+/// thread calls into it).
+struct CancelOnDrop {
+    token: Option<CancellationToken>,
+    listener: Option<Arc<ListenerGate>>,
+}
 
 impl CancelOnDrop {
     fn disarm(&mut self) {
-        self.0 = None;
+        self.token = None;
+        self.listener = None;
     }
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
+        if let Some(token) = self.token.take() {
             token.cancel();
         }
+        if let Some(listener) = self.listener.take() {
+            listener.close();
+        }
     }
+}
+
+/// The host's listener as the engine calls it, behind a gate the host's side can close.
+fn host_listener(listener: Option<Arc<dyn RunListener>>) -> Arc<ListenerGate> {
+    ListenerGate::new(match listener {
+        Some(l) => Arc::new(ForeignListener::new(l)),
+        None => Arc::new(NoListener),
+    })
 }
 
 /// The export engine for UniFFI hosts. It owns a multi-thread tokio runtime on which runs and
@@ -191,14 +209,12 @@ impl ExportEngine {
         cancel: Option<Arc<CancelToken>>,
     ) -> Result<RunResult, ExportError> {
         let request = config::ExportRequest::from(request);
-        let listener: Arc<dyn engine::RunListener> = match listener {
-            Some(l) => Arc::new(ForeignListener::new(l)),
-            None => Arc::new(NoListener),
-        };
+        let gate = host_listener(listener);
+        let listener: Arc<dyn engine::RunListener> = gate.clone();
         let token = cancel.map_or_else(CancellationToken::new, |c| c.token.child_token());
         let engine = self.engine.clone();
         let run_token = token.clone();
-        self.spawn(token, async move {
+        self.spawn(token, Some(gate), async move {
             engine
                 .run_export(&request, listener, run_token)
                 .await
@@ -219,7 +235,7 @@ impl ExportEngine {
     ) -> Result<QueueSummary, ExportError> {
         let database = config::DatabaseConfig::from(database);
         let engine = self.engine.clone();
-        self.spawn(CancellationToken::new(), async move {
+        self.spawn(CancellationToken::new(), None, async move {
             engine
                 .queue_summary(
                     &database,
@@ -244,7 +260,7 @@ impl ExportEngine {
     ) -> Result<u64, ExportError> {
         let database = config::DatabaseConfig::from(database);
         let engine = self.engine.clone();
-        self.spawn(CancellationToken::new(), async move {
+        self.spawn(CancellationToken::new(), None, async move {
             engine
                 .release_stranded(
                     &database,
@@ -266,7 +282,7 @@ impl ExportEngine {
     ) -> Result<u64, ExportError> {
         let database = config::DatabaseConfig::from(database);
         let engine = self.engine.clone();
-        self.spawn(CancellationToken::new(), async move {
+        self.spawn(CancellationToken::new(), None, async move {
             engine
                 .reset_failed(&database, connected_system_id)
                 .await
@@ -313,9 +329,14 @@ impl ExportEngine {
     }
 
     /// Spawns `work` onto the engine's runtime as a tracked task cancelled by `token`, and waits for
-    /// it. If the caller stops waiting (the host cancelled its task), `token` is cancelled and the
-    /// task winds down on its own.
-    async fn spawn<T, F>(&self, token: CancellationToken, work: F) -> Result<T, ExportError>
+    /// it. If the caller stops waiting (the host cancelled its task), `token` is cancelled, `listener`
+    /// is closed and the task winds down on its own.
+    async fn spawn<T, F>(
+        &self,
+        token: CancellationToken,
+        listener: Option<Arc<ListenerGate>>,
+        work: F,
+    ) -> Result<T, ExportError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, ExportError>> + Send + 'static,
@@ -328,7 +349,10 @@ impl ExportEngine {
             runs: self.runs.clone(),
             id,
         };
-        let mut cancel_on_drop = CancelOnDrop(Some(token));
+        let mut cancel_on_drop = CancelOnDrop {
+            token: Some(token),
+            listener,
+        };
         let task = handle.spawn(async move {
             let _registration = registration;
             work.await
@@ -566,7 +590,7 @@ mod tests {
             .unwrap();
         let token = CancellationToken::new();
         let seen = token.clone();
-        let call = engine.spawn(token, async move {
+        let call = engine.spawn(token, None, async move {
             seen.cancelled().await;
             Ok::<_, ExportError>(())
         });
