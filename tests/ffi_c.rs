@@ -592,3 +592,63 @@ fn an_unreachable_directory_is_a_directory_error_and_strands_nothing() {
     assert_eq!(executing, 0);
     assert_eq!(jim_engine_free(engine), jim_status::Ok);
 }
+
+/// Secure by default through the C ABI: a simple bind's password over `ldap://` without TLS is
+/// refused (naming the field and the opt-in, without the secret) unless the request allows it, and
+/// then every run logs a warning through `on_log`; the database connection whose TLS is not verified
+/// (the test cluster's URL has no sslmode: libpq's `prefer`) is warned about once per engine. The
+/// runs are dry runs: they write nothing.
+#[test]
+fn a_password_without_tls_is_refused_unless_allowed_and_then_every_run_warns() {
+    let rt = Runtime::new().unwrap();
+    let env = rt.block_on(Env::new(Template::Nano));
+    let engine = new_engine();
+    let mut clear = request(&env);
+    clear["directory"]
+        .as_object_mut()
+        .unwrap()
+        .remove("allow_password_without_tls");
+    clear["options"]["dry_run"] = true.into();
+    let (status, message) = run(engine, &clear, None, null()).unwrap_err();
+    assert_eq!(status, jim_status::InvalidRequest, "{message}");
+    assert!(
+        message.contains("directory.bind") && message.contains("allow_password_without_tls"),
+        "{message}"
+    );
+    assert!(!message.contains(env.slapd.admin_password()), "{message}");
+
+    clear["directory"]["allow_password_without_tls"] = true.into();
+    let warnings = |recorder: &Recorder, text: &str| -> usize {
+        recorder
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(level, record)| {
+                *level == jim_log_level::Warn as u32
+                    && record["message"].as_str().unwrap_or("").contains(text)
+            })
+            .count()
+    };
+    let runs: Vec<Recorder> = (0..2)
+        .map(|_| {
+            let recorder = Recorder::default();
+            run(engine, &clear, Some(&recorder.callbacks()), null()).expect("an allowed dry run");
+            recorder
+        })
+        .collect();
+    for recorder in &runs {
+        assert_eq!(warnings(recorder, "sent in clear"), 1, "every run warns");
+    }
+    let unverified = "does not verify the server's certificate";
+    assert_eq!(warnings(&runs[0], unverified), 1, "the first run warns");
+    assert_eq!(warnings(&runs[1], unverified), 0, "once per engine");
+    assert_eq!(jim_engine_free(engine), jim_status::Ok);
+
+    // A new engine warns about the database once again.
+    let engine = new_engine();
+    let recorder = Recorder::default();
+    run(engine, &clear, Some(&recorder.callbacks()), null()).expect("an allowed dry run");
+    assert_eq!(warnings(&recorder, unverified), 1);
+    assert_eq!(jim_engine_free(engine), jim_status::Ok);
+}
