@@ -423,6 +423,64 @@ async fn reattempt_adopts_the_entry_its_earlier_attempt_created() -> TestResult 
     Ok(())
 }
 
+/// A re-attempted group Create whose earlier attempt's Add carried other members (the change rows came
+/// in another order, so its first chunk held others): the entry is adopted and every member this
+/// attempt sends ends up in it, those of its own Add included (found by the chaos test: nine members
+/// of an adopted group were counted as written and never sent).
+#[tokio::test]
+async fn an_adopted_group_gets_the_members_its_earlier_attempt_did_not_carry() -> TestResult {
+    let fx = Fixture::new("adopt-members").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let gt = group_type();
+    let settings = ExportSettings {
+        modify_batch_size: 10,
+        ..defaults()
+    };
+    let dn = fx.dn("cn=chunked");
+    let first_attempt = Utc::now();
+    let group = |order: &[usize]| {
+        let mut e =
+            Export::create()
+                .text(group::DN, C::Add, &dn)
+                .text(group::CN, C::Add, "chunked");
+        for i in order {
+            e = e.text(group::MEMBER, C::Add, &member(*i));
+        }
+        e
+    };
+    // The earlier attempt: members 0..30 in this order; its Add (0..10) went through, then it died.
+    let earlier = group(&(0..30).collect::<Vec<_>>());
+    let mut plan = job(&settings, &earlier, &gt, None);
+    if let Ok(p) = plan.plan.as_mut() {
+        p.steps.truncate(1);
+    }
+    run_ok(&directory, plan).await;
+    assert_eq!(
+        fx.values(&dn, "member").await?.unwrap_or_default().len(),
+        10
+    );
+
+    // The re-attempt reads the same rows in another order: its Add carries 9..19, its overflow the
+    // rest. The entry is its own (one member in common): adopted, and complete afterwards.
+    let order: Vec<usize> = (9..30).chain(0..9).collect();
+    let mut again = group(&order);
+    again.0.id = earlier.0.id;
+    let r = run_ok(
+        &directory,
+        job(&settings, &again, &gt, None)
+            .reattempt(true)
+            .recovery(recovery(first_attempt, None)),
+    )
+    .await;
+    assert!(r.adopted && r.entry_created);
+    assert_eq!(
+        fx.values(&dn, "member").await?.unwrap_or_default(),
+        set((0..30).map(member)),
+        "every member the export sends"
+    );
+    Ok(())
+}
+
 /// A re-attempt meets an unrelated entry at its DN (placed there after the first attempt, with
 /// other values): it fails as a first attempt does, naming the DN and why, and leaves the entry as
 /// it is: no Create turned into an Update, no anchor taken.

@@ -21,6 +21,10 @@
 //! 4. **Not someone else's anchor.** Its anchor is held by no other CSO of the connected system
 //!    (checked against JIM's database by the caller, after this module's verdict).
 //!
+//! An adopted entry is not overwritten, but the values of several that this attempt's Add carries and
+//! the entry lacks are added afterwards ([`missing_values`]): the entry is the export's own, and its
+//! earlier Add may have carried other values than this one.
+//!
 //! An Add is atomic, so an entry the export created holds the Add's values; the checks refuse the
 //! export's own entry only when somebody changed it in between, or when JIM restaged one of its single
 //! values before the re-attempt (the error then names the attribute). When they refuse, the export
@@ -228,6 +232,40 @@ pub fn judge(entry: &RawEntry, expected: &Expectations<'_>) -> Result<(), String
     Ok(())
 }
 
+/// The values of the Add that an adopted entry lacks, as Modify adds. An earlier attempt's Add may
+/// have carried other values of a multi-valued attribute than this attempt's (see check 3), so
+/// adopting the entry does not make this Add's values present: the caller sends these. Attributes
+/// the directory hides or rewrites, `objectClass` and `userAccountControl` are left alone (the
+/// judgement checked them); a single value the judgement required equal is never missing.
+pub fn missing_values(entry: &RawEntry, add: &[Attribute], dialect: Dialect) -> Vec<Modification> {
+    let mut missing = Vec::new();
+    for attribute in add {
+        let name = attribute.name.as_str();
+        if not_compared(dialect, name)
+            || name.eq_ignore_ascii_case("objectClass")
+            || name.eq_ignore_ascii_case("userAccountControl")
+        {
+            continue;
+        }
+        let present = entry.values(name);
+        let values: Vec<Vec<u8>> = attribute
+            .values
+            .iter()
+            .filter(|v| !present.iter().any(|p| same_value(p, v)))
+            .cloned()
+            .collect();
+        if !values.is_empty() {
+            missing.push(Modification {
+                kind: ModKind::Add,
+                attribute: attribute.name.clone(),
+                values,
+                placeholder: false,
+            });
+        }
+    }
+    missing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +421,43 @@ mod tests {
             ),
         ]);
         assert_eq!(judge(&e, &x), Ok(()));
+    }
+
+    #[test]
+    fn an_adopted_entry_lacks_the_values_its_earlier_add_did_not_carry() {
+        let add = vec![
+            Attribute::text("objectClass", &["groupOfNames"]),
+            Attribute::text("cn", &["g"]),
+            Attribute::text(
+                "member",
+                &[
+                    "uid=a,ou=People,dc=x",
+                    "uid=b,ou=People,dc=x",
+                    "uid=c,ou=People,dc=x",
+                ],
+            ),
+            Attribute::text("userPassword", &["secret"]),
+        ];
+        let e = entry(&[
+            ("objectClass", &["groupOfNames", "top"]),
+            ("cn", &["g"]),
+            ("member", &["UID=A,OU=People,DC=x", "uid=z,ou=People,dc=x"]),
+        ]);
+        let missing = missing_values(&e, &add, Dialect::OpenLdap);
+        assert_eq!(
+            missing,
+            vec![Modification {
+                kind: ModKind::Add,
+                attribute: "member".into(),
+                values: vec![
+                    b"uid=b,ou=People,dc=x".to_vec(),
+                    b"uid=c,ou=People,dc=x".to_vec()
+                ],
+                placeholder: false,
+            }],
+            "the members not there (DN case aside); objectClass, single values and passwords alone"
+        );
+        assert!(missing_values(&e, &add[..2], Dialect::OpenLdap).is_empty());
     }
 
     #[test]

@@ -432,8 +432,9 @@ impl Inner {
     /// An entry is where a re-attempted Create goes: adopt it only when the evidence says it is this
     /// export's earlier write ([`evidence`]: created after the first attempt, by this identity, holding
     /// the Add's values, its anchor held by no other CSO). Otherwise fail as a first attempt does,
-    /// leaving the entry as it is. An adopted entry is not written: it holds the Add's values already.
-    /// `refusal` is the directory's answer to the Add.
+    /// leaving the entry as it is. An adopted entry is not overwritten; the Add's values it lacks (of
+    /// several: an earlier attempt's Add may have carried others) are added. `refusal` is the
+    /// directory's answer to the Add.
     async fn adopt(
         &self,
         dn: &str,
@@ -539,6 +540,17 @@ impl Inner {
             dn,
             "adopted the entry this export's earlier attempt created"
         );
+        // The earlier attempt's Add may have carried other values of a multi-valued attribute
+        // (members in another order, fewer resolved): add what this Add has and the entry lacks.
+        let missing = evidence::missing_values(&entry, attributes, dialect);
+        if !missing.is_empty() {
+            if let Err(fenced) = self.gate(run).await {
+                return fenced;
+            }
+            return self
+                .modify(dn, &missing, ModifyPurpose::Overflow, run)
+                .await;
+        }
         StepOutcome::Done
     }
 
