@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--template MediumLarge] [--rtt 0,2,10]
-//!     [--modes durable,nosync] [--strategies limit,ldapmodify,jim-today,engine]
-//!     [--follow-ups 200] [--out bench-results] [--scale] [--scale-seconds 60]
+//!     [--modes durable,nosync] [--strategies limit,floor,combined,ldapmodify,jim-today,engine]
+//!     [--follow-ups 200] [--out bench-results] [--scale] [--scale-seconds 60] [--profile]
 //!     [--directories slapd,samba-ad | --samba] [--samba-template Medium] [--samba-follow-ups 50]
 //! ```
 //!
@@ -16,11 +16,20 @@
 //! - **limit**: the seeded exports read with the store's read-only peek and planned in memory before
 //!   the clock starts, then the same LDAP operations through `Directory` at saturation (4 connections
 //!   × 32 in flight), plain exports first, then the reference-bearing ones; no database work.
+//! - **floor** (`bench/floor.rs`): exactly the row changes JIM's semantics require for the same exports,
+//!   by the cheapest SQL known, no LDAP: PostgreSQL's floor for JIM's schema.
+//! - **combined**: the limit's LDAP operations at saturation with the floor's writes beside them on the
+//!   same machine: the ceiling for the engine here.
 //! - **ldapmodify**: the same plans written as LDIF and applied sequentially by `ldapmodify -c -f`.
 //! - **jim-today**: the emulation `DESIGN.md` defines (batches of 100 with a barrier, one connection,
 //!   16 in flight, Add + base search per Create, JIM's per-batch statements one by one; then the
 //!   reference-bearing exports two batches at a time on their own connections).
 //! - **engine**: `Engine::run_export` with its defaults.
+//!
+//! Per child, PostgreSQL's WAL and row writes per table (inserts, updates and how many were HOT,
+//! deletes) are measured too (`bench/dbstats.rs`). `--profile` runs the floor and the engine with
+//! every statement's plan logged and writes where PostgreSQL's time, buffers and WAL go
+//! (`bench/profile.rs`, `<out>/profile.md`) instead of the throughput tables.
 //!
 //! SQL statements come from `pg_stat_statements` (`track = all`), reset before each child: top-level
 //! statements without transaction control, with the nested ones (foreign-key triggers) beside them.
@@ -34,6 +43,12 @@
 
 #[path = "bench/chart.rs"]
 mod chart;
+#[path = "bench/dbstats.rs"]
+mod dbstats;
+#[path = "bench/floor.rs"]
+mod floor;
+#[path = "bench/profile.rs"]
+mod profile;
 #[path = "bench/samba.rs"]
 mod samba;
 
@@ -63,7 +78,14 @@ use tokio::task::JoinSet;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-const STRATEGIES: [&str; 4] = ["limit", "ldapmodify", "jim-today", "engine"];
+const STRATEGIES: [&str; 6] = [
+    "limit",
+    "floor",
+    "combined",
+    "ldapmodify",
+    "jim-today",
+    "engine",
+];
 /// JIM's batch size (and the emulation's page and flush).
 const JIM_BATCH: u32 = 100;
 /// JIM's auto-tuned Export Concurrency for OpenLDAP.
@@ -1001,6 +1023,8 @@ async fn child(spec_json: &str) -> Result<()> {
     let cpu0 = own_cpu();
     let mut report = match spec.strategy.as_str() {
         "limit" => child_limit(&spec).await?,
+        "floor" => floor::child_floor(&spec).await?,
+        "combined" => floor::child_combined(&spec).await?,
         "ldapmodify" => child_ldapmodify(&spec).await?,
         "jim-today" => child_jim_today(&spec).await?,
         "engine" => child_engine(&spec).await?,
@@ -1025,6 +1049,8 @@ struct Args {
     out: PathBuf,
     scale: bool,
     scale_seconds: u64,
+    /// Profile PostgreSQL's share instead of measuring throughput (`bench/profile.rs`).
+    profile: bool,
     /// `slapd` (the mode × RTT matrix) and/or `samba-ad` (the Samba AD rows).
     directories: Vec<String>,
     /// The Samba AD rows are skipped with a message when the DC cannot run here (the default run),
@@ -1046,6 +1072,7 @@ fn args() -> Result<Args> {
         out: PathBuf::from("bench-results"),
         scale: false,
         scale_seconds: 60,
+        profile: false,
         directories: vec!["slapd".into(), "samba-ad".into()],
         samba_optional: true,
         samba_template: Template::Medium,
@@ -1068,6 +1095,7 @@ fn args() -> Result<Args> {
             "--follow-ups" => a.follow_ups = value()?.parse()?,
             "--out" => a.out = PathBuf::from(value()?),
             "--scale" => a.scale = true,
+            "--profile" => a.profile = true,
             "--scale-seconds" => a.scale_seconds = value()?.parse()?,
             "--directories" => {
                 a.directories = list(value()?);
@@ -1151,6 +1179,15 @@ struct Measured {
     /// CPU seconds of the directory server (slapd or Samba).
     slapd_cpu_s: f64,
     postgres_cpu_s: f64,
+    /// PostgreSQL CPU milliseconds per export.
+    postgres_cpu_ms_per_export: f64,
+    /// Objects/s as a ratio to `combined` (the limit's LDAP with the floor's writes beside it) of the
+    /// same mode, RTT and phase.
+    ratio_to_combined: Option<f64>,
+    /// PostgreSQL CPU per export as a ratio to the floor's of the same mode, RTT and phase.
+    postgres_cpu_to_floor: Option<f64>,
+    /// WAL and row writes per table.
+    database_writes: dbstats::DbWrites,
     report: ChildReport,
 }
 
@@ -1161,6 +1198,7 @@ struct Sample {
     postgres_cpu_s: f64,
     statements: i64,
     nested_statements: i64,
+    database_writes: dbstats::DbWrites,
 }
 
 impl Measured {
@@ -1186,6 +1224,10 @@ impl Measured {
             sql_nested_per_100: sql.then_some(s.nested_statements as f64 * 100.0 / n),
             slapd_cpu_s: s.directory_cpu_s,
             postgres_cpu_s: s.postgres_cpu_s,
+            postgres_cpu_ms_per_export: s.postgres_cpu_s * 1000.0 / n,
+            ratio_to_combined: None,
+            postgres_cpu_to_floor: None,
+            database_writes: s.database_writes,
             report: s.report,
         };
         eprintln!(
@@ -1270,17 +1312,20 @@ async fn measured(
     sqlx::query("SELECT pg_stat_statements_reset()")
         .execute(pool)
         .await?;
+    let writes0 = dbstats::snapshot(pool).await?;
     let (pg0, d0) = (tree_cpu(pg.pid()), tree_cpu(directory_pid));
     let spec = spec.clone();
     let report = tokio::task::spawn_blocking(move || run_child(&spec)).await??;
     let (pg1, d1) = (tree_cpu(pg.pid()), tree_cpu(directory_pid));
     let (statements, nested_statements) = statement_counts(pool).await?;
+    let database_writes = dbstats::since(pool, &writes0).await?;
     Ok(Sample {
         report,
         directory_cpu_s: d1 - d0,
         postgres_cpu_s: pg1 - pg0,
         statements,
         nested_statements,
+        database_writes,
     })
 }
 
@@ -1290,6 +1335,7 @@ async fn one_combination(
     mode: &str,
     rtt: u64,
     strategy: &str,
+    mut profiles: Option<&mut Vec<profile::Profiled>>,
 ) -> Result<Vec<Measured>> {
     let slapd = Slapd::start(SlapdOptions {
         durable: mode == "durable",
@@ -1335,7 +1381,18 @@ async fn one_combination(
             )
             .await?;
         }
+        let log = pg.dir().map(profile::LogCursor::at_end);
         let sample = measured(pg, slapd.pid(), &db.pool, &spec).await?;
+        if let (Some(profiles), Some(log)) = (profiles.as_deref_mut(), log) {
+            profiles.push(profile::Profiled {
+                label: format!("{strategy}, {mode}, {rtt} ms, {phase}"),
+                exports: sample.report.exports,
+                postgres_cpu_s: sample.postgres_cpu_s,
+                statements: profile::statement_kinds(&db.pool).await?,
+                parts: profile::breakdown(&log.plans()?),
+                writes: sample.database_writes.clone(),
+            });
+        }
         rows.push(Measured::new("slapd", mode, rtt, phase, strategy, sample));
     }
     drop(proxy);
@@ -1397,13 +1454,16 @@ fn table(first: &str, server: &str, rows: &[Measured]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| {first} | RTT | phase | strategy | exports | objects/s | × limit | SQL/100 (nested) | peak RSS MB | p50 / p99 ms | CPU s client / {server} / PG | failed |"
+        "| {first} | RTT | phase | strategy | exports | objects/s | × limit | × combined | SQL/100 (nested) | PG ms/export (× floor) | WAL KB/export | HOT % | peak RSS MB | p50 / p99 ms | CPU s client / {server} / PG | failed |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} ms | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} / {} | {:.1} / {:.1} / {:.1} | {} |",
+            "| {} | {} ms | {} | {} | {} | {:.0} | {} | {} | {} | {:.2}{} | {:.1} | {} | {:.0} | {} / {} | {:.1} / {:.1} / {:.1} | {} |",
             if r.directory == "slapd" {
                 &r.mode
             } else {
@@ -1415,10 +1475,18 @@ fn table(first: &str, server: &str, rows: &[Measured]) -> String {
             r.report.exports,
             r.objects_per_second,
             fmt_opt(r.ratio_to_limit, 2),
+            fmt_opt(r.ratio_to_combined, 2),
             match (r.sql_per_100, r.sql_nested_per_100) {
                 (Some(a), Some(b)) => format!("{a:.2} ({b:.0})"),
                 _ => "–".into(),
             },
+            r.postgres_cpu_ms_per_export,
+            r.postgres_cpu_to_floor
+                .map_or(String::new(), |f| format!(" ({f:.2})")),
+            r.database_writes.wal_bytes as f64 / 1024.0 / r.report.exports.max(1) as f64,
+            r.database_writes
+                .hot_share()
+                .map_or("–".into(), |h| format!("{:.0}", h * 100.0)),
             r.report.peak_rss_mb,
             fmt_opt(r.report.latency_p50_ms, 1),
             fmt_opt(r.report.latency_p99_ms, 1),
@@ -1509,6 +1577,9 @@ async fn parent(args: Args) -> Result<()> {
     if args.scale {
         return scale_run(&args, &m).await;
     }
+    if args.profile {
+        return profile_run(&args, &m).await;
+    }
     let slapd_rows = args.directories.iter().any(|d| d == "slapd");
     let samba_rows = args.directories.iter().any(|d| d == "samba-ad");
     let mut rows = Vec::new();
@@ -1520,7 +1591,7 @@ async fn parent(args: Args) -> Result<()> {
         .await?;
         for &rtt in &args.rtts {
             for strategy in &args.strategies {
-                rows.extend(one_combination(&args, &pg, mode, rtt, strategy).await?);
+                rows.extend(one_combination(&args, &pg, mode, rtt, strategy, None).await?);
             }
         }
     }
@@ -1611,6 +1682,49 @@ async fn parent(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The profiling run: for each mode and RTT, the floor and the engine (of the strategies asked for)
+/// with every statement's plan logged; writes `<out>/profile.md` and `<out>/profile.json`.
+async fn profile_run(args: &Args, m: &Machine) -> Result<()> {
+    let mut profiles = Vec::new();
+    for mode in &args.modes {
+        let pg = Postgres::start(PostgresOptions {
+            durable: mode == "durable",
+            settings: profile::postgres_settings(),
+            ..PostgresOptions::default()
+        })
+        .await?;
+        for &rtt in &args.rtts {
+            for strategy in args
+                .strategies
+                .iter()
+                .filter(|s| matches!(s.as_str(), "floor" | "engine" | "jim-today"))
+            {
+                one_combination(args, &pg, mode, rtt, strategy, Some(&mut profiles)).await?;
+            }
+        }
+    }
+    let mut md = format!(
+        "Machine: {} ({} cores). Template {}. Every statement's plan was logged with ANALYZE, BUFFERS, \
+         WAL and timing (auto_explain), which slows statements down: read the figures as shares and \
+         per-export costs, not throughput.\n",
+        m.cpu_model, m.cores, args.template
+    );
+    md.push_str(&profile::markdown(&profiles));
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(args.out.join("profile.md"), &md)?;
+    std::fs::write(
+        args.out.join("profile.json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "machine": m,
+            "template": args.template.to_string(),
+            "profiles": profiles,
+        }))?,
+    )?;
+    println!("{md}");
+    println!("written to {}", args.out.display());
+    Ok(())
+}
+
 /// Each row's objects/s as a ratio to the limit of the same directory, mode, RTT and phase.
 fn set_ratios(rows: &mut [Measured]) {
     let limits: Vec<(String, String, u64, String, f64)> = rows
@@ -1626,13 +1740,43 @@ fn set_ratios(rows: &mut [Measured]) {
             )
         })
         .collect();
+    let of = |strategy: &str, rows: &[Measured]| -> Vec<(String, String, u64, String, f64, f64)> {
+        rows.iter()
+            .filter(|r| r.strategy == strategy)
+            .map(|r| {
+                (
+                    r.directory.clone(),
+                    r.mode.clone(),
+                    r.rtt_ms,
+                    r.phase.clone(),
+                    r.objects_per_second,
+                    r.postgres_cpu_ms_per_export,
+                )
+            })
+            .collect()
+    };
+    let (combined, floors) = (of("combined", rows), of("floor", rows));
     for r in rows.iter_mut() {
+        let same = |(d, m, t, p, ..): &&(String, String, u64, String, f64, f64)| {
+            *d == r.directory && *m == r.mode && *t == r.rtt_ms && *p == r.phase
+        };
         r.ratio_to_limit = limits
             .iter()
             .find(|(d, m, t, p, _)| {
                 *d == r.directory && *m == r.mode && *t == r.rtt_ms && *p == r.phase
             })
             .map(|(.., l)| r.objects_per_second / l);
+        r.ratio_to_combined = combined
+            .iter()
+            .find(same)
+            .map(|c| r.objects_per_second / c.4);
+        if !matches!(r.strategy.as_str(), "limit" | "ldapmodify") {
+            r.postgres_cpu_to_floor = floors
+                .iter()
+                .find(same)
+                .filter(|f| f.5 > 0.0)
+                .map(|f| r.postgres_cpu_ms_per_export / f.5);
+        }
     }
 }
 

@@ -26,6 +26,7 @@ mod persist;
 mod queue;
 mod resolve;
 mod retry;
+mod row_changes;
 mod sql;
 mod system;
 
@@ -52,6 +53,7 @@ pub use persist::{
 pub use queue::{ExportQueue, LeaseRenewal};
 pub use resolve::ResolveSummary;
 pub use retry::RetryPolicy;
+pub use row_changes::{Resolution, RowChanges, ValueRowChange, row_changes};
 pub use system::SystemSchema;
 
 use crate::config::{ConfigErrors, DatabaseConfig, RunOptions};

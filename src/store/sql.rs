@@ -389,14 +389,19 @@ cv_ins AS (
     WHERE i.is_new
     RETURNING "ConnectedSystemObjectId" AS cso
 ),
+touched AS MATERIALIZED (
+    SELECT cso FROM cv_del UNION SELECT cso FROM cv_upd UNION SELECT cso FROM cv_ins
+),
 cso_upd AS (
+    -- A hash already clear is left alone: rewriting it would write a new row version and an entry in
+    -- each of the table's eight indexes for nothing (the usual case for a CSO JIM just created).
     UPDATE "ConnectedSystemObjects" o
     SET "ImportStateHash" = NULL, "ImportStateFingerprint" = NULL
-    WHERE o."Id" = ANY(ARRAY(SELECT cso FROM cv_del UNION SELECT cso FROM cv_upd UNION SELECT cso FROM cv_ins))
-    RETURNING o."Id"
+    WHERE o."Id" = ANY(ARRAY(SELECT cso FROM touched))
+      AND (o."ImportStateHash" IS NOT NULL OR o."ImportStateFingerprint" IS NOT NULL)
 )
 SELECT p."Id", p."Status", p."ChangeType", p."ErrorCount", p."HasUnresolvedReferences", p."NextRetryAt",
-       (SELECT count(*) FROM avc_upd), (SELECT count(*) FROM cso_upd)
+       (SELECT count(*) FROM avc_upd), (SELECT count(*) FROM touched)
 FROM pe_upd p"#;
 
 /// Summary of one connected system's queue for operators (`$1` system, `$2` lease seconds).
