@@ -1384,13 +1384,15 @@ async fn one_combination(
         let log = pg.dir().map(profile::LogCursor::at_end);
         let sample = measured(pg, slapd.pid(), &db.pool, &spec).await?;
         if let (Some(profiles), Some(log)) = (profiles.as_deref_mut(), log) {
+            let plans = log.plans()?;
             profiles.push(profile::Profiled {
                 label: format!("{strategy}, {mode}, {rtt} ms, {phase}"),
                 exports: sample.report.exports,
                 postgres_cpu_s: sample.postgres_cpu_s,
                 statements: profile::statement_kinds(&db.pool).await?,
-                parts: profile::breakdown(&log.plans()?),
+                parts: profile::breakdown(&plans),
                 writes: sample.database_writes.clone(),
+                plans: profile::sample_plans(&plans),
             });
         }
         rows.push(Measured::new("slapd", mode, rtt, phase, strategy, sample));

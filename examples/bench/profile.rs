@@ -354,6 +354,25 @@ pub struct Profiled {
     pub statements: Vec<StatementKind>,
     pub parts: Vec<Part>,
     pub writes: super::dbstats::DbWrites,
+    /// One logged plan per statement kind (the sixth of its kind, or its last), to read the plan's
+    /// shape from.
+    pub plans: BTreeMap<String, Value>,
+}
+
+/// One plan per kind: the sixth logged (past the cold start), or the last when there are fewer.
+pub fn sample_plans(plans: &[Value]) -> BTreeMap<String, Value> {
+    let mut seen: BTreeMap<String, (usize, Value)> = BTreeMap::new();
+    for p in plans {
+        let query = p.get("Query Text").and_then(Value::as_str).unwrap_or("");
+        let e = seen
+            .entry(kind(query).to_string())
+            .or_insert((0, Value::Null));
+        if e.0 < 6 {
+            e.0 += 1;
+            e.1 = p.clone();
+        }
+    }
+    seen.into_iter().map(|(k, (_, v))| (k, v)).collect()
 }
 
 /// The profile as markdown.

@@ -115,8 +115,10 @@ claimed AS (
 /// result set of three row kinds (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO
 /// attribute value). The CSO values returned are those of the anchor attributes and of every attribute
 /// the export's changes touch. Column layout: see `claim::col`. Every lookup is an index probe per
-/// claimed row (`LATERAL`, `= ANY(ARRAY(..))`), so the plan does not depend on statistics that go stale
-/// while a run inserts CSO values by the hundred thousand.
+/// claimed row (`LATERAL` subqueries kept apart by `OFFSET 0`, `= ANY(ARRAY(..))`), so the plan does
+/// not depend on statistics that go stale while a run inserts CSO values by the hundred thousand:
+/// flattened into joins, the lookups became hash joins over a sequential scan of the whole table, a
+/// cost that grows with the table on every page.
 macro_rules! load_tail {
     () => {
         r#"head AS MATERIALIZED (
@@ -127,14 +129,14 @@ macro_rules! load_tail {
     FROM claimed c
     JOIN cand ON cand."Id" = c."Id"
     LEFT JOIN LATERAL (
-        SELECT * FROM "ConnectedSystemObjects" x WHERE x."Id" = c."ConnectedSystemObjectId"
+        SELECT * FROM "ConnectedSystemObjects" x WHERE x."Id" = c."ConnectedSystemObjectId" OFFSET 0
     ) o ON true
 ),
 changes AS MATERIALIZED (
     SELECT a.*
     FROM head h
     CROSS JOIN LATERAL (
-        SELECT * FROM "PendingExportAttributeValueChanges" x WHERE x."PendingExportId" = h."Id"
+        SELECT * FROM "PendingExportAttributeValueChanges" x WHERE x."PendingExportId" = h."Id" OFFSET 0
     ) a
 ),
 needed AS MATERIALIZED (
@@ -180,6 +182,7 @@ FROM needed n
 CROSS JOIN LATERAL (
     SELECT * FROM "ConnectedSystemObjectAttributeValues" x
     WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+    OFFSET 0
 ) v"#
     };
 }
@@ -240,10 +243,17 @@ FROM "__EFMigrationsHistory""#;
 pub(crate) const RESOLVE: &str = r#"
 SELECT o."MetaverseObjectId", o."Id", v."Id", v."AttributeId",
        v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue"
-FROM "ConnectedSystemObjects" o
-LEFT JOIN "ConnectedSystemObjectAttributeValues" v
-  ON v."ConnectedSystemObjectId" = o."Id" AND v."AttributeId" = ANY($3::int4[])
-WHERE o."ConnectedSystemId" = $1 AND o."MetaverseObjectId" = ANY($2::uuid[])"#;
+FROM unnest($2::uuid[]) AS m(id)
+CROSS JOIN LATERAL (
+    SELECT x."Id", x."MetaverseObjectId" FROM "ConnectedSystemObjects" x
+    WHERE x."ConnectedSystemId" = $1 AND x."MetaverseObjectId" = m.id
+    OFFSET 0
+) o
+LEFT JOIN LATERAL (
+    SELECT y.* FROM "ConnectedSystemObjectAttributeValues" y
+    WHERE y."ConnectedSystemObjectId" = o."Id" AND y."AttributeId" = ANY($3::int4[])
+    OFFSET 0
+) v ON true"#;
 
 /// Renews the lease of held rows (`$1` ids, `$2` the mark the run's claim wrote on each, its lease
 /// token): `LastAttemptedAt = now()` on each row still `Executing` with that mark. Sending it twice does
@@ -288,6 +298,14 @@ avc_in AS (
     SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::bool[], $9::bool[], $10::text[], $11::uuid[])
         AS y(id, pe, written, resolved, sval, rcso)
 ),
+-- The exports' change rows as they are now (JIM may have added one during the run), fetched by index:
+-- as a join against the whole table the planner chose a sequential scan of it on every flush.
+avc_now AS MATERIALIZED (
+    SELECT c."Id", c."PendingExportId", c."Status",
+           (c."UnresolvedReferenceValue" IS NOT NULL AND c."UnresolvedReferenceValue" <> '') AS unresolved
+    FROM "PendingExportAttributeValueChanges" c
+    WHERE c."PendingExportId" = ANY($1::uuid[])
+),
 state AS MATERIALIZED (
     SELECT x.id, x.token, x.kind, x.msg, x.object_exists, x.trace,
            COALESCE(bool_or(a."Status" IN (0, 2) AND NOT COALESCE(y.written, false)
@@ -296,12 +314,7 @@ state AS MATERIALIZED (
                             AND NOT (a.unresolved AND NOT COALESCE(y.resolved, false))), false) AS rem_pending,
            COALESCE(bool_or(a.unresolved AND NOT COALESCE(y.resolved, false)), false) AS unresolved_after
     FROM pe_in x
-    LEFT JOIN LATERAL (
-        SELECT c."Id", c."PendingExportId", c."Status",
-               (c."UnresolvedReferenceValue" IS NOT NULL AND c."UnresolvedReferenceValue" <> '') AS unresolved
-        FROM "PendingExportAttributeValueChanges" c
-        WHERE c."PendingExportId" = x.id
-    ) a ON true
+    LEFT JOIN avc_now a ON a."PendingExportId" = x.id
     LEFT JOIN avc_in y ON y.id = a."Id" AND y.pe = x.id
     GROUP BY x.id, x.token, x.kind, x.msg, x.object_exists, x.trace
 ),
@@ -336,7 +349,7 @@ pe_upd AS (
             WHEN s.kind = 0 AND t."ChangeType" <> 2 AND s.rem_unresolved THEN true
             ELSE s.unresolved_after END
     FROM state s
-    WHERE t."Id" = s.id AND t."Status" = 2 AND t."LastErrorStackTrace" = s.token
+    WHERE t."Id" = s.id AND t."Id" = ANY($1::uuid[]) AND t."Status" = 2 AND t."LastErrorStackTrace" = s.token
     RETURNING t."Id", t."Status", t."ChangeType", t."ErrorCount", t."HasUnresolvedReferences",
               t."NextRetryAt", t."ConnectedSystemObjectId"
 ),
