@@ -379,6 +379,12 @@ cv_in AS MATERIALIZED (
         AS i(id, pe, cso, attr, is_new, sval, dval, ival, lval, decval, bval, gval, boolval, ref, unresolved)
     WHERE i.pe IN (SELECT "Id" FROM pe_upd)
 ),
+-- The CSOs still there (JIM may delete one during the run; its values are then skipped rather than
+-- failing the flush on the foreign key), looked up once each rather than once per value.
+cso_alive AS MATERIALIZED (
+    SELECT o."Id" FROM "ConnectedSystemObjects" o
+    WHERE o."Id" = ANY(ARRAY(SELECT DISTINCT cso FROM cv_in))
+),
 cv_upd AS (
     UPDATE "ConnectedSystemObjectAttributeValues" v SET
         "StringValue" = i.sval, "DateTimeValue" = i.dval, "IntValue" = i.ival, "LongValue" = i.lval,
@@ -397,9 +403,8 @@ cv_ins AS (
     SELECT i.id, i.attr, i.cso, i.sval, i.dval, i.ival, i.lval, i.bval, i.gval, i.boolval, r."Id",
            i.unresolved, i.decval
     FROM cv_in i
-    JOIN "ConnectedSystemObjects" o ON o."Id" = i.cso
     LEFT JOIN "ConnectedSystemObjects" r ON r."Id" = i.ref
-    WHERE i.is_new
+    WHERE i.is_new AND i.cso IN (SELECT "Id" FROM cso_alive)
     RETURNING "ConnectedSystemObjectId" AS cso
 ),
 touched AS MATERIALIZED (
