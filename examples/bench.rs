@@ -18,6 +18,8 @@
 //!   × 32 in flight), plain exports first, then the reference-bearing ones; no database work.
 //! - **floor** (`bench/floor.rs`): exactly the row changes JIM's semantics require for the same exports,
 //!   by the cheapest SQL known, no LDAP: PostgreSQL's floor for JIM's schema.
+//! - **engine-sql**: the engine's own claim, resolve and persist statements for the same successful
+//!   outcomes, no LDAP, one connection: what its SQL costs beside the floor's.
 //! - **combined**: the limit's LDAP operations at saturation with the floor's writes beside them on the
 //!   same machine: the ceiling for the engine here.
 //! - **ldapmodify**: the same plans written as LDIF and applied sequentially by `ldapmodify -c -f`.
@@ -78,9 +80,10 @@ use tokio::task::JoinSet;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-const STRATEGIES: [&str; 6] = [
+const STRATEGIES: [&str; 7] = [
     "limit",
     "floor",
+    "engine-sql",
     "combined",
     "ldapmodify",
     "jim-today",
@@ -1024,6 +1027,7 @@ async fn child(spec_json: &str) -> Result<()> {
     let mut report = match spec.strategy.as_str() {
         "limit" => child_limit(&spec).await?,
         "floor" => floor::child_floor(&spec).await?,
+        "engine-sql" => floor::child_engine_sql(&spec).await?,
         "combined" => floor::child_combined(&spec).await?,
         "ldapmodify" => child_ldapmodify(&spec).await?,
         "jim-today" => child_jim_today(&spec).await?,
@@ -1699,7 +1703,7 @@ async fn profile_run(args: &Args, m: &Machine) -> Result<()> {
             for strategy in args
                 .strategies
                 .iter()
-                .filter(|s| matches!(s.as_str(), "floor" | "engine" | "jim-today"))
+                .filter(|s| matches!(s.as_str(), "floor" | "engine-sql" | "engine" | "jim-today"))
             {
                 one_combination(args, &pg, mode, rtt, strategy, Some(&mut profiles)).await?;
             }

@@ -248,6 +248,11 @@ async fn the_engine_reports_the_limit_in_progress_and_metrics() {
         "{m:?}"
     );
     assert!(m.max_in_flight <= m.max_in_flight_limit, "{m:?}");
+    // Both count directory operations outstanding (the mean over samples taken while any were).
+    assert!(
+        m.mean_in_flight >= 1.0 && m.mean_in_flight <= f64::from(m.max_in_flight),
+        "{m:?}"
+    );
     let progress = events.progress.lock().unwrap().clone();
     let executing: Vec<_> = progress
         .iter()

@@ -15,6 +15,11 @@
 //!    apply delete, update and insert, and the import hash of the CSOs they touch cleared where set.
 //!
 //! Nothing is read back and nothing is fenced: what is left is the cost of the rows themselves.
+//!
+//! `engine-sql` is the engine's own statements for the same outcomes, with no LDAP either: its claims
+//! (page by page, as a run claims), reference resolution and persists, one after the other on one
+//! connection, as the floor writes. Beside the floor it shows what the engine's SQL costs PostgreSQL
+//! by itself, apart from whatever running beside the directory adds.
 
 use std::time::Instant;
 
@@ -285,6 +290,54 @@ pub async fn child_combined(spec: &ChildSpec) -> Result<ChildReport> {
             ldap_s.as_secs_f64(),
             sql_s.as_secs_f64()
         ),
+        ..ChildReport::default()
+    })
+}
+
+/// The engine's statements for the same successful outcomes, no LDAP (see the module documentation).
+pub async fn child_engine_sql(spec: &ChildSpec) -> Result<ChildReport> {
+    let mut database = DatabaseConfig::new(spec.database_url.clone());
+    database.max_connections = 1;
+    let store = Store::connect(&database).await?;
+    let queue = store
+        .open(spec.connected_system_id, &RunOptions::default())
+        .await?;
+    let planner = Planner::new(&settings(), Dialect::OpenLdap);
+    let started = Instant::now();
+    let mut exports = 0u64;
+    for pass in [Pass::Plain, Pass::References] {
+        let mut cursor = None;
+        loop {
+            let mut page = queue.claim(pass, cursor, FLUSH as u32).await?;
+            cursor = page.cursor.or(cursor);
+            queue.resolve_references(&mut page.exports).await?;
+            let last = page.is_last();
+            let outcomes: Vec<ExportOutcome> = page
+                .exports
+                .into_iter()
+                .map(|claimed| {
+                    let job = plan_job(&planner, &queue, &claimed);
+                    success(claimed, &job)
+                })
+                .collect();
+            exports += outcomes.len() as u64;
+            if !outcomes.is_empty() {
+                let report = queue.persist(&outcomes).await?;
+                if !report.not_held.is_empty() {
+                    return Err("the engine-sql run lost rows it held".into());
+                }
+            }
+            if last {
+                break;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    store.pool().close().await;
+    Ok(ChildReport {
+        exports,
+        elapsed_s: elapsed.as_secs_f64(),
+        note: format!("pages and flushes of {FLUSH} on one connection"),
         ..ChildReport::default()
     })
 }

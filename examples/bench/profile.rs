@@ -33,6 +33,7 @@ pub fn postgres_settings() -> Vec<(String, String)> {
         ("auto_explain.log_triggers", "on"),
         ("auto_explain.log_format", "json"),
         ("auto_explain.log_nested_statements", "off"),
+        ("pg_stat_statements.track_planning", "on"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -301,6 +302,7 @@ pub struct StatementKind {
     pub kind: String,
     pub calls: i64,
     pub rows: i64,
+    pub plan_ms: f64,
     pub exec_ms: f64,
     pub shared_hit: i64,
     pub shared_read: i64,
@@ -312,7 +314,7 @@ pub struct StatementKind {
 pub async fn statement_kinds(pool: &PgPool) -> Result<Vec<StatementKind>> {
     let rows = sqlx::query(
         "SELECT s.query, s.calls, s.rows, s.total_exec_time, s.shared_blks_hit, s.shared_blks_read, \
-                s.wal_bytes::int8, s.wal_fpi \
+                s.wal_bytes::int8, s.wal_fpi, s.total_plan_time \
          FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
          WHERE d.datname = current_database()",
     )
@@ -341,6 +343,7 @@ pub async fn statement_kinds(pool: &PgPool) -> Result<Vec<StatementKind>> {
         e.shared_read += r.try_get::<i64, _>(5)?;
         e.wal_bytes += r.try_get::<i64, _>(6)?;
         e.wal_fpi += r.try_get::<i64, _>(7)?;
+        e.plan_ms += r.try_get::<f64, _>(8)?;
     }
     Ok(kinds.into_values().collect())
 }
@@ -389,15 +392,16 @@ pub fn markdown(profiles: &[Profiled]) -> String {
         );
         let _ = writeln!(
             s,
-            "| statement kind | calls | exec ms per export | buffer hits per export | WAL bytes per export | WAL FPI |"
+            "| statement kind | calls | plan ms per export | exec ms per export | buffer hits per export | WAL bytes per export | WAL FPI |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for k in &p.statements {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {:.3} | {:.3} | {:.0} | {:.0} | {} |",
                 k.kind,
                 k.calls,
+                k.plan_ms / n,
                 k.exec_ms / n,
                 k.shared_hit as f64 / n,
                 k.wal_bytes as f64 / n,

@@ -115,6 +115,9 @@ pub(crate) struct PersistArrays {
     pub cv_bool: Vec<Option<bool>>,
     pub cv_ref: Vec<Option<Uuid>>,
     pub cv_unres: Vec<Option<String>>,
+    /// CSOs whose values change, with their export: their import hash is cleared.
+    pub touch_cso: Vec<Uuid>,
+    pub touch_pe: Vec<Uuid>,
 }
 
 /// Outcome kinds as the persist statement numbers them.
@@ -236,6 +239,10 @@ pub(crate) fn build(
             counts.applied += 1;
             counts.unresolved_references += n.unresolved;
             has_optimistic_rows |= n.applied_changes > 0;
+        }
+        if !delta.deletes.is_empty() || !delta.upserts.is_empty() {
+            a.touch_cso.push(cso.id);
+            a.touch_pe.push(pe);
         }
         for id in delta.deletes {
             a.del_id.push(id);

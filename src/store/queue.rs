@@ -507,6 +507,8 @@ impl ExportQueue {
                     .bind(&a.cv_ref)
                     .bind(&a.cv_unres)
                     .bind(&a.pe_trace)
+                    .bind(&a.touch_cso)
+                    .bind(&a.touch_pe)
                     .fetch_all(&self.store.pool)
             },
             retry::nothing,
@@ -515,8 +517,6 @@ impl ExportQueue {
         let mut report = PersistReport::default();
         for row in &rows {
             report.persisted.push(persisted_export(row)?);
-            report.changes_updated = row.try_get::<i64, _>(6)?.max(0) as u64;
-            report.objects_touched = row.try_get::<i64, _>(7)?.max(0) as u64;
         }
         if tries.load(std::sync::atomic::Ordering::Relaxed) > 1
             && report.persisted.len() < a.pe_id.len()
@@ -550,6 +550,17 @@ impl ExportQueue {
                 );
             }
         }
+        // The child rows written are those of the exports written.
+        let written: HashSet<Uuid> = report.persisted.iter().map(|p| p.id).collect();
+        report.changes_updated = a.avc_pe.iter().filter(|pe| written.contains(pe)).count() as u64;
+        report.objects_touched = a
+            .touch_cso
+            .iter()
+            .zip(&a.touch_pe)
+            .filter(|(_, pe)| written.contains(pe))
+            .map(|(cso, _)| cso)
+            .collect::<HashSet<_>>()
+            .len() as u64;
         Ok(report)
     }
 

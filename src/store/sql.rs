@@ -287,8 +287,10 @@ RETURNING t."Id""#;
 /// its `LastErrorStackTrace` afterwards (the engine's mark, `super::marker`, or what JIM had there).
 /// Per attribute value change (`$6`-`$11`): id, export id, written, resolved, resolved value, resolved CSO.
 /// CSO attribute values to delete (`$12`, `$13` = owning export), and to update or insert
-/// (`$14`-`$28`). Every child write is limited to exports whose lease held (`pe_upd`), so a row another
-/// engine took over is left alone as a whole.
+/// (`$14`-`$28`); the CSOs whose values change (`$30`, `$31` = owning export), whose import hash is
+/// cleared. Every child write is limited to exports whose lease held (`pe_upd`), so a row another
+/// engine took over is left alone as a whole. Nothing but the exports' new state is returned: each
+/// row a statement returns costs the server a projection, so the counts are taken from the arrays.
 pub(crate) const PERSIST: &str = r#"
 WITH pe_in AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::bool[], $29::text[])
@@ -364,13 +366,11 @@ avc_upd AS (
         "ResolvedReferenceCsoId" = CASE WHEN y.resolved THEN y.rcso ELSE a."ResolvedReferenceCsoId" END
     FROM avc_in y
     WHERE a."Id" = y.id AND a."PendingExportId" = y.pe AND y.pe IN (SELECT "Id" FROM pe_upd)
-    RETURNING a."Id"
 ),
 cv_del AS (
     DELETE FROM "ConnectedSystemObjectAttributeValues" v
     USING unnest($12::uuid[], $13::uuid[]) AS d(id, pe)
     WHERE v."Id" = d.id AND d.pe IN (SELECT "Id" FROM pe_upd)
-    RETURNING v."ConnectedSystemObjectId" AS cso
 ),
 cv_in AS MATERIALIZED (
     SELECT * FROM unnest($14::uuid[], $15::uuid[], $16::uuid[], $17::int4[], $18::bool[], $19::text[],
@@ -393,7 +393,6 @@ cv_upd AS (
     FROM cv_in i
     LEFT JOIN "ConnectedSystemObjects" r ON r."Id" = i.ref
     WHERE NOT i.is_new AND v."Id" = i.id
-    RETURNING v."ConnectedSystemObjectId" AS cso
 ),
 cv_ins AS (
     INSERT INTO "ConnectedSystemObjectAttributeValues"
@@ -405,21 +404,17 @@ cv_ins AS (
     FROM cv_in i
     LEFT JOIN "ConnectedSystemObjects" r ON r."Id" = i.ref
     WHERE i.is_new AND i.cso IN (SELECT "Id" FROM cso_alive)
-    RETURNING "ConnectedSystemObjectId" AS cso
-),
-touched AS MATERIALIZED (
-    SELECT cso FROM cv_del UNION SELECT cso FROM cv_upd UNION SELECT cso FROM cv_ins
 ),
 cso_upd AS (
     -- A hash already clear is left alone: rewriting it would write a new row version and an entry in
     -- each of the table's eight indexes for nothing (the usual case for a CSO JIM just created).
     UPDATE "ConnectedSystemObjects" o
     SET "ImportStateHash" = NULL, "ImportStateFingerprint" = NULL
-    WHERE o."Id" = ANY(ARRAY(SELECT cso FROM touched))
+    FROM unnest($30::uuid[], $31::uuid[]) AS t(cso, pe)
+    WHERE o."Id" = t.cso AND t.pe IN (SELECT "Id" FROM pe_upd)
       AND (o."ImportStateHash" IS NOT NULL OR o."ImportStateFingerprint" IS NOT NULL)
 )
-SELECT p."Id", p."Status", p."ChangeType", p."ErrorCount", p."HasUnresolvedReferences", p."NextRetryAt",
-       (SELECT count(*) FROM avc_upd), (SELECT count(*) FROM touched)
+SELECT p."Id", p."Status", p."ChangeType", p."ErrorCount", p."HasUnresolvedReferences", p."NextRetryAt"
 FROM pe_upd p"#;
 
 /// Summary of one connected system's queue for operators (`$1` system, `$2` lease seconds).
