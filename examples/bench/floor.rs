@@ -32,7 +32,10 @@ use jim_export::store::{ClaimedExport, Pass, RowChanges, Store, row_changes};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{ChildReport, ChildSpec, Result, directory_config, percentile, plan_job, settings};
+use super::{
+    ChildReport, ChildSpec, Result, dependency_waves, directory_config, percentile, plan_job,
+    settings, tree_cpu,
+};
 
 /// Exports per flush: the engine's default flush size.
 const FLUSH: usize = 100;
@@ -243,11 +246,13 @@ async fn write_all(spec: &ChildSpec, flushes: &[(Vec<Uuid>, RowChanges)]) -> Res
 pub async fn child_floor(spec: &ChildSpec) -> Result<ChildReport> {
     let prepared = prepare(spec, Dialect::OpenLdap).await?;
     let exports = prepared.jobs.len() as u64;
+    let pg0 = tree_cpu(spec.postgres_pid);
     let started = Instant::now();
     write_all(spec, &prepared.flushes).await?;
     Ok(ChildReport {
         exports,
         elapsed_s: started.elapsed().as_secs_f64(),
+        postgres_cpu_in_clock_s: spec.postgres_pid.map(|_| tree_cpu(spec.postgres_pid) - pg0),
         note: format!(
             "{} flushes of {FLUSH}, {WRITERS} at a time: the Executing mark and one outcome statement each",
             prepared.flushes.len()
@@ -271,14 +276,24 @@ pub async fn child_combined(spec: &ChildSpec) -> Result<ChildReport> {
     let prepared = prepare(spec, directory.dialect()).await?;
     let exports = prepared.jobs.len() as u64;
     // Plain exports first, then the reference-bearing ones, as the limit runs them.
-    let started = Instant::now();
     let mut plain = prepared.jobs;
     let references = plain.split_off(prepared.plain);
+    // Active Directory refuses a member that does not exist yet: there the reference-bearing exports
+    // go in waves, as the limit sends them.
+    let waves = if spec.detect_dialect {
+        dependency_waves(references)
+    } else {
+        vec![references]
+    };
+    let pg0 = tree_cpu(spec.postgres_pid);
+    let started = Instant::now();
     let ldap = async {
         let (mut failed, mut lat) = super::timed_execute(&directory, plain, 512).await;
-        let (f, l) = super::timed_execute(&directory, references, 512).await;
-        failed += f;
-        lat.extend(l);
+        for wave in waves {
+            let (f, l) = super::timed_execute(&directory, wave, 512).await;
+            failed += f;
+            lat.extend(l);
+        }
         let t = started.elapsed();
         lat.sort_by(f64::total_cmp);
         (failed, lat, t)
@@ -290,11 +305,13 @@ pub async fn child_combined(spec: &ChildSpec) -> Result<ChildReport> {
     let ((failed, lat, ldap_s), (written, sql_s)) = tokio::join!(ldap, sql);
     written?;
     let elapsed = started.elapsed();
+    let pg_in_clock = spec.postgres_pid.map(|_| tree_cpu(spec.postgres_pid) - pg0);
     let ops = directory.stats().operations();
     directory.close().await;
     Ok(ChildReport {
         exports,
         failed,
+        postgres_cpu_in_clock_s: pg_in_clock,
         elapsed_s: elapsed.as_secs_f64(),
         ldap_operations: ops,
         latency_p50_ms: percentile(&lat, 0.5),

@@ -81,6 +81,7 @@ async fn one_strategy(
         tls: Some(dc.directory_config().tls),
         detect_dialect: true,
         jim_in_flight: JIM_SAMBA_IN_FLIGHT,
+        postgres_pid: pg.pid(),
     };
     let mut rows = Vec::new();
     for phase in ["initial", "follow-ups"] {
