@@ -1239,7 +1239,10 @@ impl Measured {
             sql_nested_per_100: sql.then_some(s.nested_statements as f64 * 100.0 / n),
             slapd_cpu_s: s.directory_cpu_s,
             postgres_cpu_s: s.report.postgres_cpu_in_clock_s.unwrap_or(s.postgres_cpu_s),
-            postgres_cpu_ms_per_export: s.report.postgres_cpu_in_clock_s.unwrap_or(s.postgres_cpu_s)
+            postgres_cpu_ms_per_export: s
+                .report
+                .postgres_cpu_in_clock_s
+                .unwrap_or(s.postgres_cpu_s)
                 * 1000.0
                 / n,
             ratio_to_combined: None,
