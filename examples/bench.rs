@@ -5,7 +5,8 @@
 //! cargo run --release --example bench -- [--template MediumLarge] [--rtt 0,2,10]
 //!     [--modes durable,nosync] [--strategies limit,floor,combined,ldapmodify,jim-today,engine]
 //!     [--follow-ups 200] [--out bench-results] [--scale] [--scale-seconds 60] [--profile]
-//!     [--directories slapd,samba-ad | --samba] [--samba-template Medium] [--samba-follow-ups 50]
+//!     [--directories slapd,samba-ad,389 | --samba | --389] [--samba-template Medium]
+//!     [--samba-follow-ups 50] [--ds389-template Medium]
 //! ```
 //!
 //! The parent starts a throwaway PostgreSQL 15 per mode (durable or `fsync = off`) and, per mode ×
@@ -41,12 +42,16 @@
 //!
 //! The Samba AD rows (`bench/samba.rs`; part of the default run, skipped with a message where the
 //! DC cannot run; `--samba` runs only them) compare limit, jim-today and the engine against the
-//! testkit's Samba AD domain controller on the AD seed.
+//! testkit's Samba AD domain controller on the AD seed. The 389 Directory Server rows
+//! (`bench/ds389.rs`; part of the default run, skipped with a message where 389 cannot run; `--389`
+//! runs only them) compare the same three against the testkit's 389 server on the slapd seed.
 
 #[path = "bench/chart.rs"]
 mod chart;
 #[path = "bench/dbstats.rs"]
 mod dbstats;
+#[path = "bench/ds389.rs"]
+mod ds389;
 #[path = "bench/floor.rs"]
 mod floor;
 #[path = "bench/profile.rs"]
@@ -1066,7 +1071,8 @@ struct Args {
     scale_seconds: u64,
     /// Profile PostgreSQL's share instead of measuring throughput (`bench/profile.rs`).
     profile: bool,
-    /// `slapd` (the mode × RTT matrix) and/or `samba-ad` (the Samba AD rows).
+    /// `slapd` (the mode × RTT matrix), `samba-ad` (the Samba AD rows) and/or `389` (the 389
+    /// Directory Server rows).
     directories: Vec<String>,
     /// The Samba AD rows are skipped with a message when the DC cannot run here (the default run),
     /// an error when asked for.
@@ -1075,6 +1081,8 @@ struct Args {
     samba_template: Template,
     /// Objects per kind in the Samba AD follow-up round.
     samba_follow_ups: usize,
+    /// The template of the 389 rows.
+    ds389_template: Template,
 }
 
 fn args() -> Result<Args> {
@@ -1088,10 +1096,11 @@ fn args() -> Result<Args> {
         scale: false,
         scale_seconds: 60,
         profile: false,
-        directories: vec!["slapd".into(), "samba-ad".into()],
+        directories: vec!["slapd".into(), "samba-ad".into(), "389".into()],
         samba_optional: true,
         samba_template: Template::Medium,
         samba_follow_ups: 50,
+        ds389_template: Template::Medium,
     };
     let mut it = std::env::args().skip(1);
     let list = |v: String| -> Vec<String> { v.split(',').map(|s| s.trim().to_string()).collect() };
@@ -1120,6 +1129,11 @@ fn args() -> Result<Args> {
                 a.directories = vec!["samba-ad".into()];
                 a.samba_optional = false;
             }
+            "--389" => {
+                a.directories = vec!["389".into()];
+                a.samba_optional = false;
+            }
+            "--ds389-template" => a.ds389_template = value()?.parse()?,
             "--samba-template" => a.samba_template = value()?.parse()?,
             "--samba-follow-ups" => a.samba_follow_ups = value()?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
@@ -1136,8 +1150,8 @@ fn args() -> Result<Args> {
         }
     }
     for d in &a.directories {
-        if d != "slapd" && d != "samba-ad" {
-            return Err(format!("unknown directory {d} (slapd, samba-ad)").into());
+        if !matches!(d.as_str(), "slapd" | "samba-ad" | "389") {
+            return Err(format!("unknown directory {d} (slapd, samba-ad, 389)").into());
         }
     }
     Ok(a)
@@ -1181,7 +1195,7 @@ fn machine() -> Machine {
 /// One measured row of the table.
 #[derive(Debug, Clone, Serialize)]
 struct Measured {
-    /// `slapd` or `samba-ad`.
+    /// `slapd`, `samba-ad` or `389`.
     directory: String,
     mode: String,
     rtt_ms: u64,
@@ -1592,6 +1606,68 @@ async fn scale_run(args: &Args, m: &Machine) -> Result<()> {
     Ok(())
 }
 
+/// The rows of an optional directory: ratios set; `None` after a printed skip when its server cannot
+/// run here and the default run asked for it.
+fn optional_rows(
+    name: &str,
+    args: &Args,
+    rows: Result<Vec<Measured>>,
+) -> Result<Option<Vec<Measured>>> {
+    match rows {
+        Ok(mut rows) => {
+            set_ratios(&mut rows);
+            Ok(Some(rows))
+        }
+        Err(e) if args.samba_optional => {
+            eprintln!("SKIPPED ({name} rows): {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes one directory's section into the existing outputs: `key` of `results.json` and the part
+/// of `results.md` from `title` to the next section of the same level (or the end) are replaced,
+/// or added; everything else stays as it was.
+fn merge_section(
+    args: &Args,
+    key: &str,
+    title: &str,
+    json: serde_json::Value,
+    markdown: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let json_path = args.out.join("results.json");
+    let mut doc: serde_json::Value = std::fs::read_to_string(&json_path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    doc[key] = json;
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
+    let md_path = args.out.join("results.md");
+    let existing = std::fs::read_to_string(&md_path).unwrap_or_default();
+    let (before, after) = match existing.find(&format!("\n{title}\n")) {
+        Some(i) => {
+            let rest = &existing[i + 1..];
+            let end = rest[title.len()..]
+                .find("\n### ")
+                .map_or(existing.len(), |j| i + 1 + title.len() + j);
+            (&existing[..i], &existing[end..])
+        }
+        None => (existing.as_str(), ""),
+    };
+    std::fs::write(
+        &md_path,
+        format!(
+            "{}\n{}{after}",
+            before.trim_end_matches('\n'),
+            markdown.trim_end_matches('\n').to_string() + "\n"
+        ),
+    )?;
+    println!("{markdown}");
+    Ok(())
+}
+
 async fn parent(args: Args) -> Result<()> {
     let m = machine();
     eprintln!(
@@ -1606,6 +1682,7 @@ async fn parent(args: Args) -> Result<()> {
     }
     let slapd_rows = args.directories.iter().any(|d| d == "slapd");
     let samba_rows = args.directories.iter().any(|d| d == "samba-ad");
+    let ds389_rows = args.directories.iter().any(|d| d == "389");
     let mut rows = Vec::new();
     for mode in args.modes.iter().filter(|_| slapd_rows) {
         let pg = Postgres::start(PostgresOptions {
@@ -1621,24 +1698,38 @@ async fn parent(args: Args) -> Result<()> {
     }
     set_ratios(&mut rows);
     let samba = if samba_rows {
-        match samba::rows(&args).await {
-            Ok(mut rows) => {
-                set_ratios(&mut rows);
-                Some(rows)
-            }
-            Err(e) if args.samba_optional => {
-                eprintln!("SKIPPED (Samba AD rows): {e}");
-                None
-            }
-            Err(e) => return Err(e),
-        }
+        optional_rows("Samba AD", &args, samba::rows(&args).await)?
+    } else {
+        None
+    };
+    let ds389 = if ds389_rows {
+        optional_rows("389 Directory Server", &args, ds389::rows(&args).await)?
     } else {
         None
     };
     if !slapd_rows {
-        // Only the Samba AD rows ran: they replace their section of the existing outputs.
-        let rows = samba.unwrap_or_default();
-        return samba::merge_into_outputs(&args, &m, &rows);
+        // Only the Samba AD and/or 389 rows ran: they replace their sections of the existing
+        // outputs.
+        if let Some(rows) = &samba {
+            merge_section(
+                &args,
+                samba::KEY,
+                samba::SECTION,
+                samba::json(&args, &m, rows),
+                &samba::markdown(&args, &m, rows),
+            )?;
+        }
+        if let Some(rows) = &ds389 {
+            merge_section(
+                &args,
+                ds389::KEY,
+                ds389::SECTION,
+                ds389::json(&args, &m, rows),
+                &ds389::markdown(&args, &m, rows),
+            )?;
+        }
+        println!("written to {}", args.out.display());
+        return Ok(());
     }
     // Per kind of batch, from whichever run had such batches (the initial provisioning has Creates,
     // the follow-up round has none).
@@ -1659,8 +1750,12 @@ async fn parent(args: Args) -> Result<()> {
     });
     let mut md = markdown(&m, &args, &rows, &jim_batches);
     if let Some(samba_rows) = &samba {
-        json["samba_ad"] = samba::json(&args, &m, samba_rows);
+        json[samba::KEY] = samba::json(&args, &m, samba_rows);
         md.push_str(&samba::markdown(&args, &m, samba_rows));
+    }
+    if let Some(rows) = &ds389 {
+        json[ds389::KEY] = ds389::json(&args, &m, rows);
+        md.push_str(&ds389::markdown(&args, &m, rows));
     }
     std::fs::write(
         args.out.join("results.json"),

@@ -7,8 +7,12 @@
 //! of JIM's Scenario 8 Samba target (`user`/`group`, `objectGUID` anchors; Small by default), followed
 //! by a round of attribute updates, member additions and deletes.
 //!
-//! Run it with `bash scripts/demo.sh [--samba] [Template]` (or `cargo run --release --example demo --
-//! [--samba] [Template]`).
+//! With `--389` (or `--target 389`) the target is a throwaway 389 Directory Server (the testkit's
+//! `Ds389`, with the memberOf, referential-integrity and entryUUID plugins on, StartTLS verified
+//! against its CA), seeded and exported exactly as for slapd.
+//!
+//! Run it with `bash scripts/demo.sh [--samba | --389] [Template]` (or `cargo run --release --example
+//! demo -- [--samba | --389] [Template]`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +24,7 @@ use jim_export::config::{
 use jim_export::engine::{CancellationToken, Engine, LogLevel, LogRecord, RunListener};
 use jim_export::model::PendingExportAttributeChangeType as AvcType;
 use jim_export::report::{BatchReport, ItemStatus, ProgressEvent, RunResult};
+use jim_export_testkit::ds389::{Ds389, Ds389Options};
 use jim_export_testkit::samba::SambaAd;
 use jim_export_testkit::seed::{
     self, AdExport, AdValue, FollowUps, SeedObject, SeedOptions, SeededAdSystem, Template,
@@ -27,7 +32,7 @@ use jim_export_testkit::seed::{
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
 use jim_export_testkit::{Postgres, PostgresOptions};
 
-const USAGE: &str = "usage: demo [--samba | --target openldap|samba-ad] [Template]";
+const USAGE: &str = "usage: demo [--samba | --389 | --target openldap|samba-ad|389] [Template]";
 
 /// Drives an indicatif bar from the engine's progress events.
 struct Display {
@@ -71,6 +76,7 @@ impl RunListener for Display {
 enum Target {
     OpenLdap,
     SambaAd,
+    Ds389,
 }
 
 fn parse_args() -> Result<(Target, Option<Template>), Box<dyn std::error::Error>> {
@@ -80,6 +86,7 @@ fn parse_args() -> Result<(Target, Option<Template>), Box<dyn std::error::Error>
     while let Some(arg) = args.next() {
         let target_name = match arg.as_str() {
             "--samba" => Some("samba-ad".to_string()),
+            "--389" => Some("389".to_string()),
             "--target" => Some(args.next().ok_or(USAGE)?),
             a if a.starts_with("--target=") => Some(a["--target=".len()..].to_string()),
             "-h" | "--help" => {
@@ -96,6 +103,7 @@ fn parse_args() -> Result<(Target, Option<Template>), Box<dyn std::error::Error>
             target = match name.as_str() {
                 "openldap" | "slapd" => Target::OpenLdap,
                 "samba-ad" | "samba" => Target::SambaAd,
+                "389" | "389ds" | "ds389" => Target::Ds389,
                 other => return Err(format!("unknown target {other}; {USAGE}").into()),
             };
         }
@@ -107,21 +115,78 @@ fn parse_args() -> Result<(Target, Option<Template>), Box<dyn std::error::Error>
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (target, template) = parse_args()?;
     match target {
-        Target::OpenLdap => openldap(template.unwrap_or(Template::Medium)).await,
+        Target::OpenLdap | Target::Ds389 => {
+            ldap(target, template.unwrap_or(Template::Medium)).await
+        }
         Target::SambaAd => samba_ad(template.unwrap_or(Template::Small)).await,
     }
 }
 
-async fn openldap(template: Template) -> Result<(), Box<dyn std::error::Error>> {
-    println!("Starting throwaway PostgreSQL 15 and slapd ...");
+/// The directory server of an LDAP demo, kept alive for the run.
+enum Server {
+    Slapd(Slapd),
+    Ds389(Ds389),
+}
+
+impl Server {
+    fn ldap_url(&self) -> &str {
+        match self {
+            Server::Slapd(s) => s.ldap_url(),
+            Server::Ds389(s) => s.ldap_url(),
+        }
+    }
+    fn suffix(&self) -> &str {
+        match self {
+            Server::Slapd(s) => s.suffix(),
+            Server::Ds389(s) => s.suffix(),
+        }
+    }
+    fn admin_dn(&self) -> &str {
+        match self {
+            Server::Slapd(s) => s.admin_dn(),
+            Server::Ds389(s) => s.admin_dn(),
+        }
+    }
+    fn admin_password(&self) -> &str {
+        match self {
+            Server::Slapd(s) => s.admin_password(),
+            Server::Ds389(s) => s.admin_password(),
+        }
+    }
+    fn ca_pem(&self) -> Option<&str> {
+        match self {
+            Server::Slapd(s) => s.ca_pem(),
+            Server::Ds389(s) => Some(s.ca_pem()),
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Slapd(_) => "slapd",
+            Server::Ds389(_) => "389 Directory Server",
+        }
+    }
+}
+
+async fn ldap(target: Target, template: Template) -> Result<(), Box<dyn std::error::Error>> {
+    let name = if target == Target::Ds389 {
+        "389 Directory Server"
+    } else {
+        "slapd"
+    };
+    println!("Starting throwaway PostgreSQL 15 and {name} ...");
     let started = Instant::now();
     let pg = Postgres::start(PostgresOptions::default()).await?;
-    let slapd = Slapd::start(SlapdOptions::default()).await?;
+    let server = match target {
+        Target::Ds389 => Server::Ds389(Ds389::start(Ds389Options::default()).await?),
+        _ => Server::Slapd(Slapd::start(SlapdOptions::default()).await?),
+    };
+    let slapd = &server;
     let db = pg.jim_database().await?;
     println!(
-        "  PostgreSQL on 127.0.0.1:{} (database {}), slapd at {} ({}), in {:.1} s",
+        "  PostgreSQL on 127.0.0.1:{} (database {}), {} at {} ({}), in {:.1} s",
         pg.port(),
         db.name,
+        server.name(),
         slapd.ldap_url(),
         slapd.suffix(),
         started.elapsed().as_secs_f64()

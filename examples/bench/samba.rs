@@ -20,8 +20,10 @@ use super::{
 /// JIM's Export Concurrency for Samba AD (the AD seed's setting): the jim-today emulation's
 /// in-flight limit against the DC.
 const JIM_SAMBA_IN_FLIGHT: u32 = 4;
-/// Marks the Samba AD section in `results.md`; a Samba-only run replaces what follows it.
-const SECTION: &str = "### Samba AD";
+/// Marks the Samba AD section in `results.md`; a Samba-only run replaces it.
+pub(crate) const SECTION: &str = "### Samba AD";
+/// The key of the Samba AD rows in `results.json`.
+pub(crate) const KEY: &str = "samba_ad";
 
 /// Runs the Samba AD rows of every chosen strategy but ldapmodify, on a durable PostgreSQL of
 /// their own.
@@ -211,33 +213,4 @@ pub(crate) fn markdown(args: &Args, m: &Machine, rows: &[Measured]) -> String {
         table("directory", "samba", rows),
         super::LATENCY_NOTE,
     )
-}
-
-/// Writes a Samba-only run into the existing outputs: its section of `results.json` and
-/// `results.md` is replaced (or added); the slapd rows stay as they were.
-pub(crate) fn merge_into_outputs(args: &Args, m: &Machine, rows: &[Measured]) -> Result<()> {
-    std::fs::create_dir_all(&args.out)?;
-    let json_path = args.out.join("results.json");
-    let mut doc: serde_json::Value = std::fs::read_to_string(&json_path)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_else(|| serde_json::json!({}));
-    doc["samba_ad"] = json(args, m, rows);
-    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
-    let md_path = args.out.join("results.md");
-    let existing = std::fs::read_to_string(&md_path).unwrap_or_default();
-    let kept = existing
-        .find(&format!("\n{SECTION}\n"))
-        .map_or(existing.as_str(), |i| &existing[..i]);
-    let section = markdown(args, m, rows);
-    std::fs::write(
-        &md_path,
-        format!(
-            "{}{section}",
-            kept.trim_end_matches('\n').to_string() + "\n"
-        ),
-    )?;
-    println!("{section}");
-    println!("written to {}", args.out.display());
-    Ok(())
 }

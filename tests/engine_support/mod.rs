@@ -132,10 +132,16 @@ pub fn host_port(url: &str) -> (String, u16) {
 /// Reads every entry below the suffix's `ou=People`, `ou=Groups` and `ou=Alumni` (not the OUs
 /// themselves), keeping the attributes the seed's expected state uses.
 pub async fn read_directory(slapd: &Slapd) -> DirectoryState {
-    let mut ldap = slapd.admin_ldap().await.expect("admin connection");
+    let ldap = slapd.admin_ldap().await.expect("admin connection");
+    read_directory_with(ldap, slapd.suffix()).await
+}
+
+/// [`read_directory`] over an admin connection to any directory with the seed's layout under
+/// `suffix` (unbound when done).
+pub async fn read_directory_with(mut ldap: ldap3::Ldap, suffix: &str) -> DirectoryState {
     let mut state = DirectoryState::default();
     for ou in ["People", "Groups", "Alumni"] {
-        let base = format!("ou={ou},{}", slapd.suffix());
+        let base = format!("ou={ou},{suffix}");
         let (entries, _) = match ldap
             .search(&base, Scope::OneLevel, "(objectClass=*)", vec!["*"])
             .await
