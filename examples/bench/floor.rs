@@ -217,11 +217,23 @@ async fn write_flush(pool: &PgPool, ids: &[Uuid], rows: &RowChanges) -> Result<(
 /// (`MAX_FLUSHES_IN_FLIGHT` in `engine/run.rs`), so that the ceiling is not one the engine could beat
 /// by writing two flushes while the floor writes one. Flushes touch disjoint rows.
 const WRITERS: usize = 2;
+/// Overrides [`WRITERS`] for the floor and combined, to measure how the writes scale with
+/// connections (the parent's environment reaches the children).
+pub const WRITERS_ENV: &str = "JIM_BENCH_FLOOR_WRITERS";
 
-/// Writes every flush, `WRITERS` at a time, in claim order.
+fn writers() -> usize {
+    std::env::var(WRITERS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(WRITERS)
+}
+
+/// Writes every flush, [`writers`] at a time, in claim order.
 async fn write_all(spec: &ChildSpec, flushes: &[(Vec<Uuid>, RowChanges)]) -> Result<()> {
+    let writers = writers();
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(WRITERS as u32)
+        .max_connections(writers as u32)
         .connect(&spec.database_url)
         .await?;
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -234,11 +246,11 @@ async fn write_all(spec: &ChildSpec, flushes: &[(Vec<Uuid>, RowChanges)]) -> Res
             write_flush(&pool, ids, rows).await?;
         }
     };
-    // Two writers (`WRITERS`).
-    let (a, b) = tokio::join!(writer(), writer());
+    let results = futures::future::join_all((0..writers).map(|_| writer())).await;
     pool.close().await;
-    a?;
-    b?;
+    results
+        .into_iter()
+        .collect::<std::result::Result<Vec<()>, _>>()?;
     Ok(())
 }
 
@@ -254,8 +266,9 @@ pub async fn child_floor(spec: &ChildSpec) -> Result<ChildReport> {
         elapsed_s: started.elapsed().as_secs_f64(),
         postgres_cpu_in_clock_s: spec.postgres_pid.map(|_| tree_cpu(spec.postgres_pid) - pg0),
         note: format!(
-            "{} flushes of {FLUSH}, {WRITERS} at a time: the Executing mark and one outcome statement each",
-            prepared.flushes.len()
+            "{} flushes of {FLUSH}, {} at a time: the Executing mark and one outcome statement each",
+            prepared.flushes.len(),
+            writers()
         ),
         ..ChildReport::default()
     })
