@@ -6,7 +6,7 @@
 //!     [--modes durable,nosync] [--strategies limit,floor,combined,ldapmodify,jim-today,engine]
 //!     [--follow-ups 200] [--out bench-results] [--scale] [--scale-seconds 60] [--profile]
 //!     [--directories slapd,samba-ad,389 | --samba | --389] [--samba-template Medium]
-//!     [--samba-follow-ups 50] [--ds389-template Medium]
+//!     [--samba-follow-ups 50] [--ds389-template Medium] [--fillfactor 100]
 //! ```
 //!
 //! The parent starts a throwaway PostgreSQL 15 per mode (durable or `fsync = off`) and, per mode ×
@@ -1083,6 +1083,9 @@ struct Args {
     samba_follow_ups: usize,
     /// The template of the 389 rows.
     ds389_template: Template,
+    /// A `fillfactor` for JIM's `PendingExportAttributeValueChanges`, set before the slapd rows'
+    /// seed (a storage setting JIM's operators could choose; the engine never sets it).
+    fillfactor: Option<u32>,
 }
 
 fn args() -> Result<Args> {
@@ -1101,6 +1104,7 @@ fn args() -> Result<Args> {
         samba_template: Template::Medium,
         samba_follow_ups: 50,
         ds389_template: Template::Medium,
+        fillfactor: None,
     };
     let mut it = std::env::args().skip(1);
     let list = |v: String| -> Vec<String> { v.split(',').map(|s| s.trim().to_string()).collect() };
@@ -1134,6 +1138,13 @@ fn args() -> Result<Args> {
                 a.samba_optional = false;
             }
             "--ds389-template" => a.ds389_template = value()?.parse()?,
+            "--fillfactor" => {
+                let f: u32 = value()?.parse()?;
+                if !(10..=100).contains(&f) {
+                    return Err(format!("--fillfactor {f}: between 10 and 100").into());
+                }
+                a.fillfactor = Some(f);
+            }
             "--samba-template" => a.samba_template = value()?.parse()?,
             "--samba-follow-ups" => a.samba_follow_ups = value()?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
@@ -1379,6 +1390,16 @@ async fn one_combination(
     let proxy = LatencyProxy::in_front_of(slapd.ldap_url(), Duration::from_millis(rtt))?;
     let ldap_url = proxy.url("ldap");
     let db = pg.jim_database().await?;
+    if let Some(f) = args.fillfactor {
+        // Pages filled to f % keep room for the change rows' new versions on their own page: with
+        // no indexed column changed (their Status is not indexed), an update can then be HOT.
+        // `f` is a number checked to lie in 10..=100 (DDL takes no bind parameters).
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            r#"ALTER TABLE "PendingExportAttributeValueChanges" SET (fillfactor = {f})"#
+        )))
+        .execute(&db.pool)
+        .await?;
+    }
     let (host, port) = host_port(&ldap_url);
     let seeded = seed::seed(
         &db.pool,
@@ -1466,6 +1487,12 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
         "Machine: {} ({} cores, {} GB), Linux {}. Template {}, follow-ups: a mixed round of ~{} objects per kind (updates, renames, moves, manager and membership changes, deletes).\n",
         m.cpu_model, m.cores, m.memory_gb, m.kernel, args.template, args.follow_ups
     );
+    if let Some(f) = args.fillfactor {
+        let _ = writeln!(
+            s,
+            "`PendingExportAttributeValueChanges` with `fillfactor = {f}` (set before the seed).\n"
+        );
+    }
     s.push_str(&table("mode", "slapd", rows));
     if !jim_batches.is_empty() {
         let _ = writeln!(
@@ -1746,6 +1773,7 @@ async fn parent(args: Args) -> Result<()> {
         "machine": m,
         "template": args.template.to_string(),
         "follow_ups": args.follow_ups,
+        "fillfactor": args.fillfactor,
         "rows": rows,
     });
     let mut md = markdown(&m, &args, &rows, &jim_batches);
