@@ -242,17 +242,21 @@ async fn ldap(target: Target, template: Template) -> Result<(), Box<dyn std::err
 
     println!("\nJIM's confirming import, then a round of follow-up changes ...");
     seed::confirm_exported(&db.pool, &seeded).await?;
+    // Sized for Medium's 1,000 users and 118 groups; smaller templates get a proportional round.
+    let users = (seeded.users() as f64 / 1000.0).min(1.0);
+    let groups = (seeded.groups() as f64 / 118.0).min(1.0);
+    let scaled = |n: usize, share: f64| ((n as f64 * share).round() as usize).max(1);
     let follow_ups = FollowUps {
         seed: 2,
-        attribute_updates: 50,
-        renames: 20,
-        moves: 10,
-        manager_changes: 20,
-        member_add_groups: 10,
-        member_remove_groups: 10,
+        attribute_updates: scaled(50, users),
+        renames: scaled(20, users),
+        moves: scaled(10, users),
+        manager_changes: scaled(20, users),
+        member_add_groups: scaled(10, groups),
+        member_remove_groups: scaled(10, groups),
         members_per_group: 5,
-        user_deletes: 10,
-        group_deletes: 2,
+        user_deletes: scaled(10, users),
+        group_deletes: scaled(2, groups),
         ..FollowUps::default()
     };
     let staged = seed::stage_follow_ups(&db.pool, &seeded, &follow_ups).await?;

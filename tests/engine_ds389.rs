@@ -27,8 +27,8 @@ use std::time::Duration;
 use crash_support::{ChildRun, EXECUTING, wait_for};
 use engine_support::{Events, host_port, read_directory_with};
 use jim_export::config::{
-    DatabaseConfig, Dialect, DirectoryConfig, DirectoryTlsMode, ExportRequest, ExportSettings,
-    RunOptions,
+    DatabaseConfig, DeleteBehaviour, Dialect, DirectoryConfig, DirectoryTlsMode, ExportRequest,
+    ExportSettings, RunOptions,
 };
 use jim_export::engine::{CancellationToken, Engine, LogLevel};
 use jim_export::model::PendingExportChangeType;
@@ -431,6 +431,98 @@ async fn follow_ups_converge_beside_memberof_and_referential_integrity() {
     );
 }
 
+/// Deletes as disables, with 389's own account lock as the disable attribute (`nsAccountLock`,
+/// which JIM's connector sets to `TRUE` like any non-AD disable attribute): the entries stay, are
+/// locked, and 389 refuses their bind from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_as_disables_lock_the_accounts() {
+    let Some(env) = Env389::start(Template::Micro).await else {
+        return;
+    };
+    let engine = Engine::new();
+    let mut request = env.request();
+    request.settings.delete_behaviour = DeleteBehaviour::Disable;
+    request.settings.disable_attribute = "nsAccountLock".into();
+    let (first, events) = env.run(&engine, &request).await;
+    assert_eq!(first.failed_count, 0, "{:?}", failures(&events));
+    seed::confirm_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
+    let staged = seed::stage_follow_ups(
+        &env.db.pool,
+        &env.seeded,
+        &FollowUps {
+            seed: 3,
+            user_deletes: 2,
+            ..FollowUps::default()
+        },
+    )
+    .await
+    .unwrap();
+    let leavers: Vec<String> = staged
+        .exports
+        .iter()
+        .filter(|e| e.change_type == PendingExportChangeType::Delete)
+        .map(|e| e.dn.clone())
+        .collect();
+    assert_eq!(leavers.len(), 2);
+    // The leavers can bind until they are disabled.
+    let password = "a-leavers-password-1";
+    {
+        let mut ldap = env.admin().await;
+        for dn in &leavers {
+            ldap.modify(
+                dn,
+                vec![Mod::Replace("userPassword", HashSet::from([password]))],
+            )
+            .await
+            .and_then(|r| r.success())
+            .expect("a password for the leaver");
+        }
+        let _ = ldap.unbind().await;
+    }
+    let url = env.ds.ldap_url().to_string();
+    let bind = |dn: String| {
+        let url = url.clone();
+        async move {
+            let (conn, mut ldap) = ldap3::LdapConnAsync::new(&url).await.expect("a connection");
+            ldap3::drive!(conn);
+            let rc = ldap.simple_bind(&dn, password).await.expect("an answer").rc;
+            let _ = ldap.unbind().await;
+            rc
+        }
+    };
+    assert_eq!(bind(leavers[0].clone()).await, 0, "the leaver binds before");
+
+    let (second, events) = env.run(&engine, &request).await;
+    assert_eq!(
+        (second.success_count as usize, second.failed_count),
+        (staged.pending_exports(), 0),
+        "{:?}",
+        failures(&events)
+    );
+    for dn in &leavers {
+        let entry = env
+            .ds
+            .read_entry(dn, &["nsAccountLock"])
+            .await
+            .unwrap()
+            .expect("a disabled entry stays");
+        let lock: Vec<String> = entry
+            .attrs
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("nsAccountLock"))
+            .flat_map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(lock, vec!["TRUE".to_string()], "{dn}");
+        assert_ne!(
+            bind(dn.clone()).await,
+            0,
+            "389 refuses a locked account's bind: {dn}"
+        );
+    }
+}
+
 /// Big groups go in chunks (an Add and member Modifies of 10), every member lands once, and the
 /// placeholder member is never needed: each group is created with real members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,6 +556,73 @@ async fn big_groups_are_written_in_chunks() {
         "no placeholder member is left"
     );
     assert_member_of_agrees(&env, &expected).await;
+}
+
+/// Groups in the `groupOfUniqueNames` shape (`uniqueMember`), which 389's schema has beside
+/// `groupOfNames`: written and chunked the same way, and memberOf (configured on `uniqueMember` too)
+/// follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_of_unique_names() {
+    let Some(env) = Env389::start(Template::Micro).await else {
+        return;
+    };
+    let member = env.seeded.group_attribute_id("member").unwrap();
+    let class = env.seeded.group_attribute_id("objectClass").unwrap();
+    for sql in [
+        r#"UPDATE "ConnectedSystemObjectTypes" SET "Name" = 'groupOfUniqueNames' WHERE "Id" = $1"#,
+        r#"UPDATE "ConnectedSystemAttributes" SET "Name" = 'uniqueMember' WHERE "Id" = $2"#,
+        r#"UPDATE "PendingExportAttributeValueChanges" SET "StringValue" = 'groupOfUniqueNames'
+           WHERE "AttributeId" = $3 AND "StringValue" = 'groupOfNames'"#,
+    ] {
+        sqlx::query(sql)
+            .bind(env.seeded.group_type_id())
+            .bind(member)
+            .bind(class)
+            .execute(&env.db.pool)
+            .await
+            .unwrap();
+    }
+    let mut request = env.request();
+    request.settings.modify_batch_size = 10;
+    let (result, events) = env.run(&Engine::new(), &request).await;
+    assert_eq!(result.failed_count, 0, "{:?}", failures(&events));
+    let mut expected = env.seeded.expected_directory().unwrap();
+    for entry in expected.entries.values_mut() {
+        if let Some(members) = entry.remove("member") {
+            entry.insert("uniqueMember".into(), members);
+            entry.insert(
+                "objectClass".into(),
+                BTreeSet::from(["groupOfUniqueNames".to_string()]),
+            );
+        }
+    }
+    let mut actual = env.directory().await;
+    for entry in actual.entries.values_mut() {
+        if let Some(members) = entry.get_mut("uniqueMember") {
+            *members = members.iter().map(|m| m.to_lowercase()).collect();
+        }
+    }
+    for entry in expected.entries.values_mut() {
+        if let Some(members) = entry.get_mut("uniqueMember") {
+            *members = members.iter().map(|m| m.to_lowercase()).collect();
+        }
+    }
+    assert!(
+        expected
+            .entries
+            .values()
+            .any(|e| e.contains_key("uniqueMember")),
+        "the seed has groups"
+    );
+    assert_matches(&actual, &expected);
+    // memberOf follows uniqueMember as it follows member.
+    let mut as_members = expected.clone();
+    for entry in as_members.entries.values_mut() {
+        if let Some(members) = entry.remove("uniqueMember") {
+            entry.insert("member".into(), members);
+        }
+    }
+    assert_member_of_agrees(&env, &as_members).await;
 }
 
 /// Where the object types' external id is 389's own `nsUniqueId` (present on every entry, whether

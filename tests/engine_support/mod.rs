@@ -183,6 +183,7 @@ fn canonical_attribute(name: &str) -> String {
         "manager",
         "description",
         "member",
+        "uniqueMember",
     ];
     KNOWN
         .iter()
