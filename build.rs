@@ -1,4 +1,4 @@
-//! Generates the C header from `src/ffi/c.rs` with cbindgen into `OUT_DIR`. With
+//! Generates the C header from the C ABI in `src/ffi/c/` with cbindgen into `OUT_DIR`. With
 //! `JIM_EXPORT_WRITE_HEADER=1` it also writes the committed copy `include/jim_export.h`; a unit test
 //! fails when the committed copy differs from the generated one.
 

@@ -62,48 +62,53 @@ struct Args {
     out: PathBuf,
 }
 
-fn args() -> Result<Args> {
-    let mut a = Args {
-        template: Template::Medium,
-        rtts: vec![0, 10],
-        modes: vec!["durable".into(), "nosync".into()],
-        limits: vec![4, 8, 16, 32, 64, 128],
-        slowdown_rtt: 10,
-        repeat: 5,
-        sweep: true,
-        render: None,
-        out: PathBuf::from("bench-results/adaptive"),
-    };
-    let mut it = std::env::args().skip(1);
-    fn numbers<T: std::str::FromStr>(v: &str) -> Result<Vec<T>>
-    where
-        T::Err: std::error::Error + Send + Sync + 'static,
-    {
-        Ok(v.split(',')
-            .map(|s| s.trim().parse::<T>())
-            .collect::<std::result::Result<_, _>>()?)
+/// The command line (`--help` prints it with every default).
+#[derive(clap::Parser)]
+#[command(about = "The adaptive in-flight limit against a sweep of fixed limits")]
+struct Cli {
+    /// JIM's scale template.
+    #[arg(long, default_value = "Medium")]
+    template: Template,
+    /// Round-trip times injected in front of the directory, in ms.
+    #[arg(long = "rtt", value_delimiter = ',', default_value = "0,10")]
+    rtts: Vec<u64>,
+    /// Durability modes of PostgreSQL and slapd.
+    #[arg(long, value_delimiter = ',', default_value = "durable,nosync",
+          value_parser = ["durable", "nosync"])]
+    modes: Vec<String>,
+    /// The fixed limits to compare with.
+    #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64,128")]
+    limits: Vec<u32>,
+    /// The RTT of the slow-down run's middle third, in ms.
+    #[arg(long, default_value_t = 10)]
+    slowdown_rtt: u64,
+    /// Runs of each strategy per cell (at least 1).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
+    /// Only the slow-down runs.
+    #[arg(long)]
+    no_sweep: bool,
+    /// Measure nothing: render the tables and chart again from this results.json.
+    #[arg(long)]
+    render: Option<PathBuf>,
+    /// Where the results go.
+    #[arg(long, default_value = "bench-results/adaptive")]
+    out: PathBuf,
+}
+
+fn args() -> Args {
+    let cli = <Cli as clap::Parser>::parse();
+    Args {
+        template: cli.template,
+        rtts: cli.rtts,
+        modes: cli.modes,
+        limits: cli.limits,
+        slowdown_rtt: cli.slowdown_rtt,
+        repeat: cli.repeat as usize,
+        sweep: !cli.no_sweep,
+        render: cli.render,
+        out: cli.out,
     }
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--template" => a.template = value()?.parse()?,
-            "--rtt" => a.rtts = numbers(&value()?)?,
-            "--modes" => a.modes = value()?.split(',').map(|s| s.trim().into()).collect(),
-            "--limits" => a.limits = numbers(&value()?)?,
-            "--slowdown-rtt" => a.slowdown_rtt = value()?.parse()?,
-            "--repeat" => a.repeat = value()?.parse::<usize>()?.max(1),
-            "--no-sweep" => a.sweep = false,
-            "--render" => a.render = Some(PathBuf::from(value()?)),
-            "--out" => a.out = PathBuf::from(value()?),
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
-    for m in &a.modes {
-        if m != "durable" && m != "nosync" {
-            return Err(format!("unknown mode {m} (durable, nosync)").into());
-        }
-    }
-    Ok(a)
 }
 
 /// One engine run of the sweep.
@@ -554,7 +559,7 @@ fn markdown(args: &Args, cells: &[Cell], slow: &[(Row, Vec<Sample>)]) -> String 
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let mut args = args()?;
+    let mut args = args();
     if let Some(file) = args.render.clone() {
         let (rows, slow) = load(&mut args, &file)?;
         return write(&args, &rows, &slow);

@@ -226,18 +226,21 @@ fn run_cli(tool: &str, slapd: &Slapd, ldif: &std::path::Path) -> Result<Duration
     Ok(elapsed)
 }
 
+/// The command line (`--help` prints it with every default).
+#[derive(clap::Parser)]
+#[command(about = "Directory throughput at several connection counts and in-flight levels")]
+struct Cli {
+    /// Users created (then modified) per configuration.
+    #[arg(long, default_value_t = 5000)]
+    entries: usize,
+    /// slapd with fsync (else dbnosync).
+    #[arg(long)]
+    durable: bool,
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    let mut entries = 5000usize;
-    let mut durable = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--entries" => entries = args.next().ok_or("--entries needs a number")?.parse()?,
-            "--durable" => durable = true,
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
+    let Cli { entries, durable } = clap::Parser::parse();
     let slapd = Slapd::start(SlapdOptions {
         durable,
         ..SlapdOptions::default()

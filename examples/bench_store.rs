@@ -34,38 +34,38 @@ struct Args {
     explain: bool,
 }
 
-fn args() -> Result<Args, String> {
-    let mut a = Args {
-        template: Template::Scale100k50Groups,
-        durable: false,
-        page: 100,
-        in_flight: 2,
-        explain: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--template" => {
-                let v = it.next().ok_or("--template needs a name")?;
-                a.template = v.parse().map_err(|e| format!("--template {v}: {e}"))?;
-            }
-            "--durable" => a.durable = true,
-            "--explain" => a.explain = true,
-            "--in-flight" => {
-                let v = it.next().ok_or("--in-flight needs a number")?;
-                a.in_flight = v
-                    .parse::<usize>()
-                    .map_err(|e| format!("--in-flight {v}: {e}"))?
-                    .max(1);
-            }
-            "--page" => {
-                let v = it.next().ok_or("--page needs a number")?;
-                a.page = v.parse().map_err(|e| format!("--page {v}: {e}"))?;
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
+/// The command line (`--help` prints it with every default).
+#[derive(clap::Parser)]
+#[command(
+    about = "The store's claim, resolution and persist against a directory that does nothing"
+)]
+struct Cli {
+    /// JIM's scale template.
+    #[arg(long, default_value = "Scale100k50Groups")]
+    template: Template,
+    /// PostgreSQL with fsync.
+    #[arg(long)]
+    durable: bool,
+    /// Log the plans of statements over 20 ms (auto_explain).
+    #[arg(long)]
+    explain: bool,
+    /// Flushes persisted at once while the next page is claimed (at least 1).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    in_flight: u64,
+    /// Exports per page and per flush.
+    #[arg(long, default_value_t = 100)]
+    page: u32,
+}
+
+fn args() -> Args {
+    let cli = <Cli as clap::Parser>::parse();
+    Args {
+        template: cli.template,
+        durable: cli.durable,
+        page: cli.page,
+        in_flight: cli.in_flight as usize,
+        explain: cli.explain,
     }
-    Ok(a)
 }
 
 #[derive(Default)]
@@ -166,7 +166,7 @@ async fn index_scans(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args()?;
+    let args = args();
     let mut settings = Vec::new();
     if args.explain {
         for (k, v) in [

@@ -6,7 +6,7 @@
 //! 0-300 ms (so the watch is sometimes busy, sometimes idle and, when polling, backed off); the bench
 //! then reads the entry's DN every millisecond until it exists. Prints p50/p90/p99/max per mode.
 //!
-//! `cargo run --release --example bench_watch [-- N]` (N = 200 by default).
+//! `cargo run --release --example bench_watch [-- --exports 200]`.
 
 #[path = "../tests/watch_support/mod.rs"]
 mod watch_support;
@@ -24,13 +24,20 @@ use jim_export_testkit::seed::{self, SeedOptions, Template};
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
 use ldap3::{Ldap, Scope};
 
+/// The command line (`--help` prints it with every default).
+#[derive(clap::Parser)]
+#[command(
+    about = "Watch-mode latency, from a pending export's commit to its entry in the directory"
+)]
+struct Cli {
+    /// User Creates staged per mode (each alone, 0-300 ms apart).
+    #[arg(long, default_value_t = 200)]
+    exports: usize,
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(200);
+    let Cli { exports: n } = clap::Parser::parse();
     let pg = Postgres::shared().await?;
     let db = pg.jim_database().await?;
     let slapd = Slapd::start(SlapdOptions::default()).await?;

@@ -5,8 +5,11 @@
 //! concurrent operations, and writes the outcomes back in a few batched statements.
 //!
 //! The data flows one way: **claim → resolve → plan → execute → persist → report**. This crate holds
-//! the domain model ([`model`]), the host-facing configuration ([`config`]) and, as they land, the
-//! stages of that pipeline; `ffi` exposes it to C/.NET hosts and UniFFI (Python, Kotlin).
+//! the domain model ([`model`]), the host-facing configuration ([`config`]) and the stages of that
+//! pipeline: the queue's claim, reference resolution and persist in [`store`], the pure planning in
+//! [`plan`], execution against the directory in [`directory`], the run that drives them in
+//! [`engine`] and what it reports in [`report`]; `ffi` exposes it to C/.NET hosts and UniFFI
+//! (Python, Kotlin).
 
 #![deny(unsafe_code)]
 
