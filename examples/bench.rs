@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--template MediumLarge] [--rtt 0,2,10]
-//!     [--modes durable,nosync] [--strategies limit,floor,combined,ldapmodify,jim-today,engine]
+//!     [--modes durable,nosync] [--strategies limit,floor,engine-sql,combined,ldapmodify,jim-today,engine]
 //!     [--follow-ups 200] [--out bench-results] [--scale] [--scale-seconds 60] [--profile]
 //!     [--directories slapd,samba-ad,389 | --samba | --389] [--samba-template Medium]
 //!     [--samba-follow-ups 50] [--ds389-template Medium] [--fillfactor 100]
@@ -1144,8 +1144,8 @@ struct Cli {
     #[arg(long, default_value = "Medium")]
     ds389_template: Template,
     /// A fillfactor (10-100) for JIM's PendingExportAttributeValueChanges, set before the slapd
-    /// rows' seed.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(10..=100))]
+    /// rows' seed (not with --scale, whose seed is its own).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(10..=100), conflicts_with = "scale")]
     fillfactor: Option<u32>,
 }
 
@@ -1501,6 +1501,14 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
             "`PendingExportAttributeValueChanges` with `fillfactor = {f}` (set before the seed).\n"
         );
     }
+    if std::env::var_os(floor::WRITERS_ENV).is_some() {
+        let _ = writeln!(
+            s,
+            "floor and combined write {} flushes at a time (`{}`).\n",
+            floor::writers(),
+            floor::WRITERS_ENV
+        );
+    }
     s.push_str(&table("mode", "slapd", rows));
     if !jim_batches.is_empty() {
         let _ = writeln!(
@@ -1662,8 +1670,8 @@ fn optional_rows(
 }
 
 /// Writes one directory's section into the existing outputs: `key` of `results.json` and the part
-/// of `results.md` from `title` to the next section of the same level (or the end) are replaced,
-/// or added; everything else stays as it was.
+/// of `results.md` from `title` to the next heading of its level or above (or the end) are
+/// replaced, or added; everything else stays as it was.
 fn merge_section(
     args: &Args,
     key: &str,
@@ -1681,12 +1689,23 @@ fn merge_section(
     std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
     let md_path = args.out.join("results.md");
     let existing = std::fs::read_to_string(&md_path).unwrap_or_default();
-    let (before, after) = match existing.find(&format!("\n{title}\n")) {
+    // The section runs from its title to the next heading of its level or above (or the end).
+    let start = if existing.starts_with(&format!("{title}\n")) {
+        Some(0)
+    } else {
+        existing.find(&format!("\n{title}\n")).map(|i| i + 1)
+    };
+    let (before, after) = match start {
         Some(i) => {
-            let rest = &existing[i + 1..];
-            let end = rest[title.len()..]
-                .find("\n### ")
-                .map_or(existing.len(), |j| i + 1 + title.len() + j);
+            let body = i + title.len();
+            let end = existing[body..]
+                .match_indices('\n')
+                .map(|(j, _)| body + j)
+                .find(|&j| {
+                    let line = &existing[j + 1..];
+                    line.starts_with("# ") || line.starts_with("## ") || line.starts_with("### ")
+                })
+                .unwrap_or(existing.len());
             (&existing[..i], &existing[end..])
         }
         None => (existing.as_str(), ""),

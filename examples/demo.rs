@@ -177,25 +177,28 @@ async fn ldap(target: Target, template: Template) -> Result<(), Box<dyn std::err
     let started = Instant::now();
     let pg = Postgres::start(PostgresOptions::default()).await?;
     let server = match target {
-        Target::Ds389 => Server::Ds389(Ds389::start(Ds389Options::default()).await?),
+        Target::Ds389 => {
+            Server::Ds389(Ds389::start(Ds389Options::default()).await.map_err(|e| {
+                format!("the 389 Directory Server cannot run here (it runs as root): {e}")
+            })?)
+        }
         _ => Server::Slapd(Slapd::start(SlapdOptions::default()).await?),
     };
-    let slapd = &server;
     let db = pg.jim_database().await?;
     println!(
         "  PostgreSQL on 127.0.0.1:{} (database {}), {} at {} ({}), in {:.1} s",
         pg.port(),
         db.name,
         server.name(),
-        slapd.ldap_url(),
-        slapd.suffix(),
+        server.ldap_url(),
+        server.suffix(),
         started.elapsed().as_secs_f64()
     );
 
     println!("Seeding JIM's {template:?} template, staged as JIM stages it ...");
-    let (host, port) = host_and_port(slapd.ldap_url());
+    let (host, port) = host_and_port(server.ldap_url());
     let options = SeedOptions::new(template)
-        .with_suffix(slapd.suffix())
+        .with_suffix(server.suffix())
         .with_directory(host, port);
     let seeded = seed::seed(&db.pool, &options).await?;
     println!(
@@ -215,9 +218,12 @@ async fn ldap(target: Target, template: Template) -> Result<(), Box<dyn std::err
         ..ExportSettings::default()
     };
     // StartTLS, verified against the throwaway servers' CA: the password never crosses in clear.
-    let mut directory =
-        DirectoryConfig::simple(slapd.ldap_url(), slapd.admin_dn(), slapd.admin_password());
-    match slapd.ca_pem() {
+    let mut directory = DirectoryConfig::simple(
+        server.ldap_url(),
+        server.admin_dn(),
+        server.admin_password(),
+    );
+    match server.ca_pem() {
         Some(ca) => {
             directory.tls.mode = Some(DirectoryTlsMode::StartTls);
             directory.tls.ca_pem = Some(ca.to_string());
@@ -242,13 +248,14 @@ async fn ldap(target: Target, template: Template) -> Result<(), Box<dyn std::err
 
     println!("\nJIM's confirming import, then a round of follow-up changes ...");
     seed::confirm_exported(&db.pool, &seeded).await?;
-    // Sized for Medium's 1,000 users and 118 groups; smaller templates get a proportional round.
+    // Sized for Medium's 1,000 users and 118 groups; smaller templates get a proportional round
+    // (a kind whose share rounds to nothing is left out, but there is always an update).
     let users = (seeded.users() as f64 / 1000.0).min(1.0);
     let groups = (seeded.groups() as f64 / 118.0).min(1.0);
-    let scaled = |n: usize, share: f64| ((n as f64 * share).round() as usize).max(1);
+    let scaled = |n: usize, share: f64| (n as f64 * share).round() as usize;
     let follow_ups = FollowUps {
         seed: 2,
-        attribute_updates: scaled(50, users),
+        attribute_updates: scaled(50, users).max(1),
         renames: scaled(20, users),
         moves: scaled(10, users),
         manager_changes: scaled(20, users),

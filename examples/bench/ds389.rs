@@ -18,7 +18,7 @@ use super::{
 
 /// JIM's Export Concurrency for a Generic directory (389 is not one JIM recognises).
 const JIM_GENERIC_IN_FLIGHT: u32 = 4;
-/// Marks the 389 section in `results.md`; a 389-only run replaces what follows it.
+/// Marks the 389 section in `results.md`; a 389-only run replaces it.
 pub(crate) const SECTION: &str = "### 389 Directory Server";
 /// The key of the 389 rows in `results.json`.
 pub(crate) const KEY: &str = "ds389";

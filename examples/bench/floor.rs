@@ -221,12 +221,16 @@ const WRITERS: usize = 2;
 /// connections (the parent's environment reaches the children).
 pub const WRITERS_ENV: &str = "JIM_BENCH_FLOOR_WRITERS";
 
-fn writers() -> usize {
-    std::env::var(WRITERS_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(WRITERS)
+/// [`WRITERS`], or the number [`WRITERS_ENV`] gives; anything but a positive number there stops
+/// the benchmark (a typo must not measure the default under another name).
+pub fn writers() -> usize {
+    match std::env::var(WRITERS_ENV) {
+        Err(_) => WRITERS,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("{WRITERS_ENV}={v:?}: a positive number of connections"),
+        },
+    }
 }
 
 /// Writes every flush, [`writers`] at a time, in claim order.
