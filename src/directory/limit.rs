@@ -23,7 +23,8 @@
 //!    window that rises puts it back to the last limit whose window held (and the baseline measured
 //!    there), so probing above the knee costs two windows; a window neither holding nor rising (the
 //!    knee is near) ends the phase where it is. Back pressure ends it too.
-//! 3. **Congestion avoidance**: +1 after each window that holds; ×[`AimdSettings::decrease_ratio`]
+//! 3. **Congestion avoidance**: + [`AimdSettings::increase_share`] (1/16) of the limit, at least
+//!    one, after each window that holds; ×[`AimdSettings::decrease_ratio`]
 //!    (0.9) when latency rises, but only when the rise is confirmed by the next judged window, or is
 //!    severe (more than [`AimdSettings::severe_rise`], 2×, the past mean): one noisy window (a
 //!    checkpoint, a neighbour's fsync) costs nothing. Latency alone never takes the limit below
@@ -62,8 +63,12 @@
 //! those shifts as congestion. AIMD only reacts to a clear rise against recent windows and to
 //! explicit refusals, which LDAP servers do give (51/52/53, dropped connections); the engine's own
 //! retries absorb the operations refused while it backs off. It is also the family the
-//! concurrency-limits authors recommend for a client. The cost: under slow, steady saturation the
-//! limit can creep up to its bound, because each +1 raises latency by less than the noise; the
+//! concurrency-limits authors recommend for a client. The increase is a share of the limit rather
+//! than +1 because the knee moves with the balance of the machine (the benchmark's sweep found it at
+//! 16-32 in flight before the database write path got cheaper and at 64-128 after, at 10 ms): +1 per
+//! window took longer than a short run lasts to get from the start to such a knee. The cost: under
+//! slow, steady saturation the limit can creep up to its bound, because each step raises latency by
+//! less than the noise; the
 //! bound (by default a few times the dialect's default) keeps that harmless, as extra operations only
 //! queue at the server.
 //!
@@ -99,6 +104,10 @@ pub struct AimdSettings {
     pub warmup_windows: u32,
     /// Whether the limit doubles per window until the first sign of congestion.
     pub slow_start: bool,
+    /// After slow start, a window that holds raises the limit by this share of it (at least one):
+    /// the time to climb from the start to a knee several times higher stays a few dozen windows,
+    /// which a run of a second or two can afford, whatever the limit's size.
+    pub increase_share: f64,
     /// The shortest window.
     pub min_window: Duration,
 }
@@ -115,6 +124,7 @@ impl Default for AimdSettings {
             latency_floor: 0.5,
             warmup_windows: 3,
             slow_start: true,
+            increase_share: 1.0 / 16.0,
             min_window: Duration::from_millis(10),
         }
     }
@@ -451,7 +461,8 @@ impl AdaptiveLimit {
     }
 
     fn increase(&mut self) {
-        self.grow_to(self.limit.saturating_add(1));
+        let step = ((f64::from(self.limit) * self.settings.increase_share).floor() as u32).max(1);
+        self.grow_to(self.limit.saturating_add(step));
     }
 
     fn grow_to(&mut self, next: u32) {
@@ -731,6 +742,22 @@ mod tests {
     }
 
     #[test]
+    fn after_slow_start_a_big_limit_grows_by_a_share_of_itself() {
+        let settings = AimdSettings {
+            slow_start: false,
+            ..AimdSettings::default()
+        };
+        let mut c = controller_with(settings, 1, 256, 64);
+        let t0 = Instant::now();
+        let t = run(&mut c, t0, 3, 2, true);
+        assert_eq!(c.limit(), 64, "the learning windows do not move it");
+        let t = run(&mut c, t, 1, 2, true);
+        assert_eq!(c.limit(), 68, "64 + 64/16");
+        run(&mut c, t, 1, 2, true);
+        assert_eq!(c.limit(), 72, "68 + 68/16 (floored)");
+    }
+
+    #[test]
     fn the_start_limit_is_kept_while_the_directory_queue_fills() {
         let (mut c, t0) = controller(1, 128, 32);
         // Latency climbs as the idle directory's queue fills: 1, 3, then 6 ms.
@@ -760,11 +787,11 @@ mod tests {
         assert_eq!(c.limit(), 32, "back to where latency held, not 64 × 0.9");
         assert_eq!(c.phase(), Phase::Avoidance);
         // And the baseline is the one measured at 32: after a settling window, latency as before
-        // holds, and it grows by one.
+        // holds, and it grows by a sixteenth.
         let t = run(&mut c, t, 1, 8, true);
         assert_eq!(c.limit(), 32);
         run(&mut c, t, 1, 4, true);
-        assert_eq!(c.limit(), 33);
+        assert_eq!(c.limit(), 34);
         assert_eq!(c.stats().decreases, 1);
     }
 
