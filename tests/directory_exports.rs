@@ -678,6 +678,54 @@ async fn failure_after_a_rename_reports_the_new_dn() -> TestResult {
     Ok(())
 }
 
+/// A rename whose target DN holds another entry fails on a first attempt and on a re-attempt
+/// alike, naming the target (the DN an operator has to look at), and leaves both entries as they
+/// were. The chaos test placed a stranger there and found the refusal naming only the old DN.
+#[tokio::test]
+async fn a_rename_onto_a_taken_dn_fails_naming_the_target() -> TestResult {
+    let fx = Fixture::new("rename-taken").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    run_ok(
+        &directory,
+        job(&defaults(), &person(&fx, "mover"), &pt, None),
+    )
+    .await;
+    let old = fx.dn("uid=mover");
+    let target = fx.dn("uid=occupied");
+    fx.seed(
+        &target,
+        vec![
+            ("objectClass", vec!["inetOrgPerson"]),
+            ("uid", vec!["occupied"]),
+            ("cn", vec!["Someone Else"]),
+            ("sn", vec!["Else"]),
+        ],
+    )
+    .await?;
+    let e = Export::update().text(person::DN, C::Update, &target);
+    for reattempt in [false, true] {
+        let r = directory
+            .execute(job(&defaults(), &e, &pt, Some(&cso(&pt, &old, &[]))).reattempt(reattempt))
+            .await;
+        let message = r.error_message().unwrap_or_default();
+        assert!(!r.is_success(), "re-attempt {reattempt}: {message}");
+        assert!(
+            message.contains("entryAlreadyExists (68)")
+                && message.contains(&target)
+                && message.contains("held by another entry"),
+            "re-attempt {reattempt}: {message}"
+        );
+        assert!(fx.exists(&old).await?, "the entry to rename stays");
+        assert_eq!(
+            fx.values(&target, "cn").await?,
+            Some(set(["Someone Else".to_string()])),
+            "the other entry stays as it was"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn plan_failures_make_no_ldap_call() -> TestResult {
     let fx = Fixture::new("scope").await?;

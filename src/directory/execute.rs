@@ -797,6 +797,15 @@ impl Inner {
                 }
             }
         }
+        if matches!(&outcome, Ok(r) if r.rc == rc::ENTRY_ALREADY_EXISTS) {
+            // The target DN is taken (by a stranger, or by an entry of ours the evidence above could
+            // not show to be this object): the message names that DN, which is what an operator
+            // has to look at, not only the entry being renamed.
+            return StepOutcome::failed(format!(
+                "{}; the target '{new_dn}' is held by another entry, which is left as it is",
+                rename_refusal(&outcome, dn)
+            ));
+        }
         match classify(&ctx, &outcome) {
             Verdict::Success => renamed(run),
             other => StepOutcome::from_verdict(other),
