@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crash_support::{ChildRun, EXECUTING, wait_for};
-use engine_support::{Events, host_port, read_directory_with};
+use engine_support::{Events, SEED_ATTRIBUTES, host_port, read_directory_with};
 use jim_export::config::{
-    DatabaseConfig, DeleteBehaviour, Dialect, DirectoryConfig, DirectoryTlsMode, ExportRequest,
-    ExportSettings, RunOptions,
+    Concurrency, DatabaseConfig, DeleteBehaviour, Dialect, DirectoryConfig, DirectoryTlsMode,
+    ExportRequest, ExportSettings, RunOptions,
 };
 use jim_export::engine::{CancellationToken, Engine, LogLevel};
 use jim_export::model::PendingExportChangeType;
@@ -53,24 +53,6 @@ fn crash_child() {
 const ADDED_CLASSES: [&str; 4] = ["top", "person", "organizationalPerson", "nsMemberOf"];
 /// Attributes whose values are DNs (compared without regard to case).
 const DN_VALUED: [&str; 3] = ["member", "uniqueMember", "manager"];
-/// The attributes the seed writes (as `read_directory_with` names them).
-const SEED_ATTRIBUTES: &[&str] = &[
-    "objectClass",
-    "uid",
-    "employeeNumber",
-    "givenName",
-    "sn",
-    "displayName",
-    "cn",
-    "mail",
-    "title",
-    "departmentNumber",
-    "o",
-    "manager",
-    "description",
-    "member",
-    "uniqueMember",
-];
 /// `PendingExportStatus.Pending`.
 const PENDING: i32 = 0;
 /// `PendingExportStatus.Exported`.
@@ -946,8 +928,14 @@ async fn a_crash_then_the_operators_release_and_a_stranger() {
         LatencyProxy::in_front_of(env.ds.ldap_url(), Duration::from_millis(40)).expect("a proxy");
     let mut request = env.request_to(&proxy.url("ldap"));
     request.options.lease_seconds = crash_support::LEASE_SECONDS;
-    request.options.flush_interval_ms = 3_000;
+    // Every export claimed in the first page, none persisted before the kill, and few enough in
+    // flight (4 at 40 ms a round trip: about a second and a half for the run) that the kill
+    // lands mid-run however fast the machine is.
+    request.options.page_size = 1_000;
+    request.options.flush_interval_ms = 30_000;
     request.options.flush_size = 1_000;
+    request.options.concurrency = Concurrency::Fixed;
+    request.options.max_in_flight = Some(4);
     let mut child = ChildRun::spawn(&request);
     let mut ldap = env.admin().await;
     let people = format!("ou=People,{}", env.ds.suffix());
