@@ -341,8 +341,9 @@ async fn timed_execute(
     (failed, lat)
 }
 
-async fn child_limit(spec: &ChildSpec) -> Result<ChildReport> {
-    let directory = Directory::connect_with(
+/// The directory at saturation, as the limit (and combined) drive it: 4 connections × 32 in flight.
+async fn saturating_directory(spec: &ChildSpec) -> Result<Directory> {
+    Ok(Directory::connect_with(
         &directory_config(spec),
         DirectoryTuning {
             connections: Some(4),
@@ -351,7 +352,11 @@ async fn child_limit(spec: &ChildSpec) -> Result<ChildReport> {
             ..DirectoryTuning::default()
         },
     )
-    .await?;
+    .await?)
+}
+
+async fn child_limit(spec: &ChildSpec) -> Result<ChildReport> {
+    let directory = saturating_directory(spec).await?;
     let (plain, references) = planned_jobs(spec, directory.dialect()).await?;
     let exports = (plain.len() + references.len()) as u64;
     // Active Directory refuses a reference to an entry that does not exist yet (OpenLDAP takes
@@ -1432,18 +1437,7 @@ async fn one_combination(
     let mut rows = Vec::new();
     for phase in ["initial", "follow-ups"] {
         if phase == "follow-ups" {
-            if matches!(strategy, "limit" | "ldapmodify") {
-                // Nothing was written back: take the directory as holding what was sent.
-                seed::confirm_all_as_exported(&db.pool, &seeded).await?;
-            } else {
-                seed::confirm_exported(&db.pool, &seeded).await?;
-            }
-            seed::stage_follow_ups(
-                &db.pool,
-                &seeded,
-                &follow_ups(args.follow_ups, seeded.counts.groups as usize),
-            )
-            .await?;
+            stage_follow_up_round(args, &db.pool, &seeded, strategy).await?;
         }
         let log = pg.dir().map(profile::LogCursor::at_end);
         let sample = measured(pg, slapd.pid(), &db.pool, &spec).await?;
@@ -1464,6 +1458,29 @@ async fn one_combination(
     drop(proxy);
     drop(slapd);
     Ok(rows)
+}
+
+/// After a strategy's initial round: JIM's confirming import of what it wrote (or, for the
+/// strategies that write nothing back, of what it sent), then the follow-up round staged.
+async fn stage_follow_up_round(
+    args: &Args,
+    pool: &PgPool,
+    seeded: &seed::SeededSystem,
+    strategy: &str,
+) -> Result<()> {
+    if matches!(strategy, "limit" | "ldapmodify") {
+        // Nothing was written back: take the directory as holding what was sent.
+        seed::confirm_all_as_exported(pool, seeded).await?;
+    } else {
+        seed::confirm_exported(pool, seeded).await?;
+    }
+    seed::stage_follow_ups(
+        pool,
+        seeded,
+        &follow_ups(args.follow_ups, seeded.counts.groups as usize),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A mixed follow-up round of about `n` objects per kind, the group-bound kinds capped to what the

@@ -13,7 +13,7 @@ use jim_export_testkit::ds389::{Ds389, Ds389Options};
 
 use super::{
     Args, ChildSpec, LatencyProxy, Machine, Measured, Postgres, PostgresOptions, Result,
-    SeedOptions, follow_ups, host_port, measured, seed, table,
+    SeedOptions, host_port, measured, seed, stage_follow_up_round, table,
 };
 
 /// JIM's Export Concurrency for a Generic directory (389 is not one JIM recognises).
@@ -88,18 +88,7 @@ async fn one_strategy(
     let mut rows = Vec::new();
     for phase in ["initial", "follow-ups"] {
         if phase == "follow-ups" {
-            if strategy == "limit" {
-                // Nothing was written back: take the directory as holding what was sent.
-                seed::confirm_all_as_exported(&db.pool, &seeded).await?;
-            } else {
-                seed::confirm_exported(&db.pool, &seeded).await?;
-            }
-            seed::stage_follow_ups(
-                &db.pool,
-                &seeded,
-                &follow_ups(args.follow_ups, seeded.counts.groups as usize),
-            )
-            .await?;
+            stage_follow_up_round(args, &db.pool, &seeded, strategy).await?;
         }
         let sample = measured(pg, ds.pid(), &db.pool, &spec).await?;
         rows.push(Measured::new("389", "nosync", rtt, phase, strategy, sample));

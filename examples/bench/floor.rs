@@ -24,7 +24,7 @@
 use std::time::Instant;
 
 use jim_export::config::{DatabaseConfig, Dialect, RunOptions};
-use jim_export::directory::{Directory, DirectoryTuning, ExportJob};
+use jim_export::directory::ExportJob;
 use jim_export::model::PendingExportChangeType;
 use jim_export::outcome::ExportOutcome;
 use jim_export::plan::Planner;
@@ -33,7 +33,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    ChildReport, ChildSpec, Result, dependency_waves, directory_config, percentile, plan_job,
+    ChildReport, ChildSpec, Result, dependency_waves, percentile, plan_job, saturating_directory,
     settings, tree_cpu,
 };
 
@@ -280,16 +280,7 @@ pub async fn child_floor(spec: &ChildSpec) -> Result<ChildReport> {
 
 /// The combined ceiling: the limit's LDAP operations at saturation and the floor's writes at once.
 pub async fn child_combined(spec: &ChildSpec) -> Result<ChildReport> {
-    let directory = Directory::connect_with(
-        &directory_config(spec),
-        DirectoryTuning {
-            connections: Some(4),
-            in_flight_per_connection: Some(32),
-            max_active_exports: Some(512),
-            ..DirectoryTuning::default()
-        },
-    )
-    .await?;
+    let directory = saturating_directory(spec).await?;
     let prepared = prepare(spec, directory.dialect()).await?;
     let exports = prepared.jobs.len() as u64;
     // Plain exports first, then the reference-bearing ones, as the limit runs them.

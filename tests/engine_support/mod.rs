@@ -166,26 +166,28 @@ pub async fn read_directory_with(mut ldap: ldap3::Ldap, suffix: &str) -> Directo
     state
 }
 
+/// The attributes the seed writes, spelled as the seed spells them.
+pub const SEED_ATTRIBUTES: &[&str] = &[
+    "objectClass",
+    "uid",
+    "employeeNumber",
+    "givenName",
+    "sn",
+    "displayName",
+    "cn",
+    "mail",
+    "title",
+    "departmentNumber",
+    "o",
+    "manager",
+    "description",
+    "member",
+    "uniqueMember",
+];
+
 /// The seed's spelling of an attribute name (slapd answers with the schema's).
 fn canonical_attribute(name: &str) -> String {
-    const KNOWN: &[&str] = &[
-        "objectClass",
-        "uid",
-        "employeeNumber",
-        "givenName",
-        "sn",
-        "displayName",
-        "cn",
-        "mail",
-        "title",
-        "departmentNumber",
-        "o",
-        "manager",
-        "description",
-        "member",
-        "uniqueMember",
-    ];
-    KNOWN
+    SEED_ATTRIBUTES
         .iter()
         .find(|k| k.eq_ignore_ascii_case(name))
         .map_or_else(|| name.to_string(), |k| k.to_string())
