@@ -1,4 +1,4 @@
-/* jim-export C ABI. See the README's "C API conventions". */
+/* jim-export C ABI. See docs/c-api.md. */
 
 #ifndef JIM_EXPORT_H
 #define JIM_EXPORT_H

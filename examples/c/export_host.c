@@ -15,7 +15,7 @@
  * Exit status 0 on success; otherwise the failing call's status name and message go to stderr.
  *
  * Builds with the shared library (-ljim_export) or the static one (libjim_export.a plus the native
- * libraries rustc names); see the README's "C API conventions" and examples/c/Makefile.
+ * libraries rustc names); see docs/c-api.md and examples/c/Makefile.
  */
 #define _POSIX_C_SOURCE 200809L
 
