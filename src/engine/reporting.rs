@@ -9,33 +9,8 @@ use crate::model::{
     UnresolvedReferenceReason,
 };
 use crate::outcome::{ExportOutcome, ExportResult};
-use crate::report::{AnchorChange, ItemStatus, ReportItem};
+use crate::report::{AnchorChange, Counters, ItemStatus, ReportItem};
 use crate::store::{PersistReport, PersistedExport, SystemSchema};
-
-/// The run's counts of JIM's result fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Counters {
-    pub succeeded: u64,
-    pub failed: u64,
-    pub deferred: u64,
-    pub partly_written: u64,
-    pub unresolvable_references: u64,
-    pub optimistic_applied: u64,
-    pub optimistic_skipped: u64,
-    pub optimistic_failed: u64,
-    pub optimistic_unresolved: u64,
-    pub not_held: u64,
-    pub recovered: u64,
-    /// Exports the directory refused to write because the run's lease on their row was gone.
-    pub fenced: u64,
-}
-
-impl Counters {
-    /// Exports with a persisted outcome.
-    pub fn processed(&self) -> u64 {
-        self.succeeded + self.failed + self.deferred
-    }
-}
 
 /// Builds one report item per persisted outcome, counting as it goes. Outcomes whose rows this run no
 /// longer held (another engine took them over) are counted and left out.
