@@ -8,8 +8,8 @@ use crate::model::{
     ActivityRunProfileExecutionItemErrorType, PendingExportChangeType, UnresolvedReferenceHandling,
     UnresolvedReferenceReason,
 };
-use crate::outcome::{ExportOutcome, ExportResult};
 use crate::report::{AnchorChange, Counters, ItemStatus, ReportItem};
+use crate::store::outcome::{ExportOutcome, Verdict};
 use crate::store::{PersistReport, PersistedExport, SystemSchema};
 
 /// Builds one report item per persisted outcome, counting as it goes. Outcomes whose rows this run no
@@ -58,7 +58,7 @@ fn item(
     counters.unresolvable_references += unresolvable.len() as u64;
     let (status, written, error_message, error_type, external_id, secondary, created) =
         match &outcome.result {
-            ExportResult::Succeeded(s) => {
+            Verdict::Succeeded(s) => {
                 let status = if after.has_unresolved_references {
                     ItemStatus::PartlyWritten
                 } else {
@@ -74,7 +74,7 @@ fn item(
                     export.change_type == PendingExportChangeType::Create,
                 )
             }
-            ExportResult::Failed(f) => (
+            Verdict::Failed(f) => (
                 ItemStatus::Failed,
                 f.progress.written_changes.clone(),
                 Some(f.message.clone()),
@@ -83,7 +83,7 @@ fn item(
                 f.progress.secondary_external_id.clone(),
                 export.change_type == PendingExportChangeType::Create && f.progress.object_exists,
             ),
-            ExportResult::Deferred => (
+            Verdict::Deferred => (
                 ItemStatus::Deferred,
                 Vec::new(),
                 None,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::Store;
 use super::claim::{self, BadRow, ClaimedExport, ClaimedPage, Cursor, Held, Pass};
 use super::marker::run_pattern;
+use super::outcome::ExportOutcome;
 use super::persist::{self, BareFailure, PersistReport, PersistedExport};
 use super::resolve::{self, AnchorRow, ResolveSummary, Target};
 use super::retry::{self, with_retries};
@@ -20,7 +21,6 @@ use super::system::SystemSchema;
 use crate::error::{Error, Result};
 use crate::fence::{Fence, LeaseBoard};
 use crate::model::{PendingExportChangeType, PendingExportStatus, ValueSlots};
-use crate::outcome::ExportOutcome;
 
 /// What a lease renewal found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
