@@ -29,7 +29,7 @@ use crate::model::{ExportPhase, UnresolvedReferenceHandling};
 use crate::plan::Planner;
 use crate::report::message::metrics_checkpoint;
 use crate::report::{BatchReport, Counters, ReportItem};
-use crate::store::outcome::{ExportOutcome, Failure, Progress, Success, Verdict};
+use crate::store::outcome::{Disposition, ExportOutcome, Failure, Progress, Success};
 use crate::store::{BadRow, ClaimedExport, ClaimedPage, ExportQueue, PersistReport, SystemSchema};
 
 /// Flushes persisted at once; more outcomes wait in the coordinator's buffer.
@@ -327,7 +327,7 @@ impl Coordinator {
             self.not_started += 1;
             return;
         };
-        if let Verdict::Failed(f) = &outcome.result {
+        if let Disposition::Failed(f) = &outcome.result {
             self.log.debug(format!(
                 "pending export {} failed: {}",
                 outcome.pending_export_id(),
@@ -345,9 +345,9 @@ impl Coordinator {
         while let Some(outcome) = work.pop() {
             let created = created_cso(&outcome.export);
             let exists = match &outcome.result {
-                Verdict::Succeeded(_) => true,
-                Verdict::Failed(f) => f.progress.object_exists,
-                Verdict::Deferred => false,
+                Disposition::Succeeded(_) => true,
+                Disposition::Failed(f) => f.progress.object_exists,
+                Disposition::Deferred => false,
             };
             self.buffer.push(outcome, Instant::now());
             let Some(cso) = created else { continue };
@@ -491,7 +491,7 @@ fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> Option<ExportO
             let written_changes = claimed.writable_change_ids();
             ExportOutcome {
                 export: claimed,
-                result: Verdict::Succeeded(Success {
+                result: Disposition::Succeeded(Success {
                     written_changes,
                     external_id: result.external_id,
                     secondary_external_id: result.secondary_external_id,
@@ -503,7 +503,7 @@ fn to_outcome(claimed: ClaimedExport, result: DirectoryResult) -> Option<ExportO
             message,
         } => ExportOutcome {
             export: claimed,
-            result: Verdict::Failed(Failure {
+            result: Disposition::Failed(Failure {
                 message,
                 error_type,
                 progress: Progress {

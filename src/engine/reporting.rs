@@ -9,7 +9,7 @@ use crate::model::{
     UnresolvedReferenceReason,
 };
 use crate::report::{AnchorChange, Counters, ItemStatus, ReportItem};
-use crate::store::outcome::{ExportOutcome, Verdict};
+use crate::store::outcome::{Disposition, ExportOutcome};
 use crate::store::{PersistReport, PersistedExport, SystemSchema};
 
 /// Builds one report item per persisted outcome, counting as it goes. Outcomes whose rows this run no
@@ -58,7 +58,7 @@ fn item(
     counters.unresolvable_references += unresolvable.len() as u64;
     let (status, written, error_message, error_type, external_id, secondary, created) =
         match &outcome.result {
-            Verdict::Succeeded(s) => {
+            Disposition::Succeeded(s) => {
                 let status = if after.has_unresolved_references {
                     ItemStatus::PartlyWritten
                 } else {
@@ -74,7 +74,7 @@ fn item(
                     export.change_type == PendingExportChangeType::Create,
                 )
             }
-            Verdict::Failed(f) => (
+            Disposition::Failed(f) => (
                 ItemStatus::Failed,
                 f.progress.written_changes.clone(),
                 Some(f.message.clone()),
@@ -83,7 +83,7 @@ fn item(
                 f.progress.secondary_external_id.clone(),
                 export.change_type == PendingExportChangeType::Create && f.progress.object_exists,
             ),
-            Verdict::Deferred => (
+            Disposition::Deferred => (
                 ItemStatus::Deferred,
                 Vec::new(),
                 None,

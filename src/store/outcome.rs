@@ -20,14 +20,15 @@ pub struct ExportOutcome {
     /// The export as claimed (and resolved).
     pub export: ClaimedExport,
     /// What the directory did with it.
-    pub result: Verdict,
+    pub result: Disposition,
 }
 
-/// The engine's verdict on one export's directory work, as the store persists it: succeeded, failed or
-/// deferred. (The directory's own report of an export, with its status, warnings and partial
-/// progress, is [`crate::directory::ExportResult`]; the engine turns that into a verdict.)
+/// What becomes of one export after its directory work, as the store persists it: succeeded, failed
+/// or deferred. (The directory's own report of an export, with its status, warnings and partial
+/// progress, is [`crate::directory::ExportResult`]; the engine turns that into a disposition; `crate::directory::classify::Verdict` is the
+/// verdict on one LDAP operation.)
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum Disposition {
     /// Everything the export owed was written (references that are still unresolved excepted: the
     /// export then stays Pending and owes them, JIM's partial write).
     Succeeded(Success),
@@ -84,7 +85,7 @@ impl ExportOutcome {
         let written_changes = export.writable_change_ids();
         Self {
             export,
-            result: Verdict::Succeeded(Success {
+            result: Disposition::Succeeded(Success {
                 written_changes,
                 ..Success::default()
             }),
@@ -100,7 +101,7 @@ impl ExportOutcome {
         let written_changes = export.writable_change_ids();
         Self {
             export,
-            result: Verdict::Succeeded(Success {
+            result: Disposition::Succeeded(Success {
                 written_changes,
                 external_id,
                 secondary_external_id,
@@ -116,7 +117,7 @@ impl ExportOutcome {
     ) -> Self {
         Self {
             export,
-            result: Verdict::Failed(Failure {
+            result: Disposition::Failed(Failure {
                 message: message.into(),
                 error_type,
                 progress: Progress::default(),
@@ -128,7 +129,7 @@ impl ExportOutcome {
     pub fn deferred(export: ClaimedExport) -> Self {
         Self {
             export,
-            result: Verdict::Deferred,
+            result: Disposition::Deferred,
         }
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::apply::{self, Anchors};
 use super::claim::Held;
-use super::outcome::{ExportOutcome, Verdict};
+use super::outcome::{Disposition, ExportOutcome};
 use super::system::SystemSchema;
 use crate::model::{PendingExportChangeType, PendingExportStatus};
 
@@ -162,7 +162,7 @@ pub(crate) fn build(
             &[Uuid],
             Anchors<'_>,
         ) = match &outcome.result {
-            Verdict::Succeeded(s) => (
+            Disposition::Succeeded(s) => (
                 KIND_SUCCEEDED,
                 None,
                 false,
@@ -172,7 +172,7 @@ pub(crate) fn build(
                     secondary_external_id: s.secondary_external_id.as_deref(),
                 },
             ),
-            Verdict::Failed(f) => (
+            Disposition::Failed(f) => (
                 KIND_FAILED,
                 Some(f.message.clone()),
                 f.progress.object_exists,
@@ -182,7 +182,7 @@ pub(crate) fn build(
                     secondary_external_id: f.progress.secondary_external_id.as_deref(),
                 },
             ),
-            Verdict::Deferred => (KIND_DEFERRED, None, false, &[], Anchors::default()),
+            Disposition::Deferred => (KIND_DEFERRED, None, false, &[], Anchors::default()),
         };
         a.pe_id.push(pe);
         a.pe_token.push(held.token.clone());

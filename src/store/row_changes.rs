@@ -10,7 +10,7 @@
 use uuid::Uuid;
 
 use super::apply::{self, Anchors};
-use super::outcome::{ExportOutcome, Verdict};
+use super::outcome::{Disposition, ExportOutcome};
 use super::system::SystemSchema;
 use crate::model::{PendingExportAttributeChangeStatus, PendingExportChangeType, ValueSlots};
 
@@ -74,7 +74,7 @@ pub fn row_changes(outcomes: &[ExportOutcome], schema: &SystemSchema) -> RowChan
     for outcome in outcomes {
         let claimed = &outcome.export;
         let export = &claimed.export;
-        let Verdict::Succeeded(success) = &outcome.result else {
+        let Disposition::Succeeded(success) = &outcome.result else {
             rc.not_modelled.push(export.id);
             continue;
         };
