@@ -1,6 +1,7 @@
 //! Tests of the directory's pure parts.
 
 use super::*;
+use crate::config::Concurrency;
 
 fn sizing(tuning: DirectoryTuning, dialect: Dialect) -> Sizing {
     Sizing::new(&tuning, &DirectoryProfile::for_dialect(dialect))
