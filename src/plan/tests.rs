@@ -1,5 +1,8 @@
 //! Planner tests, named after the entries of JIM's LDAP test catalogue they cover
 //! (`ldap-export.md` §10; mapped in `docs/acceptance.md`).
+//!
+//! Over 600 lines on purpose: one test per catalogue entry, sharing one set of builders; splitting it
+//! would scatter the catalogue's mapping over several files.
 
 use chrono::Utc;
 use rust_decimal::Decimal;
