@@ -182,8 +182,6 @@ pub(crate) fn created_cso(claimed: &ClaimedExport) -> Option<Uuid> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-
     use super::*;
     use crate::model::{
         AttributeValueChange, PendingExport, PendingExportAttributeChangeStatus,
@@ -192,25 +190,7 @@ mod tests {
 
     fn export(change_type: PendingExportChangeType) -> ClaimedExport {
         ClaimedExport {
-            export: PendingExport {
-                id: Uuid::new_v4(),
-                connected_system_id: 1,
-                connected_system_object_id: Some(Uuid::new_v4()),
-                change_type,
-                status: PendingExportStatus::Executing,
-                error_count: 0,
-                max_retries: 5,
-                last_attempted_at: None,
-                next_retry_at: None,
-                last_error_message: None,
-                last_error_stack_trace: None,
-                source_metaverse_object_id: None,
-                has_unresolved_references: false,
-                created_at: Utc::now(),
-                provisioning_sync_rule_id: None,
-                queued_by_run_profile_execution_item_id: None,
-                attribute_changes: Vec::new(),
-            },
+            export: PendingExport::for_test(change_type),
             previous_status: PendingExportStatus::Pending,
             re_attempt: false,
             first_attempt_at: None,
