@@ -184,20 +184,12 @@ pub(crate) fn created_cso(claimed: &ClaimedExport) -> Option<Uuid> {
 mod tests {
     use super::*;
     use crate::model::{
-        AttributeValueChange, PendingExport, PendingExportAttributeChangeStatus,
-        PendingExportAttributeChangeType, PendingExportStatus, ValueSlots,
+        AttributeValueChange, PendingExportAttributeChangeStatus, PendingExportAttributeChangeType,
+        ValueSlots,
     };
 
     fn export(change_type: PendingExportChangeType) -> ClaimedExport {
-        ClaimedExport {
-            export: PendingExport::for_test(change_type),
-            previous_status: PendingExportStatus::Pending,
-            re_attempt: false,
-            first_attempt_at: None,
-            cso: None,
-            resolutions: Vec::new(),
-            unresolved: Vec::new(),
-        }
+        ClaimedExport::for_test(change_type)
     }
 
     fn change(e: &mut ClaimedExport, resolved: Option<Uuid>, unresolved: Option<&str>) {

@@ -235,7 +235,7 @@ async fn relay(
                 }
             }
             Heard::Reconnected => {
-                // sqlx reconnected and listens again already.
+                // The listener reconnected and listens again already.
                 reconnects.fetch_add(1, Ordering::Relaxed);
                 log.info("the notification listener reconnected: re-scanning the queue".into());
                 ring_all(CAUSE_RECONNECT);
