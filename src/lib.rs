@@ -27,8 +27,6 @@ pub mod ffi;
 /// cbindgen:ignore
 pub mod model;
 /// cbindgen:ignore
-pub mod outcome;
-/// cbindgen:ignore
 pub mod plan;
 /// cbindgen:ignore
 pub mod report;
@@ -38,6 +36,9 @@ pub mod schema;
 pub mod store;
 
 pub use error::{Error, Result, RowError};
+/// One export's outcome, the boundary between execution and persistence; it lives with the store
+/// that persists it ([`store::outcome`]).
+pub use store::outcome;
 
 uniffi::setup_scaffolding!();
 

@@ -9,7 +9,7 @@ use jim_export::model::{
     ConnectedSystemExportErrorType, PendingExportChangeType, PendingExportStatus,
     UnresolvedReferenceReason, ValueSlots,
 };
-use jim_export::outcome::{ExportOutcome, ExportResult, Failure, Progress, Success};
+use jim_export::outcome::{Disposition, ExportOutcome, Failure, Progress, Success};
 use jim_export::store::{ClaimedExport, ExportQueue, Pass, retry_delay};
 use store_support::*;
 use uuid::Uuid;
@@ -658,7 +658,7 @@ async fn a_failure_after_progress_records_the_progress() {
     let guid = Uuid::new_v4();
     let outcome = ExportOutcome {
         export: claimed,
-        result: ExportResult::Failed(Failure {
+        result: Disposition::Failed(Failure {
             message: "overflow modify refused".into(),
             error_type: ConnectedSystemExportErrorType::General,
             progress: Progress {
@@ -722,7 +722,7 @@ async fn a_rename_writes_the_new_dn() {
     let written_changes = claimed.writable_change_ids();
     let outcome = ExportOutcome {
         export: claimed,
-        result: ExportResult::Succeeded(Success {
+        result: Disposition::Succeeded(Success {
             written_changes,
             external_id: None,
             secondary_external_id: Some("CN=Ann,OU=B,DC=x".into()),

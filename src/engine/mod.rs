@@ -6,10 +6,16 @@
 //! The engine is async and expects a tokio multi-thread runtime; it never builds one. The C ABI and
 //! UniFFI layers own the runtime and drive the engine on it.
 
+mod admission;
 mod breaker;
+mod claimer;
+mod coordinator;
 mod dependencies;
 mod dry_run;
+mod flush;
+mod lease;
 mod listener;
+mod metrics;
 mod planning;
 mod reporting;
 mod run;

@@ -1,8 +1,15 @@
 //! Planning a claimed export: the object type's attribute definitions when the export has a CSO, else
-//! the definitions its changes name (a Delete whose CSO is gone). Shared by the run and the dry run.
+//! the definitions its changes name (a Delete whose CSO is gone). Shared by the run and the dry run;
+//! the run then makes the plan a job for the directory ([`job`]).
 
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::directory::{AnchorRegistry, ExportJob, OUTCOME_UNKNOWN_NOTE, Recovery};
+use crate::model::PendingExportChangeType;
 use crate::plan::{ExportPlan, PlanFailure, PlanInput, Planner};
-use crate::store::{ClaimedExport, SystemSchema};
+use crate::store::{ClaimedExport, ExportQueue, SystemSchema};
 
 /// Plans `claimed` for the planner's dialect and settings.
 pub(crate) fn plan(
@@ -28,5 +35,64 @@ pub(crate) fn plan(
                 created_containers: &[],
             })
         }
+    }
+}
+
+/// Plans `claimed` and makes it the directory's job, fenced by its row's lease.
+pub(crate) fn job(
+    planner: &Planner,
+    schema: &SystemSchema,
+    queue: &Arc<ExportQueue>,
+    claimed: &ClaimedExport,
+) -> ExportJob {
+    let export = &claimed.export;
+    let plan = plan(planner, schema, claimed);
+    // A row whose earlier attempt may have reached the directory (the engine's mark on it, a crashed
+    // run's stale claim, a last attempt that ended not knowing what the directory applied) may already
+    // be (partly) in the directory.
+    let unknown_before = export
+        .last_error_message
+        .as_deref()
+        .is_some_and(|m| m.contains(OUTCOME_UNKNOWN_NOTE));
+    let recovery = Recovery {
+        first_attempt_at: claimed.first_attempt_at,
+        anchors: (export.change_type == PendingExportChangeType::Create).then(|| {
+            Arc::new(OtherHolders {
+                queue: queue.clone(),
+                own: export.connected_system_object_id,
+            }) as Arc<dyn AnchorRegistry>
+        }),
+    };
+    let mut job = ExportJob::new(export.id, plan)
+        .reattempt(claimed.re_attempt || unknown_before)
+        .recovery(recovery);
+    if let Some(fence) = queue.fence(export.id) {
+        job = job.fenced_by(fence);
+    }
+    job
+}
+
+/// Whether an anchor belongs to another object of the system: the last evidence a re-attempted
+/// Create checks before adopting an existing entry.
+struct OtherHolders {
+    queue: Arc<ExportQueue>,
+    own: Option<Uuid>,
+}
+
+impl AnchorRegistry for OtherHolders {
+    fn other_holder<'a>(
+        &'a self,
+        anchor: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Option<Uuid>, String>> + Send + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            self.queue
+                .anchor_holder(anchor, self.own)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }

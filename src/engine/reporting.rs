@@ -8,34 +8,9 @@ use crate::model::{
     ActivityRunProfileExecutionItemErrorType, PendingExportChangeType, UnresolvedReferenceHandling,
     UnresolvedReferenceReason,
 };
-use crate::outcome::{ExportOutcome, ExportResult};
-use crate::report::{AnchorChange, ItemStatus, ReportItem};
+use crate::report::{AnchorChange, Counters, ItemStatus, ReportItem};
+use crate::store::outcome::{Disposition, ExportOutcome};
 use crate::store::{PersistReport, PersistedExport, SystemSchema};
-
-/// The run's counts of JIM's result fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Counters {
-    pub succeeded: u64,
-    pub failed: u64,
-    pub deferred: u64,
-    pub partly_written: u64,
-    pub unresolvable_references: u64,
-    pub optimistic_applied: u64,
-    pub optimistic_skipped: u64,
-    pub optimistic_failed: u64,
-    pub optimistic_unresolved: u64,
-    pub not_held: u64,
-    pub recovered: u64,
-    /// Exports the directory refused to write because the run's lease on their row was gone.
-    pub fenced: u64,
-}
-
-impl Counters {
-    /// Exports with a persisted outcome.
-    pub fn processed(&self) -> u64 {
-        self.succeeded + self.failed + self.deferred
-    }
-}
 
 /// Builds one report item per persisted outcome, counting as it goes. Outcomes whose rows this run no
 /// longer held (another engine took them over) are counted and left out.
@@ -83,7 +58,7 @@ fn item(
     counters.unresolvable_references += unresolvable.len() as u64;
     let (status, written, error_message, error_type, external_id, secondary, created) =
         match &outcome.result {
-            ExportResult::Succeeded(s) => {
+            Disposition::Succeeded(s) => {
                 let status = if after.has_unresolved_references {
                     ItemStatus::PartlyWritten
                 } else {
@@ -99,7 +74,7 @@ fn item(
                     export.change_type == PendingExportChangeType::Create,
                 )
             }
-            ExportResult::Failed(f) => (
+            Disposition::Failed(f) => (
                 ItemStatus::Failed,
                 f.progress.written_changes.clone(),
                 Some(f.message.clone()),
@@ -108,7 +83,7 @@ fn item(
                 f.progress.secondary_external_id.clone(),
                 export.change_type == PendingExportChangeType::Create && f.progress.object_exists,
             ),
-            ExportResult::Deferred => (
+            Disposition::Deferred => (
                 ItemStatus::Deferred,
                 Vec::new(),
                 None,

@@ -7,7 +7,8 @@
 //! moment the next waiting row comes due (`NextRetryAt`, or a lease on an `Executing` row expiring).
 //! Woken, it checks the queue with one statement and runs a pass only when something is eligible.
 //!
-//! One listener task holds the `LISTEN` connection (its own, outside the store's pool). When it loses
+//! One listener task holds the store's `LISTEN` connection ([`Store::listen`], its own, outside the
+//! store's pool). When it loses
 //! the connection it reconnects and then wakes every loop, because notifications sent while it was
 //! away are lost; the re-scan happens after `LISTEN` is in place again, so nothing falls in between.
 //!
@@ -21,7 +22,6 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -32,7 +32,7 @@ use crate::config::{ExportRequest, WakeUpMode, WatchOptions, WatchRequest};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::report::{WakeUps, WatchMode, WatchResult, WatchSystemResult};
-use crate::store::{NOTIFY_CHANNEL, Store};
+use crate::store::{Heard, NOTIFY_CHANNEL, QueueListener, Store};
 
 /// Pending wake-up causes a loop has not seen yet (bits of [`Wake::pending`]).
 const CAUSE_NOTIFICATION: u8 = 1;
@@ -134,7 +134,7 @@ pub(crate) async fn watch(
     let stop_listening = CancellationToken::new();
     let listener_task = if mode == WatchMode::Notifications {
         // LISTEN is in place before the first look at the queue, so nothing staged in between is missed.
-        let notifications = match listen(&store).await {
+        let notifications = match store.listen().await {
             Ok(l) => l,
             Err(e) => {
                 for l in &loops {
@@ -208,23 +208,11 @@ pub(crate) async fn watch(
     })
 }
 
-/// A `LISTEN` connection of its own (a pool of one, so it never takes a connection the passes need).
-async fn listen(store: &Store) -> Result<PgListener> {
-    let options = store.pool().connect_options().as_ref().clone();
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy_with(options);
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(NOTIFY_CHANNEL).await?;
-    Ok(listener)
-}
-
 /// Hands notifications to the loops of the systems they name; after any lost connection, reconnects
 /// and wakes every loop for a re-scan.
 async fn relay(
     store: Store,
-    mut notifications: PgListener,
+    mut notifications: QueueListener,
     wakes: Arc<HashMap<i32, Arc<Wake>>>,
     stop: CancellationToken,
     log: Logger,
@@ -238,26 +226,21 @@ async fn relay(
     loop {
         let received = tokio::select! {
             _ = stop.cancelled() => return,
-            r = notifications.try_recv() => r,
+            heard = notifications.next() => heard,
         };
         match received {
-            Ok(Some(n)) => {
-                if let Some(w) = n
-                    .payload()
-                    .parse::<i32>()
-                    .ok()
-                    .and_then(|id| wakes.get(&id))
-                {
+            Heard::Notification(system) => {
+                if let Some(w) = system.and_then(|id| wakes.get(&id)) {
                     w.ring(CAUSE_NOTIFICATION);
                 }
             }
-            Ok(None) => {
-                // sqlx reconnected and listens again already.
+            Heard::Reconnected => {
+                // The listener reconnected and listens again already.
                 reconnects.fetch_add(1, Ordering::Relaxed);
                 log.info("the notification listener reconnected: re-scanning the queue".into());
                 ring_all(CAUSE_RECONNECT);
             }
-            Err(e) => {
+            Heard::Lost(e) => {
                 log.warn(format!(
                     "the notification listener lost its connection ({e}); reconnecting"
                 ));
@@ -267,7 +250,7 @@ async fn relay(
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    match listen(&store).await {
+                    match store.listen().await {
                         Ok(l) => {
                             notifications = l;
                             reconnects.fetch_add(1, Ordering::Relaxed);

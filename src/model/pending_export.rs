@@ -110,3 +110,30 @@ impl PendingExport {
             .any(AttributeValueChange::is_unresolved_reference)
     }
 }
+
+#[cfg(test)]
+impl PendingExport {
+    /// A claimed (`Executing`) export of `change_type` in connected system 1, for a new CSO, with no
+    /// changes yet: what unit tests build their exports on.
+    pub(crate) fn for_test(change_type: PendingExportChangeType) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            connected_system_id: 1,
+            connected_system_object_id: Some(Uuid::new_v4()),
+            change_type,
+            status: PendingExportStatus::Executing,
+            error_count: 0,
+            max_retries: 5,
+            last_attempted_at: None,
+            next_retry_at: None,
+            last_error_message: None,
+            last_error_stack_trace: None,
+            source_metaverse_object_id: None,
+            has_unresolved_references: false,
+            created_at: Utc::now(),
+            provisioning_sync_rule_id: None,
+            queued_by_run_profile_execution_item_id: None,
+            attribute_changes: Vec::new(),
+        }
+    }
+}

@@ -13,6 +13,7 @@
 
 mod dn;
 mod encode;
+mod input;
 mod modify;
 mod planner;
 mod scope;
@@ -27,7 +28,8 @@ pub use dn::{Ava, Dn, DnError, Rdn, build_rdn, dn_key, escape_value, same_text_i
 pub use encode::{
     encode_value, guid_from_microsoft_bytes, guid_to_microsoft_bytes, protected_default,
 };
-pub use planner::{PlanInput, Planner, container_chain, member_attribute, requires_placeholder};
+pub use input::{PlanInput, container_chain, member_attribute, requires_placeholder};
+pub use planner::Planner;
 pub use scope::ManagedScope;
 
 /// The kind of one LDAP modification.

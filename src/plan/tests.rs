@@ -1,7 +1,9 @@
 //! Planner tests, named after the entries of JIM's LDAP test catalogue they cover
 //! (`ldap-export.md` §10; mapped in `docs/acceptance.md`).
+//!
+//! Over 600 lines on purpose: one test per catalogue entry, sharing one set of builders; splitting it
+//! would scatter the catalogue's mapping over several files.
 
-use chrono::Utc;
 use rust_decimal::Decimal;
 use std::str::FromStr;
 use uuid::Uuid;
@@ -13,8 +15,7 @@ use crate::model::{
     AttributeWritability, ConnectedSystemContainerScope, ConnectedSystemExportErrorType,
     ConnectedSystemObject, ConnectedSystemObjectJoinType, ConnectedSystemObjectStatus,
     CsoAttributeValue, ObjectType, PendingExport, PendingExportAttributeChangeStatus,
-    PendingExportAttributeChangeType as C, PendingExportChangeType, PendingExportStatus,
-    ValueSlots,
+    PendingExportAttributeChangeType as C, PendingExportChangeType, ValueSlots,
 };
 
 const DN: i32 = 1;
@@ -89,25 +90,7 @@ struct Export {
 impl Export {
     fn new(change_type: PendingExportChangeType) -> Self {
         Self {
-            pe: PendingExport {
-                id: Uuid::new_v4(),
-                connected_system_id: 1,
-                connected_system_object_id: Some(Uuid::new_v4()),
-                change_type,
-                status: PendingExportStatus::Executing,
-                error_count: 0,
-                max_retries: 5,
-                last_attempted_at: None,
-                next_retry_at: None,
-                last_error_message: None,
-                last_error_stack_trace: None,
-                source_metaverse_object_id: None,
-                has_unresolved_references: false,
-                created_at: Utc::now(),
-                provisioning_sync_rule_id: None,
-                queued_by_run_profile_execution_item_id: None,
-                attribute_changes: Vec::new(),
-            },
+            pe: PendingExport::for_test(change_type),
         }
     }
 

@@ -571,3 +571,20 @@ fn decode_value(row: &PgRow, id: &Uuid) -> Result<CsoAttributeValue, RowError> {
         unresolved_reference_value: get(row, col::T1, t, id, "UnresolvedReferenceValue")?,
     })
 }
+
+#[cfg(test)]
+impl ClaimedExport {
+    /// A first attempt at [`PendingExport::for_test`], claimed from Pending, without a CSO: what the
+    /// engine's unit tests build on.
+    pub(crate) fn for_test(change_type: PendingExportChangeType) -> Self {
+        ClaimedExport {
+            export: PendingExport::for_test(change_type),
+            previous_status: PendingExportStatus::Pending,
+            re_attempt: false,
+            first_attempt_at: None,
+            cso: None,
+            resolutions: Vec::new(),
+            unresolved: Vec::new(),
+        }
+    }
+}

@@ -20,8 +20,10 @@
 mod admin;
 mod apply;
 mod claim;
+mod listen;
 pub mod marker;
 mod notify;
+pub mod outcome;
 mod persist;
 mod queue;
 mod resolve;
@@ -43,6 +45,7 @@ pub use admin::{QueueSummary, StatusCount};
 pub use claim::{
     BadRow, ClaimedExport, ClaimedPage, Cursor, Pass, ReferenceResolution, UnresolvedReference,
 };
+pub use listen::{Heard, QueueListener};
 pub use notify::{
     INSTALL_NOTIFY_TRIGGER_SQL, NOTIFY_CHANNEL, NOTIFY_FUNCTION, NOTIFY_TRIGGERS,
     REMOVE_NOTIFY_TRIGGER_SQL, WatchProbe,

@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::apply::{self, Anchors};
 use super::claim::Held;
+use super::outcome::{Disposition, ExportOutcome};
 use super::system::SystemSchema;
 use crate::model::{PendingExportChangeType, PendingExportStatus};
-use crate::outcome::{ExportOutcome, ExportResult};
 
 /// The retry delay after a failed attempt: `min(2^error_count, 60)` minutes, where `error_count` is the
 /// count *after* the failure was added (JIM's `CalculateNextRetryTime`). The persist statement computes
@@ -162,7 +162,7 @@ pub(crate) fn build(
             &[Uuid],
             Anchors<'_>,
         ) = match &outcome.result {
-            ExportResult::Succeeded(s) => (
+            Disposition::Succeeded(s) => (
                 KIND_SUCCEEDED,
                 None,
                 false,
@@ -172,7 +172,7 @@ pub(crate) fn build(
                     secondary_external_id: s.secondary_external_id.as_deref(),
                 },
             ),
-            ExportResult::Failed(f) => (
+            Disposition::Failed(f) => (
                 KIND_FAILED,
                 Some(f.message.clone()),
                 f.progress.object_exists,
@@ -182,7 +182,7 @@ pub(crate) fn build(
                     secondary_external_id: f.progress.secondary_external_id.as_deref(),
                 },
             ),
-            ExportResult::Deferred => (KIND_DEFERRED, None, false, &[], Anchors::default()),
+            Disposition::Deferred => (KIND_DEFERRED, None, false, &[], Anchors::default()),
         };
         a.pe_id.push(pe);
         a.pe_token.push(held.token.clone());

@@ -10,9 +10,9 @@
 use uuid::Uuid;
 
 use super::apply::{self, Anchors};
+use super::outcome::{Disposition, ExportOutcome};
 use super::system::SystemSchema;
 use crate::model::{PendingExportAttributeChangeStatus, PendingExportChangeType, ValueSlots};
-use crate::outcome::{ExportOutcome, ExportResult};
 
 /// One row of `ConnectedSystemObjectAttributeValues` to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +74,7 @@ pub fn row_changes(outcomes: &[ExportOutcome], schema: &SystemSchema) -> RowChan
     for outcome in outcomes {
         let claimed = &outcome.export;
         let export = &claimed.export;
-        let ExportResult::Succeeded(success) = &outcome.result else {
+        let Disposition::Succeeded(success) = &outcome.result else {
             rc.not_modelled.push(export.id);
             continue;
         };

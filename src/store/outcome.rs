@@ -1,4 +1,6 @@
-//! One export's outcome: the boundary between execution and persistence.
+//! One export's outcome: the boundary between execution and persistence. It lives in the store,
+//! which persists it, so the store never reaches back into a module that depends on it (re-exported as
+//! `crate::outcome`).
 //!
 //! The execute stage turns each claimed export into an [`ExportOutcome`]: the claimed export itself
 //! (owned, with the references resolved during the run) and what happened to it in the directory. The
@@ -9,8 +11,8 @@
 
 use uuid::Uuid;
 
+use super::claim::ClaimedExport;
 use crate::model::ConnectedSystemExportErrorType;
-use crate::store::ClaimedExport;
 
 /// What happened to one claimed export.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,12 +20,15 @@ pub struct ExportOutcome {
     /// The export as claimed (and resolved).
     pub export: ClaimedExport,
     /// What the directory did with it.
-    pub result: ExportResult,
+    pub result: Disposition,
 }
 
-/// The result of one export's directory work.
+/// What becomes of one export after its directory work, as the store persists it: succeeded, failed
+/// or deferred. (The directory's own report of an export, with its status, warnings and partial
+/// progress, is [`crate::directory::ExportResult`]; the engine turns that into a disposition; `crate::directory::classify::Verdict` is the
+/// verdict on one LDAP operation.)
 #[derive(Debug, Clone, PartialEq)]
-pub enum ExportResult {
+pub enum Disposition {
     /// Everything the export owed was written (references that are still unresolved excepted: the
     /// export then stays Pending and owes them, JIM's partial write).
     Succeeded(Success),
@@ -80,7 +85,7 @@ impl ExportOutcome {
         let written_changes = export.writable_change_ids();
         Self {
             export,
-            result: ExportResult::Succeeded(Success {
+            result: Disposition::Succeeded(Success {
                 written_changes,
                 ..Success::default()
             }),
@@ -96,7 +101,7 @@ impl ExportOutcome {
         let written_changes = export.writable_change_ids();
         Self {
             export,
-            result: ExportResult::Succeeded(Success {
+            result: Disposition::Succeeded(Success {
                 written_changes,
                 external_id,
                 secondary_external_id,
@@ -112,7 +117,7 @@ impl ExportOutcome {
     ) -> Self {
         Self {
             export,
-            result: ExportResult::Failed(Failure {
+            result: Disposition::Failed(Failure {
                 message: message.into(),
                 error_type,
                 progress: Progress::default(),
@@ -124,7 +129,7 @@ impl ExportOutcome {
     pub fn deferred(export: ClaimedExport) -> Self {
         Self {
             export,
-            result: ExportResult::Deferred,
+            result: Disposition::Deferred,
         }
     }
 

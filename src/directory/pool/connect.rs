@@ -1,0 +1,178 @@
+//! Opening one connection of the pool: the URLs tried in order (the first that answers wins), TLS
+//! (ldaps or StartTLS, verified unless turned off), the bind, and why a failed attempt failed.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use tokio::task::JoinSet;
+
+use crate::config::{Bind, DirectoryConfig, DirectoryTlsMode};
+use crate::directory::DirectoryError;
+use crate::directory::classify::{rc, rc_name};
+
+/// How to open one connection.
+pub(crate) struct Connector {
+    urls: Vec<String>,
+    mode: DirectoryTlsMode,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    bind: Bind,
+    connect_timeout: Duration,
+    verify: bool,
+}
+
+impl Connector {
+    pub fn new(config: &DirectoryConfig) -> Result<Self, DirectoryError> {
+        if let Some(refusal) = config.password_refusal() {
+            return Err(DirectoryError::Tls(format!("the bind {refusal}")));
+        }
+        let mode = config.effective_tls_mode();
+        let tls = match mode {
+            DirectoryTlsMode::None => None,
+            _ => Some(crate::directory::tls::client_config(&config.tls)?),
+        };
+        Ok(Self {
+            urls: config.urls.clone(),
+            mode,
+            tls,
+            bind: config.bind.clone(),
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            verify: config.tls.verify,
+        })
+    }
+
+    /// Connects and binds to the first URL that answers, spawning the connection's driver into
+    /// `drivers`. A refused bind stops at once (another server of the same directory would refuse it
+    /// too); a server that does not answer moves on to the next URL.
+    pub async fn connect(&self, drivers: &Mutex<JoinSet<()>>) -> Result<Ldap, DirectoryError> {
+        let mut failures = Vec::new();
+        for url in &self.urls {
+            match tokio::time::timeout(self.connect_timeout, self.connect_url(url, drivers)).await {
+                Ok(Ok(ldap)) => return Ok(ldap),
+                Ok(Err(ConnectFailure::Fatal(e))) => return Err(e),
+                Ok(Err(ConnectFailure::TryNext(msg))) => failures.push(format!("{url}: {msg}")),
+                Err(_) => failures.push(format!(
+                    "{url}: no answer within {} ms",
+                    self.connect_timeout.as_millis()
+                )),
+            }
+        }
+        Err(DirectoryError::Connect(failures.join("; ")))
+    }
+
+    async fn connect_url(
+        &self,
+        url: &str,
+        drivers: &Mutex<JoinSet<()>>,
+    ) -> Result<Ldap, ConnectFailure> {
+        let mut settings = LdapConnSettings::new().set_conn_timeout(self.connect_timeout);
+        if let Some(cfg) = &self.tls {
+            settings = settings.set_config(cfg.clone());
+            if !self.verify {
+                // Lets ldap3 name a server given by IP address when verification is off.
+                settings = settings.set_no_tls_verify(true);
+            }
+        }
+        if self.mode == DirectoryTlsMode::StartTls {
+            settings = settings.set_starttls(true);
+        }
+        if !self.verify && self.tls.is_some() {
+            tracing::warn!(
+                url,
+                "TLS certificate verification is switched off for the directory (tls.verify = false)"
+            );
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+            .await
+            .map_err(|e| classify_connect_error(url, e))?;
+        {
+            let mut set = drivers.lock().unwrap_or_else(|p| p.into_inner());
+            set.spawn(async move {
+                if let Err(e) = conn.drive().await {
+                    tracing::debug!(error = %e, "directory connection ended");
+                }
+            });
+        }
+        ldap.with_timeout(self.connect_timeout);
+        let (bound, who) = match &self.bind {
+            Bind::Simple { dn, password } => (
+                ldap.simple_bind(dn, password.expose()).await,
+                format!("as '{dn}'"),
+            ),
+            Bind::SaslExternal => (
+                ldap.sasl_external_bind().await,
+                "with SASL EXTERNAL".to_string(),
+            ),
+            Bind::Ntlm { password, .. } => {
+                // Checked here too, not only in validation: ldap3 panics on a name its NTLM
+                // implementation cannot parse.
+                let name = match self.bind.ntlm_name().unwrap_or(Err("not an NTLM bind")) {
+                    Ok(name) => name,
+                    Err(reason) => {
+                        return Err(ConnectFailure::Fatal(DirectoryError::Bind(format!(
+                            "NTLM user name: {reason}"
+                        ))));
+                    }
+                };
+                (
+                    ldap.sasl_ntlm_bind(&name, password.expose()).await,
+                    format!("as '{name}' with NTLM"),
+                )
+            }
+        };
+        match bound {
+            Ok(r) if r.rc == rc::SUCCESS => Ok(ldap),
+            Ok(r) if matches!(r.rc, rc::BUSY | rc::UNAVAILABLE) => Err(ConnectFailure::TryNext(
+                format!("bind {who} refused: {} ({})", rc_name(r.rc), r.rc),
+            )),
+            Ok(r) => Err(ConnectFailure::Fatal(DirectoryError::Bind(format!(
+                "bind {who} to {url} failed: {} ({}){}{}",
+                rc_name(r.rc),
+                r.rc,
+                if r.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.text)
+                },
+                // 8: strongerAuthRequired.
+                if r.rc == 8 && matches!(self.bind, Bind::Ntlm { .. }) {
+                    " (this NTLM bind is neither signed nor sealed: use it over TLS; a Samba DC \
+                     also needs `ldap server require strong auth = allow_sasl_over_tls`)"
+                } else {
+                    ""
+                }
+            )))),
+            Err(e) => Err(ConnectFailure::TryNext(format!("bind {who}: {e}"))),
+        }
+    }
+}
+
+enum ConnectFailure {
+    TryNext(String),
+    Fatal(DirectoryError),
+}
+
+fn classify_connect_error(url: &str, e: LdapError) -> ConnectFailure {
+    match e {
+        LdapError::Rustls { source } => ConnectFailure::Fatal(DirectoryError::Tls(format!(
+            "TLS with {url} failed: {source}"
+        ))),
+        LdapError::DNSName { source } => ConnectFailure::Fatal(DirectoryError::Tls(format!(
+            "TLS with {url} failed: {source}"
+        ))),
+        LdapError::Io { source } if is_tls_io_error(&source) => ConnectFailure::Fatal(
+            DirectoryError::Tls(format!("TLS with {url} failed: {source}")),
+        ),
+        LdapError::UrlParsing { .. } | LdapError::UnknownScheme(_) => {
+            ConnectFailure::Fatal(DirectoryError::Connect(format!("{url}: {e}")))
+        }
+        other => ConnectFailure::TryNext(other.to_string()),
+    }
+}
+
+/// tokio-rustls reports handshake failures (such as an unknown issuer) as I/O errors wrapping a
+/// `rustls::Error`.
+fn is_tls_io_error(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}

@@ -1,0 +1,337 @@
+//! Admission and the held exports: every claimed export the run has not yet given an outcome, and
+//! whether each may go to the directory now, must wait for a Create of this run (the dependency wait,
+//! [`super::dependencies`]), or is deferred. The held map is what bounds the run's memory between claim
+//! and outcome: the coordinator claims another page only while [`Admission::has_room`]. Pure
+//! bookkeeping; planning, the directory and the queue stay with the coordinator.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use super::dependencies::{Dependencies, Readiness};
+use crate::model::PendingExportChangeType;
+use crate::store::ClaimedExport;
+
+/// What admission decided for a freshly claimed export.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// Held and free to go: plan it now.
+    Ready(Uuid),
+    /// Held until the Creates it names complete.
+    Waiting,
+    /// Not held: nothing can be written now (every writable change is missing and some reference is
+    /// unresolved, JIM's "deferred whole"), or an object it names failed to be created in this run.
+    Deferred(Box<ClaimedExport>),
+}
+
+/// What the completion of a Create released.
+#[derive(Debug, Default)]
+pub(crate) struct CreateReleased {
+    /// Exports (still held) whose every dependency exists now: plan them.
+    pub ready: Vec<Uuid>,
+    /// Exports no longer held because an object they name was not created: defer them.
+    pub deferred: Vec<ClaimedExport>,
+}
+
+/// The held exports and their dependencies.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    /// Most exports held between claim and outcome (ready, waiting, or in the directory).
+    max_held: usize,
+    /// Claimed exports not yet given an outcome, by id.
+    held: HashMap<Uuid, ClaimedExport>,
+    deps: Dependencies,
+    /// Exports no longer held that go back to the queue unsent (see [`Admission::take_released`]).
+    released: Vec<Uuid>,
+}
+
+impl Admission {
+    /// Admission holding at most about `max_held` exports.
+    pub(crate) fn new(max_held: usize) -> Self {
+        Self {
+            max_held,
+            held: HashMap::new(),
+            deps: Dependencies::default(),
+            released: Vec::new(),
+        }
+    }
+
+    /// True when another page of `page_size` exports fits.
+    pub(crate) fn has_room(&self, page_size: usize) -> bool {
+        self.held.len() + page_size <= self.max_held
+    }
+
+    /// Exports held.
+    pub(crate) fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True when nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Exports waiting for a Create.
+    pub(crate) fn waiting_count(&self) -> usize {
+        self.deps.waiting_count()
+    }
+
+    /// A held export.
+    pub(crate) fn get(&self, id: &Uuid) -> Option<&ClaimedExport> {
+        self.held.get(id)
+    }
+
+    /// Stops holding an export (it has a result, or goes back to the queue).
+    pub(crate) fn take(&mut self, id: &Uuid) -> Option<ClaimedExport> {
+        self.held.remove(id)
+    }
+
+    /// Registers every Create of a page before any of its exports is admitted, so an export naming an
+    /// object created later in the same page still waits for it.
+    pub(crate) fn register_creates(&mut self, exports: &[ClaimedExport]) {
+        for e in exports {
+            if let Some(cso) = created_cso(e) {
+                self.deps.create_claimed(cso);
+            }
+        }
+    }
+
+    /// Decides for a freshly claimed export whose row the run still holds.
+    pub(crate) fn admit(&mut self, claimed: ClaimedExport) -> Admitted {
+        let export = &claimed.export;
+        if export.writable_changes().next().is_none() && export.has_unresolved_changes() {
+            return Admitted::Deferred(Box::new(claimed));
+        }
+        let named: HashSet<Uuid> = export
+            .writable_changes()
+            .filter_map(|c| c.resolved_reference_cso_id)
+            .filter(|cso| Some(*cso) != export.connected_system_object_id)
+            .collect();
+        let own_create = created_cso(&claimed);
+        let id = claimed.id();
+        match self.deps.readiness_for(named, own_create) {
+            Readiness::Ready => {
+                self.held.insert(id, claimed);
+                Admitted::Ready(id)
+            }
+            Readiness::Wait(on) => {
+                self.deps.wait(id, own_create, on);
+                self.held.insert(id, claimed);
+                Admitted::Waiting
+            }
+            Readiness::DependencyFailed => Admitted::Deferred(Box::new(claimed)),
+        }
+    }
+
+    /// A Create of this run got its outcome: `exists` says whether its object exists now.
+    pub(crate) fn create_completed(&mut self, cso: Uuid, exists: bool) -> CreateReleased {
+        let released = self.deps.create_completed(cso, exists);
+        CreateReleased {
+            ready: released
+                .ready
+                .into_iter()
+                .filter(|id| self.held.contains_key(id))
+                .collect(),
+            deferred: released
+                .failed
+                .into_iter()
+                .filter_map(|id| self.held.remove(&id))
+                .collect(),
+        }
+    }
+
+    /// A Create that will have no outcome in this run (its row was fenced off): the exports waiting
+    /// for its object stop being held and go back to the queue unsent, to be tried again once it
+    /// exists; a Create among them releases its own waiters the same way, down the chain.
+    pub(crate) fn abandon_create(&mut self, create: Option<Uuid>) {
+        let mut creates = Vec::from_iter(create);
+        while let Some(cso) = creates.pop() {
+            let released = self.deps.create_completed(cso, false);
+            for id in released.ready.into_iter().chain(released.failed) {
+                if let Some(waiter) = self.held.remove(&id) {
+                    creates.extend(created_cso(&waiter));
+                    self.released.push(id);
+                }
+            }
+        }
+    }
+
+    /// The exports [`Admission::abandon_create`] let go since the last call, to return to the queue.
+    pub(crate) fn take_released(&mut self) -> Vec<Uuid> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Stops holding every export that waits for a Create and returns their ids (the run is stopping:
+    /// they go back to the queue as they were).
+    pub(crate) fn drain_waiting(&mut self) -> Vec<Uuid> {
+        let ids = self.deps.drain_waiting();
+        for id in &ids {
+            self.held.remove(id);
+        }
+        ids
+    }
+}
+
+/// The CSO a claimed Create creates.
+pub(crate) fn created_cso(claimed: &ClaimedExport) -> Option<Uuid> {
+    let export = &claimed.export;
+    (export.change_type == PendingExportChangeType::Create)
+        .then_some(export.connected_system_object_id)
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        AttributeValueChange, PendingExportAttributeChangeStatus, PendingExportAttributeChangeType,
+        ValueSlots,
+    };
+
+    fn export(change_type: PendingExportChangeType) -> ClaimedExport {
+        ClaimedExport::for_test(change_type)
+    }
+
+    fn change(e: &mut ClaimedExport, resolved: Option<Uuid>, unresolved: Option<&str>) {
+        e.export.attribute_changes.push(AttributeValueChange {
+            id: Uuid::new_v4(),
+            pending_export_id: e.export.id,
+            attribute_id: 1,
+            value: ValueSlots::default(),
+            unresolved_reference_value: unresolved.map(str::to_string),
+            change_type: PendingExportAttributeChangeType::Add,
+            status: PendingExportAttributeChangeStatus::Pending,
+            export_attempt_count: 0,
+            last_exported_at: None,
+            last_imported_value: None,
+            resolved_reference_cso_id: resolved,
+        });
+    }
+
+    /// An Update naming the object `cso` (a resolved reference to it).
+    fn naming(cso: Uuid) -> ClaimedExport {
+        let mut e = export(PendingExportChangeType::Update);
+        change(&mut e, Some(cso), None);
+        e
+    }
+
+    fn cso_of(e: &ClaimedExport) -> Uuid {
+        e.export.connected_system_object_id.unwrap_or_default()
+    }
+
+    #[test]
+    fn an_export_with_only_unresolved_references_is_deferred_whole() {
+        let mut admission = Admission::new(10);
+        let mut e = export(PendingExportChangeType::Update);
+        change(&mut e, None, Some("mvo"));
+        assert!(matches!(admission.admit(e), Admitted::Deferred(_)));
+        assert!(admission.is_empty());
+    }
+
+    #[test]
+    fn an_export_naming_nothing_in_flight_is_ready_and_held() {
+        let mut admission = Admission::new(10);
+        let e = naming(Uuid::new_v4());
+        let id = e.id();
+        assert!(matches!(admission.admit(e), Admitted::Ready(r) if r == id));
+        assert!(admission.get(&id).is_some());
+        assert_eq!(admission.len(), 1);
+    }
+
+    #[test]
+    fn an_export_naming_a_create_of_the_page_waits_and_goes_when_it_succeeds() {
+        let mut admission = Admission::new(10);
+        let create = export(PendingExportChangeType::Create);
+        let member = naming(cso_of(&create));
+        let member_id = member.id();
+        // The member comes first in the page; the Create registered up front still holds it back.
+        admission.register_creates(&[member.clone(), create.clone()]);
+        assert!(matches!(admission.admit(member), Admitted::Waiting));
+        assert!(matches!(
+            admission.admit(create.clone()),
+            Admitted::Ready(_)
+        ));
+        assert_eq!(admission.waiting_count(), 1);
+        admission.take(&create.id());
+        let released = admission.create_completed(cso_of(&create), true);
+        assert_eq!(released.ready, vec![member_id]);
+        assert!(released.deferred.is_empty());
+        assert!(admission.get(&member_id).is_some());
+    }
+
+    #[test]
+    fn waiters_of_a_failed_create_are_deferred_and_no_longer_held() {
+        let mut admission = Admission::new(10);
+        let create = export(PendingExportChangeType::Create);
+        let member = naming(cso_of(&create));
+        let member_id = member.id();
+        admission.register_creates(std::slice::from_ref(&create));
+        assert!(matches!(admission.admit(member), Admitted::Waiting));
+        let released = admission.create_completed(cso_of(&create), false);
+        assert!(released.ready.is_empty());
+        assert_eq!(
+            released.deferred.iter().map(|e| e.id()).collect::<Vec<_>>(),
+            vec![member_id]
+        );
+        assert!(admission.get(&member_id).is_none());
+        // Later exports naming it are deferred at once.
+        assert!(matches!(
+            admission.admit(naming(cso_of(&create))),
+            Admitted::Deferred(_)
+        ));
+    }
+
+    #[test]
+    fn an_abandoned_create_returns_its_waiters_down_the_chain() {
+        let mut admission = Admission::new(10);
+        let group = export(PendingExportChangeType::Create);
+        // A Create that names the group (say, a user whose manager it is) and a member of that user.
+        let mut user = export(PendingExportChangeType::Create);
+        change(&mut user, Some(cso_of(&group)), None);
+        let member = naming(cso_of(&user));
+        let (user_id, member_id) = (user.id(), member.id());
+        admission.register_creates(&[group.clone(), user.clone()]);
+        assert!(matches!(admission.admit(user), Admitted::Waiting));
+        assert!(matches!(admission.admit(member), Admitted::Waiting));
+        admission.abandon_create(created_cso(&group));
+        let mut released = admission.take_released();
+        released.sort();
+        let mut expected = vec![user_id, member_id];
+        expected.sort();
+        assert_eq!(released, expected);
+        assert!(admission.is_empty());
+        assert!(admission.take_released().is_empty());
+    }
+
+    #[test]
+    fn draining_the_waiters_stops_holding_them() {
+        let mut admission = Admission::new(10);
+        let create = export(PendingExportChangeType::Create);
+        let member = naming(cso_of(&create));
+        let member_id = member.id();
+        admission.register_creates(std::slice::from_ref(&create));
+        admission.admit(member);
+        admission.admit(create);
+        assert_eq!(admission.drain_waiting(), vec![member_id]);
+        assert_eq!(admission.len(), 1);
+    }
+
+    #[test]
+    fn room_counts_what_is_held_plus_a_page() {
+        let mut admission = Admission::new(3);
+        assert!(admission.has_room(3));
+        admission.admit(naming(Uuid::new_v4()));
+        assert!(admission.has_room(2));
+        assert!(!admission.has_room(3));
+    }
+
+    #[test]
+    fn only_a_create_creates_a_cso() {
+        let create = export(PendingExportChangeType::Create);
+        assert_eq!(
+            created_cso(&create),
+            create.export.connected_system_object_id
+        );
+        assert_eq!(created_cso(&export(PendingExportChangeType::Update)), None);
+    }
+}
