@@ -7,15 +7,14 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::boundary::{FfiError, FfiResult, arg_str, boundary, c_string, check_out, write_out};
-use super::callbacks::{HostListener, jim_callbacks};
+use super::callbacks::jim_callbacks;
 use super::cancel::{self, jim_cancel};
-use super::engine::{
-    EngineInner, encode_json, engine_closed, invalid_request, jim_engine, operator_call,
-    parse_json, run_until_stopped, with_engine,
-};
+use super::engine::{ended, jim_engine, listener, operator_call, with_engine};
+use super::json::{encode_json, parse_json};
 use super::status::jim_status;
-use crate::config::{ConfigErrors, DatabaseConfig, WatchRequest};
-use crate::engine::{Engine, NoListener, RunListener};
+use crate::config::{DatabaseConfig, WatchRequest};
+use crate::engine::Engine;
+use crate::ffi::host::Host;
 use crate::report::WatchResult;
 
 /// Watches one or several connected systems and exports continuously until `cancel` fires (or the
@@ -76,10 +75,10 @@ pub unsafe extern "C" fn jim_engine_watch(
             ));
         }
         let cancel = cancel::token(cancel, "cancel")?;
-        let result = with_engine(engine, "jim_engine_watch", |inner, core| {
+        let result = with_engine(engine, "jim_engine_watch", |host| {
+            // Checked by the engine's watch, before it contacts anything.
             let request = parse_json::<WatchRequest>(request, "request_json")?;
-            request.validate().map_err(invalid_request)?;
-            watch(inner, core, request, callbacks, cancel)
+            watch(host, request, callbacks, cancel)
         })?;
         let json = encode_json(&result, "result")?;
         // SAFETY: checked non-NULL; the host passed a writable `char **`.
@@ -90,47 +89,19 @@ pub unsafe extern "C" fn jim_engine_watch(
 
 /// The watch itself, on the engine's runtime.
 fn watch(
-    inner: &EngineInner,
-    core: Arc<Engine>,
+    host: &Host,
     request: WatchRequest,
     callbacks: Option<jim_callbacks>,
     cancel: CancellationToken,
 ) -> FfiResult<WatchResult> {
-    let host = callbacks.map(HostListener::gated);
-    let listener: Arc<dyn RunListener> = match &host {
-        Some(host) => host.clone(),
-        None => Arc::new(NoListener),
-    };
-    let closing = inner.closing.clone();
-    let stop = {
-        let closing = closing.clone();
-        async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {},
-                _ = closing.cancelled() => {},
-            }
-        }
-    };
-    let outcome = inner.block_on(async move {
-        let token = CancellationToken::new();
-        run_until_stopped(core.watch(&request, listener, token.clone()), stop, token).await
+    let (gate, listener) = listener(callbacks);
+    let token = cancel.child_token();
+    let engine = host.engine().clone();
+    let run_token = token.clone();
+    let outcome = host.block_on(token, gate, async move {
+        engine.watch(&request, listener, run_token).await
     });
-    // No callback may run once this call returns, whatever happened.
-    if let Some(host) = &host {
-        host.close();
-    }
-    let freed = closing.is_cancelled();
-    match outcome? {
-        Ok(result) if freed => Err(engine_closed(&format!(
-            "the engine was freed during the watch, which stopped: {}",
-            result.message
-        ))),
-        Ok(result) => Ok(result),
-        Err(e) if freed => Err(engine_closed(&format!(
-            "the engine was freed during the watch, which then ended with: {e}"
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    ended(host, outcome, "watch", |result| result.message.clone())
 }
 
 /// The trigger calls' request: the database only.
@@ -141,11 +112,7 @@ struct TriggerRequest {
 }
 
 fn parse_trigger_request(json: &str) -> FfiResult<TriggerRequest> {
-    let r: TriggerRequest = parse_json(json, "request_json")?;
-    let mut errors = ConfigErrors::default();
-    r.database.validate("database", &mut errors);
-    errors.into_result().map_err(invalid_request)?;
-    Ok(r)
+    parse_json(json, "request_json")
 }
 
 fn trigger_answer(installed: bool) -> String {
