@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -290,56 +291,98 @@ pub unsafe extern "C" fn jim_engine_run(
     out_error: *mut *mut c_char,
 ) -> jim_status {
     boundary(out_error, || {
-        check_out(out_result_json, "out_result_json")?;
-        // SAFETY: the caller passes a NUL-terminated string valid during the call.
-        let request = unsafe { arg_str(request_json, "request_json") }?;
-        // SAFETY: the caller passes NULL or a readable `jim_callbacks`; it is copied here.
-        let callbacks = unsafe { callbacks.as_ref() }.copied();
-        let cancel = if cancel.is_null() {
-            None
-        } else {
-            Some(cancel::token(cancel, "cancel")?)
+        let cancel = || {
+            if cancel.is_null() {
+                Ok(None)
+            } else {
+                cancel::token(cancel, "cancel").map(Some)
+            }
         };
-        let result = with_engine(engine, "jim_engine_run", |host| {
-            // Parsed once here; the engine's run checks the fields before it contacts anything.
-            let request = parse_json::<ExportRequest>(request, "request_json")?;
-            run(host, request, callbacks, cancel)
-        })?;
-        let json = encode_json(&result, "result")?;
-        // SAFETY: checked non-NULL; the host passed a writable `char **`.
-        unsafe { write_out(out_result_json, c_string(&json)) };
-        Ok(())
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            long_call::<ExportRequest>(engine, request_json, callbacks, cancel, out_result_json)
+        }
     })
 }
 
-/// The run itself, on the engine's runtime.
-fn run(
-    host: &Host,
-    request: ExportRequest,
-    callbacks: Option<jim_callbacks>,
-    cancel: Option<CancellationToken>,
-) -> FfiResult<RunResult> {
-    let (gate, listener) = listener(callbacks);
-    // A child of the host's handle: the host's cancel reaches the run, freeing the engine cancels the
-    // run alone.
-    let token = cancel.map_or_else(CancellationToken::new, |c| c.child_token());
-    let engine = host.engine().clone();
-    let run_token = token.clone();
-    let outcome = host.block_on(token, gate, async move {
-        engine.run_export(&request, listener, run_token).await
-    });
-    ended(host, outcome, "run", |result| {
+/// What `jim_engine_run` and `jim_engine_watch` differ in: the request and result documents and how
+/// the engine carries the request out.
+pub(super) trait LongCall: DeserializeOwned + Send + 'static {
+    /// The result document.
+    type Output: Serialize + Send + 'static;
+    /// The C function, for messages.
+    const FUNCTION: &'static str;
+    /// What the call does, for messages (`run`, `watch`).
+    const WHAT: &'static str;
+    /// Carries the request out on the engine (the future runs on the engine's runtime).
+    fn start(
+        self,
+        engine: Arc<Engine>,
+        listener: Arc<dyn RunListener>,
+        token: CancellationToken,
+    ) -> impl Future<Output = crate::Result<Self::Output>> + Send + 'static;
+    /// What a call that freeing the engine stopped left behind, for the message.
+    fn stopped(output: &Self::Output) -> String;
+}
+
+impl LongCall for ExportRequest {
+    type Output = RunResult;
+    const FUNCTION: &'static str = "jim_engine_run";
+    const WHAT: &'static str = "run";
+
+    async fn start(
+        self,
+        engine: Arc<Engine>,
+        listener: Arc<dyn RunListener>,
+        token: CancellationToken,
+    ) -> crate::Result<RunResult> {
+        engine.run_export(&self, listener, token).await
+    }
+
+    fn stopped(result: &RunResult) -> String {
         format!(
             "its completed outcomes are persisted and its unexecuted claims returned ({})",
             result.message
         )
-    })
+    }
+}
+
+/// The shared body of `jim_engine_run` and `jim_engine_watch`: checks the arguments (`cancel`
+/// resolves the cancellation handle, after the others), parses the request once (the engine checks
+/// its fields before it contacts anything), carries it out on the engine's runtime with the host's
+/// callbacks and a child of the host's cancellation (so freeing the engine cancels this call alone),
+/// and writes the result document.
+///
+/// # Safety
+/// As for `jim_engine_run`.
+pub(super) unsafe fn long_call<R: LongCall>(
+    engine: *const jim_engine,
+    request_json: *const c_char,
+    callbacks: *const jim_callbacks,
+    cancel: impl FnOnce() -> FfiResult<Option<CancellationToken>>,
+    out_result_json: *mut *mut c_char,
+) -> FfiResult<()> {
+    check_out(out_result_json, "out_result_json")?;
+    // SAFETY: the caller passes a NUL-terminated string valid during the call.
+    let request = unsafe { arg_str(request_json, "request_json") }?;
+    // SAFETY: the caller passes NULL or a readable `jim_callbacks`; it is copied here.
+    let callbacks = unsafe { callbacks.as_ref() }.copied();
+    let cancel = cancel()?;
+    let result = with_engine(engine, R::FUNCTION, |host| {
+        let request = parse_json::<R>(request, "request_json")?;
+        let (gate, listener) = listener(callbacks);
+        let token = cancel.map_or_else(CancellationToken::new, |c| c.child_token());
+        let work = request.start(host.engine().clone(), listener, token.clone());
+        ended(host, host.block_on(token, gate, work), R::WHAT, R::stopped)
+    })?;
+    let json = encode_json(&result, "result")?;
+    // SAFETY: checked non-NULL; the host passed a writable `char **`.
+    unsafe { write_out(out_result_json, c_string(&json)) };
+    Ok(())
 }
 
 /// The host's callbacks as the engine's listener, behind a gate the host closes when the call ends.
-pub(super) fn listener(
-    callbacks: Option<jim_callbacks>,
-) -> (Option<Arc<ListenerGate>>, Arc<dyn RunListener>) {
+fn listener(callbacks: Option<jim_callbacks>) -> (Option<Arc<ListenerGate>>, Arc<dyn RunListener>) {
     match callbacks.map(HostListener::gated) {
         Some(gate) => (Some(gate.clone()), gate),
         None => (None, Arc::new(NoListener)),
@@ -349,7 +392,7 @@ pub(super) fn listener(
 /// The answer of a run or watch (`what`): when the engine was freed while it went on, it was told to
 /// stop (and did, or had just finished), so the call reports the free rather than a result the host
 /// can no longer act on; `stopped` says what the stopped call left behind.
-pub(super) fn ended<T>(
+fn ended<T>(
     host: &Host,
     outcome: Result<crate::Result<T>, HostError>,
     what: &str,

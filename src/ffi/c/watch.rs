@@ -6,15 +6,14 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::boundary::{FfiError, FfiResult, arg_str, boundary, c_string, check_out, write_out};
+use super::boundary::{FfiError, FfiResult, boundary};
 use super::callbacks::jim_callbacks;
 use super::cancel::{self, jim_cancel};
-use super::engine::{ended, jim_engine, listener, operator_call, with_engine};
-use super::json::{encode_json, parse_json};
+use super::engine::{LongCall, jim_engine, long_call, operator_call};
+use super::json::parse_json;
 use super::status::jim_status;
 use crate::config::{DatabaseConfig, WatchRequest};
-use crate::engine::Engine;
-use crate::ffi::host::Host;
+use crate::engine::{Engine, RunListener};
 use crate::report::WatchResult;
 
 /// Watches one or several connected systems and exports continuously until `cancel` fires (or the
@@ -63,45 +62,39 @@ pub unsafe extern "C" fn jim_engine_watch(
     out_error: *mut *mut c_char,
 ) -> jim_status {
     boundary(out_error, || {
-        check_out(out_result_json, "out_result_json")?;
-        // SAFETY: the caller passes a NUL-terminated string valid during the call.
-        let request = unsafe { arg_str(request_json, "request_json") }?;
-        // SAFETY: the caller passes NULL or a readable `jim_callbacks`; it is copied here.
-        let callbacks = unsafe { callbacks.as_ref() }.copied();
-        if cancel.is_null() {
-            return Err(FfiError::new(
-                jim_status::NullParameter,
-                "cancel must not be NULL: it is how a watch is stopped",
-            ));
+        let cancel = || {
+            if cancel.is_null() {
+                return Err(FfiError::new(
+                    jim_status::NullParameter,
+                    "cancel must not be NULL: it is how a watch is stopped",
+                ));
+            }
+            cancel::token(cancel, "cancel").map(Some)
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            long_call::<WatchRequest>(engine, request_json, callbacks, cancel, out_result_json)
         }
-        let cancel = cancel::token(cancel, "cancel")?;
-        let result = with_engine(engine, "jim_engine_watch", |host| {
-            // Checked by the engine's watch, before it contacts anything.
-            let request = parse_json::<WatchRequest>(request, "request_json")?;
-            watch(host, request, callbacks, cancel)
-        })?;
-        let json = encode_json(&result, "result")?;
-        // SAFETY: checked non-NULL; the host passed a writable `char **`.
-        unsafe { write_out(out_result_json, c_string(&json)) };
-        Ok(())
     })
 }
 
-/// The watch itself, on the engine's runtime.
-fn watch(
-    host: &Host,
-    request: WatchRequest,
-    callbacks: Option<jim_callbacks>,
-    cancel: CancellationToken,
-) -> FfiResult<WatchResult> {
-    let (gate, listener) = listener(callbacks);
-    let token = cancel.child_token();
-    let engine = host.engine().clone();
-    let run_token = token.clone();
-    let outcome = host.block_on(token, gate, async move {
-        engine.watch(&request, listener, run_token).await
-    });
-    ended(host, outcome, "watch", |result| result.message.clone())
+impl LongCall for WatchRequest {
+    type Output = WatchResult;
+    const FUNCTION: &'static str = "jim_engine_watch";
+    const WHAT: &'static str = "watch";
+
+    async fn start(
+        self,
+        engine: Arc<Engine>,
+        listener: Arc<dyn RunListener>,
+        token: CancellationToken,
+    ) -> crate::Result<WatchResult> {
+        engine.watch(&self, listener, token).await
+    }
+
+    fn stopped(result: &WatchResult) -> String {
+        result.message.clone()
+    }
 }
 
 /// The trigger calls' request: the database only.
