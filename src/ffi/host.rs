@@ -145,7 +145,9 @@ impl Drop for Registration {
 }
 
 /// Cancels a call's token and closes its listener gate when the caller stops waiting before the call
-/// ended; closes the gate alone when it ended.
+/// ended; closes the gate alone when it ended. A caller that stopped waiting may be a host that is
+/// exiting: a Python interpreter that is finalizing aborts the process when an engine thread calls
+/// into it, so the winding-down run must not reach it.
 struct CallerGone {
     token: Option<CancellationToken>,
     gate: Option<Arc<ListenerGate>>,

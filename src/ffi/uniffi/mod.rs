@@ -79,7 +79,7 @@ fn host_listener(listener: Option<Arc<dyn RunListener>>) -> Arc<ListenerGate> {
 
 /// The export engine for UniFFI hosts. It owns a multi-thread tokio runtime on which runs and
 /// operator calls execute; several runs may go on at once. Call [`ExportEngine::shutdown`] (Kotlin:
-/// `close()`) when done; dropping the engine shuts it down with a 30 s grace.
+/// `close()`) when done.
 #[derive(Debug, uniffi::Object)]
 pub struct ExportEngine {
     host: Host,
