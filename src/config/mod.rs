@@ -5,6 +5,7 @@
 
 mod database;
 mod directory;
+mod json;
 mod options;
 mod secret;
 mod settings;
@@ -17,6 +18,7 @@ pub use database::{
     DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase, NPGSQL_KEYS, redact_connection,
 };
 pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
+pub use json::{JsonError, from_json};
 pub use options::{Concurrency, DEFAULT_CLOCK_SKEW_SECONDS, RunOptions};
 pub use secret::Secret;
 pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};
@@ -46,18 +48,8 @@ impl ExportRequest {
     /// Parses a request from JSON and validates it. A syntax or type error names the field's path
     /// (e.g. `directory.tls.mode: unknown variant "tls"`); validation then reports every bad field.
     pub fn from_json(json: &str) -> Result<Self, ConfigErrors> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let request: ExportRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let mut errors = ConfigErrors::default();
-            let path = if path == "." || path == "?" {
-                "request".to_string()
-            } else {
-                path
-            };
-            errors.push(path, e.into_inner().to_string());
-            errors
-        })?;
+        let request: ExportRequest =
+            json::from_json(json, "request").map_err(JsonError::into_config)?;
         request.validate()?;
         Ok(request)
     }
@@ -65,17 +57,27 @@ impl ExportRequest {
     /// Checks every field and reports all that are invalid, each by its path.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        self.database.validate("database", &mut errors);
-        errors.check(
-            self.connected_system_id <= 0,
-            "connected_system_id",
-            "must be a positive ConnectedSystems.Id",
-        );
+        validate_target(&self.database, self.connected_system_id, &mut errors);
         self.directory.validate("directory", &mut errors);
         self.settings.validate("settings", &mut errors);
         self.options.validate("options", &mut errors);
         errors.into_result()
     }
+}
+
+/// Checks what every call on one connected system names: the database and the system's id. Export
+/// requests and the operator calls (queue summary, releasing stranded rows, resetting failures) share it.
+pub fn validate_target(
+    database: &DatabaseConfig,
+    connected_system_id: i32,
+    errors: &mut ConfigErrors,
+) {
+    database.validate("database", errors);
+    errors.check(
+        connected_system_id <= 0,
+        "connected_system_id",
+        "must be a positive ConnectedSystems.Id",
+    );
 }
 
 #[cfg(test)]

@@ -87,18 +87,8 @@ impl WatchRequest {
     /// Parses a watch request from JSON and validates it; errors name the field's path
     /// (`requests[1].directory.urls[0]`).
     pub fn from_json(json: &str) -> Result<Self, ConfigErrors> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        let request: WatchRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." || path == "?" {
-                "request".to_string()
-            } else {
-                path
-            };
-            let mut errors = ConfigErrors::default();
-            errors.push(path, e.into_inner().to_string());
-            errors
-        })?;
+        let request: WatchRequest =
+            super::from_json(json, "request").map_err(super::JsonError::into_config)?;
         request.validate()?;
         Ok(request)
     }

@@ -31,7 +31,7 @@ use tracing::Instrument;
 pub use listener::{ListenerGate, LogLevel, LogRecord, NoListener, RunListener};
 pub use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, ExportRequest, WatchRequest};
+use crate::config::{ConfigErrors, DatabaseConfig, ExportRequest, WatchRequest, validate_target};
 use crate::error::Result;
 use crate::report::{RunResult, WatchResult};
 use crate::store::{QueueSummary, Store};
@@ -87,13 +87,16 @@ impl Engine {
     }
 
     /// The queue of a connected system: counts by status and change type, due and not yet due,
-    /// rows stranded in `Executing` for longer than `lease`, and the oldest failure.
+    /// rows stranded in `Executing` for longer than `lease`, and the oldest failure. An invalid
+    /// database configuration or system id is an [`Error::Config`](crate::Error::Config) naming each
+    /// bad field, before anything is contacted (as for the other operator calls).
     pub async fn queue_summary(
         &self,
         database: &DatabaseConfig,
         connected_system_id: i32,
         lease: Duration,
     ) -> Result<QueueSummary> {
+        check_target(database, connected_system_id)?;
         self.store(database)
             .await?
             .queue_summary(connected_system_id, lease)
@@ -109,6 +112,7 @@ impl Engine {
         connected_system_id: i32,
         older_than: Duration,
     ) -> Result<u64> {
+        check_target(database, connected_system_id)?;
         self.store(database)
             .await?
             .release_stranded(connected_system_id, older_than)
@@ -123,6 +127,7 @@ impl Engine {
         database: &DatabaseConfig,
         connected_system_id: i32,
     ) -> Result<u64> {
+        check_target(database, connected_system_id)?;
         self.store(database)
             .await?
             .reset_failed(connected_system_id)
@@ -162,17 +167,20 @@ impl Engine {
     /// ([`notify_trigger_sql`]): an operator action, needing the right to create functions and
     /// triggers on JIM's tables. Idempotent. Watches already running keep their mode until restarted.
     pub async fn install_notify_trigger(&self, database: &DatabaseConfig) -> Result<()> {
+        check_database(database)?;
         self.store(database).await?.install_notify_trigger().await
     }
 
     /// Removes the notifying trigger and its function. Idempotent. Running watches in notification
     /// mode then notice new work only at their safety re-scan.
     pub async fn remove_notify_trigger(&self, database: &DatabaseConfig) -> Result<()> {
+        check_database(database)?;
         self.store(database).await?.remove_notify_trigger().await
     }
 
     /// True when the notifying trigger is installed and enabled.
     pub async fn notify_trigger_installed(&self, database: &DatabaseConfig) -> Result<bool> {
+        check_database(database)?;
         self.store(database).await?.notify_trigger_installed().await
     }
 
@@ -214,6 +222,20 @@ impl Engine {
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         Ok(stores.entry(key).or_insert(store).clone())
     }
+}
+
+/// Checks an operator call's database and connected system, as a run checks its request.
+fn check_target(database: &DatabaseConfig, connected_system_id: i32) -> Result<()> {
+    let mut errors = ConfigErrors::default();
+    validate_target(database, connected_system_id, &mut errors);
+    Ok(errors.into_result()?)
+}
+
+/// Checks the database configuration of a trigger call.
+fn check_database(database: &DatabaseConfig) -> Result<()> {
+    let mut errors = ConfigErrors::default();
+    database.validate("database", &mut errors);
+    Ok(errors.into_result()?)
 }
 
 /// The SQL that installs the notifying trigger on JIM's `"PendingExports"` (and its attribute value

@@ -2,13 +2,13 @@
 //! out-parameters only on success and the error message only on failure, and hand out strings that only
 //! `jim_string_free` takes back.
 
-use std::any::Any;
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, PoisonError};
 
 use super::status::jim_status;
+use crate::ffi::host::panic_message;
 
 /// An error on its way to the host: a status and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,17 +69,6 @@ pub(crate) fn boundary(
             }
             e.status
         }
-    }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic".to_string()
     }
 }
 

@@ -1,26 +1,28 @@
-//! The engine handle: its own tokio runtime, the blocking run call and the operator calls.
+//! The engine handle (a [`Host`]: the engine, its own tokio runtime and its calls in progress), the
+//! blocking run call and the operator calls.
 
 use std::ffi::c_char;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-use tokio::runtime::{Handle, Runtime};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::boundary::{
-    FfiError, FfiResult, arg_opt_str, arg_str, boundary, c_string, check_out, panic_message,
-    write_out,
+    FfiError, FfiResult, arg_opt_str, arg_str, boundary, c_string, check_out, write_out,
 };
 use super::callbacks::{HostListener, jim_callbacks};
 use super::cancel::{self, jim_cancel};
 use super::handle::Registry;
+use super::json::{encode_json, invalid_request, parse_json};
 use super::operator;
 use super::status::jim_status;
 use crate::config::{ConfigErrors, ExportRequest};
-use crate::engine::{Engine, NoListener, RunListener};
+use crate::engine::{Engine, ListenerGate, NoListener, RunListener};
+use crate::ffi::host::{DEFAULT_CLOSE_TIMEOUT, DEFAULT_STOP_TIMEOUT, Host, HostError, HostOptions};
 use crate::report::RunResult;
 
 /// An export engine (opaque): a tokio runtime with its worker threads, and the engine's database pools.
@@ -35,13 +37,7 @@ pub struct jim_engine {
     _private: [u8; 0],
 }
 
-static ENGINES: Registry<Arc<EngineInner>> = Registry::new("jim_engine");
-
-/// Numbers engines for their thread names.
-static ENGINE_SERIAL: AtomicU64 = AtomicU64::new(1);
-
-/// The start of the name of every thread of an engine's runtime (the engine's serial number follows).
-pub(crate) const THREAD_NAME_PREFIX: &str = "jim-export-";
+static ENGINES: Registry<Arc<Host>> = Registry::new("jim_engine");
 
 /// `jim_engine_new`'s options document.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,15 +57,18 @@ struct EngineOptions {
 }
 
 fn default_shutdown_timeout_ms() -> u64 {
-    10_000
+    millis(DEFAULT_STOP_TIMEOUT)
 }
 
 fn default_close_timeout_ms() -> u64 {
-    30_000
+    millis(DEFAULT_CLOSE_TIMEOUT)
 }
 
-/// Upper bounds that catch unit mistakes (seconds given as milliseconds and the like).
-const MAX_WORKER_THREADS: usize = 512;
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An upper bound that catches unit mistakes (seconds given as milliseconds and the like).
 const MAX_SHUTDOWN_TIMEOUT_MS: u64 = 600_000;
 
 impl Default for EngineOptions {
@@ -83,13 +82,19 @@ impl Default for EngineOptions {
 }
 
 impl EngineOptions {
+    fn host_options(&self) -> HostOptions {
+        HostOptions {
+            worker_threads: self.worker_threads,
+            close_timeout: Duration::from_millis(self.close_timeout_ms),
+            stop_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut errors = ConfigErrors::default();
-        errors.check(
-            self.worker_threads > MAX_WORKER_THREADS,
-            "worker_threads",
-            format!("must be at most {MAX_WORKER_THREADS} (0 = one per CPU core)"),
-        );
+        let mut errors = match self.host_options().validate("worker_threads") {
+            Ok(()) => ConfigErrors::default(),
+            Err(errors) => errors,
+        };
         errors.check(
             self.shutdown_timeout_ms > MAX_SHUTDOWN_TIMEOUT_MS,
             "shutdown_timeout_ms",
@@ -104,178 +109,19 @@ impl EngineOptions {
     }
 }
 
-/// Which calls are in progress, so that freeing waits for them.
-#[derive(Debug)]
-struct Calls {
-    open: bool,
-    active: usize,
-}
-
-/// The state behind an engine handle.
-pub(crate) struct EngineInner {
-    /// `None` once freed.
-    engine: Mutex<Option<Arc<Engine>>>,
-    /// `None` once freed.
-    runtime: Mutex<Option<Runtime>>,
-    handle: Handle,
-    /// Fired when the engine is freed: every run in progress is cancelled.
-    pub(super) closing: CancellationToken,
-    calls: Mutex<Calls>,
-    calls_done: Condvar,
-    shutdown_timeout: Duration,
-    close_timeout: Duration,
-    /// How many of the runtime's threads are alive. A thread counts itself out as it ends, before the
-    /// join in `close` returns, so the tests can check that freeing really stopped them.
-    #[cfg_attr(not(test), allow(dead_code))]
-    live_threads: Arc<AtomicUsize>,
-}
-
-/// Marks one call in progress on an engine; freeing the engine waits until it is dropped.
-struct CallGuard<'a>(&'a EngineInner);
-
-impl Drop for CallGuard<'_> {
-    fn drop(&mut self) {
-        let mut calls = self.0.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        calls.active -= 1;
-        if calls.active == 0 {
-            self.0.calls_done.notify_all();
-        }
-    }
-}
-
-impl EngineInner {
-    fn new(options: &EngineOptions) -> FfiResult<Self> {
-        // Each engine names its threads apart (`jim-export-3`), so a host's thread dump tells whose
-        // they are.
-        let thread_name = format!(
-            "{THREAD_NAME_PREFIX}{}",
-            ENGINE_SERIAL.fetch_add(1, Ordering::Relaxed)
-        );
-        let live_threads = Arc::new(AtomicUsize::new(0));
-        let (started, stopped) = (live_threads.clone(), live_threads.clone());
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
-            .enable_all()
-            .thread_name(thread_name)
-            .on_thread_start(move || {
-                started.fetch_add(1, Ordering::SeqCst);
-            })
-            .on_thread_stop(move || {
-                stopped.fetch_sub(1, Ordering::SeqCst);
-            });
-        if options.worker_threads > 0 {
-            builder.worker_threads(options.worker_threads);
-        }
-        let runtime = builder.build().map_err(|e| {
-            FfiError::new(
-                jim_status::Runtime,
-                format!("cannot start the engine's runtime: {e}"),
-            )
-        })?;
-        Ok(Self {
-            engine: Mutex::new(Some(Arc::new(Engine::new()))),
-            handle: runtime.handle().clone(),
-            runtime: Mutex::new(Some(runtime)),
-            closing: CancellationToken::new(),
-            calls: Mutex::new(Calls {
-                open: true,
-                active: 0,
-            }),
-            calls_done: Condvar::new(),
-            shutdown_timeout: Duration::from_millis(options.shutdown_timeout_ms),
-            close_timeout: Duration::from_millis(options.close_timeout_ms),
-            live_threads,
-        })
-    }
-
-    /// Enters a call: fails once the engine is being freed.
-    fn enter(&self) -> FfiResult<(CallGuard<'_>, Arc<Engine>)> {
-        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        let engine = self
-            .engine
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match engine {
-            Some(engine) if calls.open => {
-                calls.active += 1;
-                Ok((CallGuard(self), engine))
-            }
-            _ => Err(engine_closed("the engine was freed")),
-        }
-    }
-
-    /// Runs `future` on the engine's runtime and blocks the calling (host) thread until it is done. The
-    /// future runs on a worker thread, so callbacks never run on the host's thread.
-    pub(super) fn block_on<T: Send + 'static>(
-        &self,
-        future: impl Future<Output = T> + Send + 'static,
-    ) -> FfiResult<T> {
-        let task = self.handle.spawn(future);
-        match self.handle.block_on(task) {
-            Ok(value) => Ok(value),
-            Err(e) if e.is_panic() => Err(FfiError::new(
-                jim_status::Panic,
-                format!(
-                    "internal error (a bug in jim-export): {}",
-                    panic_message(e.into_panic().as_ref())
-                ),
-            )),
-            Err(_) => Err(engine_closed("the engine was freed during the call")),
-        }
-    }
-
-    /// Stops the engine: refuses new calls, cancels runs in progress, waits for every call to return
-    /// and for the database pools to close (background releases included) until the close deadline,
-    /// then shuts the runtime down (ending what is left) and joins its threads.
-    fn close(&self) {
-        let end = std::time::Instant::now() + self.close_timeout;
-        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        calls.open = false;
-        self.closing.cancel();
-        while calls.active > 0 {
-            let left = end.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                tracing::warn!(
-                    calls = calls.active,
-                    "calls still running at the close deadline are ended; rows they hold are reclaimed after their lease"
-                );
-                break;
-            }
-            calls = self
-                .calls_done
-                .wait_timeout(calls, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        drop(calls);
-        let engine = self
-            .engine
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let runtime = self
-            .runtime
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(runtime) = runtime {
-            if let Some(engine) = &engine {
-                let left = end.saturating_duration_since(std::time::Instant::now());
-                runtime.block_on(engine.close(left));
-            }
-            {
-                // The engine's database pools may need the runtime while they drop.
-                let _context = runtime.enter();
-                drop(engine);
-            }
-            runtime.shutdown_timeout(self.shutdown_timeout);
-        }
-    }
-}
-
 pub(super) fn engine_closed(what: &str) -> FfiError {
     FfiError::new(jim_status::EngineClosed, what.to_string())
+}
+
+impl From<HostError> for FfiError {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::Closed => engine_closed("the engine was freed"),
+            HostError::Abandoned => engine_closed("the engine was freed during the call"),
+            HostError::Panicked(_) => FfiError::new(jim_status::Panic, e.to_string()),
+            HostError::Runtime(_) => FfiError::new(jim_status::Runtime, e.to_string()),
+        }
+    }
 }
 
 /// Refuses blocking calls on a thread that runs a tokio runtime: an engine's worker thread (inside a
@@ -293,53 +139,15 @@ fn check_thread(function: &str) -> FfiResult<()> {
     Ok(())
 }
 
-/// Looks up a live engine and enters a call on it.
+/// Looks up a live engine on a host thread and runs `body` with it.
 pub(super) fn with_engine<T>(
     engine: *const jim_engine,
     function: &str,
-    body: impl FnOnce(&EngineInner, Arc<Engine>) -> FfiResult<T>,
+    body: impl FnOnce(&Host) -> FfiResult<T>,
 ) -> FfiResult<T> {
-    let inner = ENGINES.get(engine, "engine")?;
+    let host = ENGINES.get(engine, "engine")?;
     check_thread(function)?;
-    let (_call, core) = inner.enter()?;
-    body(&inner, core)
-}
-
-/// Encodes a result document for the host; `what` names it in the (never expected) failure.
-pub(crate) fn encode_json(value: &impl serde::Serialize, what: &str) -> FfiResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| FfiError::new(jim_status::Failed, format!("cannot encode the {what}: {e}")))
-}
-
-/// Parses a JSON argument: a syntax error is `JIM_STATUS_INVALID_JSON`, anything else wrong with it
-/// `JIM_STATUS_INVALID_REQUEST` naming the field's path.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    json: &str,
-    parameter: &str,
-) -> FfiResult<T> {
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(json) {
-        return Err(FfiError::new(
-            jim_status::InvalidJson,
-            format!("{parameter} is not valid JSON: {e}"),
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
-        FfiError::new(
-            jim_status::InvalidRequest,
-            format!("invalid {parameter}: {path}{}", e.into_inner()),
-        )
-    })
-}
-
-pub(super) fn invalid_request(e: ConfigErrors) -> FfiError {
-    FfiError::new(jim_status::InvalidRequest, e.to_string())
+    body(&host)
 }
 
 /// Makes an export engine with its own multi-thread tokio runtime, and writes it to `*out_engine`.
@@ -372,8 +180,8 @@ pub unsafe extern "C" fn jim_engine_new(
             None => EngineOptions::default(),
         };
         options.validate().map_err(invalid_request)?;
-        let inner = Arc::new(EngineInner::new(&options)?);
-        let handle = ENGINES.insert(inner)?;
+        let host = Arc::new(Host::new(options.host_options())?);
+        let handle = ENGINES.insert(host)?;
         // SAFETY: checked non-NULL; the host passed a writable `jim_engine **`.
         unsafe { write_out(out_engine, handle) };
         Ok(())
@@ -399,8 +207,7 @@ pub extern "C" fn jim_engine_free(engine: *mut jim_engine) -> jim_status {
         }
         ENGINES.get(engine, "engine")?;
         check_thread("jim_engine_free")?;
-        let inner = ENGINES.remove(engine, "engine")?;
-        inner.close();
+        ENGINES.remove(engine, "engine")?.close();
         Ok(())
     })
 }
@@ -484,99 +291,124 @@ pub unsafe extern "C" fn jim_engine_run(
     out_error: *mut *mut c_char,
 ) -> jim_status {
     boundary(out_error, || {
-        check_out(out_result_json, "out_result_json")?;
-        // SAFETY: the caller passes a NUL-terminated string valid during the call.
-        let request = unsafe { arg_str(request_json, "request_json") }?;
-        // SAFETY: the caller passes NULL or a readable `jim_callbacks`; it is copied here.
-        let callbacks = unsafe { callbacks.as_ref() }.copied();
-        let cancel = if cancel.is_null() {
-            None
-        } else {
-            Some(cancel::token(cancel, "cancel")?)
+        let cancel = || {
+            if cancel.is_null() {
+                Ok(None)
+            } else {
+                cancel::token(cancel, "cancel").map(Some)
+            }
         };
-        let result = with_engine(engine, "jim_engine_run", |inner, core| {
-            parse_json::<serde::de::IgnoredAny>(request, "request_json")?;
-            let request = ExportRequest::from_json(request).map_err(invalid_request)?;
-            run(inner, core, request, callbacks, cancel)
-        })?;
-        let json = encode_json(&result, "result")?;
-        // SAFETY: checked non-NULL; the host passed a writable `char **`.
-        unsafe { write_out(out_result_json, c_string(&json)) };
-        Ok(())
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            long_call::<ExportRequest>(engine, request_json, callbacks, cancel, out_result_json)
+        }
     })
 }
 
-/// The run itself, on the engine's runtime.
-fn run(
-    inner: &EngineInner,
-    core: Arc<Engine>,
-    request: ExportRequest,
-    callbacks: Option<jim_callbacks>,
-    cancel: Option<CancellationToken>,
-) -> FfiResult<RunResult> {
-    let host = callbacks.map(HostListener::gated);
-    let listener: Arc<dyn RunListener> = match &host {
-        Some(host) => host.clone(),
-        None => Arc::new(NoListener),
-    };
-    let closing = inner.closing.clone();
-    let stop = {
-        let closing = closing.clone();
-        async move {
-            match cancel {
-                Some(cancel) => tokio::select! {
-                    _ = cancel.cancelled() => {},
-                    _ = closing.cancelled() => {},
-                },
-                None => closing.cancelled().await,
-            }
-        }
-    };
-    let outcome = inner.block_on(async move {
-        let token = CancellationToken::new();
-        run_until_stopped(
-            core.run_export(&request, listener, token.clone()),
-            stop,
-            token,
-        )
-        .await
-    });
-    // No callback may run once this call returns, whatever happened.
-    if let Some(host) = &host {
-        host.close();
+/// What `jim_engine_run` and `jim_engine_watch` differ in: the request and result documents and how
+/// the engine carries the request out.
+pub(super) trait LongCall: DeserializeOwned + Send + 'static {
+    /// The result document.
+    type Output: Serialize + Send + 'static;
+    /// The C function, for messages.
+    const FUNCTION: &'static str;
+    /// What the call does, for messages (`run`, `watch`).
+    const WHAT: &'static str;
+    /// Carries the request out on the engine (the future runs on the engine's runtime).
+    fn start(
+        self,
+        engine: Arc<Engine>,
+        listener: Arc<dyn RunListener>,
+        token: CancellationToken,
+    ) -> impl Future<Output = crate::Result<Self::Output>> + Send + 'static;
+    /// What a call that freeing the engine stopped left behind, for the message.
+    fn stopped(output: &Self::Output) -> String;
+}
+
+impl LongCall for ExportRequest {
+    type Output = RunResult;
+    const FUNCTION: &'static str = "jim_engine_run";
+    const WHAT: &'static str = "run";
+
+    async fn start(
+        self,
+        engine: Arc<Engine>,
+        listener: Arc<dyn RunListener>,
+        token: CancellationToken,
+    ) -> crate::Result<RunResult> {
+        engine.run_export(&self, listener, token).await
     }
-    // Freed while the run went on: the run was told to stop (and did, or had just finished), so the
-    // call reports the free rather than a result the host can no longer act on.
-    let freed = closing.is_cancelled();
-    match outcome? {
-        Ok(result) if freed => Err(engine_closed(&format!(
-            "the engine was freed during the run, which stopped: its completed outcomes are \
-             persisted and its unexecuted claims returned ({})",
+
+    fn stopped(result: &RunResult) -> String {
+        format!(
+            "its completed outcomes are persisted and its unexecuted claims returned ({})",
             result.message
-        ))),
-        Ok(result) => Ok(result),
-        Err(e) if freed => Err(engine_closed(&format!(
-            "the engine was freed during the run, which then ended with: {e}"
-        ))),
-        Err(e) => Err(e.into()),
+        )
     }
 }
 
-/// Drives `run` to its end; when `stop` completes first, fires `token` (the run's own cancellation,
-/// which it honours by finishing in-flight work and returning its claims) and still waits for the run.
-pub(crate) async fn run_until_stopped<T>(
-    run: impl Future<Output = T>,
-    stop: impl Future<Output = ()>,
-    token: CancellationToken,
-) -> T {
-    tokio::pin!(run);
-    tokio::select! {
-        biased;
-        done = &mut run => done,
-        () = stop => {
-            token.cancel();
-            run.await
-        }
+/// The shared body of `jim_engine_run` and `jim_engine_watch`: checks the arguments (`cancel`
+/// resolves the cancellation handle, after the others), parses the request once (the engine checks
+/// its fields before it contacts anything), carries it out on the engine's runtime with the host's
+/// callbacks and a child of the host's cancellation (so freeing the engine cancels this call alone),
+/// and writes the result document.
+///
+/// # Safety
+/// As for `jim_engine_run`.
+pub(super) unsafe fn long_call<R: LongCall>(
+    engine: *const jim_engine,
+    request_json: *const c_char,
+    callbacks: *const jim_callbacks,
+    cancel: impl FnOnce() -> FfiResult<Option<CancellationToken>>,
+    out_result_json: *mut *mut c_char,
+) -> FfiResult<()> {
+    check_out(out_result_json, "out_result_json")?;
+    // SAFETY: the caller passes a NUL-terminated string valid during the call.
+    let request = unsafe { arg_str(request_json, "request_json") }?;
+    // SAFETY: the caller passes NULL or a readable `jim_callbacks`; it is copied here.
+    let callbacks = unsafe { callbacks.as_ref() }.copied();
+    let cancel = cancel()?;
+    let result = with_engine(engine, R::FUNCTION, |host| {
+        let request = parse_json::<R>(request, "request_json")?;
+        let (gate, listener) = listener(callbacks);
+        let token = cancel.map_or_else(CancellationToken::new, |c| c.child_token());
+        let work = request.start(host.engine().clone(), listener, token.clone());
+        ended(host, host.block_on(token, gate, work), R::WHAT, R::stopped)
+    })?;
+    let json = encode_json(&result, "result")?;
+    // SAFETY: checked non-NULL; the host passed a writable `char **`.
+    unsafe { write_out(out_result_json, c_string(&json)) };
+    Ok(())
+}
+
+/// The host's callbacks as the engine's listener, behind a gate the host closes when the call ends.
+fn listener(callbacks: Option<jim_callbacks>) -> (Option<Arc<ListenerGate>>, Arc<dyn RunListener>) {
+    match callbacks.map(HostListener::gated) {
+        Some(gate) => (Some(gate.clone()), gate),
+        None => (None, Arc::new(NoListener)),
+    }
+}
+
+/// The answer of a run or watch (`what`): when the engine was freed while it went on, it was told to
+/// stop (and did, or had just finished), so the call reports the free rather than a result the host
+/// can no longer act on; `stopped` says what the stopped call left behind.
+fn ended<T>(
+    host: &Host,
+    outcome: Result<crate::Result<T>, HostError>,
+    what: &str,
+    stopped: impl FnOnce(&T) -> String,
+) -> FfiResult<T> {
+    let freed = !host.is_open();
+    match outcome? {
+        Ok(result) if freed => Err(engine_closed(&format!(
+            "the engine was freed during the {what}, which stopped: {}",
+            stopped(&result)
+        ))),
+        Ok(result) => Ok(result),
+        Err(e) if freed => Err(engine_closed(&format!(
+            "the engine was freed during the {what}, which then ended with: {e}"
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -694,9 +526,9 @@ where
         check_out(out_json, "out_json")?;
         // SAFETY: the caller passes a NUL-terminated string valid during the call.
         let request = unsafe { arg_str(request_json, "request_json") }?;
-        let json = with_engine(engine, function, |inner, core| {
-            let future = call(core, request)?;
-            inner.block_on(future)?
+        let json = with_engine(engine, function, |host| {
+            let future = call(host.engine().clone(), request)?;
+            host.block_on(CancellationToken::new(), None, future)?
         })?;
         // SAFETY: checked non-NULL; the host passed a writable `char **`.
         unsafe { write_out(out_json, c_string(&json)) };
@@ -706,9 +538,11 @@ where
 
 /// The live-thread count of an engine's runtime (for tests; it outlives the engine).
 #[cfg(test)]
-pub(crate) fn live_threads(engine: *const jim_engine) -> Option<Arc<AtomicUsize>> {
+pub(crate) fn live_threads(
+    engine: *const jim_engine,
+) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
     ENGINES
         .get(engine, "engine")
         .ok()
-        .map(|e| e.live_threads.clone())
+        .map(|host| host.live_threads())
 }

@@ -10,13 +10,14 @@
 //! - out-parameters are written only on success, the `out_error` message only on failure; strings the
 //!   library returns are freed with `jim_string_free`;
 //! - requests, results and callback payloads are JSON documents, described on the functions;
-//! - each engine owns its tokio runtime; `jim_engine_free` shuts it down and joins its threads.
+//! - each engine owns its tokio runtime (the hosted engine of `crate::ffi::host`, shared with UniFFI);
+//!   `jim_engine_free` shuts it down and joins its threads.
 //!
 //! Layout: `status.rs` (the status enum and the error mapping), `boundary.rs` (panics, arguments,
-//! strings), `handle.rs` (live-handle registries), `engine.rs` (the engine handle, the run and the
-//! operator calls), `cancel.rs` (cancellation handles), `watch.rs` (the continuous export and the notifying
-//! trigger's calls), `callbacks.rs` (the host's callbacks as a
-//! [`crate::engine::RunListener`]), `operator.rs` (the operator calls' documents).
+//! strings), `json.rs` (JSON arguments and answers), `handle.rs` (live-handle registries), `engine.rs`
+//! (the engine handle, the run and the operator calls), `cancel.rs` (cancellation handles), `watch.rs`
+//! (the continuous export and the notifying trigger's calls), `callbacks.rs` (the host's callbacks as
+//! a [`crate::engine::RunListener`]), `operator.rs` (the operator calls' documents).
 
 #![allow(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -27,6 +28,7 @@ mod callbacks;
 mod cancel;
 mod engine;
 mod handle;
+mod json;
 mod operator;
 mod status;
 mod watch;

@@ -1,4 +1,5 @@
-//! The operator calls' request and answer documents.
+//! The operator calls' request and answer documents. The requests are checked by the engine's own
+//! operator calls, so the C ABI and UniFFI refuse the same fields.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,10 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::boundary::{FfiError, FfiResult};
-use super::engine::{encode_json, parse_json};
-use super::status::jim_status;
-use crate::config::{ConfigErrors, DatabaseConfig};
+use super::boundary::FfiResult;
+use super::json::{encode_json, parse_json};
+use crate::config::DatabaseConfig;
 use crate::engine::Engine;
 use crate::store::QueueSummary;
 
@@ -44,20 +44,6 @@ struct ReleaseStrandedRequest {
 struct ResetFailedRequest {
     database: DatabaseConfig,
     connected_system_id: i32,
-}
-
-/// Checks the fields every operator request has.
-fn validate(database: &DatabaseConfig, connected_system_id: i32) -> FfiResult<()> {
-    let mut errors = ConfigErrors::default();
-    database.validate("database", &mut errors);
-    errors.check(
-        connected_system_id <= 0,
-        "connected_system_id",
-        "must be a positive ConnectedSystems.Id",
-    );
-    errors
-        .into_result()
-        .map_err(|e| FfiError::new(jim_status::InvalidRequest, e.to_string()))
 }
 
 /// One (status, change type) row of the queue summary.
@@ -116,7 +102,6 @@ pub(crate) fn queue_summary(
     json: &str,
 ) -> FfiResult<impl Future<Output = FfiResult<String>> + Send + use<>> {
     let r: QueueSummaryRequest = parse_json(json, "request_json")?;
-    validate(&r.database, r.connected_system_id)?;
     Ok(async move {
         let summary = engine
             .queue_summary(
@@ -138,7 +123,6 @@ pub(crate) fn release_stranded(
     json: &str,
 ) -> FfiResult<impl Future<Output = FfiResult<String>> + Send + use<>> {
     let r: ReleaseStrandedRequest = parse_json(json, "request_json")?;
-    validate(&r.database, r.connected_system_id)?;
     Ok(async move {
         let released = engine
             .release_stranded(
@@ -157,7 +141,6 @@ pub(crate) fn reset_failed(
     json: &str,
 ) -> FfiResult<impl Future<Output = FfiResult<String>> + Send + use<>> {
     let r: ResetFailedRequest = parse_json(json, "request_json")?;
-    validate(&r.database, r.connected_system_id)?;
     Ok(async move {
         let reset = engine
             .reset_failed(&r.database, r.connected_system_id)

@@ -9,9 +9,7 @@ use std::ptr::{null, null_mut};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
-use super::engine::{live_threads, run_until_stopped};
+use super::engine::live_threads;
 use super::*;
 
 const HEADER: &str = include_str!("../../../include/jim_export.h");
@@ -495,37 +493,4 @@ fn freeing_the_engine_during_a_run_ends_the_run_with_an_error() {
         0,
         "freeing joined the engine's threads"
     );
-}
-
-#[tokio::test]
-async fn a_stop_signal_cancels_the_run_token_and_the_run_still_finishes() {
-    let token = CancellationToken::new();
-    let host = CancellationToken::new();
-    let observed = token.clone();
-    let run = async move {
-        observed.cancelled().await;
-        // The run finishes its in-flight work after the cancellation.
-        tokio::task::yield_now().await;
-        "returned claims"
-    };
-    let stop = {
-        let host = host.clone();
-        async move { host.cancelled().await }
-    };
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        host.cancel();
-    });
-    assert_eq!(
-        run_until_stopped(run, stop, token.clone()).await,
-        "returned claims"
-    );
-    assert!(token.is_cancelled());
-    canceller.await.unwrap();
-
-    // A run that ends on its own is not cancelled.
-    let token = CancellationToken::new();
-    let done = run_until_stopped(async { 7 }, std::future::pending(), token.clone()).await;
-    assert_eq!(done, 7);
-    assert!(!token.is_cancelled());
 }

@@ -6,16 +6,14 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::boundary::{FfiError, FfiResult, arg_str, boundary, c_string, check_out, write_out};
-use super::callbacks::{HostListener, jim_callbacks};
+use super::boundary::{FfiError, FfiResult, boundary};
+use super::callbacks::jim_callbacks;
 use super::cancel::{self, jim_cancel};
-use super::engine::{
-    EngineInner, encode_json, engine_closed, invalid_request, jim_engine, operator_call,
-    parse_json, run_until_stopped, with_engine,
-};
+use super::engine::{LongCall, jim_engine, long_call, operator_call};
+use super::json::parse_json;
 use super::status::jim_status;
-use crate::config::{ConfigErrors, DatabaseConfig, WatchRequest};
-use crate::engine::{Engine, NoListener, RunListener};
+use crate::config::{DatabaseConfig, WatchRequest};
+use crate::engine::{Engine, RunListener};
 use crate::report::WatchResult;
 
 /// Watches one or several connected systems and exports continuously until `cancel` fires (or the
@@ -64,72 +62,38 @@ pub unsafe extern "C" fn jim_engine_watch(
     out_error: *mut *mut c_char,
 ) -> jim_status {
     boundary(out_error, || {
-        check_out(out_result_json, "out_result_json")?;
-        // SAFETY: the caller passes a NUL-terminated string valid during the call.
-        let request = unsafe { arg_str(request_json, "request_json") }?;
-        // SAFETY: the caller passes NULL or a readable `jim_callbacks`; it is copied here.
-        let callbacks = unsafe { callbacks.as_ref() }.copied();
-        if cancel.is_null() {
-            return Err(FfiError::new(
-                jim_status::NullParameter,
-                "cancel must not be NULL: it is how a watch is stopped",
-            ));
+        let cancel = || {
+            if cancel.is_null() {
+                return Err(FfiError::new(
+                    jim_status::NullParameter,
+                    "cancel must not be NULL: it is how a watch is stopped",
+                ));
+            }
+            cancel::token(cancel, "cancel").map(Some)
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            long_call::<WatchRequest>(engine, request_json, callbacks, cancel, out_result_json)
         }
-        let cancel = cancel::token(cancel, "cancel")?;
-        let result = with_engine(engine, "jim_engine_watch", |inner, core| {
-            let request = parse_json::<WatchRequest>(request, "request_json")?;
-            request.validate().map_err(invalid_request)?;
-            watch(inner, core, request, callbacks, cancel)
-        })?;
-        let json = encode_json(&result, "result")?;
-        // SAFETY: checked non-NULL; the host passed a writable `char **`.
-        unsafe { write_out(out_result_json, c_string(&json)) };
-        Ok(())
     })
 }
 
-/// The watch itself, on the engine's runtime.
-fn watch(
-    inner: &EngineInner,
-    core: Arc<Engine>,
-    request: WatchRequest,
-    callbacks: Option<jim_callbacks>,
-    cancel: CancellationToken,
-) -> FfiResult<WatchResult> {
-    let host = callbacks.map(HostListener::gated);
-    let listener: Arc<dyn RunListener> = match &host {
-        Some(host) => host.clone(),
-        None => Arc::new(NoListener),
-    };
-    let closing = inner.closing.clone();
-    let stop = {
-        let closing = closing.clone();
-        async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {},
-                _ = closing.cancelled() => {},
-            }
-        }
-    };
-    let outcome = inner.block_on(async move {
-        let token = CancellationToken::new();
-        run_until_stopped(core.watch(&request, listener, token.clone()), stop, token).await
-    });
-    // No callback may run once this call returns, whatever happened.
-    if let Some(host) = &host {
-        host.close();
+impl LongCall for WatchRequest {
+    type Output = WatchResult;
+    const FUNCTION: &'static str = "jim_engine_watch";
+    const WHAT: &'static str = "watch";
+
+    async fn start(
+        self,
+        engine: Arc<Engine>,
+        listener: Arc<dyn RunListener>,
+        token: CancellationToken,
+    ) -> crate::Result<WatchResult> {
+        engine.watch(&self, listener, token).await
     }
-    let freed = closing.is_cancelled();
-    match outcome? {
-        Ok(result) if freed => Err(engine_closed(&format!(
-            "the engine was freed during the watch, which stopped: {}",
-            result.message
-        ))),
-        Ok(result) => Ok(result),
-        Err(e) if freed => Err(engine_closed(&format!(
-            "the engine was freed during the watch, which then ended with: {e}"
-        ))),
-        Err(e) => Err(e.into()),
+
+    fn stopped(result: &WatchResult) -> String {
+        result.message.clone()
     }
 }
 
@@ -141,11 +105,7 @@ struct TriggerRequest {
 }
 
 fn parse_trigger_request(json: &str) -> FfiResult<TriggerRequest> {
-    let r: TriggerRequest = parse_json(json, "request_json")?;
-    let mut errors = ConfigErrors::default();
-    r.database.validate("database", &mut errors);
-    errors.into_result().map_err(invalid_request)?;
-    Ok(r)
+    parse_json(json, "request_json")
 }
 
 fn trigger_answer(installed: bool) -> String {

@@ -235,7 +235,7 @@ impl ExportEngine {
         let gate = super::host_listener(listener);
         let listener: Arc<dyn engine::RunListener> = gate.clone();
         let token: CancellationToken = cancel.token.child_token();
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         let run_token = token.clone();
         self.spawn(token, Some(gate), async move {
             engine
@@ -253,7 +253,7 @@ impl ExportEngine {
         database: DatabaseConfig,
     ) -> Result<(), ExportError> {
         let database = config::DatabaseConfig::from(database);
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
                 .install_notify_trigger(&database)
@@ -266,7 +266,7 @@ impl ExportEngine {
     /// Removes the notifying trigger and its function (idempotent).
     pub async fn remove_notify_trigger(&self, database: DatabaseConfig) -> Result<(), ExportError> {
         let database = config::DatabaseConfig::from(database);
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
                 .remove_notify_trigger(&database)
@@ -282,7 +282,7 @@ impl ExportEngine {
         database: DatabaseConfig,
     ) -> Result<bool, ExportError> {
         let database = config::DatabaseConfig::from(database);
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
                 .notify_trigger_installed(&database)

@@ -12,7 +12,8 @@
 //!   claims. An explicit cancel returns the run's result with `cancelled` set; a cancelled host task
 //!   stops waiting at once while the run winds down on the engine's runtime.
 //! - [`ExportEngine::shutdown`] cancels every run, waits for them to wind down, then stops the runtime
-//!   and joins its threads; dropping the engine does the same.
+//!   and joins its threads; dropping the engine does the same. The runtime, the calls in progress and
+//!   the close are the hosted engine the C ABI uses too (`crate::ffi::host`).
 //!
 //! This layer only converts and delegates ([`types`], [`error`], [`listener`]); [`continuous`] holds
 //! the continuous export's ("watch") records and methods.
@@ -22,17 +23,13 @@ mod error;
 mod listener;
 mod types;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::runtime::{Handle, Runtime};
-use tokio::sync::watch;
-
 use crate::config;
-use crate::engine::{self, CancellationToken, Engine, ListenerGate, NoListener};
+use crate::engine::{self, CancellationToken, ListenerGate, NoListener};
+use crate::ffi::host::{Host, HostError, HostOptions};
 
 pub use continuous::{
     WakeUpMode, WakeUps, WatchMode, WatchOptions, WatchRequest, WatchResult, WatchSystemResult,
@@ -43,13 +40,6 @@ pub use listener::{ListenerError, RunListener};
 pub use types::*;
 
 use listener::ForeignListener;
-
-/// How long [`ExportEngine`]'s drop waits for cancelled runs to persist their outcomes and return
-/// their claims before the runtime stops.
-const DROP_GRACE: Duration = Duration::from_secs(30);
-
-/// How long the runtime's blocking threads get to finish once the runs are done or abandoned.
-const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Cancels the runs it is passed to. Thread-safe: call [`CancelToken::cancel`] from any thread or
 /// callback. One token may be shared by several runs; cancelling it cancels them all.
@@ -79,76 +69,6 @@ impl CancelToken {
     }
 }
 
-/// The runs in progress, so `shutdown` can cancel them and wait for them to wind down.
-#[derive(Debug)]
-struct Runs {
-    next_id: AtomicU64,
-    tokens: Mutex<HashMap<u64, CancellationToken>>,
-    /// The number of spawned tasks not yet finished.
-    active: watch::Sender<usize>,
-}
-
-impl Runs {
-    fn new() -> Self {
-        Self {
-            next_id: AtomicU64::new(1),
-            tokens: Mutex::new(HashMap::new()),
-            active: watch::Sender::new(0),
-        }
-    }
-
-    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn cancel_all(&self) {
-        for token in self.tokens().values() {
-            token.cancel();
-        }
-    }
-}
-
-/// Unregisters a spawned task when it ends, however it ends (finished, panicked, dropped by the
-/// runtime's shutdown).
-struct Registration {
-    runs: Arc<Runs>,
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.runs.tokens().remove(&self.id);
-        self.runs.active.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
-/// Cancels a run when the host stops waiting for it (its future is dropped before it completed),
-/// and closes its listener: the run winds down without calling into a host that stopped listening
-/// (and may be exiting: a Python interpreter that is finalizing aborts the process when an engine
-/// thread calls into it).
-struct CancelOnDrop {
-    token: Option<CancellationToken>,
-    listener: Option<Arc<ListenerGate>>,
-}
-
-impl CancelOnDrop {
-    fn disarm(&mut self) {
-        self.token = None;
-        self.listener = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            token.cancel();
-        }
-        if let Some(listener) = self.listener.take() {
-            listener.close();
-        }
-    }
-}
-
 /// The host's listener as the engine calls it, behind a gate the host's side can close.
 fn host_listener(listener: Option<Arc<dyn RunListener>>) -> Arc<ListenerGate> {
     ListenerGate::new(match listener {
@@ -160,20 +80,22 @@ fn host_listener(listener: Option<Arc<dyn RunListener>>) -> Arc<ListenerGate> {
 /// The export engine for UniFFI hosts. It owns a multi-thread tokio runtime on which runs and
 /// operator calls execute; several runs may go on at once. Call [`ExportEngine::shutdown`] (Kotlin:
 /// `close()`) when done.
-#[derive(uniffi::Object)]
+#[derive(Debug, uniffi::Object)]
 pub struct ExportEngine {
-    engine: Arc<Engine>,
-    /// `None` once shut down.
-    runtime: Mutex<Option<Runtime>>,
-    runs: Arc<Runs>,
+    host: Host,
 }
 
-impl std::fmt::Debug for ExportEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportEngine")
-            .field("running", &self.handle().is_some())
-            .field("active_runs", &*self.runs.active.borrow())
-            .finish()
+impl From<HostError> for ExportError {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::Closed | HostError::Abandoned => ExportError::Shutdown,
+            HostError::Panicked(message) => ExportError::Internal {
+                reason: format!("the engine task failed: {message}"),
+            },
+            HostError::Runtime(_) => ExportError::Internal {
+                reason: e.to_string(),
+            },
+        }
     }
 }
 
@@ -182,18 +104,14 @@ impl ExportEngine {
     /// A new engine with its own runtime of `worker_threads` threads (default: one per core).
     #[uniffi::constructor(default(worker_threads = None))]
     pub fn new(worker_threads: Option<u32>) -> Result<Arc<Self>, ExportError> {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().thread_name("jim-export");
-        if let Some(n) = worker_threads {
-            builder.worker_threads(n.max(1) as usize);
-        }
-        let runtime = builder.build().map_err(|e| ExportError::Internal {
-            reason: format!("cannot start the engine's runtime: {e}"),
-        })?;
+        let options = HostOptions {
+            // `None` is the default; zero asks for the least, one thread.
+            worker_threads: worker_threads.map_or(0, |n| (n as usize).max(1)),
+            ..HostOptions::default()
+        };
+        options.validate("worker_threads")?;
         Ok(Arc::new(Self {
-            engine: Arc::new(Engine::new()),
-            runtime: Mutex::new(Some(runtime)),
-            runs: Arc::new(Runs::new()),
+            host: Host::new(options)?,
         }))
     }
 
@@ -212,7 +130,7 @@ impl ExportEngine {
         let gate = host_listener(listener);
         let listener: Arc<dyn engine::RunListener> = gate.clone();
         let token = cancel.map_or_else(CancellationToken::new, |c| c.token.child_token());
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         let run_token = token.clone();
         self.spawn(token, Some(gate), async move {
             engine
@@ -234,7 +152,7 @@ impl ExportEngine {
         lease_seconds: u64,
     ) -> Result<QueueSummary, ExportError> {
         let database = config::DatabaseConfig::from(database);
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
                 .queue_summary(
@@ -259,7 +177,7 @@ impl ExportEngine {
         older_than_seconds: u64,
     ) -> Result<u64, ExportError> {
         let database = config::DatabaseConfig::from(database);
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
                 .release_stranded(
@@ -281,7 +199,7 @@ impl ExportEngine {
         connected_system_id: i32,
     ) -> Result<u64, ExportError> {
         let database = config::DatabaseConfig::from(database);
-        let engine = self.engine.clone();
+        let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
                 .reset_failed(&database, connected_system_id)
@@ -293,12 +211,12 @@ impl ExportEngine {
 
     /// Runs and operator calls in progress (including cancelled runs still winding down).
     pub fn active_runs(&self) -> u32 {
-        u32::try_from(*self.runs.active.borrow()).unwrap_or(u32::MAX)
+        u32::try_from(self.host.active_calls()).unwrap_or(u32::MAX)
     }
 
     /// Cancels every run in progress; they return their results with `cancelled` set.
     pub fn cancel_all(&self) {
-        self.runs.cancel_all();
+        self.host.cancel_all();
     }
 
     /// Cancels every run, waits up to `grace_ms` for them to persist their outcomes and return their
@@ -310,27 +228,19 @@ impl ExportEngine {
     /// background.
     #[uniffi::method(default(grace_ms = 30000))]
     pub fn shutdown(&self, grace_ms: u64) {
-        self.stop(Duration::from_millis(grace_ms));
+        self.host.close_within(Duration::from_millis(grace_ms));
     }
 
     /// True until [`ExportEngine::shutdown`].
     pub fn is_running(&self) -> bool {
-        self.handle().is_some()
+        self.host.is_running()
     }
 }
 
 impl ExportEngine {
-    fn handle(&self) -> Option<Handle> {
-        self.runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|rt| rt.handle().clone())
-    }
-
-    /// Spawns `work` onto the engine's runtime as a tracked task cancelled by `token`, and waits for
-    /// it. If the caller stops waiting (the host cancelled its task), `token` is cancelled, `listener`
-    /// is closed and the task winds down on its own.
+    /// Runs `work` on the engine's runtime as a call cancelled by `token` (and by `cancel_all` and
+    /// `shutdown`), and waits for it. If the caller stops waiting (the host cancelled its task),
+    /// `token` is cancelled, `listener` is closed and the task winds down on its own.
     async fn spawn<T, F>(
         &self,
         token: CancellationToken,
@@ -341,68 +251,7 @@ impl ExportEngine {
         T: Send + 'static,
         F: Future<Output = Result<T, ExportError>> + Send + 'static,
     {
-        let handle = self.handle().ok_or(ExportError::Shutdown)?;
-        let id = self.runs.next_id.fetch_add(1, Ordering::Relaxed);
-        self.runs.tokens().insert(id, token.clone());
-        self.runs.active.send_modify(|n| *n += 1);
-        let registration = Registration {
-            runs: self.runs.clone(),
-            id,
-        };
-        let mut cancel_on_drop = CancelOnDrop {
-            token: Some(token),
-            listener,
-        };
-        let task = handle.spawn(async move {
-            let _registration = registration;
-            work.await
-        });
-        let outcome = task.await;
-        cancel_on_drop.disarm();
-        match outcome {
-            Ok(result) => result,
-            // The runtime dropped the task: it was shut down while the task ran.
-            Err(e) if e.is_cancelled() => Err(ExportError::Shutdown),
-            Err(e) => Err(ExportError::Internal {
-                reason: format!("the engine task failed: {e}"),
-            }),
-        }
-    }
-
-    fn stop(&self, grace: Duration) {
-        let Some(runtime) = self
-            .runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return;
-        };
-        self.runs.cancel_all();
-        if Handle::try_current().is_ok() {
-            // On a runtime thread (a listener calling shutdown, or a host that embeds tokio):
-            // blocking here would deadlock or panic, so let the runtime stop on its own.
-            runtime.shutdown_background();
-            return;
-        }
-        let mut active = self.runs.active.subscribe();
-        let engine = self.engine.clone();
-        runtime.block_on(async move {
-            // One deadline for the runs to wind down and the database pools to close (claims of runs
-            // that ended while the database did not answer are returned meanwhile, if it does).
-            let end = tokio::time::Instant::now() + grace;
-            let _ = tokio::time::timeout_at(end, active.wait_for(|n| *n == 0)).await;
-            engine
-                .close(end.saturating_duration_since(tokio::time::Instant::now()))
-                .await;
-        });
-        runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
-    }
-}
-
-impl Drop for ExportEngine {
-    fn drop(&mut self) {
-        self.stop(DROP_GRACE);
+        self.host.call(token, listener, work).await?
     }
 }
 
@@ -561,6 +410,21 @@ mod tests {
             .block_on(engine.run_export(bad, None, None))
             .unwrap_err();
         assert!(matches!(err, ExportError::InvalidRequest { .. }), "{err:?}");
+        // The operator calls check their fields as the C ABI's do, before contacting anything.
+        let mut database = request("postgres://u:p@127.0.0.1:1/db").database;
+        database.max_connections = 0;
+        let err = host
+            .block_on(engine.release_stranded(database, 0, 900))
+            .unwrap_err();
+        let ExportError::InvalidRequest { errors } = err else {
+            panic!("{err:?}");
+        };
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["database.max_connections", "connected_system_id"],
+            "{errors:?}"
+        );
         // Nothing listens on port 1: a database error, reported without the password.
         let err = host
             .block_on(engine.queue_summary(
@@ -590,7 +454,7 @@ mod tests {
             .unwrap();
         let token = CancellationToken::new();
         let seen = token.clone();
-        let call = engine.spawn(token, None, async move {
+        let call = engine.spawn(token.clone(), None, async move {
             seen.cancelled().await;
             Ok::<_, ExportError>(())
         });
@@ -599,19 +463,15 @@ mod tests {
             let mut call = std::pin::pin!(call);
             assert!(futures_poll_once(call.as_mut()).await.is_none());
         });
-        let mut active = engine.runs.active.subscribe();
-        engine
-            .runtime
-            .lock()
-            .unwrap()
-            .as_ref()
-            .unwrap()
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), active.wait_for(|n| *n == 0))
-                    .await
-                    .expect("the task ended after its caller went away")
-                    .unwrap();
-            });
+        assert!(token.is_cancelled());
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.active_runs() > 0 {
+            assert!(
+                std::time::Instant::now() < end,
+                "the task ended after its caller went away"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         engine.shutdown(1_000);
     }
 
