@@ -8,9 +8,6 @@
 //!
 //! `cargo run --release --example bench_watch [-- --exports 200]`.
 
-#[path = "../tests/watch_support/mod.rs"]
-mod watch_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +19,7 @@ use jim_export::engine::{CancellationToken, Engine, NoListener};
 use jim_export_testkit::Postgres;
 use jim_export_testkit::seed::{self, SeedOptions, Template};
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
+use jim_export_testkit::support;
 use ldap3::{Ldap, Scope};
 
 /// The command line (`--help` prints it with every default).
@@ -50,8 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_suffix(slapd.suffix())
         .with_directory(host, port.parse()?);
     let seeded = seed::seed(&db.pool, &options).await?;
-    watch_support::park_all(&db.pool, seeded.connected_system_id()).await;
-    let users = watch_support::user_exports(&seeded);
+    support::watch::park_all(&db.pool, seeded.connected_system_id()).await;
+    let users = support::watch::user_exports(&seeded);
     if users.len() < 2 * n {
         return Err(format!(
             "the template has {} users, fewer than {}",
@@ -117,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             rng ^= rng >> 7;
             rng ^= rng << 17;
             tokio::time::sleep(Duration::from_millis(rng % 300)).await;
-            let committed = watch_support::stage(&db.pool, &[*id], None).await;
+            let committed = support::watch::stage(&db.pool, &[*id], None).await;
             loop {
                 if exists(&mut ldap, dn).await? {
                     break;

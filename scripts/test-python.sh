@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python bindings, tested for real: builds the test-servers tool, builds the `jim_export` wheel
-# with maturin (bindings/python), installs it into a fresh virtual environment with the test
-# dependencies, and runs pytest against throwaway PostgreSQL and slapd servers (`jim-testkit serve`).
+# with maturin (bindings/python; a release build, stripped), installs it into a fresh virtual
+# environment with the test dependencies, and runs pytest against throwaway PostgreSQL and slapd
+# servers (`jim-testkit serve`).
 # Everything it creates lives under target/python. Run from anywhere; part of scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,11 +17,21 @@ step() { echo "== python: $* ($((SECONDS - start)) s)"; }
 step "cargo build (jim-testkit)"
 cargo build --quiet --workspace --all-targets
 
-step "maturin build"
+# The wheel as it ships: an optimised build (the release profile, in target/release, so the debug
+# library the Kotlin test and the FFI tests use is left alone), without debug info (`rustc-args` in
+# pyproject.toml). A debug wheel is about 40 MB; this one must stay within 15 MB.
+step "maturin build --release"
 tools=target/python/tools
 rm -rf target/python/wheels
-(cd bindings/python && "$root/$tools/bin/maturin" build --quiet --out "$root/target/python/wheels")
+(cd bindings/python && "$root/$tools/bin/maturin" build --release --quiet --out "$root/target/python/wheels")
 wheel=$(ls target/python/wheels/jim_export-*.whl)
+wheel_bytes=$(stat -c %s "$wheel")
+max_wheel_bytes=15000000
+echo "python: $(basename "$wheel"): $wheel_bytes bytes"
+if [ "$wheel_bytes" -gt "$max_wheel_bytes" ]; then
+  echo "python: the wheel is over $max_wheel_bytes bytes" >&2
+  exit 1
+fi
 
 step "fresh virtualenv"
 venv=target/python/venv

@@ -14,8 +14,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 failed=()
 echo "== cargo test"
 cargo test --workspace --all-targets --no-fail-fast || failed+=("cargo test")
-# The Python and Kotlin bindings against throwaway servers (they reuse the build above). Kotlin first:
-# it uses target/debug/libjim_export.so, which maturin's own library build overwrites.
+# The Python and Kotlin bindings against throwaway servers. Kotlin uses the build above
+# (target/debug/libjim_export.so); the Python wheel is a release build of its own (target/release),
+# which leaves that library alone, so the order between the two no longer matters.
 echo "== kotlin bindings"
 bash scripts/test-kotlin.sh || failed+=("kotlin bindings")
 echo "== python bindings"

@@ -6,9 +6,6 @@
 //!
 //! Every test skips (with a printed reason) outside CI when Samba cannot run here.
 
-mod directory_support;
-
-use directory_support::{C, Export, TestResult, cso};
 use jim_export::config::{
     Bind, Concurrency, DeleteBehaviour, Dialect, DirectoryConfig, DirectoryTlsMode, ExportSettings,
     Secret,
@@ -22,6 +19,7 @@ use jim_export::model::{
 use jim_export::plan::{PlanInput, Planner};
 use jim_export_testkit::TestCa;
 use jim_export_testkit::samba::SambaAd;
+use jim_export_testkit::support::directory::{C, Export, TestResult, cso};
 use ldap3::Scope;
 use uuid::Uuid;
 

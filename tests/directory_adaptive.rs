@@ -3,19 +3,17 @@
 //! the server throttles connections, without failing exports that succeed on a retry. Directions
 //! and bounds are asserted, never timings.
 
-mod directory_support;
-mod engine_support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use directory_support::*;
 use jim_export::config::RunOptions;
 use jim_export::config::{Concurrency, DirectoryConfig, ExportSettings};
 use jim_export::directory::{Directory, DirectoryTuning, ExportJob};
 use jim_export::engine::Engine;
 use jim_export::model::ExportPhase;
 use jim_export_testkit::seed::Template;
+use jim_export_testkit::support;
+use jim_export_testkit::support::directory::*;
 use jim_export_testkit::{LatencyProxy, Slapd, SlapdOptions};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -230,7 +228,7 @@ async fn a_fixed_limit_never_moves() -> TestResult {
 /// moved; a fixed limit is reported as such.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_reports_the_limit_in_progress_and_metrics() {
-    let env = engine_support::Env::new(Template::Small).await;
+    let env = support::engine::Env::new(Template::Small).await;
     let engine = Engine::new();
     let mut request = env.request();
     request.options.progress_interval_ms = 10;
@@ -271,7 +269,7 @@ async fn the_engine_reports_the_limit_in_progress_and_metrics() {
         Some((ExportPhase::Completed, m.in_flight_limit))
     );
 
-    let env = engine_support::Env::new(Template::Nano).await;
+    let env = support::engine::Env::new(Template::Nano).await;
     let mut request = env.request();
     request.options = RunOptions {
         concurrency: Concurrency::Fixed,

@@ -2,13 +2,11 @@
 //! verified against the server's CA, a server certified by an unknown CA refused, the explicit opt-out,
 //! SASL EXTERNAL over ldapi, a refused bind without the password in the message, and URL failover.
 
-mod directory_support;
-
-use directory_support::*;
 use jim_export::config::{Bind, Dialect, DirectoryTls, DirectoryTlsMode};
 use jim_export::directory::{Directory, DirectoryError, DirectoryTuning};
 use jim_export_testkit::TestCa;
 use jim_export_testkit::process::free_port;
+use jim_export_testkit::support::directory::*;
 
 /// Proves a connection works by creating an entry through it.
 async fn create_through(directory: &Directory, fx: &Fixture, uid: &str) -> TestResult {

@@ -5,20 +5,18 @@
 //! meets a taken DN, partial
 //! progress after a failed overflow modify or a failed modify after a rename, and many exports at once.
 
-mod directory_support;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use directory_support::*;
 use jim_export::config::{DeleteBehaviour, ExportSettings, ScopeContainer};
 use jim_export::directory::{AnchorRegistry, DirectoryTuning, ExportJob, ExportStatus, Recovery};
 use jim_export::model::{
     ConnectedSystemContainerScope, ConnectedSystemExportErrorType, ValueSlots,
 };
+use jim_export_testkit::support::directory::*;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 

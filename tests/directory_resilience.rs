@@ -2,14 +2,12 @@
 //! the reconnect (reading or converging first, since their outcome is unknown), later operations
 //! succeed, and nothing is reported done that the directory does not hold.
 
-mod directory_support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use directory_support::*;
 use jim_export::config::{DirectoryConfig, ExportSettings};
 use jim_export::directory::{Directory, DirectoryTuning, ExportJob};
+use jim_export_testkit::support::directory::*;
 use jim_export_testkit::{Slapd, SlapdOptions};
 use tokio::sync::mpsc;
 use uuid::Uuid;

@@ -1,11 +1,9 @@
 //! AD's disable (`userAccountControl` |= 0x2, read-modify-write) against a slapd that knows the
 //! attribute: an inline schema gives it AD's OID and integer syntax.
 
-mod directory_support;
-
-use directory_support::*;
 use jim_export::config::{DeleteBehaviour, DirectoryConfig, ExportSettings};
 use jim_export::directory::{Directory, DirectoryTuning};
+use jim_export_testkit::support::directory::*;
 use jim_export_testkit::{Slapd, SlapdOptions};
 
 #[tokio::test]

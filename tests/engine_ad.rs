@@ -9,10 +9,6 @@
 //! The DC is shared by the tests of this process (one per machine at a time: its ports are fixed),
 //! so each test works under its own OU. Outside CI the tests skip when Samba cannot run here.
 
-mod ad_support;
-mod engine_support;
-
-use ad_support::{AdEnv, assert_directory_matches};
 use jim_export::config::{Concurrency, DeleteBehaviour, Dialect};
 use jim_export::engine::Engine;
 use jim_export::model::{
@@ -22,6 +18,8 @@ use jim_export::plan::{build_rdn, dn_key};
 use jim_export::report::ItemStatus;
 use jim_export_testkit::seed;
 use jim_export_testkit::seed::{AdExport, AdValue, SeedObject, Template, stage_ad_exports};
+use jim_export_testkit::support;
+use jim_export_testkit::support::ad::{AdEnv, assert_directory_matches};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -589,8 +587,12 @@ async fn a_partial_write_on_samba_ad() {
     };
     let group = env.seeded.groups[0].clone();
     let member_attr = env.seeded.group_attribute_id("member").unwrap();
-    engine_support::add_unresolvable_reference(&env.db.pool, group.ids.pending_export, member_attr)
-        .await;
+    support::engine::add_unresolvable_reference(
+        &env.db.pool,
+        group.ids.pending_export,
+        member_attr,
+    )
+    .await;
 
     let engine = Engine::new();
     let (result, events) = env.run(&engine, &env.request()).await;

@@ -2,12 +2,9 @@
 //! dependency ordering, bad rows, cancellation, a directory that goes away, operator calls, and
 //! concurrent runs (two systems; two runs on one system).
 
-mod engine_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine_support::{Env, Events, assert_directory_matches, host_port, read_directory};
 use jim_export::engine::{CancellationToken, Engine, RunListener};
 use jim_export::model::{
     ConnectedSystemExportErrorType, PendingExportChangeType, PendingExportStatus,
@@ -16,6 +13,10 @@ use jim_export::report::{BatchReport, ItemStatus};
 use jim_export_testkit::LatencyProxy;
 use jim_export_testkit::seed::{self, SeedOptions, Template};
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
+use jim_export_testkit::support;
+use jim_export_testkit::support::engine::{
+    Env, Events, assert_directory_matches, host_port, read_directory,
+};
 use ldap3::Scope;
 use sqlx::Row;
 
@@ -27,7 +28,7 @@ async fn a_reference_to_an_object_outside_the_system_is_a_partial_write() {
     let env = Env::new(Template::Nano).await;
     let group = env.seeded.group(0).unwrap();
     let member_attr = env.seeded.group_attribute_id("member").unwrap();
-    let ghost = engine_support::add_unresolvable_reference(
+    let ghost = support::engine::add_unresolvable_reference(
         &env.db.pool,
         group.ids.pending_export,
         member_attr,
@@ -61,7 +62,7 @@ async fn a_reference_to_an_object_outside_the_system_is_a_partial_write() {
     assert!(row.get::<bool, _>(2));
     assert_eq!(row.get::<i32, _>(3), 0, "a partial write counts no error");
     assert!(row.get::<bool, _>(4), "due again in 5 minutes");
-    let members = engine_support::entry_values(&env.slapd, &group.dn, "member")
+    let members = support::engine::entry_values(&env.slapd, &group.dn, "member")
         .await
         .expect("the group exists");
     assert_eq!(

@@ -33,22 +33,19 @@
 //! breaker failed), every change written once, every CSO anchored on its entry's entryUUID, and every
 //! entry a killed run created still the same entry (no entry written twice).
 
-mod crash_support;
-mod engine_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crash_support::*;
-use engine_support::Events;
 use jim_export::config::ExportRequest;
 use jim_export::engine::{CancellationToken, Engine, RunListener};
 use jim_export::report::{BatchReport, ItemStatus, RunResult};
 use jim_export::store::marker::Marker;
 use jim_export_testkit::ProxyHandle;
 use jim_export_testkit::seed::{self, FollowUpKind, FollowUps, StagedFollowUps};
+use jim_export_testkit::support::crash::*;
+use jim_export_testkit::support::engine::Events;
 use ldap3::Ldap;
 use sqlx::Row;
 use uuid::Uuid;
@@ -238,7 +235,7 @@ async fn run_episode(n: usize, kind: Kind, left: usize, rng: &mut SplitMix, tall
             .await
             .expect("confirm");
         let follow_ups = FollowUps {
-            seed: rng.next(),
+            seed: rng.next_u64(),
             ..FollowUps::mixed(6)
         };
         let st = seed::stage_follow_ups(&s.env.db.pool, &s.env.seeded, &follow_ups)

@@ -26,18 +26,15 @@
 //! delivers requests late (or loses them).
 //!
 //! The child is this test binary, re-run with an environment variable selecting the ignored
-//! `crash_child` test (as `tests/servers.rs` does for its crash helper), so no extra binary is
-//! built. Scenarios run one after another (a lock), each on its own database and slapd.
-
-mod crash_support;
-mod engine_support;
+//! `crash_child` test (as `testkit/tests/servers.rs` does for its crash helper), so no extra binary
+//! is built. Scenarios run one after another (a lock), each on its own database and slapd.
 
 use std::time::{Duration, Instant};
 
-use crash_support::*;
 use jim_export::engine::Engine;
 use jim_export::model::PendingExportChangeType;
 use jim_export_testkit::seed::{self, FollowUpKind, FollowUps};
+use jim_export_testkit::support::crash::*;
 use uuid::Uuid;
 
 /// Scenarios run one at a time: each drives slapd, PostgreSQL and a child engine hard on a 2-core
@@ -55,7 +52,7 @@ async fn begin() -> Option<tokio::sync::MutexGuard<'static, ()>> {
 }
 
 /// Not a test on its own: the export run the scenarios start in a child process and kill
-/// ([`crash_support::child_main`]).
+/// ([`jim_export_testkit::support::crash::child_main`]).
 #[test]
 #[ignore = "the export run the crash scenarios start in a child process and kill"]
 fn crash_child() {

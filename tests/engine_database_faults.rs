@@ -6,17 +6,15 @@
 //! as soon as the database answers again, and the next run converges. In every case: nothing lost,
 //! nothing left `Executing`, every object in the directory once with its values.
 
-mod engine_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine_support::{Env, Events, assert_directory_matches, host_port};
 use jim_export::Error;
 use jim_export::config::{Concurrency, DatabaseConfig, DirectoryConfig, ExportRequest};
 use jim_export::engine::{CancellationToken, Engine};
 use jim_export::report::RunResult;
 use jim_export_testkit::seed::{self, SeedOptions, Template};
+use jim_export_testkit::support::engine::{Env, Events, assert_directory_matches, host_port};
 use jim_export_testkit::{LatencyProxy, Postgres, PostgresOptions, Slapd, SlapdOptions};
 
 /// A cluster of the test's own, a slapd behind a latency proxy (so a run of the Small template lasts

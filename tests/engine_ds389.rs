@@ -17,15 +17,10 @@
 //! values when a member is renamed or moved and removes them when it is deleted (slapd's test
 //! directory keeps the old DN); DNs it rewrote come back in its own case.
 
-mod crash_support;
-mod engine_support;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crash_support::{ChildRun, EXECUTING, wait_for};
-use engine_support::{Events, SEED_ATTRIBUTES, host_port, read_directory_with};
 use jim_export::config::{
     Concurrency, DatabaseConfig, DeleteBehaviour, Dialect, DirectoryConfig, DirectoryTlsMode,
     ExportRequest, ExportSettings, RunOptions,
@@ -37,6 +32,11 @@ use jim_export_testkit::ds389::{Ds389, Ds389Options};
 use jim_export_testkit::seed::{
     self, DirectoryState, FollowUps, SeedOptions, SeededSystem, StagedFollowUps, Template,
 };
+use jim_export_testkit::support;
+use jim_export_testkit::support::crash::{ChildRun, EXECUTING, wait_for};
+use jim_export_testkit::support::engine::{
+    Events, SEED_ATTRIBUTES, host_port, read_directory_with,
+};
 use jim_export_testkit::{JimDatabase, LatencyProxy, Postgres};
 use ldap3::{Ldap, Mod, Scope, SearchEntry};
 use sqlx::Row;
@@ -46,7 +46,7 @@ use uuid::Uuid;
 #[test]
 #[ignore = "the export run the crash test starts in a child process and kills"]
 fn crash_child() {
-    crash_support::child_main();
+    support::crash::child_main();
 }
 
 /// Object classes 389 returns beside the ones written: superclasses and memberOf's auxiliary class.
@@ -927,7 +927,7 @@ async fn a_crash_then_the_operators_release_and_a_stranger() {
     let proxy =
         LatencyProxy::in_front_of(env.ds.ldap_url(), Duration::from_millis(40)).expect("a proxy");
     let mut request = env.request_to(&proxy.url("ldap"));
-    request.options.lease_seconds = crash_support::LEASE_SECONDS;
+    request.options.lease_seconds = support::crash::LEASE_SECONDS;
     // Every export claimed in the first page, none persisted before the kill, and few enough in
     // flight (4 at 40 ms a round trip: about a second and a half for the run) that the kill
     // lands mid-run however fast the machine is.
@@ -940,7 +940,7 @@ async fn a_crash_then_the_operators_release_and_a_stranger() {
     let mut ldap = env.admin().await;
     let people = format!("ou=People,{}", env.ds.suffix());
     wait_for(&mut child, "the first Adds reaching 389", async || {
-        crash_support::search_dns(&mut ldap, &people, "(uid=*)")
+        support::crash::search_dns(&mut ldap, &people, "(uid=*)")
             .await
             .len()
             > 5

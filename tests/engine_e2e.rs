@@ -2,13 +2,11 @@
 //! the initial provisioning of users and groups, then a round of follow-up changes, asserting the
 //! directory and database state, not just counts.
 
-mod engine_support;
-
-use engine_support::{Env, assert_directory_matches};
 use jim_export::engine::Engine;
 use jim_export::model::{ExportPhase, PendingExportChangeType, PendingExportStatus};
 use jim_export::report::ItemStatus;
 use jim_export_testkit::seed::{self, FollowUps, Template};
+use jim_export_testkit::support::engine::{Env, assert_directory_matches};
 use sqlx::Row;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

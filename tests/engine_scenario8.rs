@@ -3,16 +3,16 @@
 //! corrective exports, a new group, and a group deleted. Each step asserts the directory against the
 //! source's membership and the database against JIM's states.
 
-mod engine_support;
-
 use chrono::Utc;
-use engine_support::{Env, assert_directory_matches, entry_values, read_directory};
 use jim_export::engine::Engine;
 use jim_export::model::{
     ConnectedSystemObjectJoinType, ConnectedSystemObjectStatus, PendingExportAttributeChangeType,
     PendingExportChangeType, PendingExportStatus,
 };
 use jim_export_testkit::seed::{self, FollowUp, FollowUps, METAVERSE_GROUP_TYPE_ID, Template};
+use jim_export_testkit::support::engine::{
+    Env, assert_directory_matches, entry_values, read_directory,
+};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -2,23 +2,21 @@
 //! started are picked up with the notifying trigger and without it (polling), across a PostgreSQL
 //! restart, and when a row's `NextRetryAt` comes due; stopping leaves nothing `Executing`.
 
-mod engine_support;
-mod watch_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine_support::{Env, Events, host_port};
 use jim_export::config::{DatabaseConfig, WakeUpMode, WatchOptions, WatchRequest};
 use jim_export::engine::{CancellationToken, Engine};
 use jim_export::model::PendingExportStatus;
 use jim_export::report::{WatchMode, WatchResult};
 use jim_export_testkit::seed::{self, SeedOptions, Template};
 use jim_export_testkit::slapd::{Slapd, SlapdOptions};
+use jim_export_testkit::support;
+use jim_export_testkit::support::engine::{Env, Events, host_port};
+use jim_export_testkit::support::watch::{park_all, stage, user_exports, wait_for_status};
 use jim_export_testkit::{LatencyProxy, Postgres, PostgresOptions};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-use watch_support::{park_all, stage, user_exports, wait_for_status};
 
 /// Generous: the assertions are about behaviour, not speed, on a loaded two-core machine.
 const PICKED_UP_WITHIN: Duration = Duration::from_secs(15);
@@ -229,7 +227,7 @@ async fn a_row_whose_next_retry_at_comes_due_is_picked_up_when_it_does() {
     let watch = Running::start(engine, watch_request(&env, options));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        watch_support::statuses(&env.db.pool, &ids(&users[0..1]))
+        support::watch::statuses(&env.db.pool, &ids(&users[0..1]))
             .await
             .values()
             .copied()
@@ -532,7 +530,7 @@ async fn a_directory_restart_between_passes_is_survived() {
     assert!(
         exported_in_time(&env.db.pool, &users[2..4]).await,
         "exports staged after the directory restarted are written: {:?}",
-        watch_support::statuses(&env.db.pool, &ids(&users[2..4])).await
+        support::watch::statuses(&env.db.pool, &ids(&users[2..4])).await
     );
     let (result, _) = watch.stop().await;
     assert_eq!(result.exports, 4, "{result:?}");
@@ -572,7 +570,7 @@ async fn a_container_deleted_between_passes_is_created_again() {
     assert!(
         exported_in_time(&env.db.pool, &users[2..4]).await,
         "exports below the deleted OU are written: {:?}",
-        watch_support::statuses(&env.db.pool, &ids(&users[2..4])).await
+        support::watch::statuses(&env.db.pool, &ids(&users[2..4])).await
     );
     let (result, _) = watch.stop().await;
     assert_eq!(result.systems[0].failed, 0, "{result:?}");

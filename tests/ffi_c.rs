@@ -4,15 +4,11 @@
 //!
 //! The calls run on plain test threads, never inside a tokio runtime: a host thread, as in C or .NET.
 
-mod engine_support;
-mod ffi_support;
-
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::ptr::{null, null_mut};
 use std::sync::Mutex;
 
-use engine_support::{Env, assert_directory_matches};
 use jim_export::ffi::c::{
     jim_callbacks, jim_cancel, jim_cancel_cancel, jim_cancel_free, jim_cancel_is_cancelled,
     jim_cancel_new, jim_engine, jim_engine_free, jim_engine_new, jim_engine_queue_summary,
@@ -22,6 +18,7 @@ use jim_export::ffi::c::{
 use jim_export::model::{PendingExportChangeType, PendingExportStatus};
 use jim_export_testkit::Postgres;
 use jim_export_testkit::seed::{self, SeedOptions, Template};
+use jim_export_testkit::support::engine::{Env, assert_directory_matches};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 

@@ -4,17 +4,16 @@
 //! tests (`examples/c/misuse.c`) run plain, static and under valgrind. Each export asserts the
 //! directory and database state it produced.
 
-mod engine_support;
-mod ffi_support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use engine_support::{Env, assert_directory_matches};
-use ffi_support::{Link, compile_c, counters, json, run, scratch, valgrind_args};
 use jim_export::model::{PendingExportChangeType, PendingExportStatus};
 use jim_export_testkit::seed::Template;
+use jim_export_testkit::support::engine::{Env, assert_directory_matches};
+use jim_export_testkit::support::ffi::{
+    Link, compile_c, counters, json, run, scratch, valgrind_args,
+};
 use tokio::runtime::Runtime;
 
 /// Writes the host's two request files for `env`.

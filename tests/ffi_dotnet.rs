@@ -6,16 +6,13 @@
 //! the deadline below would fail the test). Afterwards the directory and database state each export
 //! produced is checked here.
 
-mod engine_support;
-mod ffi_support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use engine_support::{Env, assert_directory_matches};
-use ffi_support::{compile_dotnet, json, library_dir, run, scratch};
 use jim_export::model::{PendingExportChangeType, PendingExportStatus};
 use jim_export_testkit::seed::Template;
+use jim_export_testkit::support::engine::{Env, assert_directory_matches};
+use jim_export_testkit::support::ffi::{compile_dotnet, json, library_dir, run, scratch};
 use tokio::runtime::Runtime;
 
 #[test]

@@ -5,19 +5,15 @@
 //! the program waits for their batch reports, stops the watch through its CancellationToken and removes
 //! the trigger. Afterwards the directory and database state is checked here.
 
-mod engine_support;
-mod ffi_support;
-mod watch_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use engine_support::Env;
-use ffi_support::{compile_dotnet, json, library_dir, run, scratch};
 use jim_export::model::PendingExportStatus;
 use jim_export_testkit::seed::Template;
+use jim_export_testkit::support::engine::Env;
+use jim_export_testkit::support::ffi::{compile_dotnet, json, library_dir, run, scratch};
+use jim_export_testkit::support::watch::{park_all, stage, user_exports, wait_for_status};
 use tokio::runtime::Runtime;
-use watch_support::{park_all, stage, user_exports, wait_for_status};
 
 #[test]
 fn the_dotnet_binding_watches_installs_the_trigger_and_stops() {

@@ -2,8 +2,6 @@
 //! row, keyset paging, concurrent claimers, leases, release, the schema guard, bad rows and the
 //! operator queries.
 
-mod store_support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -15,7 +13,7 @@ use jim_export::outcome::ExportOutcome;
 use jim_export::store::marker::Marker;
 use jim_export::store::{ExportQueue, Pass, Store};
 use jim_export_testkit::Postgres;
-use store_support::*;
+use jim_export_testkit::support::store::*;
 use uuid::Uuid;
 
 async fn claim_all(q: &ExportQueue, pass: Pass, page: u32) -> Vec<Uuid> {

@@ -2,8 +2,6 @@
 //! exact column values JIM writes, backoff and the Failed transition, reference resolution, anchor and
 //! DN write-back, optimistic apply, and a change added to a claimed row during the run.
 
-mod store_support;
-
 use chrono::Duration as Minutes;
 use jim_export::model::{
     ConnectedSystemExportErrorType, PendingExportChangeType, PendingExportStatus,
@@ -11,7 +9,7 @@ use jim_export::model::{
 };
 use jim_export::outcome::{Disposition, ExportOutcome, Failure, Progress, Success};
 use jim_export::store::{ClaimedExport, ExportQueue, Pass, retry_delay};
-use store_support::*;
+use jim_export_testkit::support::store::*;
 use uuid::Uuid;
 
 async fn claim_one(q: &ExportQueue, pass: Pass) -> ClaimedExport {

@@ -15,7 +15,9 @@
 //! - [`tls`]: the generated test CA and server certificates;
 //! - [`seed`]: deterministic seed data sized by JIM's scale templates, JIM's confirming import, and
 //!   follow-up changes;
-//! - [`proxy`]: a TCP proxy injecting round-trip time, pauses, dropped and refused connections.
+//! - [`proxy`]: a TCP proxy injecting round-trip time, pauses, dropped and refused connections;
+//! - [`support`]: what the integration tests share on top of these (harnesses, row builders,
+//!   assertions), one submodule per concept.
 //!
 //! Servers are stopped by PID when dropped, and a watchdog stops them when the test process dies.
 //! Environment variables point the harness at existing servers instead (see each module).
@@ -28,6 +30,7 @@ pub mod proxy;
 pub mod samba;
 pub mod seed;
 pub mod slapd;
+pub mod support;
 pub mod tls;
 
 pub use ds389::{Ds389, Ds389Options};

@@ -17,8 +17,8 @@ use tokio::sync::OnceCell;
 use crate::error::{IoContext, Result, SqlContext, TestkitError};
 use crate::process::{ServerProcess, free_port, is_root, log_tail};
 
-/// JIM's schema subset (`tests/fixtures/jim_schema.sql`), with `__EFMigrationsHistory`.
-pub const JIM_SCHEMA_SQL: &str = include_str!("../../tests/fixtures/jim_schema.sql");
+/// JIM's schema subset (`testkit/fixtures/jim_schema.sql`), with `__EFMigrationsHistory`.
+pub const JIM_SCHEMA_SQL: &str = include_str!("../fixtures/jim_schema.sql");
 
 /// How to start a cluster.
 #[derive(Debug, Clone, Default)]

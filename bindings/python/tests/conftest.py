@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from support import HELD, HeldRows
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -90,3 +92,16 @@ def fresh_servers():
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def held(servers):
+    """Locks the last `HELD` pending exports of the module's servers for all its tests, released at
+    the module's end. Modules whose tests interrupt runs opt in with
+    `pytestmark = pytest.mark.usefixtures("held")`, so that no run can drain their queue however
+    late the interruption lands."""
+    rows = HeldRows(servers.info, HELD)
+    try:
+        yield rows
+    finally:
+        rows.release()

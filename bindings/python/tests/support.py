@@ -121,6 +121,10 @@ def scalar(info: dict, sql: str, *params):
         return conn.execute(sql, params).fetchone()[0]
 
 
+# How many pending exports the tests that interrupt runs hold (the `held` fixture in conftest.py).
+HELD = 10
+
+
 class HeldRows:
     """Row locks on some of the system's pending exports, held in an open transaction: the engine
     claims with `FOR UPDATE SKIP LOCKED`, so no run can take these rows while they are held. Tests

@@ -17,23 +17,13 @@ import time
 import pytest
 
 import jim_export as jx
-from support import HeldRows, pending_export_counts
+from support import HELD, pending_export_counts
 
 PENDING, EXECUTING, EXPORTED = 0, 2, 4
 CREATE = 0
 
-
-HELD = 10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def held(servers):
-    """Locks the last ten pending exports for the module's tests (released at its end)."""
-    rows = HeldRows(servers.info, HELD)
-    try:
-        yield rows
-    finally:
-        rows.release()
+# Rows of the queue stay locked for the whole module (conftest.py).
+pytestmark = pytest.mark.usefixtures("held")
 
 
 @pytest.fixture

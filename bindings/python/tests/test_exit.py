@@ -24,10 +24,12 @@ import textwrap
 
 import pytest
 
-from support import HeldRows, pending_export_counts
+from support import HELD, pending_export_counts
 
 PENDING, EXECUTING, EXPORTED = 0, 2, 4
-HELD = 10
+
+# Rows of the queue stay locked for the whole module (conftest.py).
+pytestmark = pytest.mark.usefixtures("held")
 
 CHILD = textwrap.dedent(
     """
@@ -76,15 +78,6 @@ CHILD = textwrap.dedent(
     print("EXITING", flush=True)
     """
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def held(servers):
-    rows = HeldRows(servers.info, HELD)
-    try:
-        yield rows
-    finally:
-        rows.release()
 
 
 @pytest.mark.parametrize("how", ["asyncio", "daemon-thread"])

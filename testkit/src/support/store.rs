@@ -1,13 +1,12 @@
 //! A small row builder for the store's integration tests: inserts exactly the JIM rows a case needs
 //! (a connected system with user and group types, CSOs, MVOs, pending exports and their changes) into a
 //! fresh database with JIM's schema, and reads rows back whole for exact comparisons.
-#![allow(dead_code)]
 
+use crate::{JimDatabase, Postgres};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use jim_export::config::RunOptions;
 use jim_export::model::ValueSlots;
 use jim_export::store::{ExportQueue, Store};
-use jim_export_testkit::{JimDatabase, Postgres};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -36,12 +35,19 @@ pub struct Attrs {
 
 /// One test's database, connected system and store.
 pub struct Fixture {
+    /// The test's own JIM database.
     pub db: JimDatabase,
+    /// A pool on `db`, for inserting and reading rows.
     pub pool: PgPool,
+    /// The engine's store on `db`.
     pub store: Store,
+    /// The connected system's id.
     pub cs: i32,
+    /// The user object type's id.
     pub user_type: i32,
+    /// The group object type's id.
     pub group_type: i32,
+    /// The attribute ids of both object types.
     pub attrs: Attrs,
     counter: std::sync::atomic::AtomicI64,
 }
@@ -53,24 +59,42 @@ pub fn base_time() -> DateTime<Utc> {
         .expect("valid date")
 }
 
+// JIM's enum values as its tables store them, for raw rows (`jim_export::model` has them typed).
+
+/// `PendingExportChangeType::Create`.
 pub const CREATE: i32 = 0;
+/// `PendingExportChangeType::Update`.
 pub const UPDATE: i32 = 1;
+/// `PendingExportChangeType::Delete`.
 pub const DELETE: i32 = 2;
 
+/// `PendingExportStatus::Pending`.
 pub const PENDING: i32 = 0;
+/// `PendingExportStatus::ExportNotConfirmed`.
 pub const EXPORT_NOT_CONFIRMED: i32 = 1;
+/// `PendingExportStatus::Executing`.
 pub const EXECUTING: i32 = 2;
+/// `PendingExportStatus::Failed`.
 pub const FAILED: i32 = 3;
+/// `PendingExportStatus::Exported`.
 pub const EXPORTED: i32 = 4;
 
+/// `PendingExportAttributeChangeType::Add`.
 pub const ADD: i32 = 0;
+/// `PendingExportAttributeChangeType::Update` (sets a single-valued attribute).
 pub const SET: i32 = 1;
+/// `PendingExportAttributeChangeType::Remove`.
 pub const REMOVE: i32 = 2;
+/// `PendingExportAttributeChangeType::RemoveAll`.
 pub const REMOVE_ALL: i32 = 3;
 
+/// `PendingExportAttributeChangeStatus::Pending`.
 pub const AVC_PENDING: i32 = 0;
+/// `PendingExportAttributeChangeStatus::ExportedPendingConfirmation`.
 pub const AVC_EXPORTED_PENDING_CONFIRMATION: i32 = 1;
+/// `PendingExportAttributeChangeStatus::ExportedNotConfirmed`.
 pub const AVC_EXPORTED_NOT_CONFIRMED: i32 = 2;
+/// `PendingExportAttributeChangeStatus::Failed`.
 pub const AVC_FAILED: i32 = 3;
 
 impl Fixture {
@@ -536,46 +560,65 @@ impl Fixture {
 /// A pending export to insert.
 #[derive(Debug, Clone)]
 pub struct PeBuilder {
+    /// `Id`.
     pub id: Uuid,
+    /// `ConnectedSystemId`.
     pub cs: i32,
+    /// `ConnectedSystemObjectId`.
     pub cso: Option<Uuid>,
+    /// `ChangeType`.
     pub change_type: i32,
+    /// `Status`.
     pub status: i32,
+    /// `ErrorCount`.
     pub error_count: i32,
+    /// `MaxRetries`.
     pub max_retries: i32,
+    /// `LastAttemptedAt`.
     pub last_attempted_at: Option<DateTime<Utc>>,
+    /// `NextRetryAt`.
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// `HasUnresolvedReferences`.
     pub has_unresolved: bool,
+    /// `CreatedAt`.
     pub created_at: DateTime<Utc>,
+    /// `SourceMetaverseObjectId`.
     pub source_mvo: Option<Uuid>,
 }
 
 impl PeBuilder {
+    /// With status `s`.
     pub fn status(mut self, s: i32) -> Self {
         self.status = s;
         self
     }
+    /// With `error_count` errors so far, of `max_retries`.
     pub fn errors(mut self, error_count: i32, max_retries: i32) -> Self {
         self.error_count = error_count;
         self.max_retries = max_retries;
         self
     }
+    /// Not to be retried before `at`.
     pub fn next_retry(mut self, at: DateTime<Utc>) -> Self {
         self.next_retry_at = Some(at);
         self
     }
+    /// Last attempted at `at`.
     pub fn attempted(mut self, at: DateTime<Utc>) -> Self {
         self.last_attempted_at = Some(at);
         self
     }
+    /// Flagged as having unresolved references.
     pub fn unresolved(mut self) -> Self {
         self.has_unresolved = true;
         self
     }
+    /// Created at `at` (the claim's order).
     pub fn created(mut self, at: DateTime<Utc>) -> Self {
         self.created_at = at;
         self
     }
+    /// For connected system `cs`.
     pub fn system(mut self, cs: i32) -> Self {
         self.cs = cs;
         self
@@ -613,53 +656,87 @@ impl PeBuilder {
 /// A whole `PendingExports` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeRow {
+    /// `Id`.
     pub id: Uuid,
+    /// `ConnectedSystemId`.
     pub connected_system_id: i32,
+    /// `ConnectedSystemObjectId`.
     pub cso: Option<Uuid>,
+    /// `ChangeType`.
     pub change_type: i32,
+    /// `Status`.
     pub status: i32,
+    /// `ErrorCount`.
     pub error_count: i32,
+    /// `MaxRetries`.
     pub max_retries: i32,
+    /// `LastAttemptedAt`.
     pub last_attempted_at: Option<DateTime<Utc>>,
+    /// `NextRetryAt`.
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// `LastErrorMessage`.
     pub last_error_message: Option<String>,
+    /// `LastErrorStackTrace`.
     pub last_error_stack_trace: Option<String>,
+    /// `SourceMetaverseObjectId`.
     pub source_mvo: Option<Uuid>,
+    /// `HasUnresolvedReferences`.
     pub has_unresolved: bool,
+    /// `CreatedAt`.
     pub created_at: DateTime<Utc>,
+    /// `ProvisioningSyncRuleId`.
     pub provisioning_sync_rule_id: Option<i32>,
+    /// `QueuedByRunProfileExecutionItemId`.
     pub queued_by: Option<Uuid>,
 }
 
 /// The mutable columns of a `PendingExportAttributeValueChanges` row (and its change type).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AvcRow {
+    /// `Status`.
     pub status: i32,
+    /// `ChangeType`.
     pub change_type: i32,
+    /// `ExportAttemptCount`.
     pub export_attempt_count: i32,
+    /// `LastExportedAt`.
     pub last_exported_at: Option<DateTime<Utc>>,
+    /// `StringValue`.
     pub string_value: Option<String>,
+    /// `UnresolvedReferenceValue`.
     pub unresolved_reference_value: Option<String>,
+    /// `ResolvedReferenceCsoId`.
     pub resolved_reference_cso_id: Option<Uuid>,
+    /// `LastImportedValue`.
     pub last_imported_value: Option<String>,
 }
 
 /// Some columns of a CSO attribute value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValueRow {
+    /// `Id`.
     pub id: Uuid,
+    /// `StringValue`.
     pub string: Option<String>,
+    /// `GuidValue`.
     pub guid: Option<Uuid>,
+    /// `IntValue`.
     pub int: Option<i32>,
+    /// `ReferenceValueId`.
     pub reference: Option<Uuid>,
+    /// `UnresolvedReferenceValue`.
     pub unresolved: Option<String>,
 }
 
 /// The CSO columns export must or must not change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsoState {
+    /// `Status`.
     pub status: i32,
+    /// `LastUpdated`.
     pub last_updated: Option<DateTime<Utc>>,
+    /// `ImportStateHash`.
     pub hash: Option<Uuid>,
+    /// `ImportStateFingerprint`.
     pub fingerprint: Option<Uuid>,
 }

@@ -1,27 +1,28 @@
 //! Shared harness for the engine's end-to-end tests: a JIM database on the shared PostgreSQL, a
 //! throwaway slapd, a seeded connected system, requests for it, and directory/database assertions.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use crate::seed::{self, DirectoryState, SeedOptions, SeededSystem, Template};
+use crate::slapd::{self, Slapd, SlapdOptions};
+use crate::{JimDatabase, Postgres};
 use jim_export::config::{
     DatabaseConfig, DirectoryConfig, ExportRequest, ExportSettings, RunOptions,
 };
 use jim_export::engine::{CancellationToken, Engine, LogRecord, RunListener};
 use jim_export::report::{BatchReport, ProgressEvent, RunResult};
-use jim_export_testkit::seed::{self, DirectoryState, SeedOptions, SeededSystem, Template};
-use jim_export_testkit::slapd::{self, Slapd, SlapdOptions};
-use jim_export_testkit::{JimDatabase, Postgres};
 use ldap3::{Scope, SearchEntry};
 use sqlx::Row;
 use uuid::Uuid;
 
 /// One test's servers and seeded system.
 pub struct Env {
+    /// The test's own JIM database.
     pub db: JimDatabase,
+    /// The test's own slapd.
     pub slapd: Slapd,
+    /// The connected system seeded into `db` for `slapd`.
     pub seeded: SeededSystem,
 }
 
@@ -239,8 +240,11 @@ pub async fn add_unresolvable_reference(
 /// Every event a run reported.
 #[derive(Default)]
 pub struct Events {
+    /// Progress events, in the order they came.
     pub progress: Mutex<Vec<ProgressEvent>>,
+    /// Batch reports, in the order they came.
     pub batches: Mutex<Vec<BatchReport>>,
+    /// Log records, in the order they came.
     pub logs: Mutex<Vec<LogRecord>>,
 }
 

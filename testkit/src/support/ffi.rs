@@ -2,15 +2,13 @@
 //! programs (installed with apt when missing and running as root, else a clear failure, never a skip),
 //! running a child process with a deadline, and export requests as JSON.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use jim_export_testkit::process::is_root;
+use crate::process::is_root;
 
 /// The folder holding the library cargo built for this test run. The test binary is
 /// `target/<profile>/deps/<name>-<hash>`, and cargo builds the library (every crate type: rlib, cdylib,
@@ -36,9 +34,14 @@ pub fn library_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The repository root (for `include/`, `examples/`, `bindings/`).
+/// The repository root (for `include/`, `examples/`, `bindings/`): the testkit is the workspace
+/// member in its `testkit/` folder.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let testkit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    testkit
+        .parent()
+        .expect("the testkit lives in a folder of the repository")
+        .to_path_buf()
 }
 
 /// A scratch folder for one test's build products and outputs under cargo's `target/tmp`, unique to
@@ -47,6 +50,7 @@ pub fn repo_root() -> PathBuf {
 pub struct Scratch(PathBuf);
 
 impl Scratch {
+    /// The folder's path.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -69,9 +73,18 @@ impl Drop for Scratch {
     }
 }
 
-/// A fresh [`Scratch`] folder named after `name`.
+/// A fresh [`Scratch`] folder named after `name`, in `target/tmp`. Cargo names that folder only to
+/// the integration tests it compiles (`CARGO_TARGET_TMPDIR`), not to this library, so it is found from
+/// the test binary: `target/<profile>/deps/<name>-<hash>`.
 pub fn scratch(name: &str) -> Scratch {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the test binary lives in target/<profile>/deps");
+    let dir = target
+        .join("tmp")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch folder");
     Scratch(dir)
@@ -119,9 +132,13 @@ fn on_path(command: &str) -> bool {
 /// What a child process did.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The exit code; `None` when a signal ended the process.
     pub status: Option<i32>,
+    /// Everything it printed on stdout.
     pub stdout: String,
+    /// Everything it printed on stderr.
     pub stderr: String,
+    /// How long it ran.
     pub elapsed: Duration,
 }
 

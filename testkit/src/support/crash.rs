@@ -4,20 +4,18 @@
 //! proxies in front of them for the child), observations of the database and the directory, and the
 //! convergence checks every crash scenario ends with.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine_support::{Env, Events, assert_directory_matches, read_directory};
+use super::engine::{Env, Events, assert_directory_matches, read_directory};
+use crate::LatencyProxy;
+use crate::seed::{DirectoryState, Template};
 use jim_export::config::{DatabaseConfig, DirectoryConfig, ExportRequest};
 use jim_export::engine::{CancellationToken, Engine};
 use jim_export::report::{ItemStatus, RunResult};
-use jim_export_testkit::LatencyProxy;
-use jim_export_testkit::seed::{DirectoryState, Template};
 use ldap3::{Ldap, Scope, SearchEntry};
 use sqlx::Row;
 use uuid::Uuid;
@@ -26,11 +24,8 @@ use uuid::Uuid;
 pub const CHILD_REQUEST_ENV: &str = "JIM_EXPORT_CRASH_CHILD_REQUEST";
 /// The shortest lease the engine accepts.
 pub const LEASE_SECONDS: u64 = 10;
-/// `PendingExportStatus` values.
-pub const PENDING: i32 = 0;
-pub const EXECUTING: i32 = 2;
-pub const FAILED: i32 = 3;
-pub const EXPORTED: i32 = 4;
+// `PendingExportStatus` values: the row builder's names, so both spell them alike.
+pub use super::store::{EXECUTING, EXPORTED, FAILED, PENDING};
 /// How long a child may take to reach a kill point.
 pub const KILL_POINT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -87,10 +82,13 @@ impl jim_export::engine::RunListener for ChildLog {
 
 /// A running child engine; killed (SIGKILL) when dropped.
 pub struct ChildRun {
+    /// The child process (this test binary running `crash_child`).
     pub child: Child,
     /// Held open: the child exits when it closes.
     pub _stdin: Option<ChildStdin>,
+    /// When the child was spawned.
     pub started: Instant,
+    /// Everything the child printed on stdout and stderr so far.
     pub output: Arc<Mutex<String>>,
     /// The threads copying the child's stdout and stderr into `output`; joined once the child has
     /// ended, so that what it printed last is read before anyone looks at it.
@@ -98,6 +96,7 @@ pub struct ChildRun {
 }
 
 impl ChildRun {
+    /// Starts this test binary's `crash_child` test on `request`.
     pub fn spawn(request: &ExportRequest) -> ChildRun {
         let json = serde_json::to_string(request).expect("the request serialises");
         let mut child = Command::new(std::env::current_exe().expect("the test binary"))
@@ -281,10 +280,15 @@ pub async fn wait_for(child: &mut ChildRun, what: &str, mut probe: impl AsyncFnM
 /// Pending export counts of the system by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Statuses {
+    /// `Pending` rows.
     pub pending: i64,
+    /// `Executing` rows (claimed, not yet persisted).
     pub executing: i64,
+    /// `Failed` rows.
     pub failed: i64,
+    /// `Exported` rows.
     pub exported: i64,
+    /// Rows in any other status.
     pub other: i64,
 }
 
@@ -292,17 +296,27 @@ pub struct Statuses {
 /// proxy in front of slapd (and optionally one in front of PostgreSQL) for the child, and the DNs the
 /// directory held before any export.
 pub struct Scenario {
+    /// The scenario's name, in its timing line.
     pub name: String,
+    /// The scenario's database, slapd and seeded system.
     pub env: Env,
+    /// The proxy in front of slapd that the child goes through.
     pub ldap_proxy: LatencyProxy,
+    /// The proxy in front of PostgreSQL, when the child goes through one.
     pub pg_proxy: Option<LatencyProxy>,
+    /// Every DN the directory held before any export, lower-cased.
     pub baseline: BTreeSet<String>,
+    /// When the scenario began setting up.
     pub started: Instant,
+    /// Each phase's duration, in order ([`Scenario::mark`]).
     pub timings: Vec<(String, Duration)>,
+    /// When the last phase ended.
     pub last_mark: Instant,
 }
 
 impl Scenario {
+    /// Fresh servers for scenario `name`, with `ldap_rtt` (and `pg_rtt`, if any) added to the
+    /// child's round trips.
     pub async fn new(name: &str, ldap_rtt: Duration, pg_rtt: Option<Duration>) -> Scenario {
         let started = Instant::now();
         let env = Env::new(Template::Small).await;
@@ -332,6 +346,7 @@ impl Scenario {
         self.last_mark = now;
     }
 
+    /// Prints the scenario's total time and each phase's on stderr.
     pub fn print_timings(&self) {
         let phases: Vec<String> = self
             .timings
@@ -346,6 +361,7 @@ impl Scenario {
         );
     }
 
+    /// The seeded connected system's id.
     pub fn system(&self) -> i32 {
         self.env.seeded.connected_system_id()
     }
@@ -392,6 +408,7 @@ impl Scenario {
         }
     }
 
+    /// An LDAP connection to slapd (not through the proxy), bound as the admin.
     pub async fn admin_ldap(&self) -> Ldap {
         self.env
             .slapd
@@ -408,6 +425,7 @@ impl Scenario {
         dns
     }
 
+    /// The system's pending exports counted by status.
     pub async fn statuses(&self) -> Statuses {
         let rows = sqlx::query(r#"SELECT "Status", count(*) FROM "PendingExports" WHERE "ConnectedSystemId" = $1 GROUP BY 1"#)
             .bind(self.system())
@@ -428,6 +446,7 @@ impl Scenario {
         s
     }
 
+    /// The status of one pending export.
     pub async fn status_of(&self, pending_export: Uuid) -> i32 {
         sqlx::query_scalar(r#"SELECT "Status" FROM "PendingExports" WHERE "Id" = $1"#)
             .bind(pending_export)
@@ -878,7 +897,8 @@ pub async fn persists_in_progress(s: &Scenario, waiting_on_lock: bool) -> i64 {
 pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    pub fn next(&mut self) -> u64 {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -888,9 +908,10 @@ impl SplitMix {
 
     /// Uniform in `lo..hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
+        lo + self.next_u64() % (hi - lo).max(1)
     }
 
+    /// One element of `from` (not empty), uniformly.
     pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
         from[self.range(0, from.len() as u64) as usize]
     }

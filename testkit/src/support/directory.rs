@@ -1,10 +1,9 @@
 //! Shared helpers of the `directory_*` integration tests: the testkit's slapd, an OU per test, JIM-shaped
 //! object types, pending exports and CSOs, and reads of what the directory holds.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 
+use crate::Slapd;
 use chrono::Utc;
 use jim_export::config::{Dialect, DirectoryConfig, ExportSettings};
 use jim_export::directory::{Directory, DirectoryTuning, ExportJob, ExportResult};
@@ -15,16 +14,19 @@ use jim_export::model::{
     PendingExportAttributeChangeStatus, PendingExportChangeType, PendingExportStatus, ValueSlots,
 };
 use jim_export::plan::{PlanInput, Planner};
-use jim_export_testkit::Slapd;
 use ldap3::Mod;
 use uuid::Uuid;
 
+/// What a `directory_*` test returns, so it can use `?` on any error.
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+/// Short name of the attribute change types, as the tests write them in every change.
 pub use jim_export::model::PendingExportAttributeChangeType as C;
 
 /// The shared slapd and a fresh OU for one test.
 pub struct Fixture {
+    /// The process's shared slapd.
     pub slapd: &'static Slapd,
+    /// `ou=<name>,<suffix>`: everything the test writes lives below it.
     pub base: String,
 }
 
@@ -58,6 +60,7 @@ impl Fixture {
         .allowing_password_without_tls()
     }
 
+    /// The engine's `Directory` on [`Fixture::config`], with `tuning`.
     pub async fn connect(
         &self,
         tuning: DirectoryTuning,
@@ -65,6 +68,7 @@ impl Fixture {
         Ok(Directory::connect_with(&self.config(), tuning).await?)
     }
 
+    /// `rdn` below the test's OU.
     pub fn dn(&self, rdn: &str) -> String {
         format!("{rdn},{}", self.base)
     }
@@ -85,10 +89,12 @@ impl Fixture {
         }))
     }
 
+    /// Whether `dn` exists.
     pub async fn exists(&self, dn: &str) -> Result<bool, Box<dyn std::error::Error>> {
         Ok(self.slapd.read_entry(dn, &["1.1"]).await?.is_some())
     }
 
+    /// The `entryUUID` of `dn`, or `None` when the entry does not exist.
     pub async fn entry_uuid(&self, dn: &str) -> Result<Option<String>, Box<dyn std::error::Error>> {
         Ok(self
             .values(dn, "entryUUID")
@@ -144,17 +150,29 @@ fn def(
     }
 }
 
+/// Attribute ids of [`person_type`].
 pub mod person {
+    /// `distinguishedName` (secondary anchor).
     pub const DN: i32 = 1;
+    /// `uid` (the RDN).
     pub const UID: i32 = 2;
+    /// `cn`.
     pub const CN: i32 = 3;
+    /// `sn`.
     pub const SN: i32 = 4;
+    /// `mail`.
     pub const MAIL: i32 = 5;
+    /// `description`.
     pub const DESCRIPTION: i32 = 6;
+    /// `telephoneNumber` (multi-valued).
     pub const PHONE: i32 = 7;
+    /// `displayName`.
     pub const DISPLAY_NAME: i32 = 8;
+    /// `entryUUID` (the anchor).
     pub const ENTRY_UUID: i32 = 9;
+    /// `employeeNumber` (Number).
     pub const EMPLOYEE_NUMBER: i32 = 10;
+    /// `noSuchAttributeInSchema`: an attribute slapd's schema lacks.
     pub const BOGUS: i32 = 11;
 }
 
@@ -208,11 +226,17 @@ pub fn person_type() -> ObjectType {
     }
 }
 
+/// Attribute ids of [`group_type`].
 pub mod group {
+    /// `distinguishedName` (secondary anchor).
     pub const DN: i32 = 101;
+    /// `cn` (the RDN).
     pub const CN: i32 = 102;
+    /// `member` (Reference, multi-valued).
     pub const MEMBER: i32 = 103;
+    /// `description`.
     pub const DESCRIPTION: i32 = 104;
+    /// `entryUUID` (the anchor).
     pub const ENTRY_UUID: i32 = 105;
 }
 
@@ -246,6 +270,7 @@ pub fn group_type() -> ObjectType {
 pub struct Export(pub PendingExport);
 
 impl Export {
+    /// A pending export of `change_type` (claimed, never attempted) for a fresh CSO, without changes.
     pub fn new(change_type: PendingExportChangeType) -> Self {
         Export(PendingExport {
             id: Uuid::new_v4(),
@@ -268,18 +293,22 @@ impl Export {
         })
     }
 
+    /// A Create without changes.
     pub fn create() -> Self {
         Self::new(PendingExportChangeType::Create)
     }
 
+    /// An Update without changes.
     pub fn update() -> Self {
         Self::new(PendingExportChangeType::Update)
     }
 
+    /// A Delete.
     pub fn delete() -> Self {
         Self::new(PendingExportChangeType::Delete)
     }
 
+    /// Adds a change of `kind` with `value` to `attribute_id`.
     pub fn value(mut self, attribute_id: i32, kind: C, value: ValueSlots) -> Self {
         self.0.attribute_changes.push(AttributeValueChange {
             id: Uuid::new_v4(),
@@ -297,14 +326,17 @@ impl Export {
         self
     }
 
+    /// Adds a change of `kind` with a text value to `attribute_id`.
     pub fn text(self, attribute_id: i32, kind: C, value: &str) -> Self {
         self.value(attribute_id, kind, ValueSlots::text(value))
     }
 
+    /// Adds a change removing every value of `attribute_id`.
     pub fn clear(self, attribute_id: i32) -> Self {
         self.value(attribute_id, C::RemoveAll, ValueSlots::default())
     }
 
+    /// The ids of the attribute changes, in the order they were added.
     pub fn ids(&self) -> Vec<Uuid> {
         self.0.attribute_changes.iter().map(|c| c.id).collect()
     }
@@ -369,10 +401,12 @@ pub async fn run_ok(directory: &Directory, job: ExportJob) -> ExportResult {
     r
 }
 
+/// The DN of the `i`th (made-up) group member.
 pub fn member(i: usize) -> String {
     format!("uid=member{i:05},ou=People,dc=example,dc=org")
 }
 
+/// `values` as a set, for order-free comparisons.
 pub fn set(values: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     values.into_iter().collect()
 }

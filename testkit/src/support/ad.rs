@@ -2,24 +2,22 @@
 //! PostgreSQL, the process's shared Samba AD DC, an AD-shaped seeded system under its own OU, and
 //! directory/database reads for assertions.
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::samba::SambaAd;
+use crate::seed::{self, DirectoryState, SeedOptions, SeededAdSystem, Template};
+use crate::{JimDatabase, Postgres};
 use jim_export::config::{DatabaseConfig, ExportRequest, ExportSettings, RunOptions};
 use jim_export::directory::entry::{RawEntry, parse_entry};
 use jim_export::engine::{CancellationToken, Engine};
 use jim_export::plan::dn_key;
 use jim_export::report::RunResult;
-use jim_export_testkit::samba::SambaAd;
-use jim_export_testkit::seed::{self, DirectoryState, SeedOptions, SeededAdSystem, Template};
-use jim_export_testkit::{JimDatabase, Postgres};
 use ldap3::Scope;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::engine_support::Events;
+use super::engine::Events;
 
 /// The attributes the AD seed stages, in its spelling.
 pub const ATTRIBUTES: &[&str] = &[
@@ -48,8 +46,11 @@ const DN_VALUED: &[&str] = &["manager", "member", "managedBy"];
 
 /// One test's database, the shared DC and a system seeded under `OU=<tag>` of the domain.
 pub struct AdEnv {
+    /// The test's own JIM database.
     pub db: JimDatabase,
+    /// The process's shared Samba AD domain controller.
     pub dc: &'static SambaAd,
+    /// The AD-shaped connected system seeded into `db` under `root`.
     pub seeded: SeededAdSystem,
     /// `OU=<tag>,<base DN>`: the seed's suffix; everything the test writes lives below it.
     pub root: String,
@@ -262,7 +263,7 @@ pub fn normalise(state: &DirectoryState) -> DirectoryState {
 /// attributes `expected` leaves out.
 pub fn assert_directory_matches(actual: &DirectoryState, expected: &DirectoryState) {
     let expected = normalise(expected);
-    crate::engine_support::assert_directory_matches(actual, &expected);
+    super::engine::assert_directory_matches(actual, &expected);
     for (dn, want) in &expected.entries {
         let got = &actual.entries[dn];
         for attr in [

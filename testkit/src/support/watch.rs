@@ -3,12 +3,10 @@
 //! that inserts the export rows and their attribute value changes (the trigger, when installed,
 //! notifies at its commit).
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use jim_export_testkit::seed::SeededSystem;
+use crate::seed::SeededSystem;
 use sqlx::PgPool;
 use uuid::Uuid;
 
