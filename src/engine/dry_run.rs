@@ -26,7 +26,7 @@ pub(crate) async fn dry_run(
     database_unverified: bool,
 ) -> Result<RunResult> {
     super::run::warn_about_transport(
-        &super::run::Logger::new(listener.clone()),
+        &super::log::Logger::new(listener.clone()),
         request,
         database_unverified,
     );

@@ -10,6 +10,7 @@ mod breaker;
 mod dependencies;
 mod dry_run;
 mod listener;
+mod log;
 mod planning;
 mod reporting;
 mod run;

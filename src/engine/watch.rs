@@ -26,7 +26,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::run::{self, Logger, PassStart};
+use super::log::Logger;
+use super::run::{self, PassStart};
 use super::{CancellationToken, RunListener};
 use crate::config::{ExportRequest, WakeUpMode, WatchOptions, WatchRequest};
 use crate::directory::Directory;
