@@ -5,6 +5,7 @@
 
 mod database;
 mod directory;
+mod log;
 mod options;
 mod secret;
 mod settings;
@@ -17,6 +18,7 @@ pub use database::{
     DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase, NPGSQL_KEYS, redact_connection,
 };
 pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
+pub use log::LogLevel;
 pub use options::{Concurrency, DEFAULT_CLOCK_SKEW_SECONDS, RunOptions};
 pub use secret::Secret;
 pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};

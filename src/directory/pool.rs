@@ -27,6 +27,7 @@ use super::limit::{AimdSettings, GatePermit, InFlightGate, LimitBounds, LimitSta
 use super::rate::RateLimiter;
 use crate::config::{Bind, DirectoryConfig, DirectoryTlsMode};
 use crate::plan::{Attribute, ModKind, Modification};
+use tracing::instrument::WithSubscriber;
 
 /// Sizes and limits of a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +118,14 @@ impl Connector {
             .map_err(|e| classify_connect_error(url, e))?;
         {
             let mut set = drivers.lock().unwrap_or_else(|p| p.into_inner());
-            set.spawn(async move {
-                if let Err(e) = conn.drive().await {
-                    tracing::debug!(error = %e, "directory connection ended");
+            set.spawn(
+                async move {
+                    if let Err(e) = conn.drive().await {
+                        tracing::debug!(error = %e, "directory connection ended");
+                    }
                 }
-            });
+                .with_current_subscriber(),
+            );
         }
         ldap.with_timeout(self.connect_timeout);
         let (bound, who) = match &self.bind {

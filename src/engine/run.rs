@@ -42,6 +42,7 @@ use crate::report::{BatchReport, ProgressEvent, ProgressThrottle, RunMetrics, Ru
 use crate::store::{
     BadRow, ClaimedExport, ClaimedPage, ExportQueue, Pass, PersistReport, Store, SystemSchema,
 };
+use tracing::instrument::WithSubscriber;
 
 /// Flushes persisted at once; more outcomes wait in the coordinator's buffer.
 const MAX_FLUSHES_IN_FLIGHT: usize = 2;
@@ -206,13 +207,16 @@ pub(crate) async fn pass(
 
     let lease_guard = CancellationToken::new();
     let lease_task = tokio::spawn(
-        renew_leases(queue.clone(), lease, lease_guard.clone(), log.clone()).in_current_span(),
+        renew_leases(queue.clone(), lease, lease_guard.clone(), log.clone())
+            .in_current_span()
+            .with_current_subscriber(),
     );
 
     let (claim_tx, claim_rx) = mpsc::channel::<Claimed>(2);
     let claimer = tokio::spawn(
         claim_pages(queue.clone(), options.page_size, cancel.clone(), claim_tx)
-            .instrument(tracing::debug_span!("claim")),
+            .instrument(tracing::debug_span!("claim"))
+            .with_current_subscriber(),
     );
 
     let max_active = directory.max_in_flight() * 2;
@@ -224,7 +228,8 @@ pub(crate) async fn pass(
         let stop = stop_directory.clone();
         tokio::spawn(
             async move { directory.run_until(job_rx, result_tx, stop).await }
-                .instrument(tracing::debug_span!("execute")),
+                .instrument(tracing::debug_span!("execute"))
+                .with_current_subscriber(),
         )
     };
 
@@ -1026,7 +1031,8 @@ impl Coordinator {
                     let report = queue.persist(&outcomes).await;
                     (outcomes, report)
                 }
-                .instrument(span),
+                .instrument(span)
+                .with_current_subscriber(),
             );
         }
     }
