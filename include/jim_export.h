@@ -170,7 +170,12 @@ typedef void (*jim_log_callback)(void *user_data,
 // "attribute_name": string, "old_value": string|null, "new_value": string}, ...],
 // "unresolved_reference_note": string|null}`.
 //
-// `on_log`: `{"level": "trace"|"debug"|"info"|"warn"|"error", "target": string, "message": string}`.
+// `on_log`: `{"level": "trace"|"debug"|"info"|"warn"|"error", "target": string, "message": string}`:
+// every `tracing` event of the library during the run (`target` is its module, e.g.
+// `jim_export::store::queue` or `jim_export::directory::execute`; the run's own lines have
+// `jim_export::engine`), the event's fields appended to `message` as ` name=value`. Only records at
+// or above the level the request sets in `"options": {"log_level": "trace"|"debug"|"info"|"warn"|
+// "error"}` (`"debug"` when absent) are formatted and passed; with `on_log` NULL none are made.
 // Records never contain secrets.
 typedef struct jim_callbacks {
   // Passed as the first argument of every callback; the library never dereferences it.

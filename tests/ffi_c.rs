@@ -315,6 +315,23 @@ fn an_export_through_the_c_abi_writes_the_directory_and_reports_through_callback
             .all(|(level, l)| l["level"] == names[*level as usize]),
         "{logs:?}"
     );
+    // Not only the run's own lines: the `tracing` events of the directory and the store too
+    // (`options.log_level` absent: debug and above).
+    for module in ["jim_export::directory", "jim_export::store"] {
+        assert!(
+            logs.iter()
+                .any(|(_, l)| l["target"].as_str().is_some_and(|t| t.starts_with(module))),
+            "no {module} event in {logs:?}"
+        );
+    }
+    assert!(
+        logs.iter()
+            .any(|(level, l)| *level == jim_log_level::Debug as u32
+                && l["message"].as_str().is_some_and(
+                    |m| m.starts_with("connected system's schema loaded connected_system_id=")
+                )),
+        "{logs:?}"
+    );
     let threads = recorder.threads.lock().unwrap();
     assert!(
         threads.iter().all(|t| t.starts_with("jim-export-")),
@@ -627,16 +644,41 @@ fn a_password_without_tls_is_refused_unless_allowed_and_then_every_run_warns() {
             })
             .count()
     };
+    // The second run asks for warnings and errors only.
     let runs: Vec<Recorder> = (0..2)
-        .map(|_| {
+        .map(|i| {
             let recorder = Recorder::default();
-            run(engine, &clear, Some(&recorder.callbacks()), null()).expect("an allowed dry run");
+            let mut request = clear.clone();
+            if i == 1 {
+                request["options"]["log_level"] = "warn".into();
+            }
+            run(engine, &request, Some(&recorder.callbacks()), null()).expect("an allowed dry run");
             recorder
         })
         .collect();
     for recorder in &runs {
         assert_eq!(warnings(recorder, "sent in clear"), 1, "every run warns");
     }
+    let levels = |recorder: &Recorder| -> BTreeSet<u32> {
+        recorder
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(l, _)| *l)
+            .collect()
+    };
+    assert!(
+        levels(&runs[0]).contains(&(jim_log_level::Debug as u32)),
+        "debug records by default"
+    );
+    assert!(
+        levels(&runs[1])
+            .iter()
+            .all(|l| *l >= jim_log_level::Warn as u32),
+        "{:?}",
+        runs[1].logs.lock().unwrap()
+    );
     let unverified = "does not verify the server's certificate";
     assert_eq!(warnings(&runs[0], unverified), 1, "the first run warns");
     assert_eq!(warnings(&runs[1], unverified), 0, "once per engine");

@@ -6,6 +6,7 @@
 mod database;
 mod directory;
 mod json;
+mod log;
 mod options;
 mod secret;
 mod settings;
@@ -19,6 +20,7 @@ pub use database::{
 };
 pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
 pub use json::{JsonError, from_json};
+pub use log::LogLevel;
 pub use options::{Concurrency, DEFAULT_CLOCK_SKEW_SECONDS, RunOptions};
 pub use secret::Secret;
 pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};

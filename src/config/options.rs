@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::LogLevel;
 use super::validate::ConfigErrors;
 
 /// How a run behaves. Every field has a default; `null` concurrency fields take the dialect's default.
@@ -58,6 +59,10 @@ pub struct RunOptions {
     /// was created after the export's first attempt, by this allowance.
     #[serde(default = "default_clock_skew_seconds")]
     pub clock_skew_seconds: u64,
+    /// The least severe log record the run hands its listener's `on_log` (`trace`, `debug`, `info`,
+    /// `warn`, `error`); `debug` when absent, every record hosts received before.
+    #[serde(default)]
+    pub log_level: Option<LogLevel>,
 }
 
 /// The default of [`RunOptions::clock_skew_seconds`].
@@ -116,6 +121,7 @@ impl Default for RunOptions {
             skip_schema_check: false,
             progress_interval_ms: default_progress_interval_ms(),
             clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
+            log_level: None,
         }
     }
 }

@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use crate::config::{Dialect, DirectoryConfig, RunOptions};
 use crate::model::ConnectedSystemExportErrorType;
+use tracing::instrument::WithSubscriber;
 
 pub use crate::fence::{Fence, Fenced};
 pub use dialect::{DirectoryProfile, RootDse, concurrency_defaults};
@@ -266,15 +267,18 @@ impl Directory {
         let (result_tx, mut result_rx) = mpsc::channel(self.max_active_exports());
         let runner = {
             let this = self.clone();
-            tokio::spawn(async move { this.run(job_rx, result_tx).await })
+            tokio::spawn(async move { this.run(job_rx, result_tx).await }.with_current_subscriber())
         };
-        let feeder = tokio::spawn(async move {
-            for job in jobs {
-                if job_tx.send(job).await.is_err() {
-                    break;
+        let feeder = tokio::spawn(
+            async move {
+                for job in jobs {
+                    if job_tx.send(job).await.is_err() {
+                        break;
+                    }
                 }
             }
-        });
+            .with_current_subscriber(),
+        );
         let mut by_id: HashMap<Uuid, ExportResult> = HashMap::with_capacity(ids.len());
         while let Some(r) = result_rx.recv().await {
             by_id.insert(r.export_id, r);
@@ -356,7 +360,7 @@ impl Directory {
                                     this.inner.export_latency.record(started.elapsed());
                                 }
                                 result
-                            });
+                            }.with_current_subscriber());
                             ids.insert(handle.id(), export_id);
                         }
                         None => open = false,

@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use tracing::instrument::WithSubscriber;
 use uuid::Uuid;
 
 use super::admission::{Admission, Admitted, created_cso};
 use super::breaker::Breaker;
 use super::claimer::Claimed;
 use super::flush::FlushBuffer;
+use super::log::Logger;
 use super::metrics::PassMeter;
 use super::reporting::build_items;
-use super::run::{Logger, ProgressState};
+use super::run::ProgressState;
 use super::{CancellationToken, RunListener};
 use crate::directory::{
     Directory, DirectoryError, ExportJob, ExportResult as DirectoryResult, ExportStatus,
@@ -387,7 +389,8 @@ impl Coordinator {
                     let report = queue.persist(&outcomes).await;
                     (outcomes, report)
                 }
-                .instrument(span),
+                .instrument(span)
+                .with_current_subscriber(),
             );
         }
     }

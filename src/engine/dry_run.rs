@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use super::{LogLevel, LogRecord, RunListener};
+use super::RunListener;
 use crate::config::ExportRequest;
 use crate::directory::Directory;
 use crate::error::Result;
@@ -25,11 +25,8 @@ pub(crate) async fn dry_run(
     listener: Arc<dyn RunListener>,
     database_unverified: bool,
 ) -> Result<RunResult> {
-    super::run::warn_about_transport(
-        &super::run::Logger::new(listener.clone()),
-        request,
-        database_unverified,
-    );
+    let log = super::log::Logger::new(listener.clone());
+    super::run::warn_about_transport(&log, request, database_unverified);
     let started_at = Utc::now();
     let t0 = Instant::now();
     let options = &request.options;
@@ -75,14 +72,10 @@ pub(crate) async fn dry_run(
             }
             for bad in &page.bad_rows {
                 would_fail += 1;
-                listener.on_log(&LogRecord {
-                    level: LogLevel::Warn,
-                    target: "jim_export::engine".into(),
-                    message: format!(
-                        "pending export {} cannot be read: {}",
-                        bad.pending_export_id, bad.error
-                    ),
-                });
+                log.warn(format!(
+                    "pending export {} cannot be read: {}",
+                    bad.pending_export_id, bad.error
+                ));
             }
             if !items.is_empty() {
                 sequence += 1;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::CancellationToken;
-use super::run::Logger;
+use super::log::Logger;
 use crate::store::ExportQueue;
 
 /// Renews the lease of every held row every third of the lease, and at once when a write found its

@@ -5,33 +5,20 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::LogLevel;
 use crate::report::{BatchReport, ProgressEvent};
 
-/// Severity of a [`LogRecord`], as in `tracing` (and Microsoft.Extensions.Logging's levels minus
-/// Critical).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogLevel {
-    /// Very detailed.
-    Trace,
-    /// Diagnostic.
-    Debug,
-    /// Normal operation (e.g. `MetricsCheckpoint` lines).
-    Info,
-    /// Something the operator should know; expected per-object failures are never above this.
-    Warn,
-    /// The run itself failed.
-    Error,
-}
-
-/// One log record of a run. Never contains a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One log record of a run: a `tracing` event of this library (`jim_export::…` targets) that
+/// happened inside the run. Never contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, uniffi::Record)]
 pub struct LogRecord {
     /// Severity.
     pub level: LogLevel,
-    /// Where it comes from (e.g. `jim_export::engine`).
+    /// Where it comes from: the module path of the event (e.g. `jim_export::store::queue`), or
+    /// `jim_export::engine` for the run's own summary lines.
     pub target: String,
-    /// The message.
+    /// The message, followed by the event's fields as ` name=value` in the order they were given
+    /// (as `tracing`'s text formatter writes them).
     pub message: String,
 }
 
@@ -48,9 +35,15 @@ pub trait RunListener: Send + Sync {
         let _ = report;
     }
 
-    /// A log record (at `Info` and above, plus `Debug` detail the host may drop).
+    /// A log record at or above the run's `options.log_level`.
     fn on_log(&self, record: &LogRecord) {
         let _ = record;
+    }
+
+    /// False when this listener ignores [`RunListener::on_log`]: the run then does not collect log
+    /// records at all (no formatting, no per-event dispatch).
+    fn wants_logs(&self) -> bool {
+        true
     }
 }
 
@@ -58,7 +51,11 @@ pub trait RunListener: Send + Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoListener;
 
-impl RunListener for NoListener {}
+impl RunListener for NoListener {
+    fn wants_logs(&self) -> bool {
+        false
+    }
+}
 
 /// A run's listener that can be closed. Once [`ListenerGate::close`] has returned, the host's
 /// listener is never called again and this gate no longer holds it: callbacks in progress on other
@@ -191,6 +188,13 @@ impl RunListener for ListenerGate {
 
     fn on_log(&self, record: &LogRecord) {
         self.call(|l| l.on_log(record));
+    }
+
+    fn wants_logs(&self) -> bool {
+        self.lock()
+            .listener
+            .as_ref()
+            .is_some_and(|l| l.wants_logs())
     }
 }
 

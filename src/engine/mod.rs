@@ -15,6 +15,7 @@ mod dry_run;
 mod flush;
 mod lease;
 mod listener;
+mod log;
 mod metrics;
 mod planning;
 mod reporting;
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Instrument;
+use tracing::instrument::WithSubscriber;
 
 pub use listener::{ListenerGate, LogLevel, LogRecord, NoListener, RunListener};
 pub use tokio_util::sync::CancellationToken;
@@ -73,7 +75,8 @@ impl Engine {
         let gate = ListenerGate::new(listener);
         let _closing = gate.close_on_drop();
         let listener: Arc<dyn RunListener> = gate;
-        async {
+        let logs = log::run_dispatch(&listener, request.options.log_level.unwrap_or_default());
+        let run = async {
             let store = self.store(&request.database).await?;
             let unverified = self.first_unverified_database(&request.database);
             if request.options.dry_run {
@@ -82,8 +85,11 @@ impl Engine {
                 run::run(store, request, listener, cancel, unverified).await
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        match logs {
+            Some(logs) => run.with_subscriber(logs).await,
+            None => run.await,
+        }
     }
 
     /// The queue of a connected system: counts by status and change type, due and not yet due,
@@ -154,13 +160,24 @@ impl Engine {
         let gate = ListenerGate::new(listener);
         let _closing = gate.close_on_drop();
         let listener: Arc<dyn RunListener> = gate;
-        async {
+        // One listener for every system: it gets the most detailed level any of them asks for.
+        let level = request
+            .requests
+            .iter()
+            .map(|r| r.options.log_level.unwrap_or_default())
+            .min()
+            .unwrap_or_default();
+        let logs = log::run_dispatch(&listener, level);
+        let watch = async {
             let store = self.store(&first.database).await?;
             let unverified = self.first_unverified_database(&first.database);
             watch::watch(store, request, listener, cancel, unverified).await
         }
-        .instrument(span)
-        .await
+        .instrument(span);
+        match logs {
+            Some(logs) => watch.with_subscriber(logs).await,
+            None => watch.await,
+        }
     }
 
     /// Installs the trigger that makes a watch react at once to staged pending exports

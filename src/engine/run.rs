@@ -22,6 +22,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use tracing::instrument::WithSubscriber;
 
 use super::admission::Admission;
 use super::breaker::{Breaker, UNANSWERED_EXPORTS_TO_STOP};
@@ -29,8 +30,9 @@ use super::claimer::{Claimed, claim_pages};
 use super::coordinator::Coordinator;
 use super::flush::FlushBuffer;
 use super::lease::renew_leases;
+use super::log::Logger;
 use super::metrics::{PassMeter, directory_stats_since};
-use super::{CancellationToken, LogLevel, LogRecord, RunListener};
+use super::{CancellationToken, RunListener};
 use crate::config::ExportRequest;
 use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult};
 use crate::error::{Error, Result};
@@ -193,13 +195,16 @@ pub(crate) async fn pass(
 
     let lease_guard = CancellationToken::new();
     let lease_task = tokio::spawn(
-        renew_leases(queue.clone(), lease, lease_guard.clone(), log.clone()).in_current_span(),
+        renew_leases(queue.clone(), lease, lease_guard.clone(), log.clone())
+            .in_current_span()
+            .with_current_subscriber(),
     );
 
     let (claim_tx, claim_rx) = mpsc::channel::<Claimed>(2);
     let claimer = tokio::spawn(
         claim_pages(queue.clone(), options.page_size, cancel.clone(), claim_tx)
-            .instrument(tracing::debug_span!("claim")),
+            .instrument(tracing::debug_span!("claim"))
+            .with_current_subscriber(),
     );
 
     let max_active = directory.max_in_flight() * 2;
@@ -211,7 +216,8 @@ pub(crate) async fn pass(
         let stop = stop_directory.clone();
         tokio::spawn(
             async move { directory.run_until(job_rx, result_tx, stop).await }
-                .instrument(tracing::debug_span!("execute")),
+                .instrument(tracing::debug_span!("execute"))
+                .with_current_subscriber(),
         )
     };
 
@@ -413,48 +419,5 @@ impl ProgressState {
             elapsed_ms: elapsed.as_millis() as u64,
             message: message.to_string(),
         });
-    }
-}
-
-/// Sends log records to `tracing` and to the run's listener.
-#[derive(Clone)]
-pub(crate) struct Logger {
-    listener: Arc<dyn RunListener>,
-}
-
-impl Logger {
-    pub(crate) fn new(listener: Arc<dyn RunListener>) -> Self {
-        Self { listener }
-    }
-
-    fn record(&self, level: LogLevel, message: String) {
-        match level {
-            LogLevel::Trace => tracing::trace!("{message}"),
-            LogLevel::Debug => tracing::debug!("{message}"),
-            LogLevel::Info => tracing::info!("{message}"),
-            LogLevel::Warn => tracing::warn!("{message}"),
-            LogLevel::Error => tracing::error!("{message}"),
-        }
-        self.listener.on_log(&LogRecord {
-            level,
-            target: "jim_export::engine".into(),
-            message,
-        });
-    }
-
-    pub(crate) fn debug(&self, message: String) {
-        self.record(LogLevel::Debug, message);
-    }
-
-    pub(crate) fn info(&self, message: String) {
-        self.record(LogLevel::Info, message);
-    }
-
-    pub(crate) fn warn(&self, message: String) {
-        self.record(LogLevel::Warn, message);
-    }
-
-    pub(crate) fn error(&self, message: String) {
-        self.record(LogLevel::Error, message);
     }
 }

@@ -26,13 +26,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::run::{self, Logger, PassStart};
+use super::log::Logger;
+use super::run::{self, PassStart};
 use super::{CancellationToken, RunListener};
 use crate::config::{ExportRequest, WakeUpMode, WatchOptions, WatchRequest};
 use crate::directory::Directory;
 use crate::error::{Error, Result};
 use crate::report::{WakeUps, WatchMode, WatchResult, WatchSystemResult};
 use crate::store::{Heard, NOTIFY_CHANNEL, QueueListener, Store};
+
+use tracing::instrument::WithSubscriber;
 
 /// Pending wake-up causes a loop has not seen yet (bits of [`Wake::pending`]).
 const CAUSE_NOTIFICATION: u8 = 1;
@@ -152,7 +155,8 @@ pub(crate) async fn watch(
                 log.clone(),
                 reconnects.clone(),
             )
-            .in_current_span(),
+            .in_current_span()
+            .with_current_subscriber(),
         ))
     } else {
         None
@@ -165,7 +169,11 @@ pub(crate) async fn watch(
             "watch_system",
             connected_system_id = l.request.connected_system_id
         );
-        tasks.spawn(async move { (i, l.run(cancel).await) }.instrument(span));
+        tasks.spawn(
+            async move { (i, l.run(cancel).await) }
+                .instrument(span)
+                .with_current_subscriber(),
+        );
     }
     let mut systems: Vec<Option<WatchSystemResult>> = vec![None; tasks.len()];
     while let Some(done) = tasks.join_next().await {

@@ -62,6 +62,7 @@ pub use system::SystemSchema;
 use crate::config::{ConfigErrors, DatabaseConfig, RunOptions};
 use crate::error::{Error, Result};
 use crate::schema::EXPECTED_MIGRATION;
+use tracing::instrument::WithSubscriber;
 
 /// A connection pool to JIM's database and a count of the statements issued through it. Cheap to
 /// clone; clones share the pool, the count and the background work (claims of runs that ended while
@@ -194,7 +195,9 @@ impl Store {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                self.background.tasks.spawn_on(task, &handle);
+                self.background
+                    .tasks
+                    .spawn_on(task.with_current_subscriber(), &handle);
             }
             Err(_) => tracing::error!(
                 rows,

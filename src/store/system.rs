@@ -130,6 +130,12 @@ impl SystemSchema {
                 Err(e) => schema.unreadable_attributes.push(e),
             }
         }
+        tracing::debug!(
+            connected_system_id,
+            object_types = schema.object_types.len(),
+            attributes = schema.attributes.len(),
+            "connected system's schema loaded"
+        );
         if let Some(e) = schema.unreadable_attributes.first() {
             tracing::warn!(
                 connected_system_id,

@@ -367,6 +367,19 @@ namespace JimExport
         /// re-attempted Create adopts an existing entry only if it was created after its first attempt.</summary>
         [DataMember(Name = "clock_skew_seconds", Order = 15, EmitDefaultValue = false)]
         public long? ClockSkewSeconds { get; set; }
+
+        /// <summary>The least severe log record the engine hands the engine's log handler (default Debug).
+        /// Levels are Microsoft.Extensions.Logging's: Critical asks for Error records (the engine's most
+        /// severe); None as well (to receive no records, create the engine without a log handler).</summary>
+        [IgnoreDataMember]
+        public ExportLogLevel? LogLevel { get; set; }
+
+        [DataMember(Name = "log_level", Order = 16, EmitDefaultValue = false)]
+        private string LogLevelName
+        {
+            get { return LogLevel.HasValue ? LogLevels.EngineName(LogLevel.Value) : null; }
+            set { LogLevel = value == null ? (ExportLogLevel?)null : LogLevels.FromEngineName(value); }
+        }
     }
 
     /// <summary>Options of the native engine.</summary>

@@ -100,7 +100,9 @@ namespace JimExport
         ConcurrencyConflict = 5,
     }
 
-    /// <summary>Log severity; the numbers are Microsoft.Extensions.Logging.LogLevel's (cast it).</summary>
+    /// <summary>Log severity with Microsoft.Extensions.Logging.LogLevel's names and numbers, so a host casts
+    /// it: <c>(LogLevel)(int)level</c>. (The binding builds with no NuGet package, hence its own enum.) The
+    /// engine's records are Trace to Error; Critical and None exist for the mapping's sake.</summary>
     public enum ExportLogLevel
     {
         Trace = 0,
@@ -108,6 +110,28 @@ namespace JimExport
         Information = 2,
         Warning = 3,
         Error = 4,
+        Critical = 5,
+        None = 6,
+    }
+
+    /// <summary>The engine's names of the levels (<c>options.log_level</c>, the records' <c>level</c>).</summary>
+    internal static class LogLevels
+    {
+        private static readonly string[] Names = { "trace", "debug", "info", "warn", "error" };
+
+        /// <summary>The engine's level for a threshold: Critical and None, which the engine lacks, ask for
+        /// its most severe records.</summary>
+        internal static string EngineName(ExportLogLevel level)
+        {
+            int i = (int)level;
+            return Names[i < 0 ? 0 : Math.Min(i, Names.Length - 1)];
+        }
+
+        internal static ExportLogLevel FromEngineName(string name)
+        {
+            int i = Array.IndexOf(Names, name);
+            return i < 0 ? ExportLogLevel.Debug : (ExportLogLevel)i;
+        }
     }
 
     internal static class Parse

@@ -266,6 +266,14 @@ internal static class ExportTests
         Check(events.Last().Phase == ExportPhase.Completed && events.Last().Processed == objects, "… and ends at Completed with every export processed");
         Check(logs.Any(l => l.Item1 == ExportLogLevel.Information && l.Item3.StartsWith("MetricsCheckpoint")), "log records reach the delegate (MetricsCheckpoint at Information)");
         Check(!logs.Any(l => l.Item1 == ExportLogLevel.Error), "no error logged");
+        foreach (string module in new[] { "jim_export::directory", "jim_export::store" })
+        {
+            Check(logs.Any(l => l.Item2.StartsWith(module)), "the tracing events of " + module + " reach the delegate");
+        }
+        Check(logs.Any(l => l.Item1 == ExportLogLevel.Debug && l.Item3.StartsWith("connected system's schema loaded")),
+            "Debug records by default");
+        Check(new ExportRequest { Options = new RunOptions { LogLevel = ExportLogLevel.Warning } }.ToJson().Contains("\"log_level\":\"warn\""),
+            "RunOptions.LogLevel sets the engine's options.log_level");
 
         QueueSummary summary = engine.GetQueueSummary(database, system);
         Check(summary.Total == objects && summary.Executable == 0 && summary.StrandedExecuting == 0, "the queue summary shows nothing left to do");

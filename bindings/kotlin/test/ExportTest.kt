@@ -34,8 +34,15 @@ class Counter : RunListener {
         succeeded.addAndGet(report.items.count { it.status == ItemStatus.SUCCEEDED && it.provisioned }.toLong())
     }
 
+    /** The targets (modules) of the log records, e.g. `jim_export::store::system`. */
+    val targets: MutableSet<String> = java.util.concurrent.ConcurrentHashMap.newKeySet()
+    /** Records below Warn (none when the request asks for warnings and errors only). */
+    val belowWarn = AtomicLong()
+
     override fun onLog(record: LogRecord) {
         logs.incrementAndGet()
+        targets.add(record.target)
+        if (record.level < LogLevel.WARN) belowWarn.incrementAndGet()
     }
 }
 
@@ -141,6 +148,11 @@ fun main(args: Array<String>) {
                 check(result.dialect == Dialect.OPEN_LDAP) { "${result.dialect}" }
                 check(counter.items.get() == pending && counter.succeeded.get() == pending) { "items ${counter.items} ${counter.succeeded}" }
                 check(counter.batches.get() > 0 && counter.logs.get() > 0) { "no batches or logs" }
+                // The tracing events of the directory and the store reach the listener too.
+                for (module in listOf("jim_export::directory", "jim_export::store")) {
+                    check(counter.targets.any { it.startsWith(module) }) { "no $module event in ${counter.targets}" }
+                }
+                check(counter.belowWarn.get() > 0) { "no debug or info records by default" }
                 check(counter.lastPhase == ExportPhase.COMPLETED) { "last phase ${counter.lastPhase}" }
                 val summary = engine.queueSummary(request.database, systemId)
                 val row = summary.byStatus.single()
@@ -154,9 +166,12 @@ fun main(args: Array<String>) {
                 engine.installNotifyTrigger(request.database)
                 check(engine.notifyTriggerInstalled(request.database)) { "trigger not installed" }
                 val cancel = CancelToken()
+                // This host wants warnings and errors only.
+                val quiet = request.copy(options = request.options.copy(logLevel = LogLevel.WARN))
+                val counter = Counter()
                 val result = coroutineScope {
                     val watch = async {
-                        engine.watch(WatchRequest(listOf(request), defaultWatchOptions()), cancel, Counter())
+                        engine.watch(WatchRequest(listOf(quiet), defaultWatchOptions()), cancel, counter)
                     }
                     delay(1500)
                     check(engine.activeRuns() == 1u) { "active runs ${engine.activeRuns()}" }
@@ -166,6 +181,7 @@ fun main(args: Array<String>) {
                 check(result.mode == WatchMode.NOTIFICATIONS && result.triggerInstalled) { result.message }
                 check(result.systems.size == 1 && result.exports == 0uL) { result.message }
                 check(result.wakeUps.startup >= 1uL) { "${result.wakeUps}" }
+                check(counter.belowWarn.get() == 0L) { "${counter.belowWarn} records below Warn" }
                 engine.removeNotifyTrigger(request.database)
                 check(!engine.notifyTriggerInstalled(request.database)) { "trigger still installed" }
                 val summary = engine.queueSummary(request.database, systemId)

@@ -220,6 +220,15 @@ def test_export_run_writes_the_directory_and_jims_state(servers, engine, request
     assert (last.phase, last.processed, last.succeeded) == (jx.ExportPhase.COMPLETED, n, n)
     assert any(r.message.startswith("MetricsCheckpoint: Export") for r in listener.logs)
     assert not [r for r in listener.logs if r.level == jx.LogLevel.ERROR]
+    # Not only the run's own lines: the tracing events of the directory and the store reach the
+    # listener too (options.log_level unset: debug and above).
+    targets = {r.target for r in listener.logs}
+    for module in ("jim_export::directory", "jim_export::store"):
+        assert any(t.startswith(module) for t in targets), (module, targets)
+    assert any(
+        r.level == jx.LogLevel.DEBUG and r.message.startswith("connected system's schema loaded")
+        for r in listener.logs
+    ), listener.logs
     assert threading.get_ident() not in listener.threads
 
 

@@ -29,8 +29,13 @@ def test_a_dry_run_writes_nothing(fresh_servers):
     engine = jx.ExportEngine()
     request = jx.parse_export_request(fresh_servers.request_json)
     request.options.dry_run = True
-    result = asyncio.run(engine.run_export(request))
+    # The host sets the least severe record it wants: nothing below a warning arrives.
+    request.options.log_level = jx.LogLevel.WARN
+    listener = Collector()
+    result = asyncio.run(engine.run_export(request, listener))
     engine.shutdown()
+    assert listener.batches, "the listener was called"
+    assert all(r.level in (jx.LogLevel.WARN, jx.LogLevel.ERROR) for r in listener.logs), listener.logs
     assert result.dry_run and not result.cancelled
     assert pending_export_counts(fresh_servers.info) == {(PENDING, CREATE): fresh_servers.pending_exports}
     assert directory_state(fresh_servers.info) == {}

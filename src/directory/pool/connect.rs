@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
 use tokio::task::JoinSet;
+use tracing::instrument::WithSubscriber;
 
 use crate::config::{Bind, DirectoryConfig, DirectoryTlsMode};
 use crate::directory::DirectoryError;
@@ -87,11 +88,14 @@ impl Connector {
             .map_err(|e| classify_connect_error(url, e))?;
         {
             let mut set = drivers.lock().unwrap_or_else(|p| p.into_inner());
-            set.spawn(async move {
-                if let Err(e) = conn.drive().await {
-                    tracing::debug!(error = %e, "directory connection ended");
+            set.spawn(
+                async move {
+                    if let Err(e) = conn.drive().await {
+                        tracing::debug!(error = %e, "directory connection ended");
+                    }
                 }
-            });
+                .with_current_subscriber(),
+            );
         }
         ldap.with_timeout(self.connect_timeout);
         let (bound, who) = match &self.bind {

@@ -90,7 +90,12 @@ pub type jim_log_callback = Option<
 /// "attribute_name": string, "old_value": string|null, "new_value": string}, ...],
 /// "unresolved_reference_note": string|null}`.
 ///
-/// `on_log`: `{"level": "trace"|"debug"|"info"|"warn"|"error", "target": string, "message": string}`.
+/// `on_log`: `{"level": "trace"|"debug"|"info"|"warn"|"error", "target": string, "message": string}`:
+/// every `tracing` event of the library during the run (`target` is its module, e.g.
+/// `jim_export::store::queue` or `jim_export::directory::execute`; the run's own lines have
+/// `jim_export::engine`), the event's fields appended to `message` as ` name=value`. Only records at
+/// or above the level the request sets in `"options": {"log_level": "trace"|"debug"|"info"|"warn"|
+/// "error"}` (`"debug"` when absent) are formatted and passed; with `on_log` NULL none are made.
 /// Records never contain secrets.
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -168,6 +173,10 @@ impl RunListener for HostListener {
                 cb(self.callbacks.user_data, level, json, len)
             });
         }
+    }
+
+    fn wants_logs(&self) -> bool {
+        self.callbacks.on_log.is_some()
     }
 }
 

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::types::{BatchReport, LogRecord, ProgressEvent};
+use super::types::{BatchReport, ProgressEvent};
 use crate::engine;
+use crate::engine::LogRecord;
 use crate::report;
 
 /// A listener method failed (raised an exception). The engine ignores it and the run goes on.
@@ -75,6 +76,6 @@ impl engine::RunListener for ForeignListener {
     }
 
     fn on_log(&self, record: &engine::LogRecord) {
-        self.check("on_log", self.inner.on_log(record.into()));
+        self.check("on_log", self.inner.on_log(record.clone()));
     }
 }

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use uuid::Uuid;
 
 use crate::config;
-use crate::engine;
+use crate::engine::LogLevel;
 use crate::model::{
     ActivityRunProfileExecutionItemErrorType as CoreRunHistoryErrorType,
     ConnectedSystemContainerScope as CoreContainerScope,
@@ -30,7 +30,6 @@ use config::{
     DatabaseTlsMode as CoreDatabaseTlsMode, DeleteBehaviour as CoreDeleteBehaviour,
     Dialect as CoreDialect, DirectoryTlsMode as CoreDirectoryTlsMode,
 };
-use engine::LogLevel as CoreLogLevel;
 use report::ItemStatus as CoreItemStatus;
 
 /// Declares an FFI enum with the same variants as an engine enum, and the conversions both ways.
@@ -392,6 +391,9 @@ pub struct RunOptions {
     /// re-attempted Create adopts an existing entry only if it was created after its first attempt.
     #[uniffi(default = 300)]
     pub clock_skew_seconds: u64,
+    /// The least severe log record the run hands the listener's `on_log`; `Debug` when absent.
+    #[uniffi(default = None)]
+    pub log_level: Option<LogLevel>,
 }
 
 /// Everything one export run needs.
@@ -620,6 +622,7 @@ impl From<RunOptions> for config::RunOptions {
             skip_schema_check: o.skip_schema_check,
             progress_interval_ms: o.progress_interval_ms,
             clock_skew_seconds: o.clock_skew_seconds,
+            log_level: o.log_level,
         }
     }
 }
@@ -642,6 +645,7 @@ impl From<config::RunOptions> for RunOptions {
             skip_schema_check: o.skip_schema_check,
             progress_interval_ms: o.progress_interval_ms,
             clock_skew_seconds: o.clock_skew_seconds,
+            log_level: o.log_level,
         }
     }
 }
@@ -997,43 +1001,6 @@ impl From<&report::BatchReport> for BatchReport {
             connected_system_id: b.connected_system_id,
             sequence: b.sequence,
             items: b.items.iter().map(Into::into).collect(),
-        }
-    }
-}
-
-mirror_enum! {
-    /// Severity of a log record.
-    LogLevel mirrors CoreLogLevel {
-        /// Very detailed.
-        Trace,
-        /// Diagnostic.
-        Debug,
-        /// Normal operation.
-        Info,
-        /// Something the operator should know.
-        Warn,
-        /// The run failed.
-        Error,
-    }
-}
-
-/// One log record of a run. Never contains a secret.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct LogRecord {
-    /// Severity.
-    pub level: LogLevel,
-    /// Where it comes from (e.g. `jim_export::engine`).
-    pub target: String,
-    /// The message.
-    pub message: String,
-}
-
-impl From<&engine::LogRecord> for LogRecord {
-    fn from(r: &engine::LogRecord) -> Self {
-        Self {
-            level: r.level.into(),
-            target: r.target.clone(),
-            message: r.message.clone(),
         }
     }
 }

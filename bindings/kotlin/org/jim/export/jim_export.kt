@@ -1068,7 +1068,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jim_export_checksum_method_runlistener_on_batch() and 0xFFFF) != 2460) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_log() and 0xFFFF) != 52186) {
+    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_log() and 0xFFFF) != 19524) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_method_secret_is_empty() and 0xFFFF) != 35058) {
@@ -3855,7 +3855,8 @@ public object FfiConverterTypeFieldError: FfiConverterRustBuffer<FieldError> {
 
 
 /**
- * One log record of a run. Never contains a secret.
+ * One log record of a run: a `tracing` event of this library (`jim_export::…` targets) that
+ * happened inside the run. Never contains a secret.
  */
 data class LogRecord (
     /**
@@ -3864,12 +3865,14 @@ data class LogRecord (
     var `level`: LogLevel
     , 
     /**
-     * Where it comes from (e.g. `jim_export::engine`).
+     * Where it comes from: the module path of the event (e.g. `jim_export::store::queue`), or
+     * `jim_export::engine` for the run's own summary lines.
      */
     var `target`: kotlin.String
     , 
     /**
-     * The message.
+     * The message, followed by the event's fields as ` name=value` in the order they were given
+     * (as `tracing`'s text formatter writes them).
      */
     var `message`: kotlin.String
     
@@ -4633,6 +4636,11 @@ data class RunOptions (
      * re-attempted Create adopts an existing entry only if it was created after its first attempt.
      */
     var `clockSkewSeconds`: kotlin.ULong = 300uL 
+    , 
+    /**
+     * The least severe log record the run hands the listener's `on_log`; `Debug` when absent.
+     */
+    var `logLevel`: LogLevel? = null 
     
 ){
     
@@ -4664,6 +4672,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalTypeLogLevel.read(buf),
         )
     }
 
@@ -4682,7 +4691,8 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.allocationSize(value.`dryRun`) +
             FfiConverterBoolean.allocationSize(value.`skipSchemaCheck`) +
             FfiConverterULong.allocationSize(value.`progressIntervalMs`) +
-            FfiConverterULong.allocationSize(value.`clockSkewSeconds`)
+            FfiConverterULong.allocationSize(value.`clockSkewSeconds`) +
+            FfiConverterOptionalTypeLogLevel.allocationSize(value.`logLevel`)
     )
 
     override fun write(value: RunOptions, buf: ByteBuffer) {
@@ -4701,6 +4711,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.write(value.`skipSchemaCheck`, buf)
             FfiConverterULong.write(value.`progressIntervalMs`, buf)
             FfiConverterULong.write(value.`clockSkewSeconds`, buf)
+            FfiConverterOptionalTypeLogLevel.write(value.`logLevel`, buf)
     }
 }
 
@@ -6539,7 +6550,11 @@ public object FfiConverterTypeListenerError : FfiConverterRustBuffer<ListenerExc
 
 
 /**
- * Severity of a log record.
+ * Severity of a log record (`crate::engine::LogRecord`), as in `tracing` (and
+ * Microsoft.Extensions.Logging's levels minus Critical), ordered from the most verbose. As a
+ * threshold (`options.log_level`) it is the least severe record a host receives; the default,
+ * `Debug`, lets through every record hosts received before the library's `tracing` events reached
+ * them.
  */
 
 enum class LogLevel {
@@ -6553,15 +6568,15 @@ enum class LogLevel {
      */
     DEBUG,
     /**
-     * Normal operation.
+     * Normal operation (e.g. `MetricsCheckpoint` lines).
      */
     INFO,
     /**
-     * Something the operator should know.
+     * Something the operator should know; expected per-object failures are never above this.
      */
     WARN,
     /**
-     * The run failed.
+     * The run itself failed.
      */
     ERROR;
 
@@ -7405,6 +7420,38 @@ public object FfiConverterOptionalTypeDirectoryTlsMode: FfiConverterRustBuffer<D
         } else {
             buf.put(1)
             FfiConverterTypeDirectoryTlsMode.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeLogLevel: FfiConverterRustBuffer<LogLevel?> {
+    override fun read(buf: ByteBuffer): LogLevel? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLogLevel.read(buf)
+    }
+
+    override fun allocationSize(value: LogLevel?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLogLevel.allocationSize(value)
+        }
+    }
+
+    override fun write(value: LogLevel?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLogLevel.write(value, buf)
         }
     }
 }
