@@ -5,6 +5,7 @@
 
 mod database;
 mod directory;
+mod npgsql;
 mod options;
 mod secret;
 mod settings;
@@ -13,10 +14,9 @@ mod watch;
 
 use serde::{Deserialize, Serialize};
 
-pub use database::{
-    DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase, NPGSQL_KEYS, redact_connection,
-};
+pub use database::{DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase};
 pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
+pub use npgsql::{NPGSQL_KEYS, redact_connection};
 pub use options::{Concurrency, DEFAULT_CLOCK_SKEW_SECONDS, RunOptions};
 pub use secret::Secret;
 pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};
