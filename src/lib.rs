@@ -39,6 +39,7 @@ pub mod store;
 
 pub use error::{Error, Result, RowError};
 
+#[cfg(feature = "uniffi")]
 uniffi::setup_scaffolding!();
 
 /// This crate's version, as in `Cargo.toml`.

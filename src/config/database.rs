@@ -12,6 +12,7 @@ use super::validate::ConfigErrors;
 
 /// How to reach JIM's database.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `postgres://user:password@host:port/database?sslmode=…` or the Npgsql form JIM's worker holds,
@@ -21,49 +22,69 @@ pub struct DatabaseConfig {
     pub connection: Secret,
     /// TLS settings that override those in the connection string.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub tls: DatabaseTls,
-    /// Connections the engine may hold open (default 4).
+    /// Connections the engine may hold open (default [`DEFAULT_MAX_CONNECTIONS`]).
     #[serde(default = "default_max_connections")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 4))]
     pub max_connections: u32,
-    /// Connect timeout in milliseconds (default 10,000); also bounds the wait for a pooled connection.
+    /// Connect timeout in milliseconds (default [`DEFAULT_CONNECT_TIMEOUT_MS`]); also bounds the wait
+    /// for a pooled connection.
     #[serde(default = "default_connect_timeout_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 10000))]
     pub connect_timeout_ms: u64,
-    /// The longest a statement may run, in milliseconds (default 30,000, Npgsql's `Command Timeout`):
-    /// PostgreSQL's `statement_timeout` on every session, and a client-side deadline 5 s longer that
-    /// also ends a wait on a server that stopped answering altogether.
+    /// The longest a statement may run, in milliseconds (default [`DEFAULT_STATEMENT_TIMEOUT_MS`],
+    /// Npgsql's `Command Timeout`): PostgreSQL's `statement_timeout` on every session, and a
+    /// client-side deadline 5 s longer that also ends a wait on a server that stopped answering
+    /// altogether.
     #[serde(default = "default_statement_timeout_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 30000))]
     pub statement_timeout_ms: u64,
     /// How long a run keeps retrying statements that failed because the database went away (a
-    /// restart, a failover, a lost connection), in milliseconds (default 120,000). Past it the run
-    /// ends with a database error and its claims go back to the queue as soon as the database answers.
+    /// restart, a failover, a lost connection), in milliseconds (default [`DEFAULT_RETRY_WINDOW_MS`]).
+    /// Past it the run ends with a database error and its claims go back to the queue as soon as the
+    /// database answers.
     #[serde(default = "default_retry_window_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 120000))]
     pub retry_window_ms: u64,
     /// TCP keepalive on the server's end of each connection, in seconds of idleness before the first
-    /// probe (default 60; 0 leaves the server's setting): PostgreSQL then ends the session of an engine
-    /// whose host died and releases its row locks. (The engine's own waits are bounded by the
-    /// statement deadline; sqlx cannot set keepalive on the client's socket.)
+    /// probe (default [`DEFAULT_KEEPALIVE_SECONDS`]; 0 leaves the server's setting): PostgreSQL then
+    /// ends the session of an engine whose host died and releases its row locks. (The engine's own
+    /// waits are bounded by the statement deadline; sqlx cannot set keepalive on the client's socket.)
     #[serde(default = "default_keepalive_seconds")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 60))]
     pub keepalive_seconds: u32,
 }
 
+/// The default of [`DatabaseConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
+/// The default of [`DatabaseConfig::connect_timeout_ms`].
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// The default of [`DatabaseConfig::statement_timeout_ms`].
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+/// The default of [`DatabaseConfig::retry_window_ms`].
+pub const DEFAULT_RETRY_WINDOW_MS: u64 = 120_000;
+/// The default of [`DatabaseConfig::keepalive_seconds`].
+pub const DEFAULT_KEEPALIVE_SECONDS: u32 = 60;
+
 fn default_max_connections() -> u32 {
-    4
+    DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_connect_timeout_ms() -> u64 {
-    10_000
+    DEFAULT_CONNECT_TIMEOUT_MS
 }
 
 fn default_statement_timeout_ms() -> u64 {
-    30_000
+    DEFAULT_STATEMENT_TIMEOUT_MS
 }
 
 fn default_retry_window_ms() -> u64 {
-    120_000
+    DEFAULT_RETRY_WINDOW_MS
 }
 
-pub(super) fn default_keepalive_seconds() -> u32 {
-    60
+fn default_keepalive_seconds() -> u32 {
+    DEFAULT_KEEPALIVE_SECONDS
 }
 
 /// The client-side deadline of a statement beyond the server's `statement_timeout`.
@@ -105,19 +126,24 @@ impl EffectiveDatabase {
 
 /// TLS to PostgreSQL.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseTls {
     /// The mode; when absent, the connection string's mode (or `prefer`) applies.
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub mode: Option<DatabaseTlsMode>,
     /// A CA certificate (PEM) to verify the server against.
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub ca_pem: Option<String>,
     /// A file holding the CA certificate (PEM).
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub ca_file: Option<String>,
 }
 
 /// PostgreSQL's `sslmode`. Only `verify_ca` and `verify_full` check the server's certificate;
 /// `prefer` (libpq's default) silently falls back to an unverified or plain connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum DatabaseTlsMode {
     /// Plain TCP.

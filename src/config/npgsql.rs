@@ -442,7 +442,7 @@ pub(super) fn parse_keyword_string(raw: &str) -> Result<(PgConnectOptions, KeySe
         (Some(false), _, _) => Some((0, 0)),
         (_, None, None) => None,
         (_, idle, interval) => {
-            let idle = idle.unwrap_or(super::database::default_keepalive_seconds());
+            let idle = idle.unwrap_or(super::database::DEFAULT_KEEPALIVE_SECONDS);
             Some((idle, interval.unwrap_or(idle.min(10))))
         }
     };

@@ -3,4 +3,5 @@
 //! and delegate; the core never imports them.
 
 pub mod c;
+#[cfg(feature = "uniffi")]
 pub mod uniffi;

@@ -17,13 +17,16 @@ pub struct UnknownEnumValue {
 }
 
 /// Declares a JIM enum with explicit values, its conversions to and from `i32`, and its list of values.
+/// (The values are `tt`, not `literal`: UniFFI's derive needs to see the bare literal token.)
+/// With the `uniffi` feature it is also a UniFFI enum whose `.value` (Python, Kotlin) is JIM's number.
 macro_rules! jim_enum {
     (
         $(#[$meta:meta])*
-        $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $value:literal ),+ $(,)? }
+        $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $value:tt ),+ $(,)? }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
         #[repr(i32)]
         pub enum $name {
             $( $(#[$vmeta])* $variant = $value ),+
