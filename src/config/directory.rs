@@ -127,10 +127,10 @@ pub enum Bind {
     /// DC only with `ldap server require strong auth = allow_sasl_over_tls` (its default `yes`
     /// demands signing or sealing even over TLS).
     Ntlm {
-        /// The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN\user` or
+        /// The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN` backslash `user` or
         /// `user@dns.domain`.
         username: String,
-        /// The NetBIOS domain; with it the engine binds as `DOMAIN\username`.
+        /// The NetBIOS domain; with it the engine binds as `DOMAIN` backslash `username`.
         #[serde(default)]
         domain: Option<String>,
         /// The password; never logged.

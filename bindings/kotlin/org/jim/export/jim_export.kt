@@ -5346,12 +5346,12 @@ sealed class Bind {
      */
     data class Ntlm(
         /**
-         * The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN\user` or
+         * The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN` backslash `user` or
          * `user@dns.domain`.
          */
         val `username`: kotlin.String, 
         /**
-         * The NetBIOS domain; with it the engine binds as `DOMAIN\username`.
+         * The NetBIOS domain; with it the engine binds as `DOMAIN` backslash `username`.
          */
         val `domain`: kotlin.String?, 
         /**
