@@ -230,7 +230,7 @@ async fn setup(pg: &Postgres, template: Template, mode: &str, rtt: u64) -> Resul
 fn options(limit: Option<u32>) -> RunOptions {
     match limit {
         Some(l) => RunOptions {
-            concurrency: Concurrency::Fixed,
+            concurrency: Some(Concurrency::Fixed),
             connections: Some(4),
             in_flight_per_connection: Some(l.div_ceil(4)),
             max_in_flight: Some(l),

@@ -94,11 +94,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let watch = WatchRequest {
             requests: vec![request.clone()],
             watch: WatchOptions {
-                wake_up: if trigger {
+                wake_up: Some(if trigger {
                     WakeUpMode::Auto
                 } else {
                     WakeUpMode::Poll
-                },
+                }),
                 ..WatchOptions::default()
             },
         };

@@ -37,7 +37,8 @@ step "kotlinc"
 kc=node_modules/kotlin-compiler
 jna=/usr/share/java/jna.jar
 coroutines=$kc/lib/kotlinx-coroutines-core-jvm.jar
-"$kc/bin/kotlinc" -nowarn -cp "$jna:$coroutines" "$committed" bindings/kotlin/test/ExportTest.kt \
+"$kc/bin/kotlinc" -nowarn -cp "$jna:$coroutines" "$committed" bindings/kotlin/org/jim/export/Secret.kt \
+  bindings/kotlin/test/ExportTest.kt \
   -d "$out/export-test.jar"
 
 step "run"

@@ -40,6 +40,7 @@ pub use error::{Error, Result, RowError};
 /// that persists it ([`store::outcome`]).
 pub use store::outcome;
 
+#[cfg(feature = "uniffi")]
 uniffi::setup_scaffolding!();
 
 /// This crate's version, as in `Cargo.toml`.

@@ -455,7 +455,7 @@ async fn disable_sets_the_account_disable_bit_by_read_modify_write() -> TestResu
     let directory =
         Directory::connect_with(&dc.directory_config(), DirectoryTuning::default()).await?;
     let settings = ExportSettings {
-        delete_behaviour: DeleteBehaviour::Disable,
+        delete_behaviour: Some(DeleteBehaviour::Disable),
         ..ExportSettings::default()
     };
     // 544 = NORMAL_ACCOUNT | PASSWD_NOTREQD: enabled without a password (AD refuses 512 without one).

@@ -272,7 +272,7 @@ async fn the_engine_reports_the_limit_in_progress_and_metrics() {
     let env = support::engine::Env::new(Template::Nano).await;
     let mut request = env.request();
     request.options = RunOptions {
-        concurrency: Concurrency::Fixed,
+        concurrency: Some(Concurrency::Fixed),
         max_in_flight: Some(5),
         ..RunOptions::default()
     };

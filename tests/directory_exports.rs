@@ -242,7 +242,7 @@ async fn deletes_and_disables_are_idempotent() -> TestResult {
 
     // Disable through a configured attribute, and of a missing entry (§11.19).
     let disable = ExportSettings {
-        delete_behaviour: DeleteBehaviour::Disable,
+        delete_behaviour: Some(DeleteBehaviour::Disable),
         disable_attribute: "description".into(),
         ..defaults()
     };
@@ -266,7 +266,7 @@ async fn deletes_and_disables_are_idempotent() -> TestResult {
     )
     .await;
     let uac = ExportSettings {
-        delete_behaviour: DeleteBehaviour::Disable,
+        delete_behaviour: Some(DeleteBehaviour::Disable),
         ..defaults()
     };
     run_ok(
@@ -732,7 +732,7 @@ async fn plan_failures_make_no_ldap_call() -> TestResult {
     let settings = ExportSettings {
         managed_scope: vec![ScopeContainer {
             dn: fx.dn("ou=Managed"),
-            scope: ConnectedSystemContainerScope::Subtree,
+            scope: Some(ConnectedSystemContainerScope::Subtree),
             excluded: false,
         }],
         ..defaults()

@@ -25,7 +25,7 @@ async fn disable_sets_the_account_disable_bit_idempotently() -> TestResult {
             .allowing_password_without_tls();
     let directory = Directory::connect_with(&config, DirectoryTuning::default()).await?;
     let settings = ExportSettings {
-        delete_behaviour: DeleteBehaviour::Disable,
+        delete_behaviour: Some(DeleteBehaviour::Disable),
         ..ExportSettings::default()
     };
     let pt = person_type();

@@ -363,7 +363,7 @@ async fn follow_up_changes_on_samba_ad() {
     .await
     .unwrap();
     let mut disable = env.request();
-    disable.settings.delete_behaviour = DeleteBehaviour::Disable;
+    disable.settings.delete_behaviour = Some(DeleteBehaviour::Disable);
     let (result, _) = env.run(&engine, &disable).await;
     assert_eq!(
         (result.success_count, result.failed_count),
@@ -649,7 +649,7 @@ async fn starttls_and_ntlm_binds_export() {
             env.dc.starttls_directory_config()
         };
         // Fixed concurrency: exactly Samba's default, one connection × 4 in flight.
-        request.options.concurrency = Concurrency::Fixed;
+        request.options.concurrency = Some(Concurrency::Fixed);
         let (result, _) = env.run(&Engine::new(), &request).await;
         assert_eq!(result.dialect, Some(Dialect::SambaAd));
         assert_eq!(result.metrics.in_flight_limit, 4, "{:?}", result.metrics);

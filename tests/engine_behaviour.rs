@@ -584,7 +584,7 @@ async fn a_dry_run_writes_nothing() {
     // One export outside the managed scope: the dry run reports the failure a run would record.
     request.settings.managed_scope = vec![jim_export::config::ScopeContainer {
         dn: format!("ou=Groups,{}", env.slapd.suffix()),
-        scope: jim_export::model::ConnectedSystemContainerScope::Subtree,
+        scope: Some(jim_export::model::ConnectedSystemContainerScope::Subtree),
         excluded: false,
     }];
     let before: Vec<(i32, i32, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(

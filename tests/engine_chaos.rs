@@ -218,7 +218,7 @@ async fn run_episode(n: usize, kind: Kind, left: usize, rng: &mut SplitMix, tall
     request.options.lease_seconds = LEASE_SECONDS;
     // A few operations in flight, so that a run of the Small template lasts a second or more and the
     // kill points (drawn over its progress) fall inside it.
-    request.options.concurrency = jim_export::config::Concurrency::Fixed;
+    request.options.concurrency = Some(jim_export::config::Concurrency::Fixed);
     request.options.connections = Some(2);
     request.options.max_in_flight = Some(rng.pick(&[4, 6, 8]));
     request.settings.modify_batch_size = match kind {

@@ -412,7 +412,7 @@ async fn two_engines_with_different_leases_and_one_frozen_past_its_own() {
     a.options.lease_seconds = LEASE_SECONDS;
     a.options.flush_size = 10;
     a.options.page_size = 25;
-    a.options.concurrency = jim_export::config::Concurrency::Fixed;
+    a.options.concurrency = Some(jim_export::config::Concurrency::Fixed);
     a.options.connections = Some(2);
     a.options.max_in_flight = Some(4);
     let mut child_a = ChildRun::spawn(&a);
@@ -448,7 +448,7 @@ async fn two_engines_with_different_leases_and_one_frozen_past_its_own() {
     // Engine B, in a process of its own, with a long lease: A's rows are not B's yet.
     let mut b = s.direct(&a);
     b.options.lease_seconds = 600;
-    b.options.concurrency = jim_export::config::Concurrency::Adaptive;
+    b.options.concurrency = Some(jim_export::config::Concurrency::Adaptive);
     b.options.max_in_flight = None;
     let mut child_b = ChildRun::spawn(&b);
     child_b.finish(Duration::from_secs(60)).await;

@@ -56,7 +56,7 @@ impl Faults {
             self.env.slapd.admin_password(),
         )
         .allowing_password_without_tls();
-        request.options.concurrency = Concurrency::Fixed;
+        request.options.concurrency = Some(Concurrency::Fixed);
         request.options.connections = Some(2);
         request.options.max_in_flight = Some(4);
         request.options.flush_size = 10;

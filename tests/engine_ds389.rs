@@ -467,7 +467,7 @@ async fn deletes_as_disables_lock_the_accounts() {
     };
     let engine = Engine::new();
     let mut request = env.request();
-    request.settings.delete_behaviour = DeleteBehaviour::Disable;
+    request.settings.delete_behaviour = Some(DeleteBehaviour::Disable);
     request.settings.disable_attribute = "nsAccountLock".into();
     let (first, events) = env.run(&engine, &request).await;
     assert_eq!(first.failed_count, 0, "{:?}", failures(&events));
@@ -934,7 +934,7 @@ async fn a_crash_then_the_operators_release_and_a_stranger() {
     request.options.page_size = 1_000;
     request.options.flush_interval_ms = 30_000;
     request.options.flush_size = 1_000;
-    request.options.concurrency = Concurrency::Fixed;
+    request.options.concurrency = Some(Concurrency::Fixed);
     request.options.max_in_flight = Some(4);
     let mut child = ChildRun::spawn(&request);
     let mut ldap = env.admin().await;

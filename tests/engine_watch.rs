@@ -189,7 +189,7 @@ async fn notifications_pick_up_exports_staged_after_the_start() {
 
     // Asked to poll, the watch ignores the trigger; removed, it is gone.
     let polling = WatchOptions {
-        wake_up: WakeUpMode::Poll,
+        wake_up: Some(WakeUpMode::Poll),
         ..WatchOptions::default()
     };
     let watch = Running::start(engine.clone(), watch_request(&env, polling));
@@ -210,7 +210,7 @@ async fn a_row_whose_next_retry_at_comes_due_is_picked_up_when_it_does() {
     let users = user_exports(&env.seeded);
     // Polls far apart: only the due time can wake the watch in time.
     let options = WatchOptions {
-        wake_up: WakeUpMode::Poll,
+        wake_up: Some(WakeUpMode::Poll),
         poll_min_ms: 60_000,
         poll_max_ms: 60_000,
         ..WatchOptions::default()
@@ -317,7 +317,7 @@ async fn a_postgresql_restart_is_survived_in_both_modes() {
     let mut poll_request = watch_request(
         &env,
         WatchOptions {
-            wake_up: WakeUpMode::Poll,
+            wake_up: Some(WakeUpMode::Poll),
             ..WatchOptions::default()
         },
     );
@@ -592,7 +592,7 @@ async fn an_outage_costs_one_pass_not_the_queue() {
     let mut request = watch_request(
         &env,
         WatchOptions {
-            wake_up: WakeUpMode::Poll,
+            wake_up: Some(WakeUpMode::Poll),
             poll_min_ms: 100,
             poll_max_ms: 300,
             ..WatchOptions::default()

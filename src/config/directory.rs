@@ -7,57 +7,75 @@ use super::validate::ConfigErrors;
 
 /// How to reach and authenticate to the directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
     /// `ldap://host:port`, `ldaps://host:port` or `ldapi://<url-encoded socket path>`. Several URLs name
     /// servers of the same directory (e.g. domain controllers); the engine connects to the first that
     /// answers.
     pub urls: Vec<String>,
-    /// TLS settings.
-    #[serde(default)]
-    pub tls: DirectoryTls,
     /// How to bind.
     pub bind: Bind,
-    /// Time allowed to connect (and StartTLS and bind), in milliseconds (default 10,000).
+    /// TLS settings.
+    #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
+    pub tls: DirectoryTls,
+    /// Time allowed to connect (and StartTLS and bind), in milliseconds (default
+    /// [`DEFAULT_DIRECTORY_CONNECT_TIMEOUT_MS`]).
     #[serde(default = "default_connect_timeout_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 10000))]
     pub connect_timeout_ms: u64,
     /// Time allowed for one operation, separate from the connect timeout (JIM couples them; a
-    /// 1,000-value modify of a huge group may need longer), in milliseconds (default 60,000).
+    /// 1,000-value modify of a huge group may need longer), in milliseconds (default
+    /// [`DEFAULT_OPERATION_TIMEOUT_MS`]).
     #[serde(default = "default_operation_timeout_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 60000))]
     pub operation_timeout_ms: u64,
     /// The directory's dialect; detected from the rootDSE when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub dialect: Option<Dialect>,
     /// Send a simple or NTLM bind's password over `ldap://` without StartTLS, in clear (default
     /// false: such a request is refused, as JIM's "Require Secure Transport" refuses it). Meant for
     /// test directories on a trusted host; every run that does it logs a warning.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub allow_password_without_tls: bool,
 }
 
+/// The default of [`DirectoryConfig::connect_timeout_ms`].
+pub const DEFAULT_DIRECTORY_CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// The default of [`DirectoryConfig::operation_timeout_ms`].
+pub const DEFAULT_OPERATION_TIMEOUT_MS: u64 = 60_000;
+
 fn default_connect_timeout_ms() -> u64 {
-    10_000
+    DEFAULT_DIRECTORY_CONNECT_TIMEOUT_MS
 }
 
 fn default_operation_timeout_ms() -> u64 {
-    60_000
+    DEFAULT_OPERATION_TIMEOUT_MS
 }
 
 /// TLS to the directory. Certificate verification is on unless `verify` is explicitly false.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryTls {
     /// `none`, `start_tls` or `ldaps`; when absent, `ldaps` for `ldaps://` URLs and `none` otherwise.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub mode: Option<DirectoryTlsMode>,
     /// A CA certificate (PEM) to verify the server against, instead of the system's roots.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub ca_pem: Option<String>,
     /// A file holding the CA certificate (PEM).
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub ca_file: Option<String>,
     /// Verify the server's certificate (default true). Turning it off logs a warning on every run.
     #[serde(default = "default_true")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = true))]
     pub verify: bool,
 }
 
@@ -71,13 +89,14 @@ impl Default for DirectoryTls {
             mode: None,
             ca_pem: None,
             ca_file: None,
-            verify: true,
+            verify: default_true(),
         }
     }
 }
 
 /// How TLS is established with the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum DirectoryTlsMode {
     /// Plain LDAP.
@@ -90,6 +109,7 @@ pub enum DirectoryTlsMode {
 
 /// How the engine authenticates.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Bind {
     /// Simple bind with a DN (or, for AD, a UPN) and a password, decrypted by the host.
@@ -107,10 +127,10 @@ pub enum Bind {
     /// DC only with `ldap server require strong auth = allow_sasl_over_tls` (its default `yes`
     /// demands signing or sealing even over TLS).
     Ntlm {
-        /// The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN\user` or
+        /// The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN` backslash `user` or
         /// `user@dns.domain`.
         username: String,
-        /// The NetBIOS domain; with it the engine binds as `DOMAIN\username`.
+        /// The NetBIOS domain; with it the engine binds as `DOMAIN` backslash `username`.
         #[serde(default)]
         domain: Option<String>,
         /// The password; never logged.
@@ -192,6 +212,7 @@ impl std::fmt::Debug for Bind {
 /// The kind of directory, which decides anchors, placeholders and concurrency defaults
 /// (`ldap-export.md` §6). JIM distinguishes Samba AD from Windows AD by `vendorName`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Dialect {
     /// Windows Active Directory (AD DS or AD LDS).

@@ -8,19 +8,9 @@ use serde::{Deserialize, Serialize};
 /// `Debug`, lets through every record hosts received before the library's `tracing` events reached
 /// them.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    uniffi::Enum,
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
     /// Very detailed.

@@ -7,6 +7,7 @@ mod database;
 mod directory;
 mod json;
 mod log;
+mod npgsql;
 mod options;
 mod secret;
 mod settings;
@@ -15,21 +16,34 @@ mod watch;
 
 use serde::{Deserialize, Serialize};
 
-pub use database::{
-    DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase, NPGSQL_KEYS, redact_connection,
+pub use database::{DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase};
+pub use directory::{
+    Bind, DEFAULT_DIRECTORY_CONNECT_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, Dialect,
+    DirectoryConfig, DirectoryTls, DirectoryTlsMode,
 };
-pub use directory::{Bind, Dialect, DirectoryConfig, DirectoryTls, DirectoryTlsMode};
 pub use json::{JsonError, from_json};
 pub use log::LogLevel;
-pub use options::{Concurrency, DEFAULT_CLOCK_SKEW_SECONDS, RunOptions};
+pub use npgsql::{NPGSQL_KEYS, redact_connection};
+pub use options::{
+    Concurrency, DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_FLUSH_SIZE,
+    DEFAULT_LEASE_SECONDS, DEFAULT_MAX_OPERATION_RETRIES, DEFAULT_PAGE_SIZE,
+    DEFAULT_PROGRESS_INTERVAL_MS, RunOptions,
+};
 pub use secret::Secret;
-pub use settings::{DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer};
+pub use settings::{
+    DEFAULT_DISABLE_ATTRIBUTE, DEFAULT_MODIFY_BATCH_SIZE, DEFAULT_PLACEHOLDER_MEMBER_DN,
+    DeleteBehaviour, ExportSettings, MODIFY_BATCH_SIZE_RANGE, ScopeContainer,
+};
 pub use validate::{ConfigErrors, FieldError};
-pub use watch::{WakeUpMode, WatchOptions, WatchRequest};
+pub use watch::{
+    DEFAULT_NOTIFY_RECHECK_MS, DEFAULT_POLL_MAX_MS, DEFAULT_POLL_MIN_MS, WakeUpMode, WatchOptions,
+    WatchRequest,
+};
 
 /// Everything one export run needs: where JIM's database is, which connected system to export, how to
 /// reach its directory, the system's export settings and the run's options.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct ExportRequest {
     /// JIM's PostgreSQL database.
@@ -40,9 +54,11 @@ pub struct ExportRequest {
     pub directory: DirectoryConfig,
     /// The system's LDAP export settings.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub settings: ExportSettings,
     /// Run options.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub options: RunOptions,
 }
 
@@ -192,6 +208,100 @@ mod tests {
         let err = ExportRequest::from_json(&v.to_string()).unwrap_err();
         assert!(err.paths().contains(&"directory.tls.mode"), "{err}");
         assert!(err.paths().contains(&"directory.bind"), "{err}");
+    }
+
+    /// UniFFI takes a field's default only as a literal (`#[uniffi(default = 900)]`), so the
+    /// foreign constructors state each default a second time. This pins every such literal, and
+    /// every bare `#[uniffi(default)]`, to the engine's own default (the `DEFAULT_*` constant that
+    /// serde and `Default` use), so Python's `RunOptions()` cannot drift from `RunOptions::default()`.
+    #[test]
+    fn uniffi_defaults_are_the_engine_defaults() {
+        let minimal = serde_json::json!({
+            "database": { "connection": "postgres://h/d" },
+            "connected_system_id": 1,
+            "directory": { "urls": [], "bind": { "kind": "sasl_external" } },
+        });
+        let request: ExportRequest = serde_json::from_value(minimal).unwrap();
+        assert_eq!(request.options, RunOptions::default());
+        assert_eq!(request.settings, ExportSettings::default());
+        assert_eq!(request.directory.tls, DirectoryTls::default());
+        assert_eq!(
+            serde_json::from_str::<WatchOptions>("{}").unwrap(),
+            WatchOptions::default()
+        );
+        fn json<T: Serialize>(value: &T) -> serde_json::Value {
+            serde_json::to_value(value).expect("serialisable")
+        }
+        let structs: std::collections::HashMap<&str, serde_json::Value> = [
+            ("ExportRequest", json(&request)),
+            ("DatabaseConfig", json(&request.database)),
+            ("DatabaseTls", json(&request.database.tls)),
+            ("DirectoryConfig", json(&request.directory)),
+            ("DirectoryTls", json(&request.directory.tls)),
+            ("ExportSettings", json(&request.settings)),
+            ("RunOptions", json(&request.options)),
+            ("WatchOptions", json(&WatchOptions::default())),
+            ("WatchRequest", json(&WatchRequest::single(request.clone()))),
+        ]
+        .into_iter()
+        .collect();
+        let sources = [
+            include_str!("mod.rs"),
+            include_str!("database.rs"),
+            include_str!("directory.rs"),
+            include_str!("options.rs"),
+            include_str!("settings.rs"),
+            include_str!("watch.rs"),
+        ];
+        let attribute = "#[cfg_attr(feature = \"uniffi\", uniffi(default";
+        let mut checked = 0;
+        for source in sources {
+            let mut current = None;
+            let mut lines = source.lines().map(str::trim);
+            while let Some(line) = lines.next() {
+                if let Some(name) = line.strip_prefix("pub struct ") {
+                    current = name.strip_suffix(" {");
+                    continue;
+                }
+                let Some(rest) = line.strip_prefix(attribute) else {
+                    continue;
+                };
+                let field = lines
+                    .by_ref()
+                    .find_map(|l| l.strip_prefix("pub "))
+                    .and_then(|l| l.split(':').next())
+                    .expect("a field after the attribute");
+                let name = current.expect("inside a struct");
+                // ScopeContainer's defaults are checked through serde below.
+                let Some(value) = structs.get(name) else {
+                    assert_eq!(name, "ScopeContainer", "{name}.{field} is not checked");
+                    continue;
+                };
+                let actual = &value[field];
+                match rest.strip_prefix(" = ") {
+                    Some(literal) => {
+                        let literal = literal.trim_end_matches("))]");
+                        let expected: serde_json::Value = serde_json::from_str(literal)
+                            .unwrap_or_else(|e| panic!("{name}.{field}: {literal}: {e}"));
+                        assert_eq!(actual, &expected, "{name}.{field}");
+                    }
+                    None => assert!(
+                        actual.is_null()
+                            || actual == &serde_json::json!(false)
+                            || actual == &serde_json::json!([])
+                            || actual.is_object(),
+                        "{name}.{field}: UniFFI's type default differs from {actual}"
+                    ),
+                }
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 30,
+            "only {checked} defaults found: has the attribute's spelling changed?"
+        );
+        let scope: ScopeContainer = serde_json::from_str(r#"{"dn": "ou=x"}"#).unwrap();
+        assert_eq!((scope.scope, scope.excluded), (None, false));
     }
 
     #[test]

@@ -7,69 +7,105 @@ use super::validate::ConfigErrors;
 
 /// How a run behaves. Every field has a default; `null` concurrency fields take the dialect's default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct RunOptions {
-    /// Pending exports claimed per statement (default 100, JIM's batch size).
+    /// Pending exports claimed per statement (default [`DEFAULT_PAGE_SIZE`], JIM's batch size).
     #[serde(default = "default_page_size")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 100))]
     pub page_size: u32,
-    /// Outcomes persisted per statement at most (default 100).
+    /// Outcomes persisted per statement at most (default [`DEFAULT_FLUSH_SIZE`]).
     #[serde(default = "default_flush_size")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 100))]
     pub flush_size: u32,
-    /// A partial flush is written after this many milliseconds (default 250).
+    /// A partial flush is written after this many milliseconds (default
+    /// [`DEFAULT_FLUSH_INTERVAL_MS`]).
     #[serde(default = "default_flush_interval_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 250))]
     pub flush_interval_ms: u64,
     /// Directory connections; the dialect's default when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub connections: Option<u32>,
     /// Outstanding operations per connection; the dialect's default when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub in_flight_per_connection: Option<u32>,
-    /// How the in-flight limit is set (default `adaptive`).
+    /// How the in-flight limit is set; [`Concurrency::Adaptive`] when absent (optional because UniFFI
+    /// has no default for an enum field).
     #[serde(default)]
-    pub concurrency: Concurrency,
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
+    pub concurrency: Option<Concurrency>,
     /// Cap on outstanding operations over all connections. With `fixed` concurrency it is the limit
     /// (connections × per-connection when absent, as before); with `adaptive` it is the ceiling the
     /// limit may grow to (when absent: connections × per-connection if `in_flight_per_connection` is
     /// given, else four times the dialect's default, at most 256).
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub max_in_flight: Option<u32>,
     /// The floor of the adaptive limit (default 1); ignored with `fixed` concurrency.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub min_in_flight: Option<u32>,
     /// Cap on directory operations per second; none when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub ops_per_second: Option<u32>,
-    /// Seconds after which a row left `Executing` by a crashed run may be claimed again (default 900).
+    /// Seconds after which a row left `Executing` by a crashed run may be claimed again (default
+    /// [`DEFAULT_LEASE_SECONDS`]).
     #[serde(default = "default_lease_seconds")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 900))]
     pub lease_seconds: u64,
-    /// In-run retries of an operation that met a transient condition (default 3).
+    /// In-run retries of an operation that met a transient condition (default
+    /// [`DEFAULT_MAX_OPERATION_RETRIES`]).
     #[serde(default = "default_max_operation_retries")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 3))]
     pub max_operation_retries: u32,
     /// Plan and report without writing to the directory or the database.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub dry_run: bool,
     /// Run even when JIM's `__EFMigrationsHistory` lacks the migration this engine was built against.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub skip_schema_check: bool,
-    /// Least interval between progress events, in milliseconds (default 500).
+    /// Least interval between progress events, in milliseconds (default
+    /// [`DEFAULT_PROGRESS_INTERVAL_MS`]).
     #[serde(default = "default_progress_interval_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 500))]
     pub progress_interval_ms: u64,
-    /// How far the directory's clock may be behind the database's, in seconds (default 300,
-    /// Kerberos's limit in an AD domain). A re-attempted Create adopts an existing entry only if it
-    /// was created after the export's first attempt, by this allowance.
+    /// How far the directory's clock may be behind the database's, in seconds (default
+    /// [`DEFAULT_CLOCK_SKEW_SECONDS`], Kerberos's limit in an AD domain). A re-attempted Create
+    /// adopts an existing entry only if it was created after the export's first attempt, by this
+    /// allowance.
     #[serde(default = "default_clock_skew_seconds")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 300))]
     pub clock_skew_seconds: u64,
     /// The least severe log record the run hands its listener's `on_log` (`trace`, `debug`, `info`,
     /// `warn`, `error`); `debug` when absent, every record hosts received before.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub log_level: Option<LogLevel>,
 }
 
+/// The default of [`RunOptions::page_size`].
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// The default of [`RunOptions::flush_size`].
+pub const DEFAULT_FLUSH_SIZE: u32 = 100;
+/// The default of [`RunOptions::flush_interval_ms`].
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 250;
+/// The default of [`RunOptions::lease_seconds`].
+pub const DEFAULT_LEASE_SECONDS: u64 = 900;
+/// The default of [`RunOptions::max_operation_retries`].
+pub const DEFAULT_MAX_OPERATION_RETRIES: u32 = 3;
+/// The default of [`RunOptions::progress_interval_ms`].
+pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 500;
 /// The default of [`RunOptions::clock_skew_seconds`].
 pub const DEFAULT_CLOCK_SKEW_SECONDS: u64 = 300;
 
 /// How the limit on directory operations in flight is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum Concurrency {
     /// Found while the run goes on: it starts at the dialect's default, grows while operation
@@ -82,22 +118,22 @@ pub enum Concurrency {
 }
 
 fn default_page_size() -> u32 {
-    100
+    DEFAULT_PAGE_SIZE
 }
 fn default_flush_size() -> u32 {
-    100
+    DEFAULT_FLUSH_SIZE
 }
 fn default_flush_interval_ms() -> u64 {
-    250
+    DEFAULT_FLUSH_INTERVAL_MS
 }
 fn default_lease_seconds() -> u64 {
-    900
+    DEFAULT_LEASE_SECONDS
 }
 fn default_max_operation_retries() -> u32 {
-    3
+    DEFAULT_MAX_OPERATION_RETRIES
 }
 fn default_progress_interval_ms() -> u64 {
-    500
+    DEFAULT_PROGRESS_INTERVAL_MS
 }
 fn default_clock_skew_seconds() -> u64 {
     DEFAULT_CLOCK_SKEW_SECONDS
@@ -111,7 +147,7 @@ impl Default for RunOptions {
             flush_interval_ms: default_flush_interval_ms(),
             connections: None,
             in_flight_per_connection: None,
-            concurrency: Concurrency::default(),
+            concurrency: None,
             max_in_flight: None,
             min_in_flight: None,
             ops_per_second: None,
@@ -120,13 +156,18 @@ impl Default for RunOptions {
             dry_run: false,
             skip_schema_check: false,
             progress_interval_ms: default_progress_interval_ms(),
-            clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
+            clock_skew_seconds: default_clock_skew_seconds(),
             log_level: None,
         }
     }
 }
 
 impl RunOptions {
+    /// The concurrency in effect: the one given, else [`Concurrency::default`].
+    pub fn effective_concurrency(&self) -> Concurrency {
+        self.concurrency.unwrap_or_default()
+    }
+
     /// Records every invalid field under `path`.
     pub fn validate(&self, path: &str, errors: &mut ConfigErrors) {
         let range = |errors: &mut ConfigErrors, name: &str, value: u64, lo: u64, hi: u64| {
@@ -206,11 +247,11 @@ mod tests {
     #[test]
     fn concurrency_is_adaptive_unless_asked_fixed() {
         let o: RunOptions = serde_json::from_str("{}").expect("defaults");
-        assert_eq!(o.concurrency, Concurrency::Adaptive);
+        assert_eq!(o.effective_concurrency(), Concurrency::Adaptive);
         let o: RunOptions =
             serde_json::from_str(r#"{"concurrency":"fixed","max_in_flight":8}"#).expect("fixed");
         assert_eq!(
-            (o.concurrency, o.max_in_flight),
+            (o.effective_concurrency(), o.max_in_flight),
             (Concurrency::Fixed, Some(8))
         );
         assert!(serde_json::from_str::<RunOptions>(r#"{"concurrency":"fast"}"#).is_err());

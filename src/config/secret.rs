@@ -49,6 +49,15 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+// UniFFI carries a secret as its string, so a host can hand over the password it decrypted. The
+// bindings wrap it at once in their own `Secret` class (uniffi.toml's custom types: Python's
+// `jim_export._secret`, Kotlin's `org.jim.export.Secret`), which prints `***` like this type does.
+#[cfg(feature = "uniffi")]
+uniffi::custom_type!(Secret, String, {
+    lower: |secret| secret.0,
+    try_lift: |value| Ok(Secret(value)),
+});
+
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
         Self::new(value)

@@ -7,6 +7,7 @@ use super::{ConfigErrors, ExportRequest};
 
 /// How a watch learns that pending exports were staged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum WakeUpMode {
     /// PostgreSQL notifications when the engine's trigger is installed on `"PendingExports"` (see
@@ -19,43 +20,65 @@ pub enum WakeUpMode {
 
 /// How a watch waits between passes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct WatchOptions {
-    /// Notifications or polling.
+    /// Notifications or polling; [`WakeUpMode::Auto`] when absent (optional because UniFFI has no
+    /// default for an enum field).
     #[serde(default)]
-    pub wake_up: WakeUpMode,
-    /// The polling interval right after a pass that exported something, in milliseconds.
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
+    pub wake_up: Option<WakeUpMode>,
+    /// The polling interval right after a pass that exported something, in milliseconds (default
+    /// [`DEFAULT_POLL_MIN_MS`]).
     #[serde(default = "default_poll_min_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 100))]
     pub poll_min_ms: u64,
-    /// The longest polling interval, reached after a run of idle polls, in milliseconds.
+    /// The longest polling interval, reached after a run of idle polls, in milliseconds (default
+    /// [`DEFAULT_POLL_MAX_MS`]).
     #[serde(default = "default_poll_max_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 3000))]
     pub poll_max_ms: u64,
-    /// With notifications, a safety re-scan this often even without one, in milliseconds: covers a
-    /// trigger dropped while the watch runs.
+    /// With notifications, a safety re-scan this often even without one, in milliseconds (default
+    /// [`DEFAULT_NOTIFY_RECHECK_MS`]): covers a trigger dropped while the watch runs.
     #[serde(default = "default_notify_recheck_ms")]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 60000))]
     pub notify_recheck_ms: u64,
 }
 
+/// The default of [`WatchOptions::poll_min_ms`].
+pub const DEFAULT_POLL_MIN_MS: u64 = 100;
+/// The default of [`WatchOptions::poll_max_ms`].
+pub const DEFAULT_POLL_MAX_MS: u64 = 3_000;
+/// The default of [`WatchOptions::notify_recheck_ms`].
+pub const DEFAULT_NOTIFY_RECHECK_MS: u64 = 60_000;
+
 fn default_poll_min_ms() -> u64 {
-    100
+    DEFAULT_POLL_MIN_MS
 }
 
 fn default_poll_max_ms() -> u64 {
-    3_000
+    DEFAULT_POLL_MAX_MS
 }
 
 fn default_notify_recheck_ms() -> u64 {
-    60_000
+    DEFAULT_NOTIFY_RECHECK_MS
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
         Self {
-            wake_up: WakeUpMode::Auto,
+            wake_up: None,
             poll_min_ms: default_poll_min_ms(),
             poll_max_ms: default_poll_max_ms(),
             notify_recheck_ms: default_notify_recheck_ms(),
         }
+    }
+}
+
+impl WatchOptions {
+    /// The wake-up mode in effect: the one given, else [`WakeUpMode::default`].
+    pub fn effective_wake_up(&self) -> WakeUpMode {
+        self.wake_up.unwrap_or_default()
     }
 }
 
@@ -66,12 +89,14 @@ const MAX_INTERVAL_MS: u64 = 3_600_000;
 /// directory, settings and run options; all must name the same database (the watch shares one pool
 /// and one notification listener between them) and different systems.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[serde(deny_unknown_fields)]
 pub struct WatchRequest {
     /// One export request per connected system.
     pub requests: Vec<ExportRequest>,
     /// How the watch waits for work.
     #[serde(default)]
+    #[cfg_attr(feature = "uniffi", uniffi(default))]
     pub watch: WatchOptions,
 }
 

@@ -69,7 +69,7 @@ impl DirectoryTuning {
             connections: options.connections,
             in_flight_per_connection: options.in_flight_per_connection,
             max_in_flight: options.max_in_flight,
-            concurrency: options.concurrency,
+            concurrency: options.effective_concurrency(),
             min_in_flight: options.min_in_flight,
             ops_per_second: options.ops_per_second,
             max_operation_retries: options.max_operation_retries,

@@ -10,7 +10,8 @@ use crate::report::{BatchReport, ProgressEvent};
 
 /// One log record of a run: a `tracing` event of this library (`jim_export::…` targets) that
 /// happened inside the run. Never contains a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, uniffi::Record)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct LogRecord {
     /// Severity.
     pub level: LogLevel,

@@ -82,7 +82,7 @@ pub(crate) async fn watch(
     let started_at = Utc::now();
     let log = Logger::new(listener.clone());
     let trigger_installed = store.notify_trigger_installed().await?;
-    let mode = match (request.watch.wake_up, trigger_installed) {
+    let mode = match (request.watch.effective_wake_up(), trigger_installed) {
         (WakeUpMode::Auto, true) => WatchMode::Notifications,
         _ => WatchMode::Polling,
     };

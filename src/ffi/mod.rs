@@ -5,4 +5,5 @@
 
 pub mod c;
 mod host;
+#[cfg(feature = "uniffi")]
 pub mod uniffi;

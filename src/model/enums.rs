@@ -17,13 +17,16 @@ pub struct UnknownEnumValue {
 }
 
 /// Declares a JIM enum with explicit values, its conversions to and from `i32`, and its list of values.
+/// (The values are `tt`, not `literal`: UniFFI's derive needs to see the bare literal token.)
+/// With the `uniffi` feature it is also a UniFFI enum whose `.value` (Python, Kotlin) is JIM's number.
 macro_rules! jim_enum {
     (
         $(#[$meta:meta])*
-        $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $value:literal ),+ $(,)? }
+        $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $value:tt ),+ $(,)? }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
         #[repr(i32)]
         pub enum $name {
             $( $(#[$vmeta])* $variant = $value ),+
@@ -304,172 +307,83 @@ impl ConnectedSystemExportErrorType {
 mod tests {
     use super::*;
 
-    /// Every value converts to its number and back, and the number is the one JIM stores.
-    macro_rules! assert_round_trip {
-        ($name:ident, [$(($variant:ident, $value:literal)),+ $(,)?]) => {{
-            $( assert_eq!($name::$variant.as_i32(), $value, "{}::{}", stringify!($name), stringify!($variant)); )+
-            let expected: &[i32] = &[$($value),+];
-            assert_eq!($name::ALL.len(), expected.len(), "{} has unlisted values", stringify!($name));
-            for v in $name::ALL {
-                assert_eq!($name::from_i32(v.as_i32()), Ok(*v));
-                assert_eq!($name::try_from(i32::from(*v)), Ok(*v));
-                let json = serde_json::to_string(v).unwrap();
-                assert_eq!(serde_json::from_str::<$name>(&json).unwrap(), *v);
-            }
+    /// JIM's numbers, one table for the whole crate (`jim_enums.txt`): enum name to (number,
+    /// member) pairs in declaration order.
+    fn jim_table() -> std::collections::BTreeMap<&'static str, Vec<(i32, &'static str)>> {
+        crate::model::JIM_ENUM_TABLE
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let (name, values) = l.split_once(':').expect("`Name: values`");
+                let values = values
+                    .split(',')
+                    .map(|v| {
+                        let (n, member) = v.trim().split_once(' ').expect("`number Member`");
+                        (n.parse().expect("a number"), member)
+                    })
+                    .collect();
+                (name.trim(), values)
+            })
+            .collect()
+    }
+
+    /// An enum's values as (number, member) pairs, checked to convert to their number and back.
+    macro_rules! rows {
+        ($name:ident) => {{
+            let rows: Vec<(i32, &'static str)> = $name::ALL
+                .iter()
+                .map(|v| {
+                    assert_eq!($name::from_i32(v.as_i32()), Ok(*v));
+                    assert_eq!($name::try_from(i32::from(*v)), Ok(*v));
+                    let json = serde_json::to_string(v).unwrap();
+                    assert_eq!(serde_json::from_str::<$name>(&json).unwrap(), *v);
+                    (v.as_i32(), v.name())
+                })
+                .collect();
+            (stringify!($name), rows)
         }};
     }
 
     #[test]
-    fn values_match_jim() {
-        assert_round_trip!(
-            PendingExportChangeType,
-            [(Create, 0), (Update, 1), (Delete, 2)]
-        );
-        assert_round_trip!(
-            PendingExportStatus,
-            [
-                (Pending, 0),
-                (ExportNotConfirmed, 1),
-                (Executing, 2),
-                (Failed, 3),
-                (Exported, 4)
-            ]
-        );
-        assert_round_trip!(
-            PendingExportAttributeChangeType,
-            [(Add, 0), (Update, 1), (Remove, 2), (RemoveAll, 3)]
-        );
-        assert_round_trip!(
-            PendingExportAttributeChangeStatus,
-            [
-                (Pending, 0),
-                (ExportedPendingConfirmation, 1),
-                (ExportedNotConfirmed, 2),
-                (Failed, 3)
-            ]
-        );
-        assert_round_trip!(
-            ConnectedSystemObjectStatus,
-            [(Normal, 0), (Obsolete, 1), (PendingProvisioning, 2)]
-        );
-        assert_round_trip!(
-            ConnectedSystemObjectJoinType,
-            [
-                (NotJoined, 0),
-                (Projected, 1),
-                (Provisioned, 2),
-                (Joined, 3)
-            ]
-        );
-        assert_round_trip!(
-            AttributeDataType,
-            [
-                (NotSet, 0),
-                (Text, 1),
-                (Number, 2),
-                (DateTime, 3),
-                (Binary, 4),
-                (Reference, 5),
-                (Guid, 6),
-                (Boolean, 7),
-                (LongNumber, 8),
-                (Decimal, 9)
-            ]
-        );
-        assert_round_trip!(AttributePlurality, [(SingleValued, 0), (MultiValued, 1)]);
-        assert_round_trip!(
-            AttributeWritability,
-            [(Writable, 0), (ReadOnly, 1), (WritableOnCreate, 2)]
-        );
-        assert_round_trip!(
-            ConnectedSystemStatus,
-            [(Active, 0), (Disabled, 1), (Deleting, 2)]
-        );
-        assert_round_trip!(
-            UnresolvedReferenceHandling,
-            [(Error, 0), (Warn, 1), (Ignore, 2)]
-        );
-        assert_round_trip!(ConnectedSystemContainerScope, [(Subtree, 0), (OneLevel, 1)]);
-        assert_round_trip!(
-            ConnectedSystemSettingType,
-            [
-                (String, 0),
-                (StringEncrypted, 1),
-                (Integer, 2),
-                (Heading, 3),
-                (Label, 4),
-                (Text, 5),
-                (DropDown, 6),
-                (CheckBox, 7),
-                (Divider, 8),
-                (File, 9)
-            ]
-        );
-        assert_round_trip!(
-            ConnectedSystemSettingCategory,
-            [
-                (Connectivity, 0),
-                (General, 1),
-                (Capabilities, 2),
-                (Schema, 3),
-                (Import, 4),
-                (Export, 5)
-            ]
-        );
-        assert_round_trip!(
-            ConnectedSystemRunType,
-            [
-                (NotSet, 0),
-                (FullImport, 1),
-                (DeltaImport, 2),
-                (FullSynchronisation, 3),
-                (DeltaSynchronisation, 4),
-                (Export, 5)
-            ]
-        );
-        assert_round_trip!(MetaverseObjectStatus, [(Normal, 0), (Obsolete, 1)]);
-        assert_round_trip!(MetaverseObjectOrigin, [(Projected, 0), (Internal, 1)]);
-        assert_round_trip!(
-            ConnectedSystemExportErrorType,
-            [
-                (General, 0),
-                (InvalidGeneratedExternalId, 1),
-                (OutsideManagedScope, 2),
-                (PlaceholderMemberConstraintViolation, 3),
-                (MissingDependency, 4),
-                (ConcurrencyConflict, 5)
-            ]
-        );
-        assert_round_trip!(
-            UnresolvedReferenceReason,
-            [(Resolvable, 0), (AwaitingAnchor, 1), (NotInTargetSystem, 2)]
-        );
-        assert_round_trip!(
-            ExportPhase,
-            [
-                (Preparing, 0),
-                (Executing, 1),
-                (ResolvingReferences, 2),
-                (Completed, 3)
-            ]
-        );
-        assert_eq!(ObjectChangeType::Exported.as_i32(), 11);
-        assert_eq!(ObjectChangeType::Deprovisioned.as_i32(), 12);
-        assert_eq!(ObjectChangeType::PendingExport.as_i32(), 14);
-        assert_eq!(ObjectChangeType::ALL.len(), 17);
+    fn values_match_jims_table() {
+        let table = jim_table();
+        let ours = [
+            rows!(PendingExportChangeType),
+            rows!(PendingExportStatus),
+            rows!(PendingExportAttributeChangeType),
+            rows!(PendingExportAttributeChangeStatus),
+            rows!(ConnectedSystemObjectStatus),
+            rows!(ConnectedSystemObjectJoinType),
+            rows!(AttributeDataType),
+            rows!(AttributePlurality),
+            rows!(AttributeWritability),
+            rows!(ConnectedSystemStatus),
+            rows!(UnresolvedReferenceHandling),
+            rows!(ConnectedSystemContainerScope),
+            rows!(ConnectedSystemSettingType),
+            rows!(ConnectedSystemSettingCategory),
+            rows!(ConnectedSystemRunType),
+            rows!(MetaverseObjectStatus),
+            rows!(MetaverseObjectOrigin),
+            rows!(ConnectedSystemExportErrorType),
+            rows!(UnresolvedReferenceReason),
+            rows!(ExportPhase),
+            rows!(ObjectChangeType),
+            rows!(ActivityRunProfileExecutionItemErrorType),
+        ];
+        for (name, rows) in &ours {
+            assert_eq!(
+                Some(rows),
+                table.get(name),
+                "{name} differs from jim_enums.txt"
+            );
+        }
         assert_eq!(
-            ActivityRunProfileExecutionItemErrorType::UnresolvedReference.as_i32(),
-            7
+            ours.len(),
+            table.len(),
+            "jim_enums.txt lists an enum model/enums.rs lacks"
         );
-        assert_eq!(
-            ActivityRunProfileExecutionItemErrorType::InvalidGeneratedExternalId.as_i32(),
-            13
-        );
-        assert_eq!(
-            ActivityRunProfileExecutionItemErrorType::UnhandledError.as_i32(),
-            14
-        );
-        assert_eq!(ActivityRunProfileExecutionItemErrorType::ALL.len(), 23);
     }
 
     #[test]

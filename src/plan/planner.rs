@@ -473,7 +473,7 @@ impl Planner {
             })?
             .to_string();
         self.checked_dn(input, &dn_text, "Cannot delete object:")?;
-        let operation = match self.settings.delete_behaviour {
+        let operation = match self.settings.effective_delete_behaviour() {
             DeleteBehaviour::Delete => Operation::Delete {
                 dn: dn_text.clone(),
             },

@@ -35,7 +35,7 @@ impl ManagedScope {
                 .map(|c| Entry {
                     dn: Dn::parse(&c.dn).ok(),
                     key: dn_key(&c.dn),
-                    one_level: c.scope == ConnectedSystemContainerScope::OneLevel,
+                    one_level: c.effective_scope() == ConnectedSystemContainerScope::OneLevel,
                     excluded: c.excluded,
                 })
                 .collect(),
@@ -103,11 +103,11 @@ mod tests {
     fn container(dn: &str, one_level: bool, excluded: bool) -> ScopeContainer {
         ScopeContainer {
             dn: dn.into(),
-            scope: if one_level {
+            scope: Some(if one_level {
                 ConnectedSystemContainerScope::OneLevel
             } else {
                 ConnectedSystemContainerScope::Subtree
-            },
+            }),
             excluded,
         }
     }

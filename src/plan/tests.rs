@@ -474,7 +474,7 @@ fn outside_scope_for_every_change_type() {
     let settings = ExportSettings {
         managed_scope: vec![ScopeContainer {
             dn: "ou=Groups,dc=example,dc=org".into(),
-            scope: ConnectedSystemContainerScope::Subtree,
+            scope: Some(ConnectedSystemContainerScope::Subtree),
             excluded: false,
         }],
         ..ExportSettings::default()
@@ -1069,7 +1069,7 @@ fn delete_sends_one_delete() {
 fn disable_variants() {
     let c = cso(USER_DN, 0, None);
     let uac = ExportSettings {
-        delete_behaviour: DeleteBehaviour::Disable,
+        delete_behaviour: Some(DeleteBehaviour::Disable),
         ..ExportSettings::default()
     };
     let p = plan_with(
@@ -1085,7 +1085,7 @@ fn disable_variants() {
         Operation::DisableAccount { dn: USER_DN.into() }
     );
     let flag = ExportSettings {
-        delete_behaviour: DeleteBehaviour::Disable,
+        delete_behaviour: Some(DeleteBehaviour::Disable),
         disable_attribute: "employeeDisabled".into(),
         ..ExportSettings::default()
     };

@@ -13,6 +13,7 @@ use crate::model::{
 
 /// The outcomes persisted by one flush.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct BatchReport {
     /// `ConnectedSystems.Id` of the run.
     pub connected_system_id: i32,
@@ -24,6 +25,7 @@ pub struct BatchReport {
 
 /// How one export ended in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     /// Everything writable was written; the export waits for JIM's confirming import.
@@ -40,6 +42,7 @@ pub enum ItemStatus {
 
 /// A change of one anchor attribute's value on the CSO, so the host can update its CSO cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct AnchorChange {
     /// `ConnectedSystemAttributes.Id` of the anchor attribute.
     pub attribute_id: i32,
@@ -53,6 +56,7 @@ pub struct AnchorChange {
 
 /// One pending export's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct ReportItem {
     /// `PendingExports.Id`.
     pub pending_export_id: Uuid,

@@ -8,6 +8,7 @@ use crate::model::ExportPhase;
 
 /// A snapshot of a run's progress, for the host's progress display (JIM copies it into its Activity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct ProgressEvent {
     /// `ConnectedSystems.Id` of the run.
     pub connected_system_id: i32,

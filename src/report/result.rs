@@ -8,6 +8,7 @@ use crate::config::Dialect;
 
 /// The result of one export run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct RunResult {
     /// `ConnectedSystemId`.
     pub connected_system_id: i32,
@@ -55,6 +56,7 @@ pub struct RunResult {
 
 /// Directory operations by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct OperationCounts {
     /// Add requests (entries and containers).
     pub add: u64,
@@ -77,6 +79,7 @@ impl OperationCounts {
 
 /// How the run went, in numbers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct RunMetrics {
     /// Directory operations sent, by kind.
     pub operations: OperationCounts,

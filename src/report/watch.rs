@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// How the watch learnt of new work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum WatchMode {
     /// PostgreSQL notifications from the engine's trigger, with a slow safety re-scan.
@@ -17,6 +18,7 @@ pub enum WatchMode {
 /// Wake-ups by cause. Each wake-up checks the queue (one statement) and runs a pass when something is
 /// due.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct WakeUps {
     /// The first look at the queue when the watch started.
     pub startup: u64,
@@ -60,6 +62,7 @@ impl WakeUps {
 
 /// One connected system's part of a watch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct WatchSystemResult {
     /// `ConnectedSystems.Id`.
     pub connected_system_id: i32,
@@ -83,6 +86,7 @@ pub struct WatchSystemResult {
 
 /// A finished watch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 pub struct WatchResult {
     /// When the watch started.
     pub started_at: DateTime<Utc>,

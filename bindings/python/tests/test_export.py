@@ -50,7 +50,9 @@ def test_records_parse_and_default_like_the_engine(servers, request_):
     # Fields left out get the engine's defaults, in records built here and in parsed JSON alike.
     assert jx.RunOptions() == jx.default_run_options() == request_.options
     settings, defaults = jx.ExportSettings(), jx.default_export_settings()
-    assert settings.delete_behaviour is None and defaults.delete_behaviour == jx.DeleteBehaviour.DELETE
+    # An enum field defaults to None in every binding (UniFFI has no enum defaults): the engine reads
+    # None as DELETE.
+    assert settings.delete_behaviour is None and defaults.delete_behaviour is None
     settings.delete_behaviour = defaults.delete_behaviour
     assert settings == defaults == request_.settings
     db = jx.DatabaseConfig(connection=jx.Secret("postgres://x"))

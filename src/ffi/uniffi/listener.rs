@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::types::{BatchReport, ProgressEvent};
 use crate::engine;
 use crate::engine::LogRecord;
-use crate::report;
+use crate::report::{self, BatchReport, ProgressEvent};
 
 /// A listener method failed (raised an exception). The engine ignores it and the run goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
@@ -68,11 +67,11 @@ impl ForeignListener {
 
 impl engine::RunListener for ForeignListener {
     fn on_progress(&self, event: &report::ProgressEvent) {
-        self.check("on_progress", self.inner.on_progress(event.into()));
+        self.check("on_progress", self.inner.on_progress(event.clone()));
     }
 
     fn on_batch(&self, report: &report::BatchReport) {
-        self.check("on_batch", self.inner.on_batch(report.into()));
+        self.check("on_batch", self.inner.on_batch(report.clone()));
     }
 
     fn on_log(&self, record: &engine::LogRecord) {

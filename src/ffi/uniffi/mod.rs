@@ -15,29 +15,29 @@
 //!   and joins its threads; dropping the engine does the same. The runtime, the calls in progress and
 //!   the close are the hosted engine the C ABI uses too (`crate::ffi::host`).
 //!
-//! This layer only converts and delegates ([`types`], [`error`], [`listener`]); [`continuous`] holds
-//! the continuous export's ("watch") records and methods.
+//! This layer only delegates: the records and enums are the core types themselves (derived in
+//! [`crate::config`], [`crate::report`] and [`crate::model`] behind the `uniffi` feature). What is
+//! left here: the errors ([`error`]), the listener ([`listener`]), the queue summary
+//! ([`queue`]) and the continuous export's methods ([`continuous`]).
 
 mod continuous;
 mod error;
 mod listener;
-mod types;
+mod queue;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config;
+use crate::config::{DatabaseConfig, ExportRequest, ExportSettings, RunOptions};
 use crate::engine::{self, CancellationToken, ListenerGate, NoListener};
 use crate::ffi::host::{Host, HostError, HostOptions};
+use crate::report::RunResult;
 
-pub use continuous::{
-    WakeUpMode, WakeUps, WatchMode, WatchOptions, WatchRequest, WatchResult, WatchSystemResult,
-    default_watch_options, notify_trigger_removal_sql, notify_trigger_sql,
-};
+pub use continuous::{default_watch_options, notify_trigger_removal_sql, notify_trigger_sql};
 pub use error::{DirectoryErrorKind, ExportError, FieldError};
 pub use listener::{ListenerError, RunListener};
-pub use types::*;
+pub use queue::{QueueSummary, StatusCount};
 
 use listener::ForeignListener;
 
@@ -126,7 +126,6 @@ impl ExportEngine {
         listener: Option<Arc<dyn RunListener>>,
         cancel: Option<Arc<CancelToken>>,
     ) -> Result<RunResult, ExportError> {
-        let request = config::ExportRequest::from(request);
         let gate = host_listener(listener);
         let listener: Arc<dyn engine::RunListener> = gate.clone();
         let token = cancel.map_or_else(CancellationToken::new, |c| c.token.child_token());
@@ -136,7 +135,6 @@ impl ExportEngine {
             engine
                 .run_export(&request, listener, run_token)
                 .await
-                .map(RunResult::from)
                 .map_err(ExportError::from)
         })
         .await
@@ -151,7 +149,6 @@ impl ExportEngine {
         connected_system_id: i32,
         lease_seconds: u64,
     ) -> Result<QueueSummary, ExportError> {
-        let database = config::DatabaseConfig::from(database);
         let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
@@ -176,7 +173,6 @@ impl ExportEngine {
         connected_system_id: i32,
         older_than_seconds: u64,
     ) -> Result<u64, ExportError> {
-        let database = config::DatabaseConfig::from(database);
         let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
@@ -198,7 +194,6 @@ impl ExportEngine {
         database: DatabaseConfig,
         connected_system_id: i32,
     ) -> Result<u64, ExportError> {
-        let database = config::DatabaseConfig::from(database);
         let engine = self.host.engine().clone();
         self.spawn(CancellationToken::new(), None, async move {
             engine
@@ -258,26 +253,26 @@ impl ExportEngine {
 /// The engine's default run options (what a `RunOptions()` built with every default should equal).
 #[uniffi::export]
 pub fn default_run_options() -> RunOptions {
-    config::RunOptions::default().into()
+    RunOptions::default()
 }
 
 /// The engine's default export settings (JIM's LDAP connector defaults).
 #[uniffi::export]
 pub fn default_export_settings() -> ExportSettings {
-    config::ExportSettings::default().into()
+    ExportSettings::default()
 }
 
 /// Parses and validates an export request in the JSON form the C ABI takes (and `jim-testkit serve`
 /// prints). Every invalid field is reported by its path.
 #[uniffi::export]
 pub fn parse_export_request(json: String) -> Result<ExportRequest, ExportError> {
-    Ok(config::ExportRequest::from_json(&json)?.into())
+    Ok(ExportRequest::from_json(&json)?)
 }
 
 /// Checks a request as a run would before connecting to anything, reporting every invalid field.
 #[uniffi::export]
 pub fn validate_export_request(request: ExportRequest) -> Result<(), ExportError> {
-    Ok(config::ExportRequest::from(request).validate()?)
+    Ok(request.validate()?)
 }
 
 /// This library's version, as in `Cargo.toml`.
@@ -289,11 +284,13 @@ pub fn library_version() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{self, Bind, DatabaseTls, Dialect, DirectoryConfig, Secret};
+    use crate::model::ConnectedSystemContainerScope;
 
     fn request(url: &str) -> ExportRequest {
         ExportRequest {
             database: DatabaseConfig {
-                connection: Secret::new(url.into()),
+                connection: Secret::new(url),
                 tls: DatabaseTls {
                     mode: None,
                     ca_pem: None,
@@ -310,9 +307,9 @@ mod tests {
                 urls: vec!["ldap://127.0.0.1:1".into()],
                 bind: Bind::Simple {
                     dn: "cn=admin,dc=example,dc=org".into(),
-                    password: Secret::new("ldap-secret".into()),
+                    password: Secret::new("ldap-secret"),
                 },
-                tls: config::DirectoryTls::default().into(),
+                tls: config::DirectoryTls::default(),
                 connect_timeout_ms: 1_000,
                 operation_timeout_ms: 1_000,
                 dialect: None,
@@ -345,36 +342,15 @@ mod tests {
             Some(ConnectedSystemContainerScope::OneLevel)
         );
         assert_eq!(parsed.options.page_size, 50);
-        let core = config::ExportRequest::from(parsed.clone());
-        let again = config::ExportRequest::from_json(json).unwrap();
         assert_eq!(
-            serde_json::to_value(&core).unwrap(),
-            serde_json::to_value(&again).unwrap()
+            serde_json::to_value(&parsed).unwrap(),
+            serde_json::to_value(ExportRequest::from_json(json).unwrap()).unwrap()
         );
         let shown = format!("{parsed:?}");
         assert!(
             !shown.contains("pg-secret") && !shown.contains("ldap-secret"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn ntlm_binds_mirror_the_engine_type() {
-        let json = r#"{"kind": "ntlm", "username": "svc-jim", "domain": "GENTIAN", "password": "ntlm-secret"}"#;
-        let core: config::Bind = serde_json::from_str(json).unwrap();
-        let mirrored = Bind::from(core.clone());
-        let Bind::Ntlm {
-            username, domain, ..
-        } = &mirrored
-        else {
-            panic!("{mirrored:?}");
-        };
-        assert_eq!(
-            (username.as_str(), domain.as_deref()),
-            ("svc-jim", Some("GENTIAN"))
-        );
-        assert!(!format!("{mirrored:?}").contains("ntlm-secret"));
-        assert_eq!(config::Bind::from(mirrored), core);
     }
 
     #[test]

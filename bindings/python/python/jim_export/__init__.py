@@ -15,6 +15,7 @@ import threading as _threading
 import weakref as _weakref
 
 from .jim_export import *  # noqa: F401,F403  (the generated bindings are this package's API)
+from ._secret import Secret  # noqa: F401  (the class the bindings wrap every secret in; not in __all__)
 from .jim_export import ExportEngine as _ExportEngine
 
 _live = _weakref.WeakSet()

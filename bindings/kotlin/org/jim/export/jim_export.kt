@@ -766,13 +766,9 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_jim_export_checksum_method_runlistener_on_log(
     ): Int
-    external fun uniffi_jim_export_checksum_method_secret_is_empty(
-    ): Int
     external fun uniffi_jim_export_checksum_constructor_canceltoken_new(
     ): Int
     external fun uniffi_jim_export_checksum_constructor_exportengine_new(
-    ): Int
-    external fun uniffi_jim_export_checksum_constructor_secret_new(
     ): Int
     external fun ffi_jim_export_uniffi_contract_version(
     ): Int
@@ -847,18 +843,6 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_jim_export_fn_method_runlistener_on_log(`ptr`: Long,`record`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_jim_export_fn_clone_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_jim_export_fn_free_secret(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Unit
-    external fun uniffi_jim_export_fn_constructor_secret_new(`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-    ): Long
-    external fun uniffi_jim_export_fn_method_secret_is_empty(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): Byte
-    external fun uniffi_jim_export_fn_method_secret_uniffi_trait_debug(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
-    external fun uniffi_jim_export_fn_method_secret_uniffi_trait_display(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
-    ): RustBuffer.ByValue
     external fun uniffi_jim_export_fn_method_exporterror_uniffi_trait_display(`ptr`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_jim_export_fn_func_default_export_settings(uniffi_out_err: UniffiRustCallStatus, 
@@ -996,22 +980,22 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_jim_export_checksum_func_default_export_settings() and 0xFFFF) != 7683) {
+    if ((lib.uniffi_jim_export_checksum_func_default_export_settings() and 0xFFFF) != 9234) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_func_default_run_options() and 0xFFFF) != 24398) {
+    if ((lib.uniffi_jim_export_checksum_func_default_run_options() and 0xFFFF) != 507) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_func_library_version() and 0xFFFF) != 41681) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_func_parse_export_request() and 0xFFFF) != 38077) {
+    if ((lib.uniffi_jim_export_checksum_func_parse_export_request() and 0xFFFF) != 24027) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_func_validate_export_request() and 0xFFFF) != 5479) {
+    if ((lib.uniffi_jim_export_checksum_func_validate_export_request() and 0xFFFF) != 21998) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_func_default_watch_options() and 0xFFFF) != 9530) {
+    if ((lib.uniffi_jim_export_checksum_func_default_watch_options() and 0xFFFF) != 63983) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_func_notify_trigger_removal_sql() and 0xFFFF) != 1674) {
@@ -1035,52 +1019,46 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jim_export_checksum_method_exportengine_is_running() and 0xFFFF) != 58045) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_queue_summary() and 0xFFFF) != 21852) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_queue_summary() and 0xFFFF) != 28968) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_release_stranded() and 0xFFFF) != 12834) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_release_stranded() and 0xFFFF) != 33147) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_reset_failed() and 0xFFFF) != 25879) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_reset_failed() and 0xFFFF) != 429) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_run_export() and 0xFFFF) != 58666) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_run_export() and 0xFFFF) != 25795) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_method_exportengine_shutdown() and 0xFFFF) != 15871) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_install_notify_trigger() and 0xFFFF) != 18381) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_install_notify_trigger() and 0xFFFF) != 29040) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_notify_trigger_installed() and 0xFFFF) != 23238) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_notify_trigger_installed() and 0xFFFF) != 54709) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_remove_notify_trigger() and 0xFFFF) != 11195) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_remove_notify_trigger() and 0xFFFF) != 8363) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_exportengine_watch() and 0xFFFF) != 60230) {
+    if ((lib.uniffi_jim_export_checksum_method_exportengine_watch() and 0xFFFF) != 43347) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_progress() and 0xFFFF) != 52696) {
+    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_progress() and 0xFFFF) != 63156) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_batch() and 0xFFFF) != 2460) {
+    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_batch() and 0xFFFF) != 33016) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_log() and 0xFFFF) != 19524) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_jim_export_checksum_method_secret_is_empty() and 0xFFFF) != 35058) {
+    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_log() and 0xFFFF) != 61193) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_constructor_canceltoken_new() and 0xFFFF) != 29546) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_constructor_exportengine_new() and 0xFFFF) != 65441) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if ((lib.uniffi_jim_export_checksum_constructor_secret_new() and 0xFFFF) != 2252) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -2899,304 +2877,9 @@ public object FfiConverterTypeRunListener: FfiConverter<RunListener, Long> {
 }
 
 
-// This template implements a class for working with a Rust struct via a handle
-// to the live Rust struct on the other side of the FFI.
-//
-// There's some subtlety here, because we have to be careful not to operate on a Rust
-// struct after it has been dropped, and because we must expose a public API for freeing
-// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
-//
-//   * Each instance holds an opaque handle to the underlying Rust struct.
-//     Method calls need to read this handle from the object's state and pass it in to
-//     the Rust FFI.
-//
-//   * When an instance is no longer needed, its handle should be passed to a
-//     special destructor function provided by the Rust FFI, which will drop the
-//     underlying Rust struct.
-//
-//   * Given an instance, calling code is expected to call the special
-//     `destroy` method in order to free it after use, either by calling it explicitly
-//     or by using a higher-level helper like the `use` method. Failing to do so risks
-//     leaking the underlying Rust struct.
-//
-//   * We can't assume that calling code will do the right thing, and must be prepared
-//     to handle Kotlin method calls executing concurrently with or even after a call to
-//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
-//
-//   * We must never allow Rust code to operate on the underlying Rust struct after
-//     the destructor has been called, and must never call the destructor more than once.
-//     Doing so may trigger memory unsafety.
-//
-//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
-//     is implemented to call the destructor when the Kotlin object becomes unreachable.
-//     This is done in a background thread. This is not a panacea, and client code should be aware that
-//      1. the thread may starve if some there are objects that have poorly performing
-//     `drop` methods or do significant work in their `drop` methods.
-//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
-//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
-//
-// If we try to implement this with mutual exclusion on access to the handle, there is the
-// possibility of a race between a method call and a concurrent call to `destroy`:
-//
-//    * Thread A starts a method call, reads the value of the handle, but is interrupted
-//      before it can pass the handle over the FFI to Rust.
-//    * Thread B calls `destroy` and frees the underlying Rust struct.
-//    * Thread A resumes, passing the already-read handle value to Rust and triggering
-//      a use-after-free.
-//
-// One possible solution would be to use a `ReadWriteLock`, with each method call taking
-// a read lock (and thus allowed to run concurrently) and the special `destroy` method
-// taking a write lock (and thus blocking on live method calls). However, we aim not to
-// generate methods with any hidden blocking semantics, and a `destroy` method that might
-// block if called incorrectly seems to meet that bar.
-//
-// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
-// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
-// has been called. These are updated according to the following rules:
-//
-//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
-//      The initial value for the flag is false.
-//
-//    * At the start of each method call, we atomically check the counter.
-//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
-//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
-//
-//    * At the end of each method call, we atomically decrement and check the counter.
-//      If it has reached zero then we destroy the underlying Rust struct.
-//
-//    * When `destroy` is called, we atomically flip the flag from false to true.
-//      If the flag was already true we silently fail.
-//      Otherwise we atomically decrement and check the counter.
-//      If it has reached zero then we destroy the underlying Rust struct.
-//
-// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
-// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
-//
-// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
-// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
-// of the underlying Rust code.
-//
-// This makes a cleaner a better alternative to _not_ calling `destroy()` as
-// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
-// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
-// thread may be starved, and the app will leak memory.
-//
-// In this case, `destroy`ing manually may be a better solution.
-//
-// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
-// with Rust peers are reclaimed:
-//
-// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
-// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
-// 3. The memory is reclaimed when the process terminates.
-//
-// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
-//
-
 
 /**
- * A password or a connection string holding one. It is an object rather than a string so that the
- * records carrying it (Kotlin data classes, Python dataclasses) never print it: its text form is
- * `***` and nothing reads it back out.
- */
-public interface SecretInterface {
-    
-    /**
-     * True when the secret is the empty string.
-     */
-    fun `isEmpty`(): kotlin.Boolean
-    
-    companion object
-}
-
-/**
- * A password or a connection string holding one. It is an object rather than a string so that the
- * records carrying it (Kotlin data classes, Python dataclasses) never print it: its text form is
- * `***` and nothing reads it back out.
- */
-open class Secret: Disposable, AutoCloseable, SecretInterface
-{
-
-    @Suppress("UNUSED_PARAMETER")
-    /**
-     * @suppress
-     */
-    constructor(withHandle: UniffiWithHandle, handle: Long) {
-        this.handle = handle
-        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
-    }
-
-    /**
-     * @suppress
-     *
-     * This constructor can be used to instantiate a fake object. Only used for tests. Any
-     * attempt to actually use an object constructed this way will fail as there is no
-     * connected Rust object.
-     */
-    @Suppress("UNUSED_PARAMETER")
-    constructor(noHandle: NoHandle) {
-        this.handle = 0
-        this.cleanable = null
-    }
-    /**
-     * Wraps `value` (e.g. a bind password decrypted by the host).
-     */
-    constructor(`value`: kotlin.String) :
-        this(UniffiWithHandle, 
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_jim_export_fn_constructor_secret_new(
-    
-        
-        FfiConverterString.lower(`value`),_status)
-}
-    )
-
-    protected val handle: Long
-    protected val cleanable: UniffiCleaner.Cleanable?
-
-    private val wasDestroyed = AtomicBoolean(false)
-    private val callCounter = AtomicLong(1)
-
-    /**
-     * Whether the current object has been destroyed and its reference is gone in the Rust side.
-     */
-    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
-
-    override fun destroy() {
-        // Only allow a single call to this method.
-        // TODO: maybe we should log a warning if called more than once?
-        if (this.wasDestroyed.compareAndSet(false, true)) {
-            // This decrement always matches the initial count of 1 given at creation time.
-            if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable?.clean()
-            }
-        }
-    }
-
-    @Synchronized
-    override fun close() {
-        this.destroy()
-    }
-
-    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
-        // Check and increment the call counter, to keep the object alive.
-        // This needs a compare-and-set retry loop in case of concurrent updates.
-        do {
-            val c = this.callCounter.get()
-            if (c == 0L) {
-                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
-            }
-            if (c == Long.MAX_VALUE) {
-                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
-            }
-        } while (! this.callCounter.compareAndSet(c, c + 1L))
-        // Now we can safely do the method call without the handle being freed concurrently.
-        try {
-            return block(this.uniffiCloneHandle())
-        } finally {
-            // This decrement always matches the increment we performed above.
-            if (this.callCounter.decrementAndGet() == 0L) {
-                cleanable?.clean()
-            }
-        }
-    }
-
-    // Use a static inner class instead of a closure so as not to accidentally
-    // capture `this` as part of the cleanable's action.
-    private class UniffiCleanAction(private val handle: Long) : Runnable {
-        override fun run() {
-            if (handle == 0.toLong()) {
-                // Fake object created with `NoHandle`, don't try to free.
-                return;
-            }
-            uniffiRustCall { status ->
-                UniffiLib.uniffi_jim_export_fn_free_secret(handle, status)
-            }
-        }
-    }
-
-    /**
-     * @suppress
-     */
-    fun uniffiCloneHandle(): Long {
-        if (handle == 0.toLong()) {
-            throw InternalException("uniffiCloneHandle() called on NoHandle object");
-        }
-        return uniffiRustCall() { status ->
-            UniffiLib.uniffi_jim_export_fn_clone_secret(handle, status)
-        }
-    }
-
-    
-    /**
-     * True when the secret is the empty string.
-     */override fun `isEmpty`(): kotlin.Boolean {
-            return FfiConverterBoolean.lift(
-    callWithHandle {
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_jim_export_fn_method_secret_is_empty(
-        it,
-        _status)
-}
-    }
-    )
-    }
-    
-
-    
-
-    
-
-    // The local Rust `Display`/`Debug` implementation.
-    override fun toString(): String {
-        return FfiConverterString.lift(
-    callWithHandle {
-    uniffiRustCall() { _status ->
-    UniffiLib.uniffi_jim_export_fn_method_secret_uniffi_trait_display(
-        it,
-        _status)
-}
-    }
-    )
-    }
-
-    
-    
-    /**
-     * @suppress
-     */
-    companion object
-    
-}
-
-
-/**
- * @suppress
- */
-public object FfiConverterTypeSecret: FfiConverter<Secret, Long> {
-    override fun lower(value: Secret): Long {
-        return value.uniffiCloneHandle()
-    }
-
-    override fun lift(value: Long): Secret {
-        return Secret(UniffiWithHandle, value)
-    }
-
-    override fun read(buf: ByteBuffer): Secret {
-        return lift(buf.getLong())
-    }
-
-    override fun allocationSize(value: Secret) = 8UL
-
-    override fun write(value: Secret, buf: ByteBuffer) {
-        buf.putLong(lower(value))
-    }
-}
-
-
-
-/**
- * A change of one anchor attribute's value on the CSO.
+ * A change of one anchor attribute's value on the CSO, so the host can update its CSO cache.
  */
 data class AnchorChange (
     /**
@@ -3210,7 +2893,7 @@ data class AnchorChange (
     var `attributeName`: kotlin.String
     , 
     /**
-     * The value before the export, if any.
+     * The value before the export (as JIM renders anchors), if any.
      */
     var `oldValue`: kotlin.String?
     , 
@@ -3318,8 +3001,10 @@ public object FfiConverterTypeBatchReport: FfiConverterRustBuffer<BatchReport> {
  */
 data class DatabaseConfig (
     /**
-     * `postgres://user:password@host:port/database` or the Npgsql form JIM's worker holds,
-     * `Host=…;Port=…;Username=…;Password=…;Database=…`.
+     * `postgres://user:password@host:port/database?sslmode=…` or the Npgsql form JIM's worker holds,
+     * `Host=…;Port=…;Username=…;Password=…;Database=…`. Every Npgsql key is either honoured or
+     * refused with an error naming it (see [`NPGSQL_KEYS`]); a key that corresponds to a field below
+     * (`Timeout`, `Command Timeout`, `Maximum Pool Size`, `Tcp Keepalive Time`) wins over that field.
      */
     var `connection`: Secret
     , 
@@ -3329,50 +3014,45 @@ data class DatabaseConfig (
     var `tls`: DatabaseTls = DatabaseTls() 
     , 
     /**
-     * Connections the engine may hold open (default 4).
+     * Connections the engine may hold open (default [`DEFAULT_MAX_CONNECTIONS`]).
      */
     var `maxConnections`: kotlin.UInt = 4u 
     , 
     /**
-     * Connect timeout in milliseconds (default 10,000).
+     * Connect timeout in milliseconds (default [`DEFAULT_CONNECT_TIMEOUT_MS`]); also bounds the wait
+     * for a pooled connection.
      */
     var `connectTimeoutMs`: kotlin.ULong = 10000uL 
     , 
     /**
-     * The longest a statement may run, in milliseconds (default 30,000).
+     * The longest a statement may run, in milliseconds (default [`DEFAULT_STATEMENT_TIMEOUT_MS`],
+     * Npgsql's `Command Timeout`): PostgreSQL's `statement_timeout` on every session, and a
+     * client-side deadline 5 s longer that also ends a wait on a server that stopped answering
+     * altogether.
      */
     var `statementTimeoutMs`: kotlin.ULong = 30000uL 
     , 
     /**
-     * How long statements that failed because the database went away are retried, in milliseconds
-     * (default 120,000).
+     * How long a run keeps retrying statements that failed because the database went away (a
+     * restart, a failover, a lost connection), in milliseconds (default [`DEFAULT_RETRY_WINDOW_MS`]).
+     * Past it the run ends with a database error and its claims go back to the queue as soon as the
+     * database answers.
      */
     var `retryWindowMs`: kotlin.ULong = 120000uL 
     , 
     /**
-     * Server-side TCP keepalive idle time in seconds (default 60; 0: the server's setting).
+     * TCP keepalive on the server's end of each connection, in seconds of idleness before the first
+     * probe (default [`DEFAULT_KEEPALIVE_SECONDS`]; 0 leaves the server's setting): PostgreSQL then
+     * ends the session of an engine whose host died and releases its row locks. (The engine's own
+     * waits are bounded by the statement deadline; sqlx cannot set keepalive on the client's socket.)
      */
     var `keepaliveSeconds`: kotlin.UInt = 60u 
     
-): Disposable{
+){
     
 
     
 
-    
-    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
-    override fun destroy() {
-        
-    Disposable.destroy(
-        this.`connection`,
-        this.`tls`,
-        this.`maxConnections`,
-        this.`connectTimeoutMs`,
-        this.`statementTimeoutMs`,
-        this.`retryWindowMs`,
-        this.`keepaliveSeconds`
-    )
-    }
     
     companion object
 }
@@ -3417,7 +3097,7 @@ public object FfiConverterTypeDatabaseConfig: FfiConverterRustBuffer<DatabaseCon
 
 
 /**
- * TLS to PostgreSQL, overriding the connection string's settings.
+ * TLS to PostgreSQL.
  */
 data class DatabaseTls (
     /**
@@ -3476,8 +3156,9 @@ public object FfiConverterTypeDatabaseTls: FfiConverterRustBuffer<DatabaseTls> {
  */
 data class DirectoryConfig (
     /**
-     * `ldap://host:port`, `ldaps://host:port` or `ldapi://<url-encoded socket path>`; several URLs
-     * name servers of one directory, the first that answers is used.
+     * `ldap://host:port`, `ldaps://host:port` or `ldapi://<url-encoded socket path>`. Several URLs name
+     * servers of the same directory (e.g. domain controllers); the engine connects to the first that
+     * answers.
      */
     var `urls`: List<kotlin.String>
     , 
@@ -3492,12 +3173,15 @@ data class DirectoryConfig (
     var `tls`: DirectoryTls = DirectoryTls() 
     , 
     /**
-     * Time allowed to connect, StartTLS and bind, in milliseconds (default 10,000).
+     * Time allowed to connect (and StartTLS and bind), in milliseconds (default
+     * [`DEFAULT_DIRECTORY_CONNECT_TIMEOUT_MS`]).
      */
     var `connectTimeoutMs`: kotlin.ULong = 10000uL 
     , 
     /**
-     * Time allowed for one operation, in milliseconds (default 60,000).
+     * Time allowed for one operation, separate from the connect timeout (JIM couples them; a
+     * 1,000-value modify of a huge group may need longer), in milliseconds (default
+     * [`DEFAULT_OPERATION_TIMEOUT_MS`]).
      */
     var `operationTimeoutMs`: kotlin.ULong = 60000uL 
     , 
@@ -3507,30 +3191,17 @@ data class DirectoryConfig (
     var `dialect`: Dialect? = null 
     , 
     /**
-     * Send a simple or NTLM bind's password over `ldap://` without TLS, in clear (default false:
-     * refused). For test directories on a trusted host; every such run logs a warning.
+     * Send a simple or NTLM bind's password over `ldap://` without StartTLS, in clear (default
+     * false: such a request is refused, as JIM's "Require Secure Transport" refuses it). Meant for
+     * test directories on a trusted host; every run that does it logs a warning.
      */
     var `allowPasswordWithoutTls`: kotlin.Boolean = false 
     
-): Disposable{
+){
     
 
     
 
-    
-    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
-    override fun destroy() {
-        
-    Disposable.destroy(
-        this.`urls`,
-        this.`bind`,
-        this.`tls`,
-        this.`connectTimeoutMs`,
-        this.`operationTimeoutMs`,
-        this.`dialect`,
-        this.`allowPasswordWithoutTls`
-    )
-    }
     
     companion object
 }
@@ -3575,11 +3246,11 @@ public object FfiConverterTypeDirectoryConfig: FfiConverterRustBuffer<DirectoryC
 
 
 /**
- * TLS to the directory. Certificate verification is on unless `verify` is false.
+ * TLS to the directory. Certificate verification is on unless `verify` is explicitly false.
  */
 data class DirectoryTls (
     /**
-     * `None`, `StartTls` or `Ldaps`; when absent, `Ldaps` for `ldaps://` URLs and `None` otherwise.
+     * `none`, `start_tls` or `ldaps`; when absent, `ldaps` for `ldaps://` URLs and `none` otherwise.
      */
     var `mode`: DirectoryTlsMode? = null 
     , 
@@ -3594,7 +3265,7 @@ data class DirectoryTls (
     var `caFile`: kotlin.String? = null 
     , 
     /**
-     * Verify the server's certificate (default true).
+     * Verify the server's certificate (default true). Turning it off logs a warning on every run.
      */
     var `verify`: kotlin.Boolean = true 
     
@@ -3638,7 +3309,8 @@ public object FfiConverterTypeDirectoryTls: FfiConverterRustBuffer<DirectoryTls>
 
 
 /**
- * Everything one export run needs.
+ * Everything one export run needs: where JIM's database is, which connected system to export, how to
+ * reach its directory, the system's export settings and the run's options.
  */
 data class ExportRequest (
     /**
@@ -3666,23 +3338,11 @@ data class ExportRequest (
      */
     var `options`: RunOptions = RunOptions() 
     
-): Disposable{
+){
     
 
     
 
-    
-    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
-    override fun destroy() {
-        
-    Disposable.destroy(
-        this.`database`,
-        this.`connectedSystemId`,
-        this.`directory`,
-        this.`settings`,
-        this.`options`
-    )
-    }
     
     companion object
 }
@@ -3721,41 +3381,46 @@ public object FfiConverterTypeExportRequest: FfiConverterRustBuffer<ExportReques
 
 
 /**
- * The connected system's LDAP export settings, as JIM's LDAP connector holds them.
+ * The LDAP connector settings that shape an export (`ldap-export.md` §1).
  */
 data class ExportSettings (
     /**
-     * Delete or disable; `Delete` when absent.
+     * `Delete Behaviour`: delete the entry, or disable it; [`DeleteBehaviour::Delete`] when absent
+     * (optional because UniFFI has no default for an enum field).
      */
     var `deleteBehaviour`: DeleteBehaviour? = null 
     , 
     /**
-     * The attribute a disable sets (`userAccountControl` by default).
+     * `Disable Attribute`: `userAccountControl` (AD: set bit 0x2) or another attribute set to `TRUE`
+     * (default [`DEFAULT_DISABLE_ATTRIBUTE`]).
      */
     var `disableAttribute`: kotlin.String = "userAccountControl" 
     , 
     /**
-     * Create missing parent containers of a Create or a move.
+     * `Create containers as needed?`: create missing `OU=`/`CN=` parents of a Create (and of a move).
      */
     var `createContainersAsNeeded`: kotlin.Boolean = false 
     , 
     /**
-     * The member kept in `groupOfNames` groups that would otherwise be empty.
+     * `Group Placeholder Member DN`: kept in `groupOfNames` groups that would otherwise be empty
+     * (default [`DEFAULT_PLACEHOLDER_MEMBER_DN`]).
      */
     var `placeholderMemberDn`: kotlin.String = "cn=placeholder" 
     , 
     /**
-     * The most values of one attribute in one Add or Modify (JIM clamps to 10-5000).
+     * `Modify Batch Size`: the most values of one attribute in one Add or Modify (JIM clamps to
+     * 10-5000; default [`DEFAULT_MODIFY_BATCH_SIZE`]).
      */
     var `modifyBatchSize`: kotlin.UInt = 1000u 
     , 
     /**
-     * The containers the engine may write to; empty allows everything.
+     * The containers the engine may write to; empty allows everything (JIM's managed scope).
      */
     var `managedScope`: List<ScopeContainer> = listOf() 
     , 
     /**
-     * How unresolvable references are reported; the connected system's setting when absent.
+     * How unresolvable references are reported; when absent, the connected system's
+     * `UnresolvedReferenceHandling` column applies.
      */
     var `unresolvedReferenceHandling`: UnresolvedReferenceHandling? = null 
     
@@ -3855,8 +3520,7 @@ public object FfiConverterTypeFieldError: FfiConverterRustBuffer<FieldError> {
 
 
 /**
- * One log record of a run: a `tracing` event of this library (`jim_export::…` targets) that
- * happened inside the run. Never contains a secret.
+ * One log record of a run. Never contains a secret.
  */
 data class LogRecord (
     /**
@@ -3865,14 +3529,12 @@ data class LogRecord (
     var `level`: LogLevel
     , 
     /**
-     * Where it comes from: the module path of the event (e.g. `jim_export::store::queue`), or
-     * `jim_export::engine` for the run's own summary lines.
+     * Where it comes from (e.g. `jim_export::engine`).
      */
     var `target`: kotlin.String
     , 
     /**
-     * The message, followed by the event's fields as ` name=value` in the order they were given
-     * (as `tracing`'s text formatter writes them).
+     * The message.
      */
     var `message`: kotlin.String
     
@@ -3917,7 +3579,7 @@ public object FfiConverterTypeLogRecord: FfiConverterRustBuffer<LogRecord> {
  */
 data class OperationCounts (
     /**
-     * Add requests.
+     * Add requests (entries and containers).
      */
     var `add`: kotlin.ULong
     , 
@@ -3937,7 +3599,7 @@ data class OperationCounts (
     var `delete`: kotlin.ULong
     , 
     /**
-     * Search requests.
+     * Search requests (anchor read-back, UAC reads, container checks, convergence reads).
      */
     var `search`: kotlin.ULong
     
@@ -3984,7 +3646,7 @@ public object FfiConverterTypeOperationCounts: FfiConverterRustBuffer<OperationC
 
 
 /**
- * A snapshot of a run's progress.
+ * A snapshot of a run's progress, for the host's progress display (JIM copies it into its Activity).
  */
 data class ProgressEvent (
     /**
@@ -3993,12 +3655,13 @@ data class ProgressEvent (
     var `connectedSystemId`: kotlin.Int
     , 
     /**
-     * The phase.
+     * The phase (JIM's `ExportPhase`): Preparing, Executing (plain exports), ResolvingReferences
+     * (reference-bearing exports), Completed.
      */
     var `phase`: ExportPhase
     , 
     /**
-     * Eligible exports counted when the run started.
+     * Eligible exports counted when the run started (more may become due while it runs).
      */
     var `total`: kotlin.ULong
     , 
@@ -4028,12 +3691,12 @@ data class ProgressEvent (
     var `rate`: kotlin.Double
     , 
     /**
-     * Directory operations outstanding now.
+     * Directory operations outstanding right now.
      */
     var `inFlight`: kotlin.UInt
     , 
     /**
-     * The in-flight limit in force now.
+     * The in-flight limit in force right now.
      */
     var `inFlightLimit`: kotlin.UInt
     , 
@@ -4212,17 +3875,18 @@ data class ReportItem (
     /**
      * `PendingExports.Id`.
      */
-    var `pendingExportId`: kotlin.String
+    var `pendingExportId`: Uuid
     , 
     /**
-     * The change type as claimed.
+     * The change type as claimed (a partly written Create is persisted as an Update, but reported as
+     * the Create it was).
      */
     var `changeType`: PendingExportChangeType
     , 
     /**
      * `ConnectedSystemObjectId` of the target CSO.
      */
-    var `connectedSystemObjectId`: kotlin.String?
+    var `connectedSystemObjectId`: Uuid?
     , 
     /**
      * How the export ended.
@@ -4230,12 +3894,13 @@ data class ReportItem (
     var `status`: ItemStatus
     , 
     /**
-     * JIM's run-history change type for the item.
+     * JIM's run-history change type for the item: Exported (11), Deprovisioned (12, a Delete) or
+     * PendingExport (14, deferred).
      */
     var `objectChangeType`: ObjectChangeType
     , 
     /**
-     * The error, for a failed export.
+     * The error, for a failed export (never a secret).
      */
     var `errorMessage`: kotlin.String?
     , 
@@ -4245,7 +3910,8 @@ data class ReportItem (
     var `errorType`: ConnectedSystemExportErrorType?
     , 
     /**
-     * The run-history error type JIM's worker records for this item.
+     * The run-history error type JIM's worker records for this item, if any (13 for an invalid
+     * generated DN, 14 for other failures, 7 for an unresolved reference under Error handling).
      */
     var `runHistoryErrorType`: ActivityRunProfileExecutionItemErrorType?
     , 
@@ -4255,9 +3921,9 @@ data class ReportItem (
     var `errorCount`: kotlin.Int
     , 
     /**
-     * Attribute value changes written in this run.
+     * Attribute value changes written in this run (now ExportedPendingConfirmation).
      */
-    var `writtenChangeIds`: List<kotlin.String>
+    var `writtenChangeIds`: List<Uuid>
     , 
     /**
      * All of the export's attribute value changes.
@@ -4267,30 +3933,32 @@ data class ReportItem (
     /**
      * `SourceMetaverseObjectId`.
      */
-    var `sourceMetaverseObjectId`: kotlin.String?
+    var `sourceMetaverseObjectId`: Uuid?
     , 
     /**
      * `QueuedByRunProfileExecutionItemId`.
      */
-    var `queuedByRunProfileExecutionItemId`: kotlin.String?
+    var `queuedByRunProfileExecutionItemId`: Uuid?
     , 
     /**
-     * `ProvisioningSyncRuleId`.
+     * `ProvisioningSyncRuleId` (set on provisioning Creates).
      */
     var `provisioningSyncRuleId`: kotlin.Int?
     , 
     /**
-     * True when this run created the object in the directory.
+     * True when this run created the object in the directory: the host stages its initial password
+     * when `provisioning_sync_rule_id` asks for one.
      */
     var `provisioned`: kotlin.Boolean
     , 
     /**
-     * Anchor values the export changed.
+     * Anchor values the export changed (a new `entryUUID`/`objectGUID`, a new DN).
      */
     var `anchorChanges`: List<AnchorChange>
     , 
     /**
-     * The note naming references that cannot be resolved, if any.
+     * Under the system's Error handling, the note naming references that cannot be resolved because
+     * the referenced object has no CSO in this system (JIM's unresolved-reference message).
      */
     var `unresolvedReferenceNote`: kotlin.String?
     
@@ -4309,19 +3977,19 @@ data class ReportItem (
 public object FfiConverterTypeReportItem: FfiConverterRustBuffer<ReportItem> {
     override fun read(buf: ByteBuffer): ReportItem {
         return ReportItem(
-            FfiConverterString.read(buf),
+            FfiConverterTypeUuid.read(buf),
             FfiConverterTypePendingExportChangeType.read(buf),
-            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeUuid.read(buf),
             FfiConverterTypeItemStatus.read(buf),
             FfiConverterTypeObjectChangeType.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalTypeConnectedSystemExportErrorType.read(buf),
             FfiConverterOptionalTypeActivityRunProfileExecutionItemErrorType.read(buf),
             FfiConverterInt.read(buf),
-            FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceTypeUuid.read(buf),
             FfiConverterUInt.read(buf),
-            FfiConverterOptionalString.read(buf),
-            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeUuid.read(buf),
+            FfiConverterOptionalTypeUuid.read(buf),
             FfiConverterOptionalInt.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterSequenceTypeAnchorChange.read(buf),
@@ -4330,19 +3998,19 @@ public object FfiConverterTypeReportItem: FfiConverterRustBuffer<ReportItem> {
     }
 
     override fun allocationSize(value: ReportItem) = (
-            FfiConverterString.allocationSize(value.`pendingExportId`) +
+            FfiConverterTypeUuid.allocationSize(value.`pendingExportId`) +
             FfiConverterTypePendingExportChangeType.allocationSize(value.`changeType`) +
-            FfiConverterOptionalString.allocationSize(value.`connectedSystemObjectId`) +
+            FfiConverterOptionalTypeUuid.allocationSize(value.`connectedSystemObjectId`) +
             FfiConverterTypeItemStatus.allocationSize(value.`status`) +
             FfiConverterTypeObjectChangeType.allocationSize(value.`objectChangeType`) +
             FfiConverterOptionalString.allocationSize(value.`errorMessage`) +
             FfiConverterOptionalTypeConnectedSystemExportErrorType.allocationSize(value.`errorType`) +
             FfiConverterOptionalTypeActivityRunProfileExecutionItemErrorType.allocationSize(value.`runHistoryErrorType`) +
             FfiConverterInt.allocationSize(value.`errorCount`) +
-            FfiConverterSequenceString.allocationSize(value.`writtenChangeIds`) +
+            FfiConverterSequenceTypeUuid.allocationSize(value.`writtenChangeIds`) +
             FfiConverterUInt.allocationSize(value.`attributeChangeCount`) +
-            FfiConverterOptionalString.allocationSize(value.`sourceMetaverseObjectId`) +
-            FfiConverterOptionalString.allocationSize(value.`queuedByRunProfileExecutionItemId`) +
+            FfiConverterOptionalTypeUuid.allocationSize(value.`sourceMetaverseObjectId`) +
+            FfiConverterOptionalTypeUuid.allocationSize(value.`queuedByRunProfileExecutionItemId`) +
             FfiConverterOptionalInt.allocationSize(value.`provisioningSyncRuleId`) +
             FfiConverterBoolean.allocationSize(value.`provisioned`) +
             FfiConverterSequenceTypeAnchorChange.allocationSize(value.`anchorChanges`) +
@@ -4350,19 +4018,19 @@ public object FfiConverterTypeReportItem: FfiConverterRustBuffer<ReportItem> {
     )
 
     override fun write(value: ReportItem, buf: ByteBuffer) {
-            FfiConverterString.write(value.`pendingExportId`, buf)
+            FfiConverterTypeUuid.write(value.`pendingExportId`, buf)
             FfiConverterTypePendingExportChangeType.write(value.`changeType`, buf)
-            FfiConverterOptionalString.write(value.`connectedSystemObjectId`, buf)
+            FfiConverterOptionalTypeUuid.write(value.`connectedSystemObjectId`, buf)
             FfiConverterTypeItemStatus.write(value.`status`, buf)
             FfiConverterTypeObjectChangeType.write(value.`objectChangeType`, buf)
             FfiConverterOptionalString.write(value.`errorMessage`, buf)
             FfiConverterOptionalTypeConnectedSystemExportErrorType.write(value.`errorType`, buf)
             FfiConverterOptionalTypeActivityRunProfileExecutionItemErrorType.write(value.`runHistoryErrorType`, buf)
             FfiConverterInt.write(value.`errorCount`, buf)
-            FfiConverterSequenceString.write(value.`writtenChangeIds`, buf)
+            FfiConverterSequenceTypeUuid.write(value.`writtenChangeIds`, buf)
             FfiConverterUInt.write(value.`attributeChangeCount`, buf)
-            FfiConverterOptionalString.write(value.`sourceMetaverseObjectId`, buf)
-            FfiConverterOptionalString.write(value.`queuedByRunProfileExecutionItemId`, buf)
+            FfiConverterOptionalTypeUuid.write(value.`sourceMetaverseObjectId`, buf)
+            FfiConverterOptionalTypeUuid.write(value.`queuedByRunProfileExecutionItemId`, buf)
             FfiConverterOptionalInt.write(value.`provisioningSyncRuleId`, buf)
             FfiConverterBoolean.write(value.`provisioned`, buf)
             FfiConverterSequenceTypeAnchorChange.write(value.`anchorChanges`, buf)
@@ -4373,7 +4041,7 @@ public object FfiConverterTypeReportItem: FfiConverterRustBuffer<ReportItem> {
 
 
 /**
- * How a run went, in numbers.
+ * How the run went, in numbers.
  */
 data class RunMetrics (
     /**
@@ -4412,7 +4080,7 @@ data class RunMetrics (
     var `maxInFlight`: kotlin.UInt
     , 
     /**
-     * Mean outstanding operations while operations were outstanding.
+     * Mean directory operations outstanding, sampled every 50 ms while any were.
      */
     var `meanInFlight`: kotlin.Double
     , 
@@ -4437,7 +4105,8 @@ data class RunMetrics (
     var `inFlightLimitIncreases`: kotlin.ULong
     , 
     /**
-     * Times the adaptive limit shrank.
+     * Times the adaptive limit shrank (rising latency, busy, unavailable, unwilling, timeouts, lost
+     * connections).
      */
     var `inFlightLimitDecreases`: kotlin.ULong
     , 
@@ -4452,22 +4121,26 @@ data class RunMetrics (
     var `reconnects`: kotlin.ULong
     , 
     /**
-     * Exports re-attempted after an earlier attempt may have reached the directory.
+     * Exports re-attempted after an earlier attempt may have reached the directory (a crashed or
+     * stopped run's claim, a failure whose outcome was unknown).
      */
     var `recovered`: kotlin.ULong
     , 
     /**
-     * Exports dropped because another engine took their row over after the run's lease ran out.
+     * Exports dropped from the run because another engine took their row over after this run's lease
+     * on it ran out (or it could not be confirmed before the run stopped): nothing more was written
+     * for them and no outcome was persisted.
      */
     var `leaseLost`: kotlin.ULong
     , 
     /**
-     * Median time of an export from the start of its execution to its result, in ms.
+     * Median time of an export from the start of its execution in the directory to its result,
+     * in milliseconds (within 1 %); `None` when no export was executed.
      */
     var `exportLatencyP50Ms`: kotlin.Double?
     , 
     /**
-     * 99th percentile of the same, in ms.
+     * 99th percentile of the same, in milliseconds.
      */
     var `exportLatencyP99Ms`: kotlin.Double?
     
@@ -4556,63 +4229,68 @@ public object FfiConverterTypeRunMetrics: FfiConverterRustBuffer<RunMetrics> {
 
 
 /**
- * How a run behaves. Absent concurrency fields take the dialect's defaults.
+ * How a run behaves. Every field has a default; `null` concurrency fields take the dialect's default.
  */
 data class RunOptions (
     /**
-     * Pending exports claimed per statement (default 100).
+     * Pending exports claimed per statement (default [`DEFAULT_PAGE_SIZE`], JIM's batch size).
      */
     var `pageSize`: kotlin.UInt = 100u 
     , 
     /**
-     * Outcomes persisted per statement at most (default 100).
+     * Outcomes persisted per statement at most (default [`DEFAULT_FLUSH_SIZE`]).
      */
     var `flushSize`: kotlin.UInt = 100u 
     , 
     /**
-     * A partial flush is written after this many milliseconds (default 250).
+     * A partial flush is written after this many milliseconds (default
+     * [`DEFAULT_FLUSH_INTERVAL_MS`]).
      */
     var `flushIntervalMs`: kotlin.ULong = 250uL 
     , 
     /**
-     * Directory connections.
+     * Directory connections; the dialect's default when absent.
      */
     var `connections`: kotlin.UInt? = null 
     , 
     /**
-     * Outstanding operations per connection.
+     * Outstanding operations per connection; the dialect's default when absent.
      */
     var `inFlightPerConnection`: kotlin.UInt? = null 
     , 
     /**
-     * True (the default) for an in-flight limit that adapts to the directory's pace, between
-     * `min_in_flight` and `max_in_flight`; false for a fixed one (the JSON's `"concurrency"`).
+     * How the in-flight limit is set; [`Concurrency::Adaptive`] when absent (optional because UniFFI
+     * has no default for an enum field).
      */
-    var `adaptiveConcurrency`: kotlin.Boolean = true 
+    var `concurrency`: Concurrency? = null 
     , 
     /**
-     * Cap on outstanding operations over all connections: the limit when concurrency is fixed,
-     * the ceiling of the adaptive limit otherwise.
+     * Cap on outstanding operations over all connections. With `fixed` concurrency it is the limit
+     * (connections × per-connection when absent, as before); with `adaptive` it is the ceiling the
+     * limit may grow to (when absent: connections × per-connection if `in_flight_per_connection` is
+     * given, else four times the dialect's default, at most 256).
      */
     var `maxInFlight`: kotlin.UInt? = null 
     , 
     /**
-     * The floor of the adaptive limit (default 1).
+     * The floor of the adaptive limit (default 1); ignored with `fixed` concurrency.
      */
     var `minInFlight`: kotlin.UInt? = null 
     , 
     /**
-     * Cap on directory operations per second.
+     * Cap on directory operations per second; none when absent.
      */
     var `opsPerSecond`: kotlin.UInt? = null 
     , 
     /**
-     * Seconds after which a row left `Executing` by a crashed run may be claimed again (default 900).
+     * Seconds after which a row left `Executing` by a crashed run may be claimed again (default
+     * [`DEFAULT_LEASE_SECONDS`]).
      */
     var `leaseSeconds`: kotlin.ULong = 900uL 
     , 
     /**
-     * In-run retries of an operation that met a transient condition (default 3).
+     * In-run retries of an operation that met a transient condition (default
+     * [`DEFAULT_MAX_OPERATION_RETRIES`]).
      */
     var `maxOperationRetries`: kotlin.UInt = 3u 
     , 
@@ -4622,25 +4300,23 @@ data class RunOptions (
     var `dryRun`: kotlin.Boolean = false 
     , 
     /**
-     * Run even when JIM's schema lacks the migration this engine was built against.
+     * Run even when JIM's `__EFMigrationsHistory` lacks the migration this engine was built against.
      */
     var `skipSchemaCheck`: kotlin.Boolean = false 
     , 
     /**
-     * Least interval between progress events, in milliseconds (default 500).
+     * Least interval between progress events, in milliseconds (default
+     * [`DEFAULT_PROGRESS_INTERVAL_MS`]).
      */
     var `progressIntervalMs`: kotlin.ULong = 500uL 
     , 
     /**
-     * How far the directory's clock may be behind the database's, in seconds (default 300): a
-     * re-attempted Create adopts an existing entry only if it was created after its first attempt.
+     * How far the directory's clock may be behind the database's, in seconds (default
+     * [`DEFAULT_CLOCK_SKEW_SECONDS`], Kerberos's limit in an AD domain). A re-attempted Create
+     * adopts an existing entry only if it was created after the export's first attempt, by this
+     * allowance.
      */
     var `clockSkewSeconds`: kotlin.ULong = 300uL 
-    , 
-    /**
-     * The least severe log record the run hands the listener's `on_log`; `Debug` when absent.
-     */
-    var `logLevel`: LogLevel? = null 
     
 ){
     
@@ -4662,7 +4338,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterULong.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
-            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalTypeConcurrency.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
@@ -4672,7 +4348,6 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
-            FfiConverterOptionalTypeLogLevel.read(buf),
         )
     }
 
@@ -4682,7 +4357,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterULong.allocationSize(value.`flushIntervalMs`) +
             FfiConverterOptionalUInt.allocationSize(value.`connections`) +
             FfiConverterOptionalUInt.allocationSize(value.`inFlightPerConnection`) +
-            FfiConverterBoolean.allocationSize(value.`adaptiveConcurrency`) +
+            FfiConverterOptionalTypeConcurrency.allocationSize(value.`concurrency`) +
             FfiConverterOptionalUInt.allocationSize(value.`maxInFlight`) +
             FfiConverterOptionalUInt.allocationSize(value.`minInFlight`) +
             FfiConverterOptionalUInt.allocationSize(value.`opsPerSecond`) +
@@ -4691,8 +4366,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.allocationSize(value.`dryRun`) +
             FfiConverterBoolean.allocationSize(value.`skipSchemaCheck`) +
             FfiConverterULong.allocationSize(value.`progressIntervalMs`) +
-            FfiConverterULong.allocationSize(value.`clockSkewSeconds`) +
-            FfiConverterOptionalTypeLogLevel.allocationSize(value.`logLevel`)
+            FfiConverterULong.allocationSize(value.`clockSkewSeconds`)
     )
 
     override fun write(value: RunOptions, buf: ByteBuffer) {
@@ -4701,7 +4375,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterULong.write(value.`flushIntervalMs`, buf)
             FfiConverterOptionalUInt.write(value.`connections`, buf)
             FfiConverterOptionalUInt.write(value.`inFlightPerConnection`, buf)
-            FfiConverterBoolean.write(value.`adaptiveConcurrency`, buf)
+            FfiConverterOptionalTypeConcurrency.write(value.`concurrency`, buf)
             FfiConverterOptionalUInt.write(value.`maxInFlight`, buf)
             FfiConverterOptionalUInt.write(value.`minInFlight`, buf)
             FfiConverterOptionalUInt.write(value.`opsPerSecond`, buf)
@@ -4711,14 +4385,13 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.write(value.`skipSchemaCheck`, buf)
             FfiConverterULong.write(value.`progressIntervalMs`, buf)
             FfiConverterULong.write(value.`clockSkewSeconds`, buf)
-            FfiConverterOptionalTypeLogLevel.write(value.`logLevel`, buf)
     }
 }
 
 
 
 /**
- * The result of one export run: JIM's `ExportExecutionResult` fields plus the engine's metrics.
+ * The result of one export run.
  */
 data class RunResult (
     /**
@@ -4727,19 +4400,19 @@ data class RunResult (
     var `connectedSystemId`: kotlin.Int
     , 
     /**
-     * True for a dry run: nothing was written.
+     * True for a dry run (JIM's `PreviewOnly`): nothing was written to the directory or the database.
      */
     var `dryRun`: kotlin.Boolean
     , 
     /**
      * `StartedAt`.
      */
-    var `startedAt`: java.time.Instant
+    var `startedAt`: Timestamp
     , 
     /**
      * `CompletedAt`.
      */
-    var `completedAt`: java.time.Instant
+    var `completedAt`: Timestamp
     , 
     /**
      * `TotalPendingExports`: eligible exports when the run started.
@@ -4747,7 +4420,7 @@ data class RunResult (
     var `totalPendingExports`: kotlin.ULong
     , 
     /**
-     * `SuccessCount`, written-in-part exports included.
+     * `SuccessCount`, written-in-part exports included (as JIM counts them).
      */
     var `successCount`: kotlin.ULong
     , 
@@ -4762,17 +4435,18 @@ data class RunResult (
     var `deferredCount`: kotlin.ULong
     , 
     /**
-     * `PartiallyExportedCount`.
+     * `PartiallyExportedCount`: written in part, still owing references (also in `success_count`).
      */
     var `partiallyExportedCount`: kotlin.ULong
     , 
     /**
-     * `UnresolvableReferenceCount`.
+     * `UnresolvableReferenceCount`: reference values whose MVO has no CSO in the target system.
      */
     var `unresolvableReferenceCount`: kotlin.ULong
     , 
     /**
-     * `ReconciledCount` (always 0).
+     * `ReconciledCount`: always 0. JIM's pre-export Create+Delete reconciliation cannot find a pair
+     * while `IX_PendingExports_ConnectedSystemObjectId_Unique` holds (export-semantics §2.1 step 3).
      */
     var `reconciledCount`: kotlin.ULong
     , 
@@ -4807,12 +4481,13 @@ data class RunResult (
     var `cancelled`: kotlin.Boolean
     , 
     /**
-     * The Activity outcome message in JIM's wording.
+     * The Activity outcome message in JIM's wording (`Export complete: … succeeded, … failed, …
+     * deferred in … (avg … obj/s)`), or the preview message for a dry run.
      */
     var `message`: kotlin.String
     , 
     /**
-     * The directory's dialect.
+     * The directory's dialect (detected from the rootDSE unless configured).
      */
     var `dialect`: Dialect?
     , 
@@ -4838,8 +4513,8 @@ public object FfiConverterTypeRunResult: FfiConverterRustBuffer<RunResult> {
         return RunResult(
             FfiConverterInt.read(buf),
             FfiConverterBoolean.read(buf),
-            FfiConverterTimestamp.read(buf),
-            FfiConverterTimestamp.read(buf),
+            FfiConverterTypeTimestamp.read(buf),
+            FfiConverterTypeTimestamp.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -4862,8 +4537,8 @@ public object FfiConverterTypeRunResult: FfiConverterRustBuffer<RunResult> {
     override fun allocationSize(value: RunResult) = (
             FfiConverterInt.allocationSize(value.`connectedSystemId`) +
             FfiConverterBoolean.allocationSize(value.`dryRun`) +
-            FfiConverterTimestamp.allocationSize(value.`startedAt`) +
-            FfiConverterTimestamp.allocationSize(value.`completedAt`) +
+            FfiConverterTypeTimestamp.allocationSize(value.`startedAt`) +
+            FfiConverterTypeTimestamp.allocationSize(value.`completedAt`) +
             FfiConverterULong.allocationSize(value.`totalPendingExports`) +
             FfiConverterULong.allocationSize(value.`successCount`) +
             FfiConverterULong.allocationSize(value.`failedCount`) +
@@ -4885,8 +4560,8 @@ public object FfiConverterTypeRunResult: FfiConverterRustBuffer<RunResult> {
     override fun write(value: RunResult, buf: ByteBuffer) {
             FfiConverterInt.write(value.`connectedSystemId`, buf)
             FfiConverterBoolean.write(value.`dryRun`, buf)
-            FfiConverterTimestamp.write(value.`startedAt`, buf)
-            FfiConverterTimestamp.write(value.`completedAt`, buf)
+            FfiConverterTypeTimestamp.write(value.`startedAt`, buf)
+            FfiConverterTypeTimestamp.write(value.`completedAt`, buf)
             FfiConverterULong.write(value.`totalPendingExports`, buf)
             FfiConverterULong.write(value.`successCount`, buf)
             FfiConverterULong.write(value.`failedCount`, buf)
@@ -4918,7 +4593,8 @@ data class ScopeContainer (
     var `dn`: kotlin.String
     , 
     /**
-     * Subtree when absent.
+     * Subtree or one level; [`ConnectedSystemContainerScope::Subtree`] when absent (optional because
+     * UniFFI has no default for an enum field).
      */
     var `scope`: ConnectedSystemContainerScope? = null 
     , 
@@ -5035,41 +4711,42 @@ public object FfiConverterTypeStatusCount: FfiConverterRustBuffer<StatusCount> {
 
 
 /**
- * Wake-ups by cause.
+ * Wake-ups by cause. Each wake-up checks the queue (one statement) and runs a pass when something is
+ * due.
  */
 data class WakeUps (
     /**
-     * The first look at the queue.
+     * The first look at the queue when the watch started.
      */
     var `startup`: kotlin.ULong
     , 
     /**
-     * Notifications from the trigger.
+     * A notification from the trigger.
      */
     var `notification`: kotlin.ULong
     , 
     /**
-     * Polls.
+     * A poll (polling mode).
      */
     var `poll`: kotlin.ULong
     , 
     /**
-     * A row's `NextRetryAt` (or a lease) came due.
+     * A row's `NextRetryAt` (or an `Executing` row's lease) came due.
      */
     var `retryDue`: kotlin.ULong
     , 
     /**
-     * The notification listener reconnected.
+     * The notification listener reconnected: notifications sent meanwhile are lost, so it re-scans.
      */
     var `reconnect`: kotlin.ULong
     , 
     /**
-     * Safety re-scans in notification mode.
+     * The safety re-scan of notification mode.
      */
     var `recheck`: kotlin.ULong
     , 
     /**
-     * Retries after an error.
+     * A retry after a pass or a queue check failed (e.g. the database restarting).
      */
     var `afterError`: kotlin.ULong
     
@@ -5126,22 +4803,26 @@ public object FfiConverterTypeWakeUps: FfiConverterRustBuffer<WakeUps> {
  */
 data class WatchOptions (
     /**
-     * Notifications or polling (`None`: [`WakeUpMode::Auto`]).
+     * Notifications or polling; [`WakeUpMode::Auto`] when absent (optional because UniFFI has no
+     * default for an enum field).
      */
     var `wakeUp`: WakeUpMode? = null 
     , 
     /**
-     * The poll interval after a pass that exported something, in milliseconds.
+     * The polling interval right after a pass that exported something, in milliseconds (default
+     * [`DEFAULT_POLL_MIN_MS`]).
      */
     var `pollMinMs`: kotlin.ULong = 100uL 
     , 
     /**
-     * The longest poll interval, reached by doubling while idle, in milliseconds.
+     * The longest polling interval, reached after a run of idle polls, in milliseconds (default
+     * [`DEFAULT_POLL_MAX_MS`]).
      */
     var `pollMaxMs`: kotlin.ULong = 3000uL 
     , 
     /**
-     * With notifications, the safety re-scan interval, in milliseconds.
+     * With notifications, a safety re-scan this often even without one, in milliseconds (default
+     * [`DEFAULT_NOTIFY_RECHECK_MS`]): covers a trigger dropped while the watch runs.
      */
     var `notifyRecheckMs`: kotlin.ULong = 60000uL 
     
@@ -5185,33 +4866,26 @@ public object FfiConverterTypeWatchOptions: FfiConverterRustBuffer<WatchOptions>
 
 
 /**
- * A continuous export of one or several connected systems on one database.
+ * A continuous export of one or several connected systems: each request names its system, its
+ * directory, settings and run options; all must name the same database (the watch shares one pool
+ * and one notification listener between them) and different systems.
  */
 data class WatchRequest (
     /**
-     * One export request per connected system (same database, different systems, no dry run).
+     * One export request per connected system.
      */
     var `requests`: List<ExportRequest>
     , 
     /**
      * How the watch waits for work.
      */
-    var `watch`: WatchOptions
+    var `watch`: WatchOptions = WatchOptions() 
     
-): Disposable{
-    
-
+){
     
 
     
-    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
-    override fun destroy() {
-        
-    Disposable.destroy(
-        this.`requests`,
-        this.`watch`
-    )
-    }
+
     
     companion object
 }
@@ -5245,14 +4919,14 @@ public object FfiConverterTypeWatchRequest: FfiConverterRustBuffer<WatchRequest>
  */
 data class WatchResult (
     /**
-     * When it started.
+     * When the watch started.
      */
-    var `startedAt`: java.time.Instant
+    var `startedAt`: Timestamp
     , 
     /**
      * When it stopped.
      */
-    var `completedAt`: java.time.Instant
+    var `completedAt`: Timestamp
     , 
     /**
      * Notifications or polling.
@@ -5260,12 +4934,12 @@ data class WatchResult (
     var `mode`: WatchMode
     , 
     /**
-     * Whether the trigger was installed at the start.
+     * Whether the notifying trigger was installed when the watch started.
      */
     var `triggerInstalled`: kotlin.Boolean
     , 
     /**
-     * Reconnections of the notification listener.
+     * Times the notification listener lost its connection and reconnected.
      */
     var `listenerReconnects`: kotlin.ULong
     , 
@@ -5290,7 +4964,7 @@ data class WatchResult (
     var `systems`: List<WatchSystemResult>
     , 
     /**
-     * A one-line summary.
+     * A one-line summary for the host's log.
      */
     var `message`: kotlin.String
     
@@ -5309,8 +4983,8 @@ data class WatchResult (
 public object FfiConverterTypeWatchResult: FfiConverterRustBuffer<WatchResult> {
     override fun read(buf: ByteBuffer): WatchResult {
         return WatchResult(
-            FfiConverterTimestamp.read(buf),
-            FfiConverterTimestamp.read(buf),
+            FfiConverterTypeTimestamp.read(buf),
+            FfiConverterTypeTimestamp.read(buf),
             FfiConverterTypeWatchMode.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
@@ -5323,8 +4997,8 @@ public object FfiConverterTypeWatchResult: FfiConverterRustBuffer<WatchResult> {
     }
 
     override fun allocationSize(value: WatchResult) = (
-            FfiConverterTimestamp.allocationSize(value.`startedAt`) +
-            FfiConverterTimestamp.allocationSize(value.`completedAt`) +
+            FfiConverterTypeTimestamp.allocationSize(value.`startedAt`) +
+            FfiConverterTypeTimestamp.allocationSize(value.`completedAt`) +
             FfiConverterTypeWatchMode.allocationSize(value.`mode`) +
             FfiConverterBoolean.allocationSize(value.`triggerInstalled`) +
             FfiConverterULong.allocationSize(value.`listenerReconnects`) +
@@ -5336,8 +5010,8 @@ public object FfiConverterTypeWatchResult: FfiConverterRustBuffer<WatchResult> {
     )
 
     override fun write(value: WatchResult, buf: ByteBuffer) {
-            FfiConverterTimestamp.write(value.`startedAt`, buf)
-            FfiConverterTimestamp.write(value.`completedAt`, buf)
+            FfiConverterTypeTimestamp.write(value.`startedAt`, buf)
+            FfiConverterTypeTimestamp.write(value.`completedAt`, buf)
             FfiConverterTypeWatchMode.write(value.`mode`, buf)
             FfiConverterBoolean.write(value.`triggerInstalled`, buf)
             FfiConverterULong.write(value.`listenerReconnects`, buf)
@@ -5361,17 +5035,17 @@ data class WatchSystemResult (
     var `connectedSystemId`: kotlin.Int
     , 
     /**
-     * Passes over the queue.
+     * Passes over the queue (each like one `run_export`, reported through the listener as such).
      */
     var `passes`: kotlin.ULong
     , 
     /**
-     * Passes that stopped on an error.
+     * Passes that stopped on an error (retried after a pause).
      */
     var `failedPasses`: kotlin.ULong
     , 
     /**
-     * Exports processed.
+     * Exports processed over all passes (succeeded, failed or deferred).
      */
     var `exports`: kotlin.ULong
     , 
@@ -5396,7 +5070,7 @@ data class WatchSystemResult (
     var `wakeUps`: WakeUps
     , 
     /**
-     * The last error met, if any.
+     * The last error a pass or queue check met, if any.
      */
     var `lastError`: kotlin.String?
     
@@ -5455,102 +5129,34 @@ public object FfiConverterTypeWatchSystemResult: FfiConverterRustBuffer<WatchSys
 
 
 /**
- * `ActivityRunProfileExecutionItems.ErrorType` (JIM's numbers).
+ * `ActivityRunProfileExecutionItems.ErrorType`; export uses `UnresolvedReference`,
+ * `InvalidGeneratedExternalId` and `UnhandledError`.
  */
 
 enum class ActivityRunProfileExecutionItemErrorType(val value: kotlin.Int) {
     
-    /**
-     * Not set.
-     */
     NOT_SET(0),
-    /**
-     * Ambiguous match.
-     */
     AMBIGUOUS_MATCH(1),
-    /**
-     * Could not match the object type.
-     */
     COULD_NOT_MATCH_OBJECT_TYPE(2),
-    /**
-     * Could not join because of an existing join.
-     */
     COULD_NOT_JOIN_DUE_TO_EXISTING_JOIN(3),
-    /**
-     * Duplicate imported attributes.
-     */
     DUPLICATE_IMPORTED_ATTRIBUTES(4),
-    /**
-     * Missing external id value.
-     */
     MISSING_EXTERNAL_ID_ATTRIBUTE_VALUE(5),
-    /**
-     * Unexpected attribute.
-     */
     UNEXPECTED_ATTRIBUTE(6),
-    /**
-     * Unresolved reference.
-     */
     UNRESOLVED_REFERENCE(7),
-    /**
-     * Unsupported external id attribute type.
-     */
     UNSUPPORTED_EXTERNAL_ID_ATTRIBUTE_TYPE(8),
-    /**
-     * Export not confirmed.
-     */
     EXPORT_NOT_CONFIRMED(9),
-    /**
-     * Export confirmation failed.
-     */
     EXPORT_CONFIRMATION_FAILED(10),
-    /**
-     * CSO creation failed.
-     */
     CSO_CREATION_FAILED(11),
-    /**
-     * Duplicate object.
-     */
     DUPLICATE_OBJECT(12),
-    /**
-     * Invalid generated external id (DN).
-     */
     INVALID_GENERATED_EXTERNAL_ID(13),
-    /**
-     * Unhandled error.
-     */
     UNHANDLED_ERROR(14),
-    /**
-     * Expression evaluation error.
-     */
     EXPRESSION_EVALUATION_ERROR(15),
-    /**
-     * Expression missing input.
-     */
     EXPRESSION_MISSING_INPUT(16),
-    /**
-     * Multi-valued to single-valued.
-     */
     MULTI_VALUED_TO_SINGLE_VALUED(17),
-    /**
-     * Delta import fell back to full import.
-     */
     DELTA_IMPORT_FALLBACK_TO_FULL_IMPORT(18),
-    /**
-     * Import hash verification failed.
-     */
     IMPORT_HASH_VERIFICATION_FAILED(19),
-    /**
-     * Import attribute value error.
-     */
     IMPORT_ATTRIBUTE_VALUE_ERROR(20),
-    /**
-     * Connector configuration error.
-     */
     CONNECTOR_CONFIGURATION_ERROR(21),
-    /**
-     * Could not export because of an existing CSO.
-     */
     COULD_NOT_EXPORT_DUE_TO_EXISTING_CONNECTED_SYSTEM_OBJECT(22);
 
     
@@ -5582,12 +5188,132 @@ public object FfiConverterTypeActivityRunProfileExecutionItemErrorType: FfiConve
 
 
 /**
- * How the engine authenticates to the directory.
+ * `ConnectedSystemAttributes.Type` (`AttributeDataType`): which typed slot holds a value.
  */
-sealed class Bind: Disposable  {
+
+enum class AttributeDataType(val value: kotlin.Int) {
+    
+    NOT_SET(0),
+    TEXT(1),
+    NUMBER(2),
+    DATE_TIME(3),
+    BINARY(4),
+    REFERENCE(5),
+    GUID(6),
+    BOOLEAN(7),
+    LONG_NUMBER(8),
+    DECIMAL(9);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAttributeDataType: FfiConverterRustBuffer<AttributeDataType> {
+    override fun read(buf: ByteBuffer) = try {
+        AttributeDataType.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AttributeDataType) = 4UL
+
+    override fun write(value: AttributeDataType, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectedSystemAttributes.AttributePlurality`.
+ */
+
+enum class AttributePlurality(val value: kotlin.Int) {
+    
+    SINGLE_VALUED(0),
+    MULTI_VALUED(1);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAttributePlurality: FfiConverterRustBuffer<AttributePlurality> {
+    override fun read(buf: ByteBuffer) = try {
+        AttributePlurality.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AttributePlurality) = 4UL
+
+    override fun write(value: AttributePlurality, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectedSystemAttributes.Writability` (`AttributeWritability`).
+ */
+
+enum class AttributeWritability(val value: kotlin.Int) {
+    
+    WRITABLE(0),
+    READ_ONLY(1),
+    WRITABLE_ON_CREATE(2);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAttributeWritability: FfiConverterRustBuffer<AttributeWritability> {
+    override fun read(buf: ByteBuffer) = try {
+        AttributeWritability.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AttributeWritability) = 4UL
+
+    override fun write(value: AttributeWritability, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How the engine authenticates.
+ */
+sealed class Bind {
     
     /**
-     * Simple bind with a DN (or, for AD, a UPN) and a password decrypted by the host.
+     * Simple bind with a DN (or, for AD, a UPN) and a password, decrypted by the host.
      */
     data class Simple(
         /**
@@ -5595,7 +5321,7 @@ sealed class Bind: Disposable  {
          */
         val `dn`: kotlin.String, 
         /**
-         * The password.
+         * The password; never logged.
          */
         val `password`: org.jim.export.Secret) : Bind()
         
@@ -5612,11 +5338,16 @@ sealed class Bind: Disposable  {
     
     
     /**
-     * NTLM (SASL GSS-SPNEGO with NTLMSSP) for Active Directory; use it over TLS.
+     * NTLM (SASL GSS-SPNEGO carrying NTLMSSP), which JIM's connector offers beside simple bind for
+     * Active Directory. Use it over TLS (`ldaps://` or StartTLS): the NTLM session is neither signed
+     * nor sealed (TLS protects it, and its channel binding is sent). Windows AD accepts that; a Samba
+     * DC only with `ldap server require strong auth = allow_sasl_over_tls` (its default `yes`
+     * demands signing or sealing even over TLS).
      */
     data class Ntlm(
         /**
-         * The account name; without `domain` also `DOMAIN` backslash `user` or `user@dns.domain`.
+         * The account name (`sAMAccountName`); without `domain` it may also be `DOMAIN` backslash `user` or
+         * `user@dns.domain`.
          */
         val `username`: kotlin.String, 
         /**
@@ -5624,7 +5355,7 @@ sealed class Bind: Disposable  {
          */
         val `domain`: kotlin.String?, 
         /**
-         * The password.
+         * The password; never logged.
          */
         val `password`: org.jim.export.Secret) : Bind()
         
@@ -5635,31 +5366,6 @@ sealed class Bind: Disposable  {
     }
     
 
-    
-    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
-    override fun destroy() {
-        when(this) {
-            is Bind.Simple -> {
-                
-    Disposable.destroy(
-        this.`dn`,
-        this.`password`
-    )
-                
-            }
-            is Bind.SaslExternal -> {// Nothing to destroy
-            }
-            is Bind.Ntlm -> {
-                
-    Disposable.destroy(
-        this.`username`,
-        this.`domain`,
-        this.`password`
-    )
-                
-            }
-        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
-    }
     
 
     
@@ -5743,18 +5449,57 @@ public object FfiConverterTypeBind : FfiConverterRustBuffer<Bind>{
 
 
 /**
- * `ConnectedSystemContainers.Scope` (JIM's numbers).
+ * How the limit on directory operations in flight is set.
+ */
+
+enum class Concurrency {
+    
+    /**
+     * Found while the run goes on: it starts at the dialect's default, grows while operation
+     * latency holds and shrinks when it rises or the directory pushes back (busy, unavailable,
+     * unwilling, timeouts, lost connections), between `min_in_flight` and `max_in_flight`.
+     */
+    ADAPTIVE,
+    /**
+     * Constant: `max_in_flight`, or connections × per-connection.
+     */
+    FIXED;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConcurrency: FfiConverterRustBuffer<Concurrency> {
+    override fun read(buf: ByteBuffer) = try {
+        Concurrency.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Concurrency) = 4UL
+
+    override fun write(value: Concurrency, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectedSystemContainers.Scope` (`ConnectedSystemContainerScope`).
  */
 
 enum class ConnectedSystemContainerScope(val value: kotlin.Int) {
     
-    /**
-     * The container and everything below it.
-     */
     SUBTREE(0),
-    /**
-     * The container's direct children.
-     */
     ONE_LEVEL(1);
 
     
@@ -5786,34 +5531,17 @@ public object FfiConverterTypeConnectedSystemContainerScope: FfiConverterRustBuf
 
 
 /**
- * What a connector reports as the kind of a failed export (JIM's numbers).
+ * What a connector reports as the kind of a failed export (`ConnectedSystemExportErrorType`; not
+ * persisted by JIM, but carried in the per-export report so the host can build its run history).
  */
 
 enum class ConnectedSystemExportErrorType(val value: kotlin.Int) {
     
-    /**
-     * Anything else.
-     */
     GENERAL(0),
-    /**
-     * The generated DN is invalid.
-     */
     INVALID_GENERATED_EXTERNAL_ID(1),
-    /**
-     * The target lies outside the managed scope.
-     */
     OUTSIDE_MANAGED_SCOPE(2),
-    /**
-     * The placeholder member broke a constraint.
-     */
     PLACEHOLDER_MEMBER_CONSTRAINT_VIOLATION(3),
-    /**
-     * Something the export needs does not exist.
-     */
     MISSING_DEPENDENCY(4),
-    /**
-     * A concurrent change got in the way.
-     */
     CONCURRENCY_CONFLICT(5);
 
     
@@ -5845,7 +5573,250 @@ public object FfiConverterTypeConnectedSystemExportErrorType: FfiConverterRustBu
 
 
 /**
- * PostgreSQL's `sslmode`. Only `VerifyCa` and `VerifyFull` check the server's certificate.
+ * `ConnectedSystemObjects.JoinType` (`ConnectedSystemObjectJoinType`).
+ */
+
+enum class ConnectedSystemObjectJoinType(val value: kotlin.Int) {
+    
+    NOT_JOINED(0),
+    PROJECTED(1),
+    PROVISIONED(2),
+    JOINED(3);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectedSystemObjectJoinType: FfiConverterRustBuffer<ConnectedSystemObjectJoinType> {
+    override fun read(buf: ByteBuffer) = try {
+        ConnectedSystemObjectJoinType.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConnectedSystemObjectJoinType) = 4UL
+
+    override fun write(value: ConnectedSystemObjectJoinType, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectedSystemObjects.Status` (`ConnectedSystemObjectStatus`).
+ */
+
+enum class ConnectedSystemObjectStatus(val value: kotlin.Int) {
+    
+    NORMAL(0),
+    OBSOLETE(1),
+    PENDING_PROVISIONING(2);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectedSystemObjectStatus: FfiConverterRustBuffer<ConnectedSystemObjectStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        ConnectedSystemObjectStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConnectedSystemObjectStatus) = 4UL
+
+    override fun write(value: ConnectedSystemObjectStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectedSystemRunProfiles.RunType` and `Activities.ConnectedSystemRunType`.
+ */
+
+enum class ConnectedSystemRunType(val value: kotlin.Int) {
+    
+    NOT_SET(0),
+    FULL_IMPORT(1),
+    DELTA_IMPORT(2),
+    FULL_SYNCHRONISATION(3),
+    DELTA_SYNCHRONISATION(4),
+    EXPORT(5);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectedSystemRunType: FfiConverterRustBuffer<ConnectedSystemRunType> {
+    override fun read(buf: ByteBuffer) = try {
+        ConnectedSystemRunType.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConnectedSystemRunType) = 4UL
+
+    override fun write(value: ConnectedSystemRunType, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectorDefinitionSettings.Category` (`ConnectedSystemSettingCategory`).
+ */
+
+enum class ConnectedSystemSettingCategory(val value: kotlin.Int) {
+    
+    CONNECTIVITY(0),
+    GENERAL(1),
+    CAPABILITIES(2),
+    SCHEMA(3),
+    IMPORT(4),
+    EXPORT(5);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectedSystemSettingCategory: FfiConverterRustBuffer<ConnectedSystemSettingCategory> {
+    override fun read(buf: ByteBuffer) = try {
+        ConnectedSystemSettingCategory.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConnectedSystemSettingCategory) = 4UL
+
+    override fun write(value: ConnectedSystemSettingCategory, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectorDefinitionSettings.Type` (`ConnectedSystemSettingType`).
+ */
+
+enum class ConnectedSystemSettingType(val value: kotlin.Int) {
+    
+    STRING(0),
+    STRING_ENCRYPTED(1),
+    INTEGER(2),
+    HEADING(3),
+    LABEL(4),
+    TEXT(5),
+    DROP_DOWN(6),
+    CHECK_BOX(7),
+    DIVIDER(8),
+    FILE(9);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectedSystemSettingType: FfiConverterRustBuffer<ConnectedSystemSettingType> {
+    override fun read(buf: ByteBuffer) = try {
+        ConnectedSystemSettingType.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConnectedSystemSettingType) = 4UL
+
+    override fun write(value: ConnectedSystemSettingType, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ConnectedSystems.Status` (`ConnectedSystemStatus`).
+ */
+
+enum class ConnectedSystemStatus(val value: kotlin.Int) {
+    
+    ACTIVE(0),
+    DISABLED(1),
+    DELETING(2);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConnectedSystemStatus: FfiConverterRustBuffer<ConnectedSystemStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        ConnectedSystemStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ConnectedSystemStatus) = 4UL
+
+    override fun write(value: ConnectedSystemStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * PostgreSQL's `sslmode`. Only `verify_ca` and `verify_full` check the server's certificate;
+ * `prefer` (libpq's default) silently falls back to an unverified or plain connection.
  */
 
 enum class DatabaseTlsMode {
@@ -5900,13 +5871,13 @@ public object FfiConverterTypeDatabaseTlsMode: FfiConverterRustBuffer<DatabaseTl
 
 
 /**
- * JIM's `Delete Behaviour` setting.
+ * `Delete Behaviour`.
  */
 
 enum class DeleteBehaviour {
     
     /**
-     * Send a Delete.
+     * Send a Delete (a missing entry counts as deleted).
      */
     DELETE,
     /**
@@ -5943,17 +5914,18 @@ public object FfiConverterTypeDeleteBehaviour: FfiConverterRustBuffer<DeleteBeha
 
 
 /**
- * The kind of directory; detected from the rootDSE unless given.
+ * The kind of directory, which decides anchors, placeholders and concurrency defaults
+ * (`ldap-export.md` §6). JIM distinguishes Samba AD from Windows AD by `vendorName`.
  */
 
 enum class Dialect {
     
     /**
-     * Windows Active Directory.
+     * Windows Active Directory (AD DS or AD LDS).
      */
     ACTIVE_DIRECTORY,
     /**
-     * Samba as an AD domain controller.
+     * Samba acting as an AD domain controller.
      */
     SAMBA_AD,
     /**
@@ -5961,7 +5933,7 @@ enum class Dialect {
      */
     OPEN_LDAP,
     /**
-     * 389 Directory Server.
+     * 389 Directory Server / Red Hat Directory Server.
      */
     DS389,
     /**
@@ -6055,7 +6027,7 @@ enum class DirectoryTlsMode {
      */
     NONE,
     /**
-     * LDAP upgraded with StartTLS.
+     * LDAP upgraded with the StartTLS extended operation.
      */
     START_TLS,
     /**
@@ -6377,26 +6349,14 @@ public object FfiConverterTypeExportError : FfiConverterRustBuffer<ExportExcepti
 
 
 /**
- * The phase a progress event describes (JIM's `ExportPhase`).
+ * The phase a progress report describes (`ExportPhase`).
  */
 
 enum class ExportPhase(val value: kotlin.Int) {
     
-    /**
-     * Counting and connecting.
-     */
     PREPARING(0),
-    /**
-     * Exports without references.
-     */
     EXECUTING(1),
-    /**
-     * Reference-bearing exports.
-     */
     RESOLVING_REFERENCES(2),
-    /**
-     * Done.
-     */
     COMPLETED(3);
 
     
@@ -6428,25 +6388,27 @@ public object FfiConverterTypeExportPhase: FfiConverterRustBuffer<ExportPhase> {
 
 
 /**
- * How one export ended in a run.
+ * How one export ended in this run.
  */
 
 enum class ItemStatus {
     
     /**
-     * Everything writable was written.
+     * Everything writable was written; the export waits for JIM's confirming import.
      */
     SUCCEEDED,
     /**
-     * Written in part: some references are still unresolved.
+     * Written in part: some references are still unresolved, the export stays Pending and owes them
+     * (JIM counts it as succeeded and as written in part).
      */
     PARTLY_WRITTEN,
     /**
-     * Nothing was writable now; due again in 5 minutes, no error counted.
+     * Nothing was writable now (or a Create it depends on failed); due again in 5 minutes, no error
+     * counted.
      */
     DEFERRED,
     /**
-     * The attempt failed.
+     * The attempt failed; `error_count` says how many attempts failed so far.
      */
     FAILED;
 
@@ -6550,11 +6512,7 @@ public object FfiConverterTypeListenerError : FfiConverterRustBuffer<ListenerExc
 
 
 /**
- * Severity of a log record (`crate::engine::LogRecord`), as in `tracing` (and
- * Microsoft.Extensions.Logging's levels minus Critical), ordered from the most verbose. As a
- * threshold (`options.log_level`) it is the least severe record a host receives; the default,
- * `Debug`, lets through every record hosts received before the library's `tracing` events reached
- * them.
+ * Severity of a log record.
  */
 
 enum class LogLevel {
@@ -6568,15 +6526,15 @@ enum class LogLevel {
      */
     DEBUG,
     /**
-     * Normal operation (e.g. `MetricsCheckpoint` lines).
+     * Normal operation.
      */
     INFO,
     /**
-     * Something the operator should know; expected per-object failures are never above this.
+     * Something the operator should know.
      */
     WARN,
     /**
-     * The run itself failed.
+     * The run failed.
      */
     ERROR;
 
@@ -6609,78 +6567,102 @@ public object FfiConverterTypeLogLevel: FfiConverterRustBuffer<LogLevel> {
 
 
 /**
- * JIM's run-history change type (`ObjectChangeType`, JIM's numbers).
+ * `MetaverseObjects.Origin` (`MetaverseObjectOrigin`).
+ */
+
+enum class MetaverseObjectOrigin(val value: kotlin.Int) {
+    
+    PROJECTED(0),
+    INTERNAL(1);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMetaverseObjectOrigin: FfiConverterRustBuffer<MetaverseObjectOrigin> {
+    override fun read(buf: ByteBuffer) = try {
+        MetaverseObjectOrigin.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: MetaverseObjectOrigin) = 4UL
+
+    override fun write(value: MetaverseObjectOrigin, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `MetaverseObjects.Status` (`MetaverseObjectStatus`).
+ */
+
+enum class MetaverseObjectStatus(val value: kotlin.Int) {
+    
+    NORMAL(0),
+    OBSOLETE(1);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeMetaverseObjectStatus: FfiConverterRustBuffer<MetaverseObjectStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        MetaverseObjectStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: MetaverseObjectStatus) = 4UL
+
+    override fun write(value: MetaverseObjectStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `ActivityRunProfileExecutionItems.ObjectChangeType` (`ObjectChangeType`); export writes
+ * `Exported`, `Deprovisioned` and `PendingExport`.
  */
 
 enum class ObjectChangeType(val value: kotlin.Int) {
     
-    /**
-     * Not set.
-     */
     NOT_SET(0),
-    /**
-     * Added.
-     */
     ADDED(1),
-    /**
-     * Updated.
-     */
     UPDATED(2),
-    /**
-     * Deleted.
-     */
     DELETED(3),
-    /**
-     * Projected.
-     */
     PROJECTED(4),
-    /**
-     * Joined.
-     */
     JOINED(5),
-    /**
-     * Attribute flow.
-     */
     ATTRIBUTE_FLOW(6),
-    /**
-     * Disconnected.
-     */
     DISCONNECTED(7),
-    /**
-     * Disconnected, out of scope.
-     */
     DISCONNECTED_OUT_OF_SCOPE(8),
-    /**
-     * Out of scope, join retained.
-     */
     OUT_OF_SCOPE_RETAIN_JOIN(9),
-    /**
-     * Drift correction.
-     */
     DRIFT_CORRECTION(10),
-    /**
-     * Exported (a Create or Update).
-     */
     EXPORTED(11),
-    /**
-     * Deprovisioned (a Delete).
-     */
     DEPROVISIONED(12),
-    /**
-     * No change.
-     */
     NO_CHANGE(13),
-    /**
-     * Still pending (deferred).
-     */
     PENDING_EXPORT(14),
-    /**
-     * Pending export confirmed.
-     */
     PENDING_EXPORT_CONFIRMED(15),
-    /**
-     * Created.
-     */
     CREATED(16);
 
     
@@ -6712,22 +6694,103 @@ public object FfiConverterTypeObjectChangeType: FfiConverterRustBuffer<ObjectCha
 
 
 /**
- * `PendingExports.ChangeType` (JIM's numbers).
+ * `PendingExportAttributeValueChanges.Status` (`PendingExportAttributeChangeStatus`).
+ */
+
+enum class PendingExportAttributeChangeStatus(val value: kotlin.Int) {
+    
+    PENDING(0),
+    EXPORTED_PENDING_CONFIRMATION(1),
+    EXPORTED_NOT_CONFIRMED(2),
+    FAILED(3);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePendingExportAttributeChangeStatus: FfiConverterRustBuffer<PendingExportAttributeChangeStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        PendingExportAttributeChangeStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PendingExportAttributeChangeStatus) = 4UL
+
+    override fun write(value: PendingExportAttributeChangeStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `PendingExportAttributeValueChanges.ChangeType` (`PendingExportAttributeChangeType`).
+ */
+
+enum class PendingExportAttributeChangeType(val value: kotlin.Int) {
+    
+    /**
+     * Add one value to a multi-valued attribute (LDAP `add`).
+     */
+    ADD(0),
+    /**
+     * Set a single-valued attribute (LDAP `replace`); all value slots NULL means clear.
+     */
+    UPDATE(1),
+    /**
+     * Remove one value (LDAP `delete` of that value).
+     */
+    REMOVE(2),
+    /**
+     * Clear the whole attribute (LDAP `replace` with no values).
+     */
+    REMOVE_ALL(3);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePendingExportAttributeChangeType: FfiConverterRustBuffer<PendingExportAttributeChangeType> {
+    override fun read(buf: ByteBuffer) = try {
+        PendingExportAttributeChangeType.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: PendingExportAttributeChangeType) = 4UL
+
+    override fun write(value: PendingExportAttributeChangeType, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * `PendingExports.ChangeType` (`PendingExportChangeType`).
  */
 
 enum class PendingExportChangeType(val value: kotlin.Int) {
     
-    /**
-     * Create.
-     */
     CREATE(0),
-    /**
-     * Update.
-     */
     UPDATE(1),
-    /**
-     * Delete.
-     */
     DELETE(2);
 
     
@@ -6759,30 +6822,15 @@ public object FfiConverterTypePendingExportChangeType: FfiConverterRustBuffer<Pe
 
 
 /**
- * `PendingExports.Status` (JIM's numbers).
+ * `PendingExports.Status` (`PendingExportStatus`).
  */
 
 enum class PendingExportStatus(val value: kotlin.Int) {
     
-    /**
-     * Waiting to be exported (or backing off).
-     */
     PENDING(0),
-    /**
-     * Exported, but the confirming import did not see every change.
-     */
     EXPORT_NOT_CONFIRMED(1),
-    /**
-     * Claimed by a run.
-     */
     EXECUTING(2),
-    /**
-     * Out of retries.
-     */
     FAILED(3),
-    /**
-     * Exported, waiting for the confirming import.
-     */
     EXPORTED(4);
 
     
@@ -6814,22 +6862,13 @@ public object FfiConverterTypePendingExportStatus: FfiConverterRustBuffer<Pendin
 
 
 /**
- * `ConnectedSystems.UnresolvedReferenceHandling` (JIM's numbers).
+ * `ConnectedSystems.UnresolvedReferenceHandling`: what an unresolvable reference produces.
  */
 
 enum class UnresolvedReferenceHandling(val value: kotlin.Int) {
     
-    /**
-     * Report an error.
-     */
     ERROR(0),
-    /**
-     * Warn.
-     */
     WARN(1),
-    /**
-     * Ignore.
-     */
     IGNORE(2);
 
     
@@ -6861,17 +6900,56 @@ public object FfiConverterTypeUnresolvedReferenceHandling: FfiConverterRustBuffe
 
 
 /**
+ * Why a reference is not yet written (`UnresolvedReferenceReason`, JIM's UI/DTO enum).
+ */
+
+enum class UnresolvedReferenceReason(val value: kotlin.Int) {
+    
+    RESOLVABLE(0),
+    AWAITING_ANCHOR(1),
+    NOT_IN_TARGET_SYSTEM(2);
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeUnresolvedReferenceReason: FfiConverterRustBuffer<UnresolvedReferenceReason> {
+    override fun read(buf: ByteBuffer) = try {
+        UnresolvedReferenceReason.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: UnresolvedReferenceReason) = 4UL
+
+    override fun write(value: UnresolvedReferenceReason, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * How a watch learns that pending exports were staged.
  */
 
 enum class WakeUpMode {
     
     /**
-     * Notifications when the engine's trigger is installed, polling otherwise.
+     * PostgreSQL notifications when the engine's trigger is installed on `"PendingExports"` (see
+     * [`crate::engine::notify_trigger_sql`]), polling otherwise.
      */
     AUTO,
     /**
-     * Polling only.
+     * Polling only, even when the trigger is installed.
      */
     POLL;
 
@@ -6910,7 +6988,7 @@ public object FfiConverterTypeWakeUpMode: FfiConverterRustBuffer<WakeUpMode> {
 enum class WatchMode {
     
     /**
-     * PostgreSQL notifications from the engine's trigger.
+     * PostgreSQL notifications from the engine's trigger, with a slow safety re-scan.
      */
     NOTIFICATIONS,
     /**
@@ -7238,6 +7316,38 @@ public object FfiConverterOptionalTypeActivityRunProfileExecutionItemErrorType: 
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeConcurrency: FfiConverterRustBuffer<Concurrency?> {
+    override fun read(buf: ByteBuffer): Concurrency? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeConcurrency.read(buf)
+    }
+
+    override fun allocationSize(value: Concurrency?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeConcurrency.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Concurrency?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeConcurrency.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeConnectedSystemContainerScope: FfiConverterRustBuffer<ConnectedSystemContainerScope?> {
     override fun read(buf: ByteBuffer): ConnectedSystemContainerScope? {
         if (buf.get().toInt() == 0) {
@@ -7430,38 +7540,6 @@ public object FfiConverterOptionalTypeDirectoryTlsMode: FfiConverterRustBuffer<D
 /**
  * @suppress
  */
-public object FfiConverterOptionalTypeLogLevel: FfiConverterRustBuffer<LogLevel?> {
-    override fun read(buf: ByteBuffer): LogLevel? {
-        if (buf.get().toInt() == 0) {
-            return null
-        }
-        return FfiConverterTypeLogLevel.read(buf)
-    }
-
-    override fun allocationSize(value: LogLevel?): ULong {
-        if (value == null) {
-            return 1UL
-        } else {
-            return 1UL + FfiConverterTypeLogLevel.allocationSize(value)
-        }
-    }
-
-    override fun write(value: LogLevel?, buf: ByteBuffer) {
-        if (value == null) {
-            buf.put(0)
-        } else {
-            buf.put(1)
-            FfiConverterTypeLogLevel.write(value, buf)
-        }
-    }
-}
-
-
-
-
-/**
- * @suppress
- */
 public object FfiConverterOptionalTypePendingExportChangeType: FfiConverterRustBuffer<PendingExportChangeType?> {
     override fun read(buf: ByteBuffer): PendingExportChangeType? {
         if (buf.get().toInt() == 0) {
@@ -7580,6 +7658,38 @@ public object FfiConverterOptionalTypeWakeUpMode: FfiConverterRustBuffer<WakeUpM
         } else {
             buf.put(1)
             FfiConverterTypeWakeUpMode.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeUuid: FfiConverterRustBuffer<Uuid?> {
+    override fun read(buf: ByteBuffer): Uuid? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeUuid.read(buf)
+    }
+
+    override fun allocationSize(value: Uuid?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeUuid.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Uuid?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeUuid.write(value, buf)
         }
     }
 }
@@ -7807,6 +7917,79 @@ public object FfiConverterSequenceTypeWatchSystemResult: FfiConverterRustBuffer<
         }
     }
 }
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeUuid: FfiConverterRustBuffer<List<Uuid>> {
+    override fun read(buf: ByteBuffer): List<Uuid> {
+        val len = buf.getInt()
+        return List<Uuid>(len) {
+            FfiConverterTypeUuid.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Uuid>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeUuid.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Uuid>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeUuid.write(it, buf)
+        }
+    }
+}
+
+
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSecret: FfiConverter<Secret, RustBuffer.ByValue> {
+    override fun lift(value: RustBuffer.ByValue): Secret {
+        val builtinValue = FfiConverterString.lift(value)
+        return Secret(builtinValue)
+    }
+
+    override fun lower(value: Secret): RustBuffer.ByValue {
+        val builtinValue = value.expose()
+        return FfiConverterString.lower(builtinValue)
+    }
+
+    override fun read(buf: ByteBuffer): Secret {
+        val builtinValue = FfiConverterString.read(buf)
+        return Secret(builtinValue)
+    }
+
+    override fun allocationSize(value: Secret): ULong {
+        val builtinValue = value.expose()
+        return FfiConverterString.allocationSize(builtinValue)
+    }
+
+    override fun write(value: Secret, buf: ByteBuffer) {
+        val builtinValue = value.expose()
+        FfiConverterString.write(builtinValue, buf)
+    }
+}
+
+
+
+public typealias Timestamp = java.time.Instant
+public typealias FfiConverterTypeTimestamp = FfiConverterTimestamp
+
+
+
+public typealias Uuid = kotlin.String
+public typealias FfiConverterTypeUuid = FfiConverterString
 
 
 
