@@ -1052,7 +1052,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_jim_export_checksum_method_runlistener_on_batch() and 0xFFFF) != 33016) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_log() and 0xFFFF) != 61193) {
+    if ((lib.uniffi_jim_export_checksum_method_runlistener_on_log() and 0xFFFF) != 19524) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_jim_export_checksum_constructor_canceltoken_new() and 0xFFFF) != 29546) {
@@ -3520,7 +3520,8 @@ public object FfiConverterTypeFieldError: FfiConverterRustBuffer<FieldError> {
 
 
 /**
- * One log record of a run. Never contains a secret.
+ * One log record of a run: a `tracing` event of this library (`jim_export::…` targets) that
+ * happened inside the run. Never contains a secret.
  */
 data class LogRecord (
     /**
@@ -3529,12 +3530,14 @@ data class LogRecord (
     var `level`: LogLevel
     , 
     /**
-     * Where it comes from (e.g. `jim_export::engine`).
+     * Where it comes from: the module path of the event (e.g. `jim_export::store::queue`), or
+     * `jim_export::engine` for the run's own summary lines.
      */
     var `target`: kotlin.String
     , 
     /**
-     * The message.
+     * The message, followed by the event's fields as ` name=value` in the order they were given
+     * (as `tracing`'s text formatter writes them).
      */
     var `message`: kotlin.String
     
@@ -4317,6 +4320,12 @@ data class RunOptions (
      * allowance.
      */
     var `clockSkewSeconds`: kotlin.ULong = 300uL 
+    , 
+    /**
+     * The least severe log record the run hands its listener's `on_log` (`trace`, `debug`, `info`,
+     * `warn`, `error`); `debug` when absent, every record hosts received before.
+     */
+    var `logLevel`: LogLevel? = null 
     
 ){
     
@@ -4348,6 +4357,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterOptionalTypeLogLevel.read(buf),
         )
     }
 
@@ -4366,7 +4376,8 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.allocationSize(value.`dryRun`) +
             FfiConverterBoolean.allocationSize(value.`skipSchemaCheck`) +
             FfiConverterULong.allocationSize(value.`progressIntervalMs`) +
-            FfiConverterULong.allocationSize(value.`clockSkewSeconds`)
+            FfiConverterULong.allocationSize(value.`clockSkewSeconds`) +
+            FfiConverterOptionalTypeLogLevel.allocationSize(value.`logLevel`)
     )
 
     override fun write(value: RunOptions, buf: ByteBuffer) {
@@ -4385,6 +4396,7 @@ public object FfiConverterTypeRunOptions: FfiConverterRustBuffer<RunOptions> {
             FfiConverterBoolean.write(value.`skipSchemaCheck`, buf)
             FfiConverterULong.write(value.`progressIntervalMs`, buf)
             FfiConverterULong.write(value.`clockSkewSeconds`, buf)
+            FfiConverterOptionalTypeLogLevel.write(value.`logLevel`, buf)
     }
 }
 
@@ -6512,7 +6524,11 @@ public object FfiConverterTypeListenerError : FfiConverterRustBuffer<ListenerExc
 
 
 /**
- * Severity of a log record.
+ * Severity of a log record (`crate::engine::LogRecord`), as in `tracing` (and
+ * Microsoft.Extensions.Logging's levels minus Critical), ordered from the most verbose. As a
+ * threshold (`options.log_level`) it is the least severe record a host receives; the default,
+ * `Debug`, lets through every record hosts received before the library's `tracing` events reached
+ * them.
  */
 
 enum class LogLevel {
@@ -6526,15 +6542,15 @@ enum class LogLevel {
      */
     DEBUG,
     /**
-     * Normal operation.
+     * Normal operation (e.g. `MetricsCheckpoint` lines).
      */
     INFO,
     /**
-     * Something the operator should know.
+     * Something the operator should know; expected per-object failures are never above this.
      */
     WARN,
     /**
-     * The run failed.
+     * The run itself failed.
      */
     ERROR;
 
@@ -7530,6 +7546,38 @@ public object FfiConverterOptionalTypeDirectoryTlsMode: FfiConverterRustBuffer<D
         } else {
             buf.put(1)
             FfiConverterTypeDirectoryTlsMode.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeLogLevel: FfiConverterRustBuffer<LogLevel?> {
+    override fun read(buf: ByteBuffer): LogLevel? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLogLevel.read(buf)
+    }
+
+    override fun allocationSize(value: LogLevel?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLogLevel.allocationSize(value)
+        }
+    }
+
+    override fun write(value: LogLevel?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLogLevel.write(value, buf)
         }
     }
 }
