@@ -309,7 +309,8 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   "lease_seconds": int (900), "max_operation_retries": int (3), "dry_run": bool,
 //   "skip_schema_check": bool, "progress_interval_ms": int (500), "clock_skew_seconds": int (300:
 //   how far the directory's clock may be behind the database's when a re-attempt judges whether an
-//   existing entry is its own earlier write)} (optional)}`.
+//   existing entry is its own earlier write), "log_level": "trace"|"debug"|"info"|"warn"|"error"
+//   (debug: the least severe record `on_log` receives)} (optional)}`.
 // Unknown members are refused. Passwords are never logged or echoed in errors.
 //
 // The result document (JIM's `ExportExecutionResult` fields plus metrics):
