@@ -20,8 +20,8 @@ use super::claimer::Claimed;
 use super::flush::FlushBuffer;
 use super::log::Logger;
 use super::metrics::PassMeter;
+use super::progress::ProgressState;
 use super::reporting::build_items;
-use super::run::ProgressState;
 use super::{CancellationToken, RunListener};
 use crate::directory::{
     Directory, DirectoryError, ExportJob, ExportResult as DirectoryResult, ExportStatus,

@@ -18,6 +18,7 @@ mod listener;
 mod log;
 mod metrics;
 mod planning;
+mod progress;
 mod reporting;
 mod run;
 mod watch;

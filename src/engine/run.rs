@@ -32,15 +32,14 @@ use super::flush::FlushBuffer;
 use super::lease::renew_leases;
 use super::log::Logger;
 use super::metrics::{PassMeter, directory_stats_since};
+use super::progress::ProgressState;
 use super::{CancellationToken, RunListener};
 use crate::config::ExportRequest;
 use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult};
 use crate::error::{Error, Result};
 use crate::model::ExportPhase;
 use crate::plan::Planner;
-use crate::report::{
-    Counters, PassFigures, ProgressEvent, ProgressThrottle, RunResult, pass_message,
-};
+use crate::report::{Counters, PassFigures, RunResult, pass_message};
 use crate::store::{ExportQueue, Store};
 
 /// Runs one export (see [`crate::engine::Engine::run_export`]).
@@ -336,88 +335,4 @@ pub(crate) async fn pass(
         result,
         sequence: coordinator.sequence,
     })
-}
-
-/// Progress events at a bounded rate.
-pub(crate) struct ProgressState {
-    throttle: ProgressThrottle,
-    connected_system_id: i32,
-    total: u64,
-    t0: Instant,
-}
-
-impl ProgressState {
-    fn new(
-        options: &crate::config::RunOptions,
-        connected_system_id: i32,
-        total: u64,
-        t0: Instant,
-    ) -> Self {
-        Self {
-            throttle: ProgressThrottle::new(Duration::from_millis(options.progress_interval_ms)),
-            connected_system_id,
-            total,
-            t0,
-        }
-    }
-
-    pub(crate) fn maybe_emit(
-        &mut self,
-        listener: &dyn RunListener,
-        phase: ExportPhase,
-        (in_flight, limit): (u32, u32),
-        counters: &Counters,
-    ) {
-        if self.throttle.allow(phase, Instant::now()) {
-            let message = match phase {
-                ExportPhase::ResolvingReferences => "Exporting reference-bearing exports",
-                _ => "Exporting",
-            };
-            self.send(listener, phase, in_flight, limit, message, counters);
-        }
-    }
-
-    fn emit(
-        &mut self,
-        listener: &dyn RunListener,
-        phase: ExportPhase,
-        in_flight: u32,
-        limit: u32,
-        message: &str,
-        counters: &Counters,
-    ) {
-        self.throttle.allow(phase, Instant::now());
-        self.send(listener, phase, in_flight, limit, message, counters);
-    }
-
-    fn send(
-        &self,
-        listener: &dyn RunListener,
-        phase: ExportPhase,
-        in_flight: u32,
-        limit: u32,
-        message: &str,
-        counters: &Counters,
-    ) {
-        let elapsed = self.t0.elapsed();
-        let processed = counters.processed();
-        listener.on_progress(&ProgressEvent {
-            connected_system_id: self.connected_system_id,
-            phase,
-            total: self.total.max(processed),
-            processed,
-            succeeded: counters.succeeded,
-            failed: counters.failed,
-            deferred: counters.deferred,
-            rate: if elapsed.as_secs_f64() > 0.0 {
-                processed as f64 / elapsed.as_secs_f64()
-            } else {
-                0.0
-            },
-            in_flight,
-            in_flight_limit: limit,
-            elapsed_ms: elapsed.as_millis() as u64,
-            message: message.to_string(),
-        });
-    }
 }
