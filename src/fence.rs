@@ -2,13 +2,13 @@
 //!
 //! A claim gives the run a lease on each row (`LastAttemptedAt` + the lease, renewed every third of
 //! it). The persist statement is fenced by the lease token in SQL; the directory writes are fenced
-//! here. Each claimed row gets a [`Fence`] that says until when, by this process's monotonic clock, the
+//! here. Each claimed row gets a [`Fence`](crate::fence::Fence) that says until when, by this process's monotonic clock, the
 //! lease is certainly still ours: the instant the claim (or the last renewal) statement was *sent*
 //! plus two thirds of the lease. The database's clock started the lease no earlier than that, so the
 //! fence closes a third of the lease before any other engine could take the row, however this process
 //! was delayed (a stall, a SIGSTOP, a database that stopped answering renewals).
 //!
-//! Before every write of an export the directory calls [`Fence::writable`]: within the window it
+//! Before every write of an export the directory calls [`Fence::writable`](crate::fence::Fence::writable): within the window it
 //! returns at once; past it, it asks for a renewal and waits until the renewal either extends the
 //! window or finds the row lost (another engine took it over); a lost row is never written again.
 //!

@@ -1,6 +1,6 @@
 //! Configuration and request types (JSON through serde), following the host contract in DESIGN.md:
 //! the database connection, the connected system, the directory connection, the system's export
-//! settings and run options. [`ExportRequest::from_json`] and [`ExportRequest::validate`] report every
+//! settings and run options. [`ExportRequest::from_json`](crate::config::ExportRequest::from_json) and [`ExportRequest::validate`](crate::config::ExportRequest::validate) report every
 //! bad field by its path; `Debug` output never shows a password.
 
 mod database;
@@ -16,7 +16,11 @@ mod watch;
 
 use serde::{Deserialize, Serialize};
 
-pub use database::{DatabaseConfig, DatabaseTls, DatabaseTlsMode, EffectiveDatabase};
+pub use database::{
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_KEEPALIVE_SECONDS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_RETRY_WINDOW_MS, DEFAULT_STATEMENT_TIMEOUT_MS, DatabaseConfig, DatabaseTls,
+    DatabaseTlsMode, EffectiveDatabase,
+};
 pub use directory::{
     Bind, DEFAULT_DIRECTORY_CONNECT_TIMEOUT_MS, DEFAULT_OPERATION_TIMEOUT_MS, Dialect,
     DirectoryConfig, DirectoryTls, DirectoryTlsMode,

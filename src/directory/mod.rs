@@ -1,19 +1,19 @@
 //! **directory**: runs planned exports against an LDAP directory (ldap3), pipelined over several
 //! connections.
 //!
-//! [`Directory::connect`] opens the first connection (URLs tried in order; simple bind or SASL
+//! [`Directory::connect`](crate::directory::Directory::connect) opens the first connection (URLs tried in order; simple bind or SASL
 //! EXTERNAL; ldaps or StartTLS verified against the system roots or a given CA), reads the root DSE to
-//! learn the [dialect](DirectoryProfile) and whether post-read is available, and sizes the pool from
+//! learn the [dialect](crate::directory::DirectoryProfile) and whether post-read is available, and sizes the pool from
 //! the run options or the dialect's defaults. Then:
 //!
-//! - [`Directory::execute`] runs one [`ExportJob`]: its operations strictly in order, each under the
+//! - [`Directory::execute`](crate::directory::Directory::execute) runs one [`ExportJob`](crate::directory::ExportJob): its operations strictly in order, each under the
 //!   pool's bounds (per connection, in total, optional ops/s), with transient conditions retried in
-//!   the run and partial progress reported in the [`ExportResult`];
-//! - [`Directory::run`] takes jobs from a channel and sends each result as soon as its export
-//!   completes, many exports at once and no batch barrier; [`Directory::execute_all`] does the same
+//!   the run and partial progress reported in the [`ExportResult`](crate::directory::ExportResult);
+//! - [`Directory::run`](crate::directory::Directory::run) takes jobs from a channel and sends each result as soon as its export
+//!   completes, many exports at once and no batch barrier; [`Directory::execute_all`](crate::directory::Directory::execute_all) does the same
 //!   for a batch, returning results in input order.
 //!
-//! Result codes are read in one place, [`classify`].
+//! Result codes are read in one place, [`classify`](crate::directory::classify).
 
 pub mod classify;
 pub mod dialect;

@@ -1,5 +1,5 @@
 //! **engine**: the streaming export run, claim → resolve → plan → execute → persist → report, and the
-//! operator calls. One [`Engine`] serves concurrent runs (for different connected systems, or the same
+//! operator calls. One [`Engine`](crate::engine::Engine) serves concurrent runs (for different connected systems, or the same
 //! one from several engines, which then cooperate through the store's claims) and shares its database
 //! pools between them.
 //!

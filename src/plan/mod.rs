@@ -1,8 +1,8 @@
 //! **plan**: one pending export plus its context becomes an ordered list of LDAP operations.
 //!
-//! Pure and synchronous (no tokio, sqlx or ldap3): [`Planner::plan`] takes a [`PlanInput`] (the
-//! export with its changes, the attribute definitions, the CSO) and returns an [`ExportPlan`] whose
-//! [`PlannedStep`]s the directory executes strictly in order, or a [`PlanFailure`] that becomes the
+//! Pure and synchronous (no tokio, sqlx or ldap3): [`Planner::plan`](crate::plan::Planner::plan) takes a [`PlanInput`](crate::plan::PlanInput) (the
+//! export with its changes, the attribute definitions, the CSO) and returns an [`ExportPlan`](crate::plan::ExportPlan) whose
+//! [`PlannedStep`](crate::plan::PlannedStep)s the directory executes strictly in order, or a [`PlanFailure`](crate::plan::PlanFailure) that becomes the
 //! export's outcome without any LDAP call (outside the managed scope, an invalid DN, no DN at all).
 //!
 //! The behaviour follows JIM's LDAP connector (`ldap-export.md` §3, §4, §7) with the fixes its §11

@@ -1,21 +1,21 @@
 //! The store: the engine's only way into JIM's PostgreSQL database.
 //!
-//! A run opens an [`ExportQueue`] for one connected system ([`Store::open`], which checks JIM's schema
+//! A run opens an [`ExportQueue`](crate::store::ExportQueue) for one connected system ([`Store::open`](crate::store::Store::open), which checks JIM's schema
 //! version and loads the system's attribute definitions once) and then, per page of 100:
 //!
-//! 1. [`ExportQueue::claim`] — one statement claims the next page of eligible exports in
+//! 1. [`ExportQueue::claim`](crate::store::ExportQueue::claim) — one statement claims the next page of eligible exports in
 //!    `("CreatedAt", "Id")` keyset order with JIM's predicate, marks them `Executing`
 //!    (`FOR UPDATE SKIP LOCKED`, so concurrent engines get disjoint rows), and returns them with their
 //!    attribute value changes and CSO context;
-//! 2. [`ExportQueue::resolve_references`] — one query resolves the page's references (none for a page
+//! 2. [`ExportQueue::resolve_references`](crate::store::ExportQueue::resolve_references) — one query resolves the page's references (none for a page
 //!    without unresolved references);
-//! 3. [`ExportQueue::persist`] — one statement per flush writes the outcomes, resolutions, anchors, new
+//! 3. [`ExportQueue::persist`](crate::store::ExportQueue::persist) — one statement per flush writes the outcomes, resolutions, anchors, new
 //!    DNs and the optimistic apply.
 //!
 //! That is 2 statements per 100 plain exports and 3 per 100 reference-bearing ones, against JIM's 13-25.
-//! [`ExportQueue::renew_leases`] keeps a slow run's rows from being taken over, and
-//! [`ExportQueue::release`] returns what a cancelled run did not execute. Every statement is counted
-//! ([`Store::statements`]). Timestamps come from the database clock (`now()`), sessions run in UTC.
+//! [`ExportQueue::renew_leases`](crate::store::ExportQueue::renew_leases) keeps a slow run's rows from being taken over, and
+//! [`ExportQueue::release`](crate::store::ExportQueue::release) returns what a cancelled run did not execute. Every statement is counted
+//! ([`Store::statements`](crate::store::Store::statements)). Timestamps come from the database clock (`now()`), sessions run in UTC.
 
 mod admin;
 mod apply;

@@ -17,8 +17,8 @@
 //!
 //! This layer only delegates: the records and enums are the core types themselves (derived in
 //! [`crate::config`], [`crate::report`] and [`crate::model`] behind the `uniffi` feature). What is
-//! left here: the errors ([`error`]), the listener ([`listener`]), the queue summary
-//! ([`queue`]) and the continuous export's methods ([`continuous`]).
+//! left here: the errors (`error`), the listener (`listener`), the queue summary
+//! (`queue`) and the continuous export's methods (`continuous`).
 
 mod continuous;
 mod error;

@@ -73,7 +73,7 @@ impl ExportQueue {
         ))
     }
 
-    /// Records a failure for claimed rows that could not be read ([`ClaimedPage::bad_rows`]): `ErrorCount
+    /// Records a failure for claimed rows that could not be read ([`ClaimedPage::bad_rows`](crate::store::ClaimedPage::bad_rows)): `ErrorCount
     /// + 1`, backoff, and the problem (naming the table, row and column) as `LastErrorMessage`, so an
     /// operator sees it and the row reaches Failed after `MaxRetries` attempts. One statement.
     pub async fn fail_bad_rows(&self, bad_rows: &[BadRow]) -> Result<PersistReport> {
