@@ -3003,7 +3003,7 @@ data class DatabaseConfig (
     /**
      * `postgres://user:password@host:port/database?sslmode=…` or the Npgsql form JIM's worker holds,
      * `Host=…;Port=…;Username=…;Password=…;Database=…`. Every Npgsql key is either honoured or
-     * refused with an error naming it (see [`NPGSQL_KEYS`]); a key that corresponds to a field below
+     * refused with an error naming it (see [`NPGSQL_KEYS`](crate::config::NPGSQL_KEYS)); a key that corresponds to a field below
      * (`Timeout`, `Command Timeout`, `Maximum Pool Size`, `Tcp Keepalive Time`) wins over that field.
      */
     var `connection`: Secret
