@@ -84,6 +84,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use super::occupancy::{Occupancy, OccupancyStats};
+
 /// Tuning constants of the controller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AimdSettings {
@@ -488,6 +490,7 @@ pub(crate) struct InFlightGate {
     debt: AtomicUsize,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
+    occupancy: Occupancy,
     controller: Option<Mutex<AdaptiveLimit>>,
 }
 
@@ -521,6 +524,7 @@ impl GatePermit<'_> {
 impl Drop for GatePermit<'_> {
     fn drop(&mut self) {
         self.gate.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.gate.occupancy.leave(Instant::now());
         if let Some(permit) = self.permit.take()
             && self.gate.take_debt()
         {
@@ -548,6 +552,7 @@ impl InFlightGate {
             debt: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            occupancy: Occupancy::new(Instant::now()),
             controller,
         }
     }
@@ -557,6 +562,7 @@ impl InFlightGate {
         let permit = self.semaphore.acquire().await?;
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak.fetch_max(in_flight, Ordering::Relaxed);
+        self.occupancy.enter(Instant::now());
         Ok(GatePermit {
             gate: self,
             permit: Some(permit),
@@ -573,6 +579,11 @@ impl InFlightGate {
     /// The most operations in flight at once so far.
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
+    }
+
+    /// How full the gate was kept so far (the mean in flight while any were).
+    pub fn occupancy(&self) -> OccupancyStats {
+        self.occupancy.snapshot(Instant::now())
     }
 
     /// The limit in force.

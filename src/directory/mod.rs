@@ -23,6 +23,7 @@ mod execute;
 mod job;
 pub mod latency;
 pub mod limit;
+pub mod occupancy;
 mod pool;
 mod rate;
 mod tls;
@@ -56,6 +57,7 @@ pub const OUTCOME_UNKNOWN_NOTE: &str =
     "[outcome unknown: the next attempt reads the directory first]";
 pub use entry::RawEntry;
 pub use latency::ExportLatency;
+pub use occupancy::OccupancyStats;
 pub use rate::RateLimiter;
 
 /// A condition that stops the run: nobody answers, the bind or TLS is refused. Messages name the URL
@@ -95,6 +97,8 @@ pub struct DirectoryStats {
     pub retries: u64,
     /// The most operations in flight at once.
     pub peak_in_flight: u64,
+    /// How full the directory was kept: the time-weighted mean in flight while any were.
+    pub occupancy: OccupancyStats,
     /// The in-flight limit now (and how it moved, when it adapts).
     pub in_flight_limit: limit::LimitStats,
     /// Each export's time from the start of its execution to its result, for exports run by
@@ -424,6 +428,7 @@ impl Directory {
             lost_connections: c.lost_connections.load(Ordering::Relaxed),
             retries: self.inner.retries.load(Ordering::Relaxed),
             peak_in_flight: self.inner.pool.peak_in_flight() as u64,
+            occupancy: self.inner.pool.occupancy(),
             in_flight_limit: self.inner.pool.limit_stats(),
             export_latency: self.inner.export_latency.snapshot(),
         }

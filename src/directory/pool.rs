@@ -99,6 +99,11 @@ impl Pool {
         self.global.peak()
     }
 
+    /// How full the pool was kept so far.
+    pub(crate) fn occupancy(&self) -> super::OccupancyStats {
+        self.global.occupancy()
+    }
+
     /// The in-flight limit in force.
     pub(crate) fn in_flight_limit(&self) -> usize {
         self.global.limit()

@@ -139,7 +139,6 @@ impl Coordinator {
                 }
                 _ = tick.tick() => {
                     self.report_stall(claims_open);
-                    self.meter.sample_in_flight(self.directory.in_flight() as u64);
                     self.flush(false).await;
                     let in_flight = self.directory.in_flight() as u32;
                     let limit = self.directory.in_flight_limit() as u32;

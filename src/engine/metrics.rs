@@ -1,5 +1,5 @@
 //! A pass's own measurements: when the first export went to the directory, how many went and came
-//! back, flushes persisted, the mean of the operations in flight, and whether the pass has stalled.
+//! back, flushes persisted, and whether the pass has stalled.
 //! The directory's counters are its own; [`directory_stats_since`] gives a pass its share of them,
 //! since a watch's directory outlives its passes. Pure bookkeeping over a clock the caller passes in.
 
@@ -15,8 +15,6 @@ pub(crate) struct PassMeter {
     completed: u64,
     flushes: u64,
     first_write: Option<Duration>,
-    /// Samples taken while something was in flight, and the sum of what was.
-    in_flight_samples: (u64, u64),
     /// Exports completed plus flushes persisted, and when that number last moved.
     progress_mark: (u64, Instant),
 }
@@ -30,7 +28,6 @@ impl PassMeter {
             completed: 0,
             flushes: 0,
             first_write: None,
-            in_flight_samples: (0, 0),
             progress_mark: (0, now),
         }
     }
@@ -61,25 +58,6 @@ impl PassMeter {
     /// Time from the start of the pass to its first write, if it wrote.
     pub(crate) fn first_write(&self) -> Option<Duration> {
         self.first_write
-    }
-
-    /// Samples the operations in flight; idle moments are left out, so the mean says how full the
-    /// directory was while it worked.
-    pub(crate) fn sample_in_flight(&mut self, in_flight: u64) {
-        if in_flight > 0 {
-            self.in_flight_samples.0 += 1;
-            self.in_flight_samples.1 += in_flight;
-        }
-    }
-
-    /// The mean of the samples taken while something was in flight (0 without any).
-    pub(crate) fn mean_in_flight(&self) -> f64 {
-        let (samples, sum) = self.in_flight_samples;
-        if samples > 0 {
-            sum as f64 / samples as f64
-        } else {
-            0.0
-        }
     }
 
     /// True when nothing has completed and nothing was persisted for `after` up to `now`; it then
@@ -115,6 +93,7 @@ pub(crate) fn directory_stats_since(
         lost_connections: now.lost_connections.saturating_sub(b.lost_connections),
         retries: now.retries.saturating_sub(b.retries),
         peak_in_flight: now.peak_in_flight,
+        occupancy: now.occupancy.since(&b.occupancy),
         export_latency: now.export_latency.since(&b.export_latency),
         in_flight_limit: now.in_flight_limit,
     }
@@ -123,6 +102,7 @@ pub(crate) fn directory_stats_since(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::directory::OccupancyStats;
     use crate::directory::limit::LimitStats;
 
     const SECOND: Duration = Duration::from_secs(1);
@@ -136,17 +116,6 @@ mod tests {
         meter.dispatched(t0 + 5 * SECOND);
         assert_eq!(meter.first_write(), Some(2 * SECOND));
         assert_eq!(meter.dispatched, 2);
-    }
-
-    #[test]
-    fn the_mean_in_flight_leaves_idle_samples_out() {
-        let t0 = Instant::now();
-        let mut meter = PassMeter::new(t0, t0);
-        assert_eq!(meter.mean_in_flight(), 0.0);
-        for n in [0, 4, 0, 8, 0] {
-            meter.sample_in_flight(n);
-        }
-        assert_eq!(meter.mean_in_flight(), 6.0);
     }
 
     #[test]
@@ -176,6 +145,10 @@ mod tests {
             modifies: 7,
             retries: 1,
             peak_in_flight: 30,
+            occupancy: OccupancyStats {
+                busy: SECOND,
+                operation_time: 2 * SECOND,
+            },
             ..DirectoryStats::default()
         };
         let limit = LimitStats {
@@ -188,6 +161,10 @@ mod tests {
             deletes: 2,
             retries: 4,
             peak_in_flight: 40,
+            occupancy: OccupancyStats {
+                busy: 3 * SECOND,
+                operation_time: 8 * SECOND,
+            },
             in_flight_limit: limit,
             ..DirectoryStats::default()
         };
@@ -197,6 +174,8 @@ mod tests {
         assert_eq!(since.deletes, 2);
         assert_eq!(since.retries, 3);
         assert_eq!(since.peak_in_flight, 40);
+        // The pass's own busy time (2 s) and operation time (6 s): a mean of 3 in flight.
+        assert_eq!(since.occupancy.mean_in_flight(), 3.0);
         assert_eq!(since.in_flight_limit, limit);
         assert_eq!(directory_stats_since(now.clone(), None), now);
     }

@@ -328,7 +328,6 @@ pub(crate) async fn pass(
         flushes: coordinator.meter.flushes(),
         elapsed,
         first_write: coordinator.meter.first_write(),
-        mean_in_flight: coordinator.meter.mean_in_flight(),
     }
     .into_result(Utc::now());
     Ok(PassDone {

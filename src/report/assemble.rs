@@ -42,8 +42,6 @@ pub(crate) struct PassFigures {
     pub elapsed: Duration,
     /// Time to the first export sent to the directory.
     pub first_write: Option<Duration>,
-    /// Mean operations in flight while the directory worked.
-    pub mean_in_flight: f64,
 }
 
 /// The outcome message of a pass, in JIM's wording (a cancelled export says so, with the same counts).
@@ -107,7 +105,7 @@ impl PassFigures {
                 elapsed_ms: self.elapsed.as_millis() as u64,
                 time_to_first_write_ms: self.first_write.map(|d| d.as_millis() as u64),
                 max_in_flight: stats.peak_in_flight as u32,
-                mean_in_flight: self.mean_in_flight,
+                mean_in_flight: stats.occupancy.mean_in_flight(),
                 in_flight_limit: stats.in_flight_limit.current,
                 min_in_flight_limit: stats.in_flight_limit.min,
                 max_in_flight_limit: stats.in_flight_limit.max,
@@ -129,6 +127,7 @@ impl PassFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::directory::OccupancyStats;
     use crate::directory::limit::LimitStats;
 
     fn counters() -> Counters {
@@ -180,6 +179,10 @@ mod tests {
                 retries: 6,
                 lost_connections: 1,
                 peak_in_flight: 9,
+                occupancy: OccupancyStats {
+                    busy: Duration::from_secs(1),
+                    operation_time: Duration::from_millis(4_500),
+                },
                 in_flight_limit: LimitStats {
                     current: 8,
                     min: 2,
@@ -193,7 +196,6 @@ mod tests {
             flushes: 2,
             elapsed: Duration::from_secs(2),
             first_write: Some(Duration::from_millis(150)),
-            mean_in_flight: 4.5,
         };
         let result = figures.into_result(started_at);
         assert_eq!(result.connected_system_id, 7);
@@ -252,7 +254,6 @@ mod tests {
             flushes: 0,
             elapsed: Duration::ZERO,
             first_write: None,
-            mean_in_flight: 0.0,
         };
         let result = figures.into_result(Utc::now());
         assert!(result.cancelled);

@@ -95,7 +95,8 @@ pub struct RunMetrics {
     pub time_to_first_write_ms: Option<u64>,
     /// Most directory operations outstanding at once.
     pub max_in_flight: u32,
-    /// Mean directory operations outstanding, sampled every 50 ms while any were.
+    /// Mean directory operations outstanding while any were, weighted by time (never above
+    /// `max_in_flight`).
     pub mean_in_flight: f64,
     /// The in-flight limit at the end of the run.
     pub in_flight_limit: u32,

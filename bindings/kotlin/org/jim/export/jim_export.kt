@@ -4083,7 +4083,8 @@ data class RunMetrics (
     var `maxInFlight`: kotlin.UInt
     , 
     /**
-     * Mean directory operations outstanding, sampled every 50 ms while any were.
+     * Mean directory operations outstanding while any were, weighted by time (never above
+     * `max_in_flight`).
      */
     var `meanInFlight`: kotlin.Double
     , 
