@@ -350,8 +350,10 @@ pe_upd AS (
             WHEN s.kind = 2 THEN true
             WHEN s.kind = 0 AND t."ChangeType" <> 2 AND s.rem_unresolved THEN true
             ELSE s.unresolved_after END
+    -- Driven from `state`, one primary-key probe per export: with an `"Id" = ANY($1)` here the
+    -- planner scanned the exports first and compared each with every row of `state`.
     FROM state s
-    WHERE t."Id" = s.id AND t."Id" = ANY($1::uuid[]) AND t."Status" = 2 AND t."LastErrorStackTrace" = s.token
+    WHERE t."Id" = s.id AND t."Status" = 2 AND t."LastErrorStackTrace" = s.token
     RETURNING t."Id", t."Status", t."ChangeType", t."ErrorCount", t."HasUnresolvedReferences",
               t."NextRetryAt", t."ConnectedSystemObjectId"
 ),
@@ -403,7 +405,10 @@ cv_ins AS (
            i.unresolved, i.decval
     FROM cv_in i
     LEFT JOIN "ConnectedSystemObjects" r ON r."Id" = i.ref
-    WHERE i.is_new AND i.cso IN (SELECT "Id" FROM cso_alive)
+    -- `IS TRUE` keeps the test a hashed subplan: as a semi-join the planner, which sees ten rows
+    -- on each side, chose a nested loop comparing every value with every CSO (60,000 comparisons
+    -- per flush of 100 exports, a quarter of this part's time).
+    WHERE i.is_new AND (i.cso IN (SELECT "Id" FROM cso_alive)) IS TRUE
 ),
 cso_upd AS (
     -- A hash already clear is left alone: rewriting it would write a new row version and an entry in
