@@ -16,117 +16,15 @@ use std::io::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use jim_export::config::{Dialect, DirectoryConfig, ExportSettings};
 use jim_export::directory::{Directory, DirectoryTuning, ExportJob};
-use jim_export::model::{
-    AttributeDataType, AttributeDefinition, AttributePlurality, AttributeValueChange,
-    AttributeWritability, ConnectedSystemObject, ConnectedSystemObjectJoinType,
-    ConnectedSystemObjectStatus, CsoAttributeValue, ObjectType, PendingExport,
-    PendingExportAttributeChangeStatus, PendingExportAttributeChangeType, PendingExportChangeType,
-    PendingExportStatus, ValueSlots,
-};
+use jim_export::model::{ObjectType, PendingExportAttributeChangeType as C};
 use jim_export::plan::{PlanInput, Planner};
+use jim_export_testkit::support::directory::person::{CN, DESCRIPTION, DN, MAIL, SN, UID};
+use jim_export_testkit::support::directory::{Export, cso, person_type};
 use jim_export_testkit::{Slapd, SlapdOptions};
-use uuid::Uuid;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-const DN: i32 = 1;
-const UID: i32 = 2;
-const CN: i32 = 3;
-const SN: i32 = 4;
-const MAIL: i32 = 5;
-const DESCRIPTION: i32 = 6;
-const ENTRY_UUID: i32 = 7;
-
-fn object_type() -> ObjectType {
-    let def = |id, name: &str| AttributeDefinition {
-        id,
-        name: name.into(),
-        data_type: AttributeDataType::Text,
-        plurality: AttributePlurality::SingleValued,
-        object_type_id: 1,
-        is_external_id: id == ENTRY_UUID,
-        is_secondary_external_id: id == DN,
-        writability: AttributeWritability::Writable,
-    };
-    ObjectType {
-        id: 1,
-        name: "inetOrgPerson".into(),
-        attributes: vec![
-            def(DN, "distinguishedName"),
-            def(UID, "uid"),
-            def(CN, "cn"),
-            def(SN, "sn"),
-            def(MAIL, "mail"),
-            def(DESCRIPTION, "description"),
-            def(ENTRY_UUID, "entryUUID"),
-        ],
-    }
-}
-
-fn export(change_type: PendingExportChangeType, changes: &[(i32, &str)]) -> PendingExport {
-    let id = Uuid::new_v4();
-    PendingExport {
-        id,
-        connected_system_id: 1,
-        connected_system_object_id: Some(Uuid::new_v4()),
-        change_type,
-        status: PendingExportStatus::Executing,
-        error_count: 0,
-        max_retries: 5,
-        last_attempted_at: None,
-        next_retry_at: None,
-        last_error_message: None,
-        last_error_stack_trace: None,
-        source_metaverse_object_id: None,
-        has_unresolved_references: false,
-        created_at: Utc::now(),
-        provisioning_sync_rule_id: None,
-        queued_by_run_profile_execution_item_id: None,
-        attribute_changes: changes
-            .iter()
-            .map(|(attr, v)| AttributeValueChange {
-                id: Uuid::new_v4(),
-                pending_export_id: id,
-                attribute_id: *attr,
-                value: ValueSlots::text(*v),
-                unresolved_reference_value: None,
-                change_type: if change_type == PendingExportChangeType::Create {
-                    PendingExportAttributeChangeType::Add
-                } else {
-                    PendingExportAttributeChangeType::Update
-                },
-                status: PendingExportAttributeChangeStatus::Pending,
-                export_attempt_count: 0,
-                last_exported_at: None,
-                last_imported_value: None,
-                resolved_reference_cso_id: None,
-            })
-            .collect(),
-    }
-}
-
-fn cso(dn: &str) -> ConnectedSystemObject {
-    ConnectedSystemObject {
-        id: Uuid::new_v4(),
-        connected_system_id: 1,
-        type_id: 1,
-        external_id_attribute_id: ENTRY_UUID,
-        secondary_external_id_attribute_id: Some(DN),
-        status: ConnectedSystemObjectStatus::Normal,
-        metaverse_object_id: None,
-        join_type: ConnectedSystemObjectJoinType::Provisioned,
-        values: vec![CsoAttributeValue {
-            id: Uuid::new_v4(),
-            attribute_id: DN,
-            value: ValueSlots::text(dn),
-            reference_value_id: None,
-            unresolved_reference_value: None,
-        }],
-    }
-}
 
 fn user_dn(ou: &str, i: usize) -> String {
     format!("uid=u{i:07},{ou}")
@@ -138,16 +36,13 @@ fn create_jobs(planner: &Planner, ot: &ObjectType, ou: &str, n: usize) -> Vec<Ex
             let dn = user_dn(ou, i);
             let uid = format!("u{i:07}");
             let mail = format!("{uid}@example.org");
-            let pe = export(
-                PendingExportChangeType::Create,
-                &[
-                    (DN, &dn),
-                    (UID, &uid),
-                    (CN, "Bench User"),
-                    (SN, "User"),
-                    (MAIL, &mail),
-                ],
-            );
+            let pe = Export::create()
+                .text(DN, C::Add, &dn)
+                .text(UID, C::Add, &uid)
+                .text(CN, C::Add, "Bench User")
+                .text(SN, C::Add, "User")
+                .text(MAIL, C::Add, &mail)
+                .0;
             ExportJob::new(pe.id, planner.plan(&PlanInput::new(&pe, ot, None)))
         })
         .collect()
@@ -156,12 +51,10 @@ fn create_jobs(planner: &Planner, ot: &ObjectType, ou: &str, n: usize) -> Vec<Ex
 fn update_jobs(planner: &Planner, ot: &ObjectType, ou: &str, n: usize) -> Vec<ExportJob> {
     (0..n)
         .map(|i| {
-            let dn = user_dn(ou, i);
-            let c = cso(&dn);
-            let pe = export(
-                PendingExportChangeType::Update,
-                &[(DESCRIPTION, "updated by the benchmark")],
-            );
+            let c = cso(ot, &user_dn(ou, i), &[]);
+            let pe = Export::update()
+                .text(DESCRIPTION, C::Update, "updated by the benchmark")
+                .0;
             ExportJob::new(pe.id, planner.plan(&PlanInput::new(&pe, ot, Some(&c))))
         })
         .collect()
@@ -247,7 +140,7 @@ async fn main() -> Result<()> {
     })
     .await?;
     let suffix = slapd.suffix().to_string();
-    let ot = object_type();
+    let ot = person_type();
     let planner = Planner::new(&ExportSettings::default(), Dialect::OpenLdap);
     println!(
         "slapd {} ({}), {entries} entries per configuration, {} cores",
