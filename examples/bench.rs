@@ -1003,13 +1003,37 @@ async fn child_jim_today(spec: &ChildSpec) -> Result<ChildReport> {
     })
 }
 
+/// Overrides the engine's adaptive in-flight limit with a fixed one of N (4 connections), to
+/// compare the adaptive limit with a fixed one in the same run (the parent's environment reaches
+/// the children).
+const ENGINE_FIXED_ENV: &str = "JIM_BENCH_ENGINE_FIXED";
+
+/// The engine's run options: the defaults, or a fixed limit when [`ENGINE_FIXED_ENV`] says so
+/// (anything but a positive number there stops the benchmark).
+fn engine_options() -> RunOptions {
+    let Ok(v) = std::env::var(ENGINE_FIXED_ENV) else {
+        return RunOptions::default();
+    };
+    let n = match v.trim().parse::<u32>() {
+        Ok(n) if n > 0 => n,
+        _ => panic!("{ENGINE_FIXED_ENV}={v:?}: a positive in-flight limit"),
+    };
+    RunOptions {
+        concurrency: Some(jim_export::config::Concurrency::Fixed),
+        connections: Some(4),
+        in_flight_per_connection: Some(n.div_ceil(4)),
+        max_in_flight: Some(n),
+        ..RunOptions::default()
+    }
+}
+
 async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
     let request = ExportRequest {
         database: DatabaseConfig::new(spec.database_url.clone()),
         connected_system_id: spec.connected_system_id,
         directory: directory_config(spec),
         settings: settings(),
-        options: RunOptions::default(),
+        options: engine_options(),
     };
     let token = CancellationToken::new();
     if let Some(s) = spec.cancel_after_s {
@@ -1524,6 +1548,13 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
             "floor and combined write {} flushes at a time (`{}`).\n",
             floor::writers(),
             floor::WRITERS_ENV
+        );
+    }
+    if let Ok(v) = std::env::var(ENGINE_FIXED_ENV) {
+        let _ = writeln!(
+            s,
+            "the engine runs with a fixed in-flight limit of {} on 4 connections (`{ENGINE_FIXED_ENV}`).\n",
+            v.trim()
         );
     }
     s.push_str(&table("mode", "slapd", rows));
