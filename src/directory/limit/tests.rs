@@ -350,3 +350,19 @@ async fn futures_hold(gate: &InFlightGate, n: usize) -> Vec<GatePermit<'_>> {
     }
     held
 }
+
+#[test]
+fn a_rise_before_any_doubling_is_the_workload_changing_not_a_reason_to_cut() {
+    let (mut c, t0) = controller(1, 128, 32);
+    let t = run(&mut c, t0, 3, 10, true);
+    assert_eq!(c.phase(), Phase::SlowStart);
+    // The mix turns slower at the start limit (a follow-up round reaching its renames and member
+    // changes): 2.5 × the learnt latency, a severe rise.
+    let t = run(&mut c, t, 1, 25, true);
+    assert_eq!((c.limit(), c.phase()), (32, Phase::SlowStart));
+    assert_eq!(c.stats().decreases, 0, "no cut below the start limit");
+    // The baseline follows the new pace, and the limit grows again from the start, not from below.
+    run(&mut c, t, 40, 25, true);
+    assert_eq!(c.stats().decreases, 0);
+    assert!(c.limit() > 32, "{:?}", c.stats());
+}
