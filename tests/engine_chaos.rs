@@ -326,13 +326,29 @@ impl Episode {
         }
     }
 
-    /// The most progress the next run can make: rows still leased by a killed run, and the exports a
+    /// The most progress the next run can make: rows still leased by a killed run, rows waiting out
+    /// a retry delay (exports a recovery failed when its directory went away), and the exports a
     /// stranger blocks, cannot progress (counted twice in the initial phase: object and outcome).
+    /// A kill point drawn above this would only be missed.
     async fn reachable_progress(&self) -> u64 {
         let leased = self.s.statuses().await.executing as u64;
-        let blocked = leased + 2 * self.strangers.len() as u64;
+        let blocked = leased + self.rows_not_due().await + 2 * self.strangers.len() as u64;
         let weight = if self.rows.is_some() { 1 } else { 2 };
         self.full_progress().saturating_sub(weight * blocked)
+    }
+
+    /// Rows of this episode that are neither final nor due: failed for good, or retried later.
+    async fn rows_not_due(&self) -> u64 {
+        sqlx::query_scalar::<_, i64>(
+            r#"SELECT count(*) FROM "PendingExports"
+               WHERE "ConnectedSystemId" = $1 AND ($2::uuid[] IS NULL OR "Id" = ANY($2))
+                 AND ("Status" = 3 OR ("Status" IN (0, 1) AND "NextRetryAt" > now()))"#,
+        )
+        .bind(self.s.system())
+        .bind(self.rows.as_deref())
+        .fetch_one(&self.s.env.db.pool)
+        .await
+        .expect("count rows not due") as u64
     }
 
     async fn exported_of(&self, rows: &[Uuid]) -> u64 {
