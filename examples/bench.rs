@@ -1011,12 +1011,8 @@ const ENGINE_FIXED_ENV: &str = "JIM_BENCH_ENGINE_FIXED";
 /// The engine's run options: the defaults, or a fixed limit when [`ENGINE_FIXED_ENV`] says so
 /// (anything but a positive number there stops the benchmark).
 fn engine_options() -> RunOptions {
-    let Ok(v) = std::env::var(ENGINE_FIXED_ENV) else {
+    let Some(n) = floor::positive_env(ENGINE_FIXED_ENV, "a positive in-flight limit") else {
         return RunOptions::default();
-    };
-    let n = match v.trim().parse::<u32>() {
-        Ok(n) if n > 0 => n,
-        _ => panic!("{ENGINE_FIXED_ENV}={v:?}: a positive in-flight limit"),
     };
     RunOptions {
         concurrency: Some(jim_export::config::Concurrency::Fixed),
@@ -1550,11 +1546,10 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
             floor::WRITERS_ENV
         );
     }
-    if let Ok(v) = std::env::var(ENGINE_FIXED_ENV) {
+    if let Some(n) = floor::positive_env(ENGINE_FIXED_ENV, "a positive in-flight limit") {
         let _ = writeln!(
             s,
-            "the engine runs with a fixed in-flight limit of {} on 4 connections (`{ENGINE_FIXED_ENV}`).\n",
-            v.trim()
+            "the engine runs with a fixed in-flight limit of {n} on 4 connections (`{ENGINE_FIXED_ENV}`).\n"
         );
     }
     s.push_str(&table("mode", "slapd", rows));

@@ -221,15 +221,19 @@ const WRITERS: usize = 2;
 /// connections (the parent's environment reaches the children).
 pub const WRITERS_ENV: &str = "JIM_BENCH_FLOOR_WRITERS";
 
-/// [`WRITERS`], or the number [`WRITERS_ENV`] gives; anything but a positive number there stops
-/// the benchmark (a typo must not measure the default under another name).
+/// [`WRITERS`], or the number [`WRITERS_ENV`] gives.
 pub fn writers() -> usize {
-    match std::env::var(WRITERS_ENV) {
-        Err(_) => WRITERS,
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => panic!("{WRITERS_ENV}={v:?}: a positive number of connections"),
-        },
+    positive_env(WRITERS_ENV, "a positive number of connections").map_or(WRITERS, |n| n as usize)
+}
+
+/// The positive number the environment variable `name` holds, if it is set; anything else there
+/// stops the benchmark with `what` it should be (a typo must not measure the default under
+/// another name).
+pub fn positive_env(name: &str, what: &str) -> Option<u32> {
+    let v = std::env::var(name).ok()?;
+    match v.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => panic!("{name}={v:?}: {what}"),
     }
 }
 

@@ -10,14 +10,14 @@ use crate::seed::{self, DirectoryState, SeedOptions, SeededAdSystem, Template};
 use crate::{JimDatabase, Postgres};
 use jim_export::config::{DatabaseConfig, ExportRequest, ExportSettings, RunOptions};
 use jim_export::directory::entry::{RawEntry, parse_entry};
-use jim_export::engine::{CancellationToken, Engine};
+use jim_export::engine::Engine;
 use jim_export::plan::dn_key;
 use jim_export::report::RunResult;
 use ldap3::Scope;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::engine::Events;
+use super::engine::{Events, run_collecting};
 
 /// The attributes the AD seed stages, in its spelling.
 pub const ATTRIBUTES: &[&str] = &[
@@ -93,11 +93,7 @@ impl AdEnv {
 
     /// Runs an export with `request`, collecting its events.
     pub async fn run(&self, engine: &Engine, request: &ExportRequest) -> (RunResult, Arc<Events>) {
-        let events = Arc::new(Events::default());
-        let result = engine
-            .run_export(request, events.clone(), CancellationToken::new())
-            .await
-            .expect("the export runs");
+        let (result, events) = run_collecting(engine, request).await;
         for item in events
             .items()
             .iter()

@@ -63,12 +63,7 @@ impl Env {
 
     /// Runs an export with `request`, collecting its events.
     pub async fn run(&self, engine: &Engine, request: &ExportRequest) -> (RunResult, Arc<Events>) {
-        let events = Arc::new(Events::default());
-        let result = engine
-            .run_export(request, events.clone(), CancellationToken::new())
-            .await
-            .expect("the export runs");
-        (result, events)
+        run_collecting(engine, request).await
     }
 
     /// The directory's content under the suffix's containers, in the shape of [`DirectoryState`].
@@ -286,4 +281,14 @@ pub async fn entry_values(slapd: &Slapd, dn: &str, attr: &str) -> Option<BTreeSe
             .map(|(_, v)| v.iter().cloned().collect())
             .unwrap_or_default(),
     )
+}
+
+/// Runs an export with `request` to its end (it must not fail), collecting its events.
+pub async fn run_collecting(engine: &Engine, request: &ExportRequest) -> (RunResult, Arc<Events>) {
+    let events = Arc::new(Events::default());
+    let result = engine
+        .run_export(request, events.clone(), CancellationToken::new())
+        .await
+        .expect("the export runs");
+    (result, events)
 }
