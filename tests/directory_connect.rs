@@ -187,3 +187,45 @@ async fn the_first_url_that_answers_wins() -> TestResult {
     assert!(matches!(err, DirectoryError::Connect(_)), "{err:?}");
     Ok(())
 }
+
+/// The pool's other connections are opened right after the first, in the background (over LDAPS
+/// here: the engine opens the TCP connection itself and hands it to ldap3, which puts TLS on it),
+/// so the first exports do not each wait for a bind; "Who am I?", asked beside the root DSE's read,
+/// still names the bound DN.
+#[tokio::test]
+async fn the_pool_opens_its_connections_ahead_of_use() -> TestResult {
+    let fx = Fixture::new("connect-warm").await?;
+    let mut ldaps = fx.config();
+    ldaps.urls = vec![fx.slapd.ldaps_url().ok_or("ldaps")?.to_string()];
+    ldaps.tls = DirectoryTls {
+        mode: Some(DirectoryTlsMode::Ldaps),
+        ca_pem: Some(
+            fx.slapd
+                .ca_pem()
+                .ok_or("the test slapd has a CA")?
+                .to_string(),
+        ),
+        ..DirectoryTls::default()
+    };
+    let d = Directory::connect_with(&ldaps, DirectoryTuning::default()).await?;
+    assert_eq!(d.identity(), Some(fx.slapd.admin_dn()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (d.stats().connects as usize) < d.connections() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} connections open without any operation",
+            d.stats().connects,
+            d.connections()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(d.stats().operations(), 0);
+    create_through(&d, &fx, "after-warm-up").await?;
+    assert_eq!(
+        d.stats().connects as usize,
+        d.connections(),
+        "no connection opened twice"
+    );
+    d.close().await;
+    Ok(())
+}

@@ -427,6 +427,62 @@ async fn a_directory_that_goes_away_ends_the_run_cleanly() {
     assert_eq!(env.executing().await, 0);
 }
 
+/// A run opens the queue and connects the directory at the same time. The database's verdict comes
+/// first whatever the directory does: an unknown system is reported while the directory is still
+/// silent (a listener that never answers: the connect would wait its full timeout), and also when
+/// the directory refused at once; a directory that refuses a good system's run is a directory error
+/// that leaves nothing claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_heard_first_when_a_run_starts() {
+    let env = Env::new(Template::Nano).await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refusing = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let engine = Engine::new();
+    for url in [
+        format!("ldap://127.0.0.1:{}", silent.local_addr().unwrap().port()),
+        format!("ldap://127.0.0.1:{refusing}"),
+    ] {
+        let mut request = env.request();
+        request.connected_system_id = 987_654;
+        request.directory.urls = vec![url.clone()];
+        request.directory.connect_timeout_ms = 120_000;
+        let started = Instant::now();
+        let e = engine
+            .run_export(
+                &request,
+                Arc::new(Events::default()),
+                CancellationToken::new(),
+            )
+            .await
+            .expect_err("no such system");
+        assert!(
+            e.to_string()
+                .contains("connected system 987654 does not exist"),
+            "{url}: {e}"
+        );
+        // Not a timing figure: the directory's connect would take two minutes.
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{url}: waited for the directory"
+        );
+    }
+    let mut request = env.request();
+    request.directory.urls = vec![format!("ldap://127.0.0.1:{refusing}")];
+    let e = engine
+        .run_export(
+            &request,
+            Arc::new(Events::default()),
+            CancellationToken::new(),
+        )
+        .await
+        .expect_err("nobody answers");
+    assert!(e.to_string().contains("cannot reach the directory"), "{e}");
+    assert_eq!(env.executing().await, 0);
+}
+
 /// The operator calls: the queue summary, releasing stranded rows, resetting Failed exports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_calls() {

@@ -130,6 +130,8 @@ struct Inner {
     containers: Containers,
     retries: AtomicU64,
     export_latency: latency::SharedLatency,
+    /// Connections being opened ahead of use ([`Directory::warm_up`]).
+    warm_up: Mutex<JoinSet<()>>,
 }
 
 /// A connected directory: the pool, what the directory is, and the run's container registry. Cheap to
@@ -168,13 +170,16 @@ impl Directory {
         let drivers = Mutex::new(JoinSet::new());
         let mut first = connector.connect(&drivers).await?;
         let operation_timeout = Duration::from_millis(config.operation_timeout_ms);
-        let root = pool::Pool::read_root_dse(&mut first, operation_timeout).await;
+        // "Who am I?" goes out beside the root DSE's read instead of after it (one round trip, not
+        // two, to a distant DC). A server without the extended operation answers it with an error
+        // (RFC 4511 §4.12), and its answer is only believed where the root DSE lists the operation.
+        let mut beside = first.clone();
+        let (root, identity) = tokio::join!(
+            pool::Pool::read_root_dse(&mut first, operation_timeout),
+            pool::Pool::who_am_i(&mut beside, operation_timeout),
+        );
         let profile = DirectoryProfile::from_root_dse(&root, config.dialect);
-        let identity = if root.supports_who_am_i() {
-            pool::Pool::who_am_i(&mut first, operation_timeout).await
-        } else {
-            None
-        };
+        let identity = identity.filter(|_| root.supports_who_am_i());
         let sizing = Sizing::new(&tuning, &profile);
         let (connections, per_connection, max_in_flight) = (
             sizing.connections,
@@ -202,7 +207,7 @@ impl Directory {
         let drivers = drivers.into_inner().unwrap_or_else(|p| p.into_inner());
         let pool = pool::Pool::new(connector, limits, drivers);
         pool.adopt_connection(first);
-        Ok(Directory {
+        let directory = Directory {
             inner: Arc::new(Inner {
                 pool,
                 profile,
@@ -211,8 +216,29 @@ impl Directory {
                 containers: Containers::default(),
                 retries: AtomicU64::new(0),
                 export_latency: latency::SharedLatency::default(),
+                warm_up: Mutex::new(JoinSet::new()),
             }),
-        })
+        };
+        directory.warm_up();
+        Ok(directory)
+    }
+
+    /// Opens the pool's other connections in the background, all at once, so that the first
+    /// exports do not wait for a connection each (a bind is a round trip, TLS two more) while the
+    /// run is still claiming its first page. A connection that cannot be made now is left to the
+    /// first operation that needs it, which tries again and reports what it meets.
+    fn warm_up(&self) {
+        let mut tasks = self.inner.warm_up.lock().unwrap_or_else(|p| p.into_inner());
+        for slot in 1..self.inner.pool.limits().connections {
+            // The task holds the directory until its connect ends (bounded by the connect
+            // timeout); `close` aborts it.
+            let inner = self.inner.clone();
+            tasks.spawn(async move {
+                if let Err(e) = inner.pool.open_slot(slot).await {
+                    tracing::debug!(slot, error = %e, "opening a connection ahead of use failed");
+                }
+            });
+        }
     }
 
     /// What the directory is (dialect, post-read, defaults).
@@ -436,6 +462,11 @@ impl Directory {
 
     /// Unbinds every connection.
     pub async fn close(&self) {
+        self.inner
+            .warm_up
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
         self.inner.pool.close().await;
     }
 }

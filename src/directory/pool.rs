@@ -251,6 +251,11 @@ impl Pool {
         Some(live)
     }
 
+    /// Opens the slot's connection unless it has one.
+    pub async fn open_slot(&self, slot: usize) -> Result<(), TransportError> {
+        self.live(slot).await.map(|_| ())
+    }
+
     async fn live(&self, slot: usize) -> Result<Live, TransportError> {
         if let Some(l) = self.current(slot) {
             return Ok(l);

@@ -34,7 +34,7 @@ use super::log::Logger;
 use super::metrics::{PassMeter, directory_stats_since};
 use super::progress::ProgressState;
 use super::{CancellationToken, RunListener};
-use crate::config::ExportRequest;
+use crate::config::{DirectoryConfig, ExportRequest, RunOptions};
 use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult};
 use crate::error::{Error, Result};
 use crate::model::ExportPhase;
@@ -53,13 +53,55 @@ pub(crate) async fn run(
     let started_at = Utc::now();
     let t0 = Instant::now();
     let options = &request.options;
-    let queue = Arc::new(store.open(request.connected_system_id, options).await?);
-    let start = PassStart::announce(&store, &queue, request, &listener, started_at, t0).await?;
-    warn_about_transport(&start.log, request, database_unverified);
-    let directory = Directory::connect(&request.directory, options).await?;
+    warn_about_transport(&Logger::new(listener.clone()), request, database_unverified);
+    let prepare = async {
+        let queue = Arc::new(store.open(request.connected_system_id, options).await?);
+        let start = PassStart::announce(&store, &queue, request, &listener, started_at, t0).await?;
+        Ok((queue, start))
+    };
+    let ((queue, start), directory) =
+        prepare_beside_connect(prepare, &request.directory, options).await?;
     let outcome = pass(queue, &directory, request, listener, cancel, start).await;
     directory.close().await;
     outcome.map(|done| done.result)
+}
+
+/// Runs the database's side of a start (`prepare`: the queue's schema, the count of what is due) and
+/// connects the directory at the same time. The two do not depend on each other, so a start waits for
+/// the slower rather than for their sum (a bind, the root DSE and "Who am I?" are round trips to a
+/// distant DC; opening the queue is several statements). A database failure is what is reported, as
+/// soon as it happens, whatever the directory is doing (a connection in progress is dropped, one
+/// already made is closed); the directory's failure is reported once the database's side is ready,
+/// as when the two ran one after the other.
+pub(crate) async fn prepare_beside_connect<T>(
+    prepare: impl Future<Output = Result<T>>,
+    config: &DirectoryConfig,
+    options: &RunOptions,
+) -> Result<(T, Directory)> {
+    let connect = Directory::connect(config, options);
+    tokio::pin!(prepare, connect);
+    let mut connected = None;
+    let prepared = tokio::select! {
+        prepared = &mut prepare => prepared,
+        c = &mut connect => {
+            connected = Some(c);
+            prepare.await
+        }
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            if let Some(Ok(directory)) = connected {
+                directory.close().await;
+            }
+            return Err(e);
+        }
+    };
+    let directory = match connected {
+        Some(c) => c?,
+        None => connect.await?,
+    };
+    Ok((prepared, directory))
 }
 
 /// Warns about connections that are not protected as they should be: the directory's certificate

@@ -319,15 +319,22 @@ impl SystemLoop {
         listener: Arc<dyn RunListener>,
         database_unverified: bool,
     ) -> Result<SystemLoop> {
-        store
-            .open(request.connected_system_id, &request.options)
-            .await?;
         super::run::warn_about_transport(
             &Logger::new(listener.clone()),
             request,
             database_unverified,
         );
-        let directory = Directory::connect(&request.directory, &request.options).await?;
+        let ((), directory) = super::run::prepare_beside_connect(
+            async {
+                store
+                    .open(request.connected_system_id, &request.options)
+                    .await
+                    .map(drop)
+            },
+            &request.directory,
+            &request.options,
+        )
+        .await?;
         let mut request = request.clone();
         // Checked above; each pass reloads the system's attribute definitions but not the schema version.
         request.options.skip_schema_check = true;

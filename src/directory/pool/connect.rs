@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, StdStream};
 use tokio::task::JoinSet;
 use tracing::instrument::WithSubscriber;
 
@@ -83,6 +83,12 @@ impl Connector {
                 "TLS certificate verification is switched off for the directory (tls.verify = false)"
             );
         }
+        if let Some(stream) = tcp_without_delay(url)
+            .await
+            .map_err(|e| classify_connect_error(url, e))?
+        {
+            settings = settings.set_std_stream(stream);
+        }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
             .await
             .map_err(|e| classify_connect_error(url, e))?;
@@ -151,6 +157,32 @@ impl Connector {
     }
 }
 
+/// Opens the TCP connection ldap3 would open for `url`, with Nagle's algorithm off (ldap3 leaves it
+/// on). Every LDAP request is a small write of its own; with Nagle's algorithm a request written
+/// while an earlier one is unacknowledged waits for that acknowledgement, and a server that delays
+/// its acknowledgements (Linux up to 40 ms, Windows 200 ms) sends it with its answer, a round trip
+/// later: measured through a 10 ms proxy, "Who am I?" sent beside the root DSE's read came back
+/// 10 ms after it. `None` for `ldapi://` (a local socket) and for what ldap3 should judge itself (a
+/// URL it cannot parse).
+async fn tcp_without_delay(url: &str) -> Result<Option<StdStream>, LdapError> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(None);
+    };
+    let port = match parsed.scheme().to_ascii_lowercase().as_str() {
+        "ldap" => parsed.port().unwrap_or(389),
+        "ldaps" => parsed.port().unwrap_or(636),
+        _ => return Ok(None),
+    };
+    // As ldap3 names it: an empty host is the local host; an IPv6 address keeps its brackets.
+    let host = match parsed.host_str() {
+        Some("") | None => "localhost",
+        Some(host) => host,
+    };
+    let stream = tokio::net::TcpStream::connect(format!("{host}:{port}")).await?;
+    stream.set_nodelay(true)?;
+    Ok(Some(StdStream::Tcp(stream.into_std()?)))
+}
+
 enum ConnectFailure {
     TryNext(String),
     Fatal(DirectoryError),
@@ -179,4 +211,47 @@ fn classify_connect_error(url: &str, e: LdapError) -> ConnectFailure {
 fn is_tls_io_error(e: &std::io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_engine_opens_network_connections_itself_with_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for url in [
+            format!("ldap://127.0.0.1:{port}"),
+            format!("LDAPS://127.0.0.1:{port}/"),
+        ] {
+            let Some(StdStream::Tcp(stream)) = tcp_without_delay(&url).await.unwrap() else {
+                panic!("{url}: no TCP stream");
+            };
+            assert!(stream.nodelay().unwrap(), "{url}");
+            assert_eq!(stream.peer_addr().unwrap().port(), port, "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn local_sockets_and_unparsable_urls_are_left_to_ldap3() {
+        for url in ["ldapi://%2Fvar%2Frun%2Fslapd%2Fldapi", "ldap://[oops"] {
+            assert!(tcp_without_delay(url).await.unwrap().is_none(), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_an_error_to_try_the_next_url_with() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let Err(e) = tcp_without_delay(&format!("ldap://127.0.0.1:{port}")).await else {
+            panic!("nothing listens");
+        };
+        assert!(matches!(
+            classify_connect_error("ldap://x", e),
+            ConnectFailure::TryNext(_)
+        ));
+    }
 }
