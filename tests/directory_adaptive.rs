@@ -288,3 +288,88 @@ async fn the_engine_reports_the_limit_in_progress_and_metrics() {
         (5, 5, 5, 0)
     );
 }
+
+/// One engine learns where each directory's limit belongs: a run that stops once its limit has moved
+/// leaves the rest of the queue, and the next run on the same engine starts there (its first
+/// progress report while executing names that limit), not at the dialect's 32. A new engine starts
+/// at 32 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_run_on_an_engine_resumes_at_the_limit_the_last_one_ended_at() {
+    use jim_export::engine::{CancellationToken, RunListener};
+    use jim_export::report::ProgressEvent;
+    use std::sync::{Arc, Mutex};
+
+    /// Cancels the run once the limit has moved off its start; records every progress event.
+    struct StopWhenMoved {
+        cancel: CancellationToken,
+        progress: Mutex<Vec<ProgressEvent>>,
+    }
+    impl RunListener for StopWhenMoved {
+        fn on_progress(&self, e: &ProgressEvent) {
+            if e.phase == ExportPhase::Executing && e.in_flight_limit != 32 {
+                self.cancel.cancel();
+            }
+            self.progress.lock().unwrap().push(e.clone());
+        }
+    }
+    let listen = |cancel: &CancellationToken| {
+        Arc::new(StopWhenMoved {
+            cancel: cancel.clone(),
+            progress: Mutex::new(Vec::new()),
+        })
+    };
+    let first_limit = |l: &StopWhenMoved| {
+        l.progress
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.phase == ExportPhase::Executing)
+            .map(|e| e.in_flight_limit)
+    };
+
+    let env = support::engine::Env::new(Template::Medium).await;
+    let proxy = LatencyProxy::in_front_of(env.slapd.ldap_url(), Duration::from_millis(5)).unwrap();
+    let mut request = env.request();
+    request.directory.urls = vec![proxy.url("ldap")];
+    request.options.progress_interval_ms = 10;
+    let engine = Engine::new();
+
+    let cancel = CancellationToken::new();
+    let first = listen(&cancel);
+    let one = engine
+        .run_export(&request, first.clone(), cancel)
+        .await
+        .unwrap();
+    assert_eq!(first_limit(&first), Some(32), "the dialect's start");
+    let learnt = one.metrics.in_flight_limit;
+    assert!(
+        one.metrics.in_flight_limit_increases + one.metrics.in_flight_limit_decreases > 0
+            && learnt != 32,
+        "the first run stopped once its limit moved: {:?}",
+        one.metrics
+    );
+
+    let cancel = CancellationToken::new();
+    let second = listen(&cancel);
+    engine
+        .run_export(&request, second.clone(), cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        first_limit(&second),
+        Some(learnt),
+        "resumed where the first ended"
+    );
+
+    let cancel = CancellationToken::new();
+    let fresh = listen(&cancel);
+    Engine::new()
+        .run_export(&request, fresh.clone(), cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        first_limit(&fresh),
+        Some(32),
+        "another engine knows nothing"
+    );
+}

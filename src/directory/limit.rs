@@ -286,6 +286,16 @@ impl AdaptiveLimit {
         }
     }
 
+    /// Starts from `limit` (within the bounds) instead of the bounds' start, before any operation:
+    /// the limit an earlier run to the same directory ended at. The baseline is learnt there as at
+    /// any start, slow start follows below the ceiling; the floor latency alone may lead to stays
+    /// half the bounds' start, so a directory that has slowed since is followed down as far as
+    /// from a fresh start.
+    pub fn resume_at(&mut self, limit: u32) {
+        self.limit = limit.clamp(self.bounds.min, self.bounds.max);
+        self.stats = LimitStats::fixed(self.limit);
+    }
+
     /// The limit in force.
     pub fn limit(&self) -> u32 {
         self.limit
@@ -549,9 +559,13 @@ impl InFlightGate {
         Self::with(limit.max(1), None)
     }
 
-    /// A gate whose limit the AIMD controller sets, starting at `bounds.initial`.
-    pub fn adaptive(bounds: LimitBounds, settings: AimdSettings) -> Self {
-        let controller = AdaptiveLimit::new(bounds, settings, Instant::now());
+    /// A gate whose limit the AIMD controller sets, starting at `bounds.initial`, or at `resume`
+    /// (within the bounds) where an earlier run learnt where to be.
+    pub fn adaptive(bounds: LimitBounds, settings: AimdSettings, resume: Option<u32>) -> Self {
+        let mut controller = AdaptiveLimit::new(bounds, settings, Instant::now());
+        if let Some(limit) = resume {
+            controller.resume_at(limit);
+        }
         Self::with(controller.limit(), Some(Mutex::new(controller)))
     }
 

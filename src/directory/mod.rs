@@ -191,6 +191,7 @@ impl Directory {
             in_flight_per_connection: per_connection as usize,
             max_in_flight: max_in_flight as usize,
             adaptive: sizing.adaptive,
+            resume: tuning.resume_in_flight,
             ops_per_second: tuning.ops_per_second,
             operation_timeout,
         };

@@ -39,6 +39,8 @@ pub(crate) struct PoolLimits {
     pub max_in_flight: usize,
     /// The adaptive limit's bounds; `None` for a fixed limit.
     pub adaptive: Option<LimitBounds>,
+    /// Where an adaptive limit resumes (within its bounds).
+    pub resume: Option<u32>,
     pub ops_per_second: Option<u32>,
     pub operation_timeout: Duration,
 }
@@ -127,7 +129,9 @@ impl Pool {
             connector,
             slots,
             global: match limits.adaptive {
-                Some(bounds) => InFlightGate::adaptive(bounds, AimdSettings::default()),
+                Some(bounds) => {
+                    InFlightGate::adaptive(bounds, AimdSettings::default(), limits.resume)
+                }
                 None => {
                     InFlightGate::fixed(u32::try_from(limits.max_in_flight).unwrap_or(u32::MAX))
                 }

@@ -26,6 +26,11 @@ pub struct DirectoryTuning {
     pub min_in_flight: Option<u32>,
     /// Where the adaptive limit starts (default: connections × per connection, within the bounds).
     pub initial_in_flight: Option<u32>,
+    /// Where the adaptive limit resumes: what an earlier run to the same directory learnt (see
+    /// [`Engine`](crate::engine::Engine)). Unlike [`initial_in_flight`](Self::initial_in_flight) it
+    /// moves only the starting point: the floor that latency alone may lead to stays half the start
+    /// above, so a directory that has slowed since is still followed down.
+    pub resume_in_flight: Option<u32>,
     /// Cap on operations per second.
     pub ops_per_second: Option<u32>,
     /// In-run retries of an operation that met a transient condition.
@@ -52,6 +57,7 @@ impl Default for DirectoryTuning {
             concurrency: Concurrency::default(),
             min_in_flight: None,
             initial_in_flight: None,
+            resume_in_flight: None,
             ops_per_second: None,
             max_operation_retries: 3,
             retry_backoff: Duration::from_millis(250),

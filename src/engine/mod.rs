@@ -13,6 +13,7 @@ mod coordinator;
 mod dependencies;
 mod dry_run;
 mod flush;
+mod learned;
 mod lease;
 mod listener;
 mod log;
@@ -47,6 +48,8 @@ pub struct Engine {
     stores: Mutex<HashMap<String, Store>>,
     /// The warning about an unverified database connection was given (it is given once).
     warned_database_tls: AtomicBool,
+    /// Where each directory's adaptive in-flight limit ended, for the next run to resume at.
+    limits: learned::LearnedLimits,
 }
 
 impl Engine {
@@ -83,7 +86,7 @@ impl Engine {
             if request.options.dry_run {
                 dry_run::dry_run(store, request, listener, unverified).await
             } else {
-                run::run(store, request, listener, cancel, unverified).await
+                run::run(store, request, listener, cancel, unverified, &self.limits).await
             }
         }
         .instrument(span);

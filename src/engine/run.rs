@@ -29,13 +29,14 @@ use super::breaker::{Breaker, UNANSWERED_EXPORTS_TO_STOP};
 use super::claimer::{Claimed, claim_pages};
 use super::coordinator::Coordinator;
 use super::flush::FlushBuffer;
+use super::learned::LearnedLimits;
 use super::lease::renew_leases;
 use super::log::Logger;
 use super::metrics::{PassMeter, directory_stats_since};
 use super::progress::ProgressState;
 use super::{CancellationToken, RunListener};
-use crate::config::{DirectoryConfig, ExportRequest, RunOptions};
-use crate::directory::{Directory, ExportJob, ExportResult as DirectoryResult};
+use crate::config::{DirectoryConfig, ExportRequest};
+use crate::directory::{Directory, DirectoryTuning, ExportJob, ExportResult as DirectoryResult};
 use crate::error::{Error, Result};
 use crate::model::ExportPhase;
 use crate::plan::Planner;
@@ -49,6 +50,7 @@ pub(crate) async fn run(
     listener: Arc<dyn RunListener>,
     cancel: CancellationToken,
     database_unverified: bool,
+    limits: &LearnedLimits,
 ) -> Result<RunResult> {
     let started_at = Utc::now();
     let t0 = Instant::now();
@@ -59,9 +61,16 @@ pub(crate) async fn run(
         let start = PassStart::announce(&store, &queue, request, &listener, started_at, t0).await?;
         Ok((queue, start))
     };
+    let tuning = limits.tuning(
+        &request.directory,
+        DirectoryTuning::from_run_options(options),
+    );
     let ((queue, start), directory) =
-        prepare_beside_connect(prepare, &request.directory, options).await?;
+        prepare_beside_connect(prepare, &request.directory, tuning).await?;
     let outcome = pass(queue, &directory, request, listener, cancel, start).await;
+    if outcome.is_ok() {
+        limits.remember(&request.directory, &directory);
+    }
     directory.close().await;
     outcome.map(|done| done.result)
 }
@@ -76,9 +85,9 @@ pub(crate) async fn run(
 pub(crate) async fn prepare_beside_connect<T>(
     prepare: impl Future<Output = Result<T>>,
     config: &DirectoryConfig,
-    options: &RunOptions,
+    tuning: DirectoryTuning,
 ) -> Result<(T, Directory)> {
-    let connect = Directory::connect(config, options);
+    let connect = Directory::connect_with(config, tuning);
     tokio::pin!(prepare, connect);
     let mut connected = None;
     let prepared = tokio::select! {

@@ -30,7 +30,7 @@ use super::log::Logger;
 use super::run::{self, PassStart};
 use super::{CancellationToken, RunListener};
 use crate::config::{ExportRequest, WakeUpMode, WatchOptions, WatchRequest};
-use crate::directory::Directory;
+use crate::directory::{Directory, DirectoryTuning};
 use crate::error::{Error, Result};
 use crate::report::{WakeUps, WatchMode, WatchResult, WatchSystemResult};
 use crate::store::{Heard, NOTIFY_CHANNEL, QueueListener, Store};
@@ -332,7 +332,7 @@ impl SystemLoop {
                     .map(drop)
             },
             &request.directory,
-            &request.options,
+            DirectoryTuning::from_run_options(&request.options),
         )
         .await?;
         let mut request = request.clone();

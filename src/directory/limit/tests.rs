@@ -297,7 +297,7 @@ fn steady_noise_does_not_cut_the_limit() {
 
 #[tokio::test]
 async fn the_gate_follows_the_limit_without_disturbing_operations_in_flight() {
-    let gate = InFlightGate::adaptive(LimitBounds::new(1, 8, 4), AimdSettings::default());
+    let gate = InFlightGate::adaptive(LimitBounds::new(1, 8, 4), AimdSettings::default(), None);
     let held: Vec<_> = futures_hold(&gate, 4).await;
     assert_eq!(gate.in_flight(), 4);
     assert!(gate.semaphore.try_acquire().is_err(), "4 of 4 in use");
@@ -334,7 +334,7 @@ async fn a_fixed_gate_never_moves() {
 
 #[tokio::test]
 async fn back_pressure_through_the_gate_lowers_its_limit() {
-    let gate = InFlightGate::adaptive(LimitBounds::new(1, 32, 20), AimdSettings::default());
+    let gate = InFlightGate::adaptive(LimitBounds::new(1, 32, 20), AimdSettings::default(), None);
     let p = gate.acquire().await.expect("open");
     p.record(true);
     drop(p);
@@ -365,4 +365,37 @@ fn a_rise_before_any_doubling_is_the_workload_changing_not_a_reason_to_cut() {
     run(&mut c, t, 40, 25, true);
     assert_eq!(c.stats().decreases, 0);
     assert!(c.limit() > 32, "{:?}", c.stats());
+}
+
+#[test]
+fn a_resumed_limit_starts_where_it_was_learnt_and_still_follows_a_slower_directory_down() {
+    let (mut c, t0) = controller(1, 128, 32);
+    c.resume_at(96);
+    assert_eq!((c.limit(), c.stats().current, c.stats().max), (96, 96, 96));
+    // The baseline is learnt at the resumed limit, then slow start goes on from there.
+    let t = run(&mut c, t0, 3, 10, true);
+    assert_eq!(c.phase(), Phase::SlowStart);
+    run(&mut c, t, 2, 10, true);
+    assert_eq!(c.limit(), 128, "{:?}", c.stats());
+
+    // A directory that has slowed since: latency alone takes the limit below half the resumed
+    // start, down to half of the bounds' start (16), as from a fresh start. (A baseline that hardly
+    // moves, so that every slow window reads as a severe rise.)
+    let settings = AimdSettings {
+        ewma_alpha: 0.01,
+        ..AimdSettings::default()
+    };
+    let mut c = controller_with(settings, 1, 128, 32);
+    c.resume_at(128);
+    let t = run(&mut c, Instant::now(), 5, 1, true);
+    run(&mut c, t, 60, 10, true);
+    assert_eq!(c.limit(), 16, "{:?}", c.stats());
+
+    // Outside the bounds, the bounds win.
+    let (mut high, _) = controller(1, 64, 32);
+    high.resume_at(500);
+    assert_eq!(high.limit(), 64);
+    let (mut low, _) = controller(8, 64, 32);
+    low.resume_at(0);
+    assert_eq!(low.limit(), 8);
 }
