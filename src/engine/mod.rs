@@ -41,7 +41,8 @@ use crate::report::{RunResult, WatchResult};
 use crate::store::{QueueSummary, Store};
 
 /// The export engine: runs exports and answers operator calls. Cheap to share (`Arc`); every method
-/// takes `&self` and may be called concurrently.
+/// takes `&self` and may be called concurrently. Keep one for the host's lifetime: it holds the
+/// database pools, and each directory's run resumes at the in-flight limit the last one learnt.
 #[derive(Debug, Default)]
 pub struct Engine {
     /// Database pools by connection string, shared by every run and call on the same database.
