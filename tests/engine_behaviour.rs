@@ -441,6 +441,19 @@ async fn the_database_is_heard_first_when_a_run_starts() {
         l.local_addr().unwrap().port()
     };
     let engine = Engine::new();
+    let start_fails = |request: jim_export::config::ExportRequest| {
+        let engine = &engine;
+        async move {
+            engine
+                .run_export(
+                    &request,
+                    Arc::new(Events::default()),
+                    CancellationToken::new(),
+                )
+                .await
+                .expect_err("the run cannot start")
+        }
+    };
     for url in [
         format!("ldap://127.0.0.1:{}", silent.local_addr().unwrap().port()),
         format!("ldap://127.0.0.1:{refusing}"),
@@ -450,14 +463,7 @@ async fn the_database_is_heard_first_when_a_run_starts() {
         request.directory.urls = vec![url.clone()];
         request.directory.connect_timeout_ms = 120_000;
         let started = Instant::now();
-        let e = engine
-            .run_export(
-                &request,
-                Arc::new(Events::default()),
-                CancellationToken::new(),
-            )
-            .await
-            .expect_err("no such system");
+        let e = start_fails(request).await;
         assert!(
             e.to_string()
                 .contains("connected system 987654 does not exist"),
@@ -471,14 +477,7 @@ async fn the_database_is_heard_first_when_a_run_starts() {
     }
     let mut request = env.request();
     request.directory.urls = vec![format!("ldap://127.0.0.1:{refusing}")];
-    let e = engine
-        .run_export(
-            &request,
-            Arc::new(Events::default()),
-            CancellationToken::new(),
-        )
-        .await
-        .expect_err("nobody answers");
+    let e = start_fails(request).await;
     assert!(e.to_string().contains("cannot reach the directory"), "{e}");
     assert_eq!(env.executing().await, 0);
 }
