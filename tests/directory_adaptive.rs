@@ -289,87 +289,66 @@ async fn the_engine_reports_the_limit_in_progress_and_metrics() {
     );
 }
 
-/// One engine learns where each directory's limit belongs: a run that stops once its limit has moved
-/// leaves the rest of the queue, and the next run on the same engine starts there (its first
-/// progress report while executing names that limit), not at the dialect's 32. A new engine starts
-/// at 32 again.
+/// One engine remembers where each directory's limit ended: the next run on the same engine starts
+/// there (its first progress report while executing names that limit), not at the dialect's 32; a
+/// new engine starts at 32. The first run is held at 40 or more (`min_in_flight`), so where it ends
+/// differs from 32 whatever the controller does; each run stops at its first progress report while
+/// executing, so the queue lasts for all three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_run_on_an_engine_resumes_at_the_limit_the_last_one_ended_at() {
     use jim_export::engine::{CancellationToken, RunListener};
     use jim_export::report::ProgressEvent;
     use std::sync::{Arc, Mutex};
 
-    /// Cancels the run once the limit has moved off its start; records every progress event.
-    struct StopWhenMoved {
+    /// Cancels the run at its first progress report while executing and keeps that report's limit.
+    struct FirstLimit {
         cancel: CancellationToken,
-        progress: Mutex<Vec<ProgressEvent>>,
+        limit: Mutex<Option<u32>>,
     }
-    impl RunListener for StopWhenMoved {
+    impl RunListener for FirstLimit {
         fn on_progress(&self, e: &ProgressEvent) {
-            if e.phase == ExportPhase::Executing && e.in_flight_limit != 32 {
+            if e.phase == ExportPhase::Executing {
+                self.limit.lock().unwrap().get_or_insert(e.in_flight_limit);
                 self.cancel.cancel();
             }
-            self.progress.lock().unwrap().push(e.clone());
         }
     }
-    let listen = |cancel: &CancellationToken| {
-        Arc::new(StopWhenMoved {
+    /// Runs until the first progress report while executing: (its limit, the limit at the end).
+    async fn first_limit(
+        engine: &Engine,
+        request: &jim_export::config::ExportRequest,
+    ) -> (Option<u32>, u32) {
+        let cancel = CancellationToken::new();
+        let listener = Arc::new(FirstLimit {
             cancel: cancel.clone(),
-            progress: Mutex::new(Vec::new()),
-        })
-    };
-    let first_limit = |l: &StopWhenMoved| {
-        l.progress
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|e| e.phase == ExportPhase::Executing)
-            .map(|e| e.in_flight_limit)
-    };
+            limit: Mutex::new(None),
+        });
+        let result = engine
+            .run_export(request, listener.clone(), cancel)
+            .await
+            .unwrap();
+        let first = *listener.limit.lock().unwrap();
+        (first, result.metrics.in_flight_limit)
+    }
 
     let env = support::engine::Env::new(Template::Medium).await;
-    let proxy = LatencyProxy::in_front_of(env.slapd.ldap_url(), Duration::from_millis(5)).unwrap();
     let mut request = env.request();
-    request.directory.urls = vec![proxy.url("ldap")];
     request.options.progress_interval_ms = 10;
     let engine = Engine::new();
 
-    let cancel = CancellationToken::new();
-    let first = listen(&cancel);
-    let one = engine
-        .run_export(&request, first.clone(), cancel)
-        .await
-        .unwrap();
-    assert_eq!(first_limit(&first), Some(32), "the dialect's start");
-    let learnt = one.metrics.in_flight_limit;
-    assert!(
-        one.metrics.in_flight_limit_increases + one.metrics.in_flight_limit_decreases > 0
-            && learnt != 32,
-        "the first run stopped once its limit moved: {:?}",
-        one.metrics
-    );
-
-    let cancel = CancellationToken::new();
-    let second = listen(&cancel);
-    engine
-        .run_export(&request, second.clone(), cancel)
-        .await
-        .unwrap();
+    let mut held = request.clone();
+    held.options.min_in_flight = Some(40);
+    let (first, learnt) = first_limit(&engine, &held).await;
     assert_eq!(
-        first_limit(&second),
-        Some(learnt),
-        "resumed where the first ended"
+        first,
+        Some(40),
+        "the dialect's 32, raised to the floor asked for"
     );
+    assert!(learnt >= 40, "{learnt}");
 
-    let cancel = CancellationToken::new();
-    let fresh = listen(&cancel);
-    Engine::new()
-        .run_export(&request, fresh.clone(), cancel)
-        .await
-        .unwrap();
-    assert_eq!(
-        first_limit(&fresh),
-        Some(32),
-        "another engine knows nothing"
-    );
+    let (second, _) = first_limit(&engine, &request).await;
+    assert_eq!(second, Some(learnt), "resumed where the first run ended");
+
+    let (fresh, _) = first_limit(&Engine::new(), &request).await;
+    assert_eq!(fresh, Some(32), "another engine knows nothing");
 }

@@ -33,13 +33,13 @@ impl LearnedLimits {
         }
     }
 
-    /// Keeps where the limit of a run that went through ended, if it adapted at all. A run that
-    /// failed is not learnt from: a directory that went away cut its limit to the floor, which says
-    /// nothing about the next run.
+    /// Keeps where the adaptive limit of a run that went through ended (a fixed limit teaches
+    /// nothing). The caller leaves out a run that failed: a directory that went away cut its limit
+    /// to the floor, which says nothing about the next run.
     pub(crate) fn remember(&self, config: &DirectoryConfig, directory: &Directory) {
-        let stats = directory.stats().in_flight_limit;
-        if stats.increases + stats.decreases > 0 {
-            self.lock().insert(key(config), stats.current);
+        if directory.is_adaptive() {
+            let limit = u32::try_from(directory.in_flight_limit()).unwrap_or(u32::MAX);
+            self.lock().insert(key(config), limit);
         }
     }
 
