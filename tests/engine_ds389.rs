@@ -103,12 +103,7 @@ impl Env389 {
     }
 
     async fn run(&self, engine: &Engine, request: &ExportRequest) -> (RunResult, Arc<Events>) {
-        let events = Arc::new(Events::default());
-        let result = engine
-            .run_export(request, events.clone(), CancellationToken::new())
-            .await
-            .expect("the export runs");
-        (result, events)
+        support::engine::run_collecting(engine, request).await
     }
 
     async fn admin(&self) -> Ldap {
