@@ -88,7 +88,7 @@ async fn one_strategy(
     let mut rows = Vec::new();
     for phase in ["initial", "follow-ups"] {
         if phase == "follow-ups" {
-            stage_follow_up_round(args, &db.pool, &seeded, strategy).await?;
+            stage_follow_up_round(args, &db.pool, &seeded, &spec).await?;
         }
         let sample = measured(pg, ds.pid(), &db.pool, &spec).await?;
         rows.push(Measured::new("389", "nosync", rtt, phase, strategy, sample));

@@ -88,6 +88,7 @@ async fn one_strategy(
     let mut rows = Vec::new();
     for phase in ["initial", "follow-ups"] {
         if phase == "follow-ups" {
+            super::retry_failed(&db.pool, &spec).await?;
             if strategy == "limit" {
                 // Nothing was written back: take the directory as holding what was sent.
                 seed::confirm_all_ad_as_exported(&db.pool, &seeded).await?;
