@@ -233,7 +233,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // queries PostgreSQL's foreign-key triggers run inside our statements (one per inserted CSO value
     // and key): nested, not round trips, and the same for any writer of JIM's schema.
     let rows = sqlx::query(
-        "SELECT s.toplevel, s.query, s.calls FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+        "SELECT s.toplevel, s.query, s.calls, s.total_plan_time + s.total_exec_time, s.shared_blks_hit \
+         FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
          WHERE d.datname = current_database() ORDER BY s.toplevel DESC, s.calls DESC",
     )
     .fetch_all(&db.pool)
@@ -244,6 +245,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let toplevel: bool = r.try_get(0)?;
         let query: String = r.try_get(1)?;
         let calls: i64 = r.try_get(2)?;
+        let ms: f64 = r.try_get(3)?;
+        let hits: i64 = r.try_get(4)?;
         let q = query.trim().to_ascii_uppercase();
         let control = ["BEGIN", "COMMIT", "ROLLBACK", "START TRANSACTION"]
             .iter()
@@ -264,7 +267,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .chars()
             .take(64)
             .collect();
-        breakdown.push((toplevel, calls, head));
+        breakdown.push((toplevel, calls, ms, hits, head));
     }
     let scans_after = index_scans(&db.pool).await?;
     let status_rows = sqlx::query(
@@ -315,9 +318,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store_statements as f64 * 100.0 / n
     );
     println!("  target: at most 4 per 100; JIM today: 13-25 per 100-object batch");
-    for (toplevel, calls, head) in breakdown.iter().take(10) {
+    println!(
+        "  per statement: calls, level, PostgreSQL's planning and execution ms per export, buffer hits per export"
+    );
+    for (toplevel, calls, ms, hits, head) in breakdown.iter().take(10) {
         let level = if *toplevel { "top" } else { "nested" };
-        println!("    {calls:>8} {level:<6} {head}");
+        println!(
+            "    {calls:>8} {level:<6} {:>6.3} ms {:>6.1} hits  {head}",
+            ms / n,
+            *hits as f64 / n
+        );
     }
     println!();
     println!("index scans on PendingExports during the run:");

@@ -36,6 +36,10 @@ use crate::store::{BadRow, ClaimedExport, ClaimedPage, ExportQueue, PersistRepor
 
 /// Flushes persisted at once; more outcomes wait in the coordinator's buffer.
 pub(crate) const MAX_FLUSHES_IN_FLIGHT: usize = 2;
+/// The weight of a full flush per export it may hold: a flush closes at `flush_size` exports or at
+/// this many times `flush_size` attribute changes, whichever comes first. 16 lets the usual export
+/// (MediumLarge's Creates carry 12-13 changes) fill a flush by count.
+pub(crate) const FLUSH_WEIGHT_PER_EXPORT: usize = 16;
 /// How long nothing may complete before the run says what it waits for.
 const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 
@@ -350,7 +354,8 @@ impl Coordinator {
                 Disposition::Failed(f) => f.progress.object_exists,
                 Disposition::Deferred => false,
             };
-            self.buffer.push(outcome, Instant::now());
+            let weight = persist_weight(&outcome);
+            self.buffer.push(outcome, weight, Instant::now());
             let Some(cso) = created else { continue };
             let released = self.admission.create_completed(cso, exists);
             for id in released.ready {
@@ -471,6 +476,12 @@ impl Coordinator {
 }
 
 /// A slot for one job in the directory's queue, or never (when the queue is closed).
+/// What persisting `outcome` costs, in the unit of [`FLUSH_WEIGHT_PER_EXPORT`]: one row written per
+/// attribute change (its status, and its value in the CSO's optimistic apply), one for the export.
+fn persist_weight(outcome: &ExportOutcome) -> usize {
+    outcome.export.export.attribute_changes.len() + 1
+}
+
 async fn reserve(
     jobs: &Option<mpsc::Sender<ExportJob>>,
 ) -> Option<std::result::Result<mpsc::Permit<'_, ExportJob>, mpsc::error::SendError<()>>> {

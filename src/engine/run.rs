@@ -27,7 +27,7 @@ use tracing::instrument::WithSubscriber;
 use super::admission::Admission;
 use super::breaker::{Breaker, UNANSWERED_EXPORTS_TO_STOP};
 use super::claimer::{Claimed, claim_pages};
-use super::coordinator::Coordinator;
+use super::coordinator::{Coordinator, FLUSH_WEIGHT_PER_EXPORT};
 use super::flush::FlushBuffer;
 use super::learned::LearnedLimits;
 use super::lease::renew_leases;
@@ -284,6 +284,7 @@ pub(crate) async fn pass(
         ready: VecDeque::new(),
         buffer: FlushBuffer::new(
             options.flush_size.max(1) as usize,
+            (options.flush_size.max(1) as usize).saturating_mul(FLUSH_WEIGHT_PER_EXPORT),
             Duration::from_millis(options.flush_interval_ms),
         ),
         flushes: JoinSet::new(),

@@ -309,7 +309,9 @@ namespace JimExport
         [DataMember(Name = "page_size", Order = 1, EmitDefaultValue = false)]
         public int? PageSize { get; set; }
 
-        /// <summary>Outcomes persisted per statement at most (default 100): the size of a batch report.</summary>
+        /// <summary>Outcomes persisted per statement at most (default 100): the size of a batch report. A flush
+        /// also closes once its exports carry 16 × this many attribute changes (1,600 by default), so that exports
+        /// carrying many values, large groups, are written in flushes of the usual cost side by side.</summary>
         [DataMember(Name = "flush_size", Order = 2, EmitDefaultValue = false)]
         public int? FlushSize { get; set; }
 
