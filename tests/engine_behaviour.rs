@@ -482,6 +482,68 @@ async fn the_database_is_heard_first_when_a_run_starts() {
     assert_eq!(env.executing().await, 0);
 }
 
+/// A row's state that a claim changes and a release restores.
+type ClaimState = (
+    uuid::Uuid,
+    i32,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<String>,
+);
+
+/// The system's rows' [`ClaimState`], by id.
+async fn claim_state(env: &Env) -> Vec<ClaimState> {
+    sqlx::query_as(
+        r#"SELECT "Id", "Status", "LastAttemptedAt", "LastErrorStackTrace" FROM "PendingExports"
+           WHERE "ConnectedSystemId" = $1 ORDER BY "Id""#,
+    )
+    .bind(env.seeded.connected_system_id())
+    .fetch_all(&env.db.pool)
+    .await
+    .expect("read the rows")
+}
+
+/// A run claims its first page while the directory connects, beside its count of what is due; when
+/// the directory then fails, that page goes back exactly as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_page_is_claimed_while_the_directory_connects_and_given_back_when_it_fails() {
+    let env = Env::new(Template::Nano).await;
+    let before = claim_state(&env).await;
+    // A listener that accepts and never answers: the bind waits out the connect timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut request = env.request();
+    request.directory.urls = vec![format!(
+        "ldap://127.0.0.1:{}",
+        silent.local_addr().unwrap().port()
+    )];
+    request.directory.connect_timeout_ms = 10_000;
+    let engine = Engine::new();
+    let events = Arc::new(Events::default());
+    let run = engine.run_export(&request, events.clone(), CancellationToken::new());
+    tokio::pin!(run);
+    let claimed = loop {
+        tokio::select! {
+            r = &mut run => panic!("the run ended before its first page was seen claimed: {:?}", r.map(|r| r.message)),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                let n = env.executing().await;
+                if n > 0 {
+                    break n;
+                }
+            }
+        }
+    };
+    assert!(claimed > 0);
+    let e = run.await.expect_err("the directory never answers");
+    assert!(
+        !e.to_string().contains("database"),
+        "a directory failure: {e}"
+    );
+    assert_eq!(
+        claim_state(&env).await,
+        before,
+        "every row back with the status, time and trace it had"
+    );
+}
+
 /// The operator calls: the queue summary, releasing stranded rows, resetting Failed exports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_calls() {

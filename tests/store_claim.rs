@@ -174,7 +174,25 @@ async fn eligibility_predicate_row_by_row() {
 
     let before: Vec<PeRow> = futures_rows(&fx, &ineligible).await;
     let q = fx.queue().await;
+    // What a run counts as due: the eligible rows of both passes, as the operator's summary counts
+    // them.
+    let due = eligible.len() as u64 + 1;
+    let summary = fx
+        .store
+        .queue_summary(fx.cs, Duration::from_secs(900))
+        .await
+        .expect("summary");
+    assert_eq!(summary.executable as u64, due);
+    assert_eq!(q.count_due().await.expect("count"), due);
     let page = q.claim(Pass::Plain, None, 100).await.expect("claim");
+    // The run counts beside its first claim: the rows it claimed still count for it, whichever of
+    // the two the database saw first, and not for another run, for which they are held.
+    assert_eq!(q.count_due().await.expect("count"), due, "after its claim");
+    assert_eq!(
+        fx.queue().await.count_due().await.expect("count"),
+        1,
+        "another run sees only the reference-bearing row"
+    );
     assert!(page.bad_rows.is_empty());
     assert!(page.is_last());
     let claimed: Vec<Uuid> = page.exports.iter().map(|e| e.id()).collect();

@@ -18,20 +18,28 @@ pub(crate) enum Claimed {
 }
 
 /// Claims pages, plain exports first and then reference-bearing ones (whose references are resolved
-/// in one query per page), until both passes are exhausted or the run is cancelled.
+/// in one query per page), until both passes are exhausted or the run is cancelled. `first` is the
+/// plain pass's first page when the run claimed it already (beside its count of what is due).
 pub(crate) async fn claim_pages(
     queue: Arc<ExportQueue>,
     page_size: u32,
+    first: Option<ClaimedPage>,
     cancel: CancellationToken,
     tx: mpsc::Sender<Claimed>,
 ) {
+    let mut first = first;
     for pass in [Pass::Plain, Pass::References] {
         let mut cursor = None;
         loop {
             if cancel.is_cancelled() {
+                // A page claimed before the pass began is returned with the run's other claims.
                 return;
             }
-            let page = match queue.claim(pass, cursor, page_size).await {
+            let claimed = match first.take() {
+                Some(page) => Ok(page),
+                None => queue.claim(pass, cursor, page_size).await,
+            };
+            let page = match claimed {
                 Ok(mut page) => {
                     if pass == Pass::References
                         && let Err(e) = queue.resolve_references(&mut page.exports).await

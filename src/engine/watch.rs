@@ -333,6 +333,7 @@ impl SystemLoop {
             },
             &request.directory,
             DirectoryTuning::from_run_options(&request.options),
+            async |()| {},
         )
         .await?;
         let mut request = request.clone();
@@ -493,15 +494,8 @@ impl SystemLoop {
                 .open(self.request.connected_system_id, &self.request.options)
                 .await?,
         );
-        let mut start = PassStart::announce(
-            &self.store,
-            &queue,
-            &self.request,
-            &self.listener,
-            started_at,
-            t0,
-        )
-        .await?;
+        let mut start =
+            PassStart::begin(&queue, &self.request, &self.listener, started_at, t0).await?;
         start.sequence = self.sequence;
         start.statements_base = statements_base;
         start.directory_base = Some(self.directory.stats());

@@ -129,6 +129,28 @@ impl ExportQueue {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The exports due for this run: those eligible now (JIM's executable-exports predicate with
+    /// lease recovery, as [`Store::queue_summary`](super::Store::queue_summary) counts them) and
+    /// those this run has claimed already, so that the count may run beside the run's first claim
+    /// and still give the same number. One statement.
+    pub async fn count_due(&self) -> Result<u64> {
+        let count: i64 = with_retries(
+            self.store.policy(),
+            "counting the exports due",
+            || {
+                self.store.count(1);
+                sqlx::query_scalar(sql::COUNT_DUE)
+                    .bind(self.schema.connected_system_id)
+                    .bind(self.lease_seconds())
+                    .bind(run_pattern(self.run_id))
+                    .fetch_one(&self.store.pool)
+            },
+            retry::nothing,
+        )
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+
     /// Claims the next page of `pass` after `after` (`None` for the first page): at most `limit`
     /// eligible exports in `("CreatedAt", "Id")` order, marked `Executing` with `LastAttemptedAt = now()`,
     /// skipping rows another engine holds, with their attribute value changes and CSO context. One

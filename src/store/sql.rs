@@ -422,6 +422,21 @@ cso_upd AS (
 SELECT p."Id", p."Status", p."ChangeType", p."ErrorCount", p."HasUnresolvedReferences", p."NextRetryAt"
 FROM pe_upd p"#;
 
+/// The exports due for a run (`$1` system, `$2` lease seconds, `$3` the run's mark pattern,
+/// `super::marker::run_pattern`): those eligible now and those the run has already claimed. The
+/// run counts beside its first claim; whichever state the count's snapshot sees a row the claim
+/// takes in, the row counts once.
+pub(crate) const COUNT_DUE: &str = concat!(
+    r#"
+SELECT count(*)
+FROM "PendingExports" pe
+WHERE pe."ConnectedSystemId" = $1
+  AND (("#,
+    eligibility!("$2"),
+    r#")
+       OR (pe."Status" = 2 AND pe."LastErrorStackTrace" LIKE $3))"#
+);
+
 /// Summary of one connected system's queue for operators (`$1` system, `$2` lease seconds).
 pub(crate) const QUEUE_SUMMARY: &str = concat!(
     r#"
