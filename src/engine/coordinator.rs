@@ -475,13 +475,13 @@ impl Coordinator {
     }
 }
 
-/// A slot for one job in the directory's queue, or never (when the queue is closed).
 /// What persisting `outcome` costs, in the unit of [`FLUSH_WEIGHT_PER_EXPORT`]: one row written per
 /// attribute change (its status, and its value in the CSO's optimistic apply), one for the export.
 fn persist_weight(outcome: &ExportOutcome) -> usize {
     outcome.export.export.attribute_changes.len() + 1
 }
 
+/// A slot for one job in the directory's queue, or never (when the queue is closed).
 async fn reserve(
     jobs: &Option<mpsc::Sender<ExportJob>>,
 ) -> Option<std::result::Result<mpsc::Permit<'_, ExportJob>, mpsc::error::SendError<()>>> {
