@@ -33,9 +33,10 @@
 //! Per child, PostgreSQL's WAL and row writes per table (inserts, updates and how many were HOT,
 //! deletes) are measured too (`bench/dbstats.rs`). Every measurement starts after `sync`, and
 //! failures a strategy's initial round left retryable are retried (unmeasured) before its
-//! follow-ups are staged, so that every strategy's follow-ups meet the same directory. `--profile` runs the floor and the engine with
-//! every statement's plan logged and writes where PostgreSQL's time, buffers and WAL go
-//! (`bench/profile.rs`, `<out>/profile.md`) instead of the throughput tables.
+//! follow-ups are staged, so that every strategy's follow-ups meet the same directory. `--profile`
+//! runs the floor and the engine with every statement's plan logged and writes where PostgreSQL's
+//! time, buffers and WAL go (`bench/profile.rs`, `<out>/profile.md`) instead of the throughput
+//! tables.
 //!
 //! SQL statements come from `pg_stat_statements` (`track = all`), reset before each child: top-level
 //! statements without transaction control, with the nested ones (foreign-key triggers) beside them.
@@ -1499,8 +1500,6 @@ async fn one_combination(
     Ok(rows)
 }
 
-/// After a strategy's initial round: JIM's confirming import of what it wrote (or, for the
-/// strategies that write nothing back, of what it sent), then the follow-up round staged.
 /// How many unmeasured retries [`retry_failed`] makes at most.
 const RETRY_ROUNDS: usize = 5;
 
@@ -1538,6 +1537,9 @@ async fn retry_failed(pool: &PgPool, spec: &ChildSpec) -> Result<u64> {
     Ok(retried)
 }
 
+/// After a strategy's initial round: its retryable failures retried ([`retry_failed`]), JIM's
+/// confirming import of what it wrote (or, for the strategies that write nothing back, of what it
+/// sent), then the follow-up round staged.
 async fn stage_follow_up_round(
     args: &Args,
     pool: &PgPool,

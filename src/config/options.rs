@@ -15,8 +15,9 @@ pub struct RunOptions {
     #[cfg_attr(feature = "uniffi", uniffi(default = 100))]
     pub page_size: u32,
     /// Outcomes persisted per statement at most (default [`DEFAULT_FLUSH_SIZE`]). A flush also
-    /// closes once its exports carry 16 × this many attribute changes (1,600 by default), so that exports
-    /// carrying many values, large groups, are written in flushes of the usual cost side by side.
+    /// closes once its exports carry 16 × this many attribute changes (1,600 by default), so
+    /// that exports carrying many values, large groups, are written in flushes of the usual cost
+    /// side by side.
     #[serde(default = "default_flush_size")]
     #[cfg_attr(feature = "uniffi", uniffi(default = 100))]
     pub flush_size: u32,

@@ -4243,8 +4243,9 @@ data class RunOptions (
     , 
     /**
      * Outcomes persisted per statement at most (default [`DEFAULT_FLUSH_SIZE`]). A flush also
-     * closes once its exports carry 16 × this many attribute changes (1,600 by default), so that exports
-     * carrying many values, large groups, are written in flushes of the usual cost side by side.
+     * closes once its exports carry 16 × this many attribute changes (1,600 by default), so
+     * that exports carrying many values, large groups, are written in flushes of the usual cost
+     * side by side.
      */
     var `flushSize`: kotlin.UInt = 100u 
     , 
