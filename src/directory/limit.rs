@@ -21,8 +21,11 @@
 //!    default) by 10-25 % before anything is known.
 //! 2. **Slow start**: the limit doubles after each window that holds, up to the ceiling. The first
 //!    window that rises puts it back to the last limit whose window held (and the baseline measured
-//!    there), so probing above the knee costs two windows; a window neither holding nor rising (the
-//!    knee is near) ends the phase where it is. A window that rises before any doubling was tried
+//!    there), so probing above the knee costs two windows, unless the doubling still bought
+//!    [`AimdSettings::min_gain`] (15 %) more throughput by Little's law (mean in flight over mean
+//!    latency): then the doubled limit stays, with the latency it brought as the new baseline, and
+//!    the phase ends. A window neither holding nor rising (the knee is near) ends the phase where
+//!    it is. A window that rises before any doubling was tried
 //!    does not: the limit is still the start limit, so the rise is the workload's mix changing, and
 //!    the baseline follows it. Back pressure ends it too.
 //! 3. **Congestion avoidance**: + [`AimdSettings::increase_share`] (1/16) of the limit, at least
@@ -115,6 +118,11 @@ pub struct AimdSettings {
     /// the time to climb from the start to a knee several times higher stays a few dozen windows,
     /// which a run of a second or two can afford, whatever the limit's size.
     pub increase_share: f64,
+    /// A slow-start doubling whose window rose is kept when, by Little's law (mean in flight over
+    /// mean latency), it still raised throughput by at least this share: on a machine whose cores
+    /// the directory shares with the engine and the database, more in flight raises latency long
+    /// before it stops paying, and going back would leave throughput on the table.
+    pub min_gain: f64,
     /// The shortest window.
     pub min_window: Duration,
 }
@@ -132,6 +140,7 @@ impl Default for AimdSettings {
             warmup_windows: 3,
             slow_start: true,
             increase_share: 1.0 / 16.0,
+            min_gain: 0.15,
             min_window: Duration::from_millis(10),
         }
     }
@@ -212,6 +221,9 @@ struct Baseline {
 struct Window {
     started: Instant,
     latency_sum: f64,
+    /// The sum of the samples' operations in flight when sent: over `samples`, the window's
+    /// concurrency.
+    in_flight_sum: f64,
     samples: u64,
     reached_limit: bool,
     decreased: bool,
@@ -222,9 +234,19 @@ impl Window {
         Self {
             started,
             latency_sum: 0.0,
+            in_flight_sum: 0.0,
             samples: 0,
             reached_limit: false,
             decreased: false,
+        }
+    }
+
+    /// Operations per second by Little's law: the mean in flight over the mean latency.
+    fn throughput(&self) -> f64 {
+        if self.latency_sum > 0.0 {
+            self.in_flight_sum / self.latency_sum
+        } else {
+            0.0
         }
     }
 }
@@ -243,11 +265,13 @@ pub enum Phase {
     Avoidance,
 }
 
-/// The last slow-start step: the limit and baseline to go back to if the step shows congestion.
+/// The last slow-start step: the limit and baseline to go back to if the step shows congestion,
+/// and the throughput measured before it, which the step must beat to stay despite a rise.
 #[derive(Debug, Clone, Copy)]
 struct Step {
     limit: u32,
     baseline: Baseline,
+    throughput: f64,
 }
 
 /// The AIMD controller.
@@ -332,6 +356,7 @@ impl AdaptiveLimit {
             }
         } else {
             self.window.latency_sum += sample.latency.as_secs_f64();
+            self.window.in_flight_sum += f64::from(sample.in_flight);
             self.window.samples += 1;
             if sample.in_flight >= self.limit {
                 self.window.reached_limit = true;
@@ -413,6 +438,7 @@ impl AdaptiveLimit {
                     self.step = Some(Step {
                         limit: self.limit,
                         baseline: past,
+                        throughput: window.throughput(),
                     });
                     self.grow_to(self.limit.saturating_mul(2));
                     self.settle = true;
@@ -432,10 +458,20 @@ impl AdaptiveLimit {
                 } else {
                     self.phase = Phase::Avoidance;
                     if rises && let Some(step) = self.step.take() {
-                        // The last doubling went past the knee: back to where latency held, and
-                        // to the baseline measured there.
-                        self.shrink_to(step.limit);
-                        self.baseline = Some(step.baseline);
+                        if window.throughput() < step.throughput * (1.0 + self.settings.min_gain) {
+                            // The last doubling went past the knee: back to where latency held,
+                            // and to the baseline measured there.
+                            self.shrink_to(step.limit);
+                            self.baseline = Some(step.baseline);
+                        } else {
+                            // Latency rose, but less than the operations in flight did: the
+                            // doubling still pays. Keep it, and judge what follows against the
+                            // latency it brought, not the one before.
+                            self.baseline = Some(Baseline {
+                                mean: current,
+                                deviation: past.deviation,
+                            });
+                        }
                         return;
                     }
                     self.step = None;

@@ -160,6 +160,34 @@ fn slow_start_goes_back_to_the_last_limit_that_held() {
 }
 
 #[test]
+fn a_doubling_that_raises_latency_but_still_pays_is_kept() {
+    let (mut c, t0) = controller(1, 128, 32);
+    let t = run(&mut c, t0, 3, 10, true);
+    let t = run(&mut c, t, 1, 10, true);
+    assert_eq!(c.limit(), 64, "latency held at 32: doubled");
+    let t = run(&mut c, t, 1, 12, true);
+    // Twice the operations in flight for 1.4 times the latency: 43 % more throughput, although
+    // the window rose well past the tolerance.
+    let t = run(&mut c, t, 1, 14, true);
+    assert_eq!((c.limit(), c.phase()), (64, Phase::Avoidance));
+    assert_eq!(c.stats().decreases, 0);
+    // The baseline is the latency at 64: the same latency holds there and grows the limit by a
+    // sixteenth instead of reading as a rise.
+    run(&mut c, t, 1, 14, true);
+    assert_eq!(c.limit(), 68);
+}
+
+#[test]
+fn a_doubling_that_buys_too_little_goes_back() {
+    let (mut c, t0) = controller(1, 128, 32);
+    let t = run(&mut c, t0, 4, 10, true);
+    let t = run(&mut c, t, 1, 10, true);
+    // 1.8 times the latency for twice the operations: 11 % more, short of the 15 % asked.
+    run(&mut c, t, 1, 18, true);
+    assert_eq!((c.limit(), c.phase()), (32, Phase::Avoidance));
+}
+
+#[test]
 fn one_noisy_window_does_not_cut_the_limit_but_a_confirmed_rise_does() {
     let (mut c, t0) = controller(1, 32, 32);
     let t = run(&mut c, t0, 5, 2, true);
