@@ -24,10 +24,10 @@
 //!    there), so probing above the knee costs two windows, unless the doubling still bought
 //!    [`AimdSettings::min_gain`] (15 %) more throughput by Little's law (mean in flight over mean
 //!    latency): then the doubled limit stays, with the latency it brought as the new baseline, and
-//!    the phase ends. A window neither holding nor rising (the knee is near) ends the phase where
-//!    it is. A window that rises before any doubling was tried
-//!    does not: the limit is still the start limit, so the rise is the workload's mix changing, and
-//!    the baseline follows it. Back pressure ends it too.
+//!    the phase ends. After a doubling, a window neither holding nor rising (the knee is near)
+//!    ends the phase where it is. Before any doubling was tried, a window that does not hold ends
+//!    nothing: the limit is still the start limit, so a rise is the workload's mix changing or the
+//!    directory's queue still filling, and the baseline follows it. Back pressure ends it too.
 //! 3. **Congestion avoidance**: + [`AimdSettings::increase_share`] (1/16) of the limit, at least
 //!    one, after each window that holds; ×[`AimdSettings::decrease_ratio`]
 //!    (0.9) when latency rises, but only when the rise is confirmed by the next judged window, or is
@@ -447,14 +447,16 @@ impl AdaptiveLimit {
                         self.phase = Phase::Avoidance;
                         self.step = None;
                     }
-                } else if rises && self.step.is_none() {
+                } else if self.step.is_none() {
                     // No doubling tried yet: the limit is the start limit, whose latency was just
                     // learnt, so a rise is the workload's mix moving (a follow-up round's first
                     // exports are cheap updates, its later ones renames, deletes and member
-                    // changes), not this limit's queue. Cutting here left a short run crawling
-                    // back by a sixteenth per window from below its start; the baseline follows the
-                    // new pace (below) and slow start goes on. A real knee below the start shows
-                    // when the next doubling rises and comes back; back pressure still cuts at once.
+                    // changes) or the directory's queue still filling, not this limit's knee.
+                    // Cutting here left a short run crawling back by a sixteenth per window from
+                    // below its start, and ending slow start on a mild drift left it climbing by
+                    // sixteenths from the start; the baseline follows the new pace (below) and slow
+                    // start goes on. A real knee below the start shows when the next doubling
+                    // rises and comes back; back pressure still cuts at once.
                 } else {
                     self.phase = Phase::Avoidance;
                     if rises && let Some(step) = self.step.take() {

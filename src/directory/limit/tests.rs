@@ -138,6 +138,18 @@ fn the_start_limit_is_kept_while_the_directory_queue_fills() {
 }
 
 #[test]
+fn a_mild_drift_at_the_start_limit_does_not_end_slow_start() {
+    let (mut c, t0) = controller(1, 128, 32);
+    let t = run(&mut c, t0, 3, 20, true);
+    // 5 % slower: neither holding (2 %) nor rising (10 %), the queue still filling.
+    let t = run(&mut c, t, 1, 21, true);
+    assert_eq!((c.limit(), c.phase()), (32, Phase::SlowStart));
+    // The baseline follows it, so the same pace soon holds, and slow start doubles.
+    run(&mut c, t, 3, 21, true);
+    assert_eq!((c.limit(), c.phase()), (64, Phase::SlowStart));
+}
+
+#[test]
 fn slow_start_goes_back_to_the_last_limit_that_held() {
     let (mut c, t0) = controller(1, 128, 32);
     let t = run(&mut c, t0, 3, 4, true);
