@@ -19,13 +19,15 @@
 //!    at the start limit. A run starts with the directory idle: latency climbs while its queue fills
 //!    and the early windows would read that as congestion, cutting a good start limit (the dialect's
 //!    default) by 10-25 % before anything is known.
-//! 2. **Slow start**: the limit doubles after each window that holds, up to the ceiling. The first
-//!    window that rises puts it back to the last limit whose window held (and the baseline measured
-//!    there), so probing above the knee costs two windows, unless the doubling still bought
-//!    [`AimdSettings::min_gain`] (15 %) more throughput by Little's law (mean in flight over mean
-//!    latency): then the doubled limit stays, with the latency it brought as the new baseline, and
-//!    the phase ends. After a doubling, a window neither holding nor rising (the knee is near)
-//!    ends the phase where it is. Before any doubling was tried, a window that does not hold ends
+//! 2. **Slow start**: the limit doubles after each window that holds, and after each window whose
+//!    latency rose less than the operations in flight did: one where the doubling still bought
+//!    [`AimdSettings::min_gain`] (10 %) more throughput by Little's law (mean in flight over mean
+//!    latency), whose latency then becomes the baseline. This is BBR's start-up rule (keep growing
+//!    while the delivery rate grows) beside TCP's (while delay holds): on two cores that the
+//!    directory shares with the engine and the database, more in flight raises latency long before
+//!    it stops paying. The first window after a doubling that neither holds nor pays puts the limit
+//!    back where it was (and to the baseline measured there), so probing above the knee costs two
+//!    windows, and the phase ends. Before any doubling was tried, a window that does not hold ends
 //!    nothing: the limit is still the start limit, so a rise is the workload's mix changing or the
 //!    directory's queue still filling, and the baseline follows it. Back pressure ends it too.
 //! 3. **Congestion avoidance**: + [`AimdSettings::increase_share`] (1/16) of the limit, at least
@@ -118,10 +120,10 @@ pub struct AimdSettings {
     /// the time to climb from the start to a knee several times higher stays a few dozen windows,
     /// which a run of a second or two can afford, whatever the limit's size.
     pub increase_share: f64,
-    /// A slow-start doubling whose window rose is kept when, by Little's law (mean in flight over
-    /// mean latency), it still raised throughput by at least this share: on a machine whose cores
-    /// the directory shares with the engine and the database, more in flight raises latency long
-    /// before it stops paying, and going back would leave throughput on the table.
+    /// A slow-start doubling whose window rose is kept (and slow start goes on) when, by Little's
+    /// law (mean in flight over mean latency), it still raised throughput by at least this share:
+    /// on a machine whose cores the directory shares with the engine and the database, more in
+    /// flight raises latency long before it stops paying.
     pub min_gain: f64,
     /// The shortest window.
     pub min_window: Duration,
@@ -140,7 +142,7 @@ impl Default for AimdSettings {
             warmup_windows: 3,
             slow_start: true,
             increase_share: 1.0 / 16.0,
-            min_gain: 0.15,
+            min_gain: 0.10,
             min_window: Duration::from_millis(10),
         }
     }
@@ -434,10 +436,24 @@ impl AdaptiveLimit {
             let holds = current <= past.mean * (1.0 + self.settings.growth_tolerance);
             let mut stepped = false;
             if self.phase == Phase::SlowStart {
-                if holds {
+                let paid = self.step.is_some_and(|step| {
+                    window.throughput() >= step.throughput * (1.0 + self.settings.min_gain)
+                });
+                if holds || paid {
+                    // Latency held, or rose less than the operations in flight did (the doubling
+                    // bought throughput all the same): double again. After a rise, what follows is
+                    // judged against the latency the doubling brought, not the one before.
+                    let baseline = if holds {
+                        past
+                    } else {
+                        Baseline {
+                            mean: current,
+                            deviation: past.deviation,
+                        }
+                    };
                     self.step = Some(Step {
                         limit: self.limit,
-                        baseline: past,
+                        baseline,
                         throughput: window.throughput(),
                     });
                     self.grow_to(self.limit.saturating_mul(2));
@@ -447,7 +463,18 @@ impl AdaptiveLimit {
                         self.phase = Phase::Avoidance;
                         self.step = None;
                     }
-                } else if self.step.is_none() {
+                    if !holds {
+                        self.baseline = Some(baseline);
+                        return;
+                    }
+                } else if let Some(step) = self.step.take() {
+                    // The last doubling went past the knee: latency rose and throughput did not
+                    // follow. Back to where it held, and to the baseline measured there.
+                    self.phase = Phase::Avoidance;
+                    self.shrink_to(step.limit);
+                    self.baseline = Some(step.baseline);
+                    return;
+                } else {
                     // No doubling tried yet: the limit is the start limit, whose latency was just
                     // learnt, so a rise is the workload's mix moving (a follow-up round's first
                     // exports are cheap updates, its later ones renames, deletes and member
@@ -456,27 +483,7 @@ impl AdaptiveLimit {
                     // below its start, and ending slow start on a mild drift left it climbing by
                     // sixteenths from the start; the baseline follows the new pace (below) and slow
                     // start goes on. A real knee below the start shows when the next doubling
-                    // rises and comes back; back pressure still cuts at once.
-                } else {
-                    self.phase = Phase::Avoidance;
-                    if rises && let Some(step) = self.step.take() {
-                        if window.throughput() < step.throughput * (1.0 + self.settings.min_gain) {
-                            // The last doubling went past the knee: back to where latency held,
-                            // and to the baseline measured there.
-                            self.shrink_to(step.limit);
-                            self.baseline = Some(step.baseline);
-                        } else {
-                            // Latency rose, but less than the operations in flight did: the
-                            // doubling still pays. Keep it, and judge what follows against the
-                            // latency it brought, not the one before.
-                            self.baseline = Some(Baseline {
-                                mean: current,
-                                deviation: past.deviation,
-                            });
-                        }
-                        return;
-                    }
-                    self.step = None;
+                    // does not pay and comes back; back pressure still cuts at once.
                 }
             }
             if !stepped && self.phase == Phase::Avoidance {

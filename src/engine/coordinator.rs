@@ -36,10 +36,6 @@ use crate::store::{BadRow, ClaimedExport, ClaimedPage, ExportQueue, PersistRepor
 
 /// Flushes persisted at once; more outcomes wait in the coordinator's buffer.
 pub(crate) const MAX_FLUSHES_IN_FLIGHT: usize = 2;
-/// The weight of a full flush per export it may hold: a flush closes at `flush_size` exports or at
-/// this many times `flush_size` attribute changes, whichever comes first. 16 lets the usual export
-/// (MediumLarge's Creates carry 12-13 changes) fill a flush by count.
-pub(crate) const FLUSH_WEIGHT_PER_EXPORT: usize = 16;
 /// How long nothing may complete before the run says what it waits for.
 const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 
@@ -475,7 +471,7 @@ impl Coordinator {
     }
 }
 
-/// What persisting `outcome` costs, in the unit of [`FLUSH_WEIGHT_PER_EXPORT`]: one row written per
+/// What persisting `outcome` costs, in the unit of [`super::flush::FLUSH_WEIGHT_PER_EXPORT`]: one row written per
 /// attribute change (its status, and its value in the CSO's optimistic apply), one for the export.
 fn persist_weight(outcome: &ExportOutcome) -> usize {
     outcome.export.export.attribute_changes.len() + 1

@@ -11,6 +11,11 @@
 
 use std::time::{Duration, Instant};
 
+/// The weight of a full flush of exports per export it may hold: a flush closes at `flush_size`
+/// exports or at this many times `flush_size` attribute changes, whichever comes first. 16 lets the
+/// usual export (MediumLarge's Creates carry 12-13 changes) fill a flush by count.
+pub(crate) const FLUSH_WEIGHT_PER_EXPORT: usize = 16;
+
 /// Outcomes (or anything else) waiting to be flushed.
 #[derive(Debug)]
 pub(crate) struct FlushBuffer<T> {
