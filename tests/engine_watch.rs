@@ -352,6 +352,17 @@ async fn a_postgresql_restart_is_survived_in_both_modes() {
         .await,
         "exports staged after the restart are picked up"
     );
+    // The poller may have exported all of them while the notified watch's listener was still
+    // backing off between reconnect attempts: wait for the reconnect itself, not only its effect.
+    let mut reconnected = false;
+    for _ in 0..300 {
+        if notified.logged("the notification listener reconnected") {
+            reconnected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reconnected, "the notified watch's listener reconnects");
 
     let (n, _) = notified.stop().await;
     let (p, _) = polled.stop().await;
