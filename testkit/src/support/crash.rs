@@ -5,7 +5,7 @@
 //! convergence checks every crash scenario ends with.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,17 +129,20 @@ impl ChildRun {
         .flatten()
         {
             let output = output.clone();
+            // Whole lines, so that a log line on stderr never lands inside the result line on
+            // stdout (a long line reaches the pipe in several writes).
             readers.push(std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
+                let mut stream = std::io::BufReader::new(stream);
+                let mut line = Vec::new();
+                while let Ok(n) = stream.read_until(b'\n', &mut line) {
                     if n == 0 {
                         break;
                     }
                     output
                         .lock()
                         .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                        .push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
                 }
             }));
         }
