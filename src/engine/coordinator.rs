@@ -471,8 +471,9 @@ impl Coordinator {
     }
 }
 
-/// What persisting `outcome` costs, in the unit of [`super::flush::FLUSH_WEIGHT_PER_EXPORT`]: one row written per
-/// attribute change (its status, and its value in the CSO's optimistic apply), one for the export.
+/// What persisting `outcome` costs, in the unit of [`super::flush::FLUSH_WEIGHT_PER_EXPORT`]: one
+/// row written per attribute change (its status, and its value in the CSO's optimistic apply), one
+/// for the export.
 fn persist_weight(outcome: &ExportOutcome) -> usize {
     outcome.export.export.attribute_changes.len() + 1
 }
