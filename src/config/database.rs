@@ -87,9 +87,6 @@ fn default_keepalive_seconds() -> u32 {
     DEFAULT_KEEPALIVE_SECONDS
 }
 
-/// The client-side deadline of a statement beyond the server's `statement_timeout`.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
-
 /// The database settings in effect: the JSON fields with the connection string's keys applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectiveDatabase {
@@ -111,17 +108,6 @@ pub struct EffectiveDatabase {
     pub keepalive: (u32, u32),
     /// Database errors carry the server's DETAIL (`Include Error Detail`).
     pub include_error_detail: bool,
-}
-
-impl EffectiveDatabase {
-    /// The store's retry policy.
-    pub fn retry_policy(&self) -> crate::store::RetryPolicy {
-        crate::store::RetryPolicy {
-            window: self.retry_window,
-            deadline: self.statement_timeout + DEADLINE_MARGIN,
-            include_error_detail: self.include_error_detail,
-        }
-    }
 }
 
 /// TLS to PostgreSQL.
@@ -195,15 +181,6 @@ impl DatabaseConfig {
             statement_timeout_ms: default_statement_timeout_ms(),
             retry_window_ms: default_retry_window_ms(),
             keepalive_seconds: default_keepalive_seconds(),
-        }
-    }
-
-    /// The retry policy of a configuration with every default (for stores built over a test pool).
-    pub fn default_retry_policy() -> crate::store::RetryPolicy {
-        crate::store::RetryPolicy {
-            window: Duration::from_millis(default_retry_window_ms()),
-            deadline: Duration::from_millis(default_statement_timeout_ms()) + DEADLINE_MARGIN,
-            include_error_detail: false,
         }
     }
 
@@ -397,10 +374,7 @@ mod tests {
         assert_eq!(e.max_lifetime, None);
         assert_eq!(e.keepalive, (20, 5));
         assert!(e.include_error_detail);
-        assert_eq!(
-            e.retry_policy().deadline,
-            Duration::from_secs(45) + DEADLINE_MARGIN
-        );
+        assert_eq!(e.statement_timeout, Duration::from_secs(45));
         let session = cfg.connect_options().unwrap();
         let options = session.get_options().unwrap_or_default();
         assert!(options.contains("statement_timeout=45000"), "{options}");

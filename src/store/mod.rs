@@ -113,7 +113,7 @@ impl Store {
             pool = pool.max_lifetime(lifetime);
         }
         let pool = pool.connect_lazy_with(options);
-        Ok(Self::from_pool(pool).with_policy(settings.retry_policy()))
+        Ok(Self::from_pool(pool).with_policy(RetryPolicy::for_database(&settings)))
     }
 
     async fn probe(options: &PgConnectOptions, timeout: Duration) -> Result<()> {
@@ -138,7 +138,7 @@ impl Store {
         Store {
             pool,
             statements: Arc::new(AtomicU64::new(0)),
-            policy: crate::config::DatabaseConfig::default_retry_policy(),
+            policy: RetryPolicy::default(),
             background: Arc::new(Background::default()),
         }
     }

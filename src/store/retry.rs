@@ -18,6 +18,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::config::{DEFAULT_RETRY_WINDOW_MS, DEFAULT_STATEMENT_TIMEOUT_MS, EffectiveDatabase};
 use crate::error::{Error, Result};
 
 /// The first retry's delay; it doubles per retry up to [`MAX_BACKOFF`].
@@ -34,6 +35,31 @@ pub struct RetryPolicy {
     pub deadline: Duration,
     /// Errors carry the server's DETAIL (Npgsql's `Include Error Detail`).
     pub include_error_detail: bool,
+}
+
+/// The client-side deadline of a statement beyond the server's `statement_timeout`.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+
+impl RetryPolicy {
+    /// The policy of a database configuration's settings in effect.
+    pub fn for_database(settings: &EffectiveDatabase) -> Self {
+        Self {
+            window: settings.retry_window,
+            deadline: settings.statement_timeout + DEADLINE_MARGIN,
+            include_error_detail: settings.include_error_detail,
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    /// The policy of a configuration with every default (for stores built over a test pool).
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(DEFAULT_RETRY_WINDOW_MS),
+            deadline: Duration::from_millis(DEFAULT_STATEMENT_TIMEOUT_MS) + DEADLINE_MARGIN,
+            include_error_detail: false,
+        }
+    }
 }
 
 /// One try's failure.
@@ -198,6 +224,22 @@ pub(crate) async fn nothing() -> std::result::Result<(), sqlx::Error> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn the_policy_follows_the_settings_in_effect_and_defaults_to_the_configurations() {
+        let cfg = crate::config::DatabaseConfig::new(
+            "Host=h;Command Timeout=45;Include Error Detail=true",
+        );
+        let policy = RetryPolicy::for_database(&cfg.effective().unwrap());
+        assert_eq!(policy.deadline, Duration::from_secs(45) + DEADLINE_MARGIN);
+        assert_eq!(policy.window, Duration::from_secs(120));
+        assert!(policy.include_error_detail);
+        let defaults = crate::config::DatabaseConfig::new("postgres://jim@h/jim");
+        assert_eq!(
+            RetryPolicy::default(),
+            RetryPolicy::for_database(&defaults.effective().unwrap())
+        );
+    }
 
     #[test]
     fn backoff_doubles_to_five_seconds() {
