@@ -171,59 +171,54 @@ fn slow_start_goes_back_to_the_last_limit_that_held() {
     assert_eq!(c.stats().decreases, 1);
 }
 
-/// Feeds samples at `latency_ms`, one a millisecond with the pool full, until the window closes
-/// (exactly one window, unlike [`run`], whose windows may straddle its calls); returns the time.
-fn one_window(c: &mut AdaptiveLimit, mut now: Instant, latency_ms: u64) -> Instant {
-    let started = c.window.started;
-    while c.window.started == started {
-        now += MS;
-        let in_flight = c.limit();
-        c.record(ok(latency_ms, in_flight), now);
+/// Feeds samples at `latency_ms`, one a millisecond with the pool full, until `count` windows have
+/// closed (exactly, unlike [`run`], whose windows may straddle its calls); returns the time.
+fn windows(c: &mut AdaptiveLimit, mut now: Instant, count: u32, latency_ms: u64) -> Instant {
+    for _ in 0..count {
+        let started = c.window.started;
+        while c.window.started == started {
+            now += MS;
+            let in_flight = c.limit();
+            c.record(ok(latency_ms, in_flight), now);
+        }
     }
     now
 }
 
 #[test]
 fn a_doubling_that_raises_latency_but_still_pays_is_kept_and_slow_start_goes_on() {
-    let (mut c, mut t) = controller(1, 256, 32);
-    for _ in 0..4 {
-        t = one_window(&mut c, t, 10);
-    }
+    let (mut c, t) = controller(1, 256, 32);
+    let mut t = windows(&mut c, t, 4, 10);
     assert_eq!(c.limit(), 64, "latency held at 32: doubled");
-    t = one_window(&mut c, t, 12);
+    t = windows(&mut c, t, 1, 12);
     // Twice the operations in flight for 1.4 times the latency: 43 % more throughput, although
     // the window rose well past the tolerance. Kept, and doubled again.
-    t = one_window(&mut c, t, 14);
+    t = windows(&mut c, t, 1, 14);
     assert_eq!((c.limit(), c.phase()), (128, Phase::SlowStart));
     assert_eq!(c.stats().decreases, 0);
-    t = one_window(&mut c, t, 14);
+    t = windows(&mut c, t, 1, 14);
     // 128 for 1.95 times the latency at 64: 3 % more, short of the 10 % asked. Back to 64, and to
     // the baseline measured there, which the same latency now holds to: +1/16.
-    t = one_window(&mut c, t, 27);
+    t = windows(&mut c, t, 1, 27);
     assert_eq!((c.limit(), c.phase()), (64, Phase::Avoidance));
-    t = one_window(&mut c, t, 14);
-    one_window(&mut c, t, 14);
+    windows(&mut c, t, 2, 14);
     assert_eq!(c.limit(), 68);
     assert_eq!(c.stats().decreases, 1);
 }
 
 #[test]
 fn a_doubling_that_buys_too_little_goes_back_even_when_latency_did_not_rise_much() {
-    let (mut c, mut t) = controller(1, 128, 32);
-    for _ in 0..5 {
-        t = one_window(&mut c, t, 10);
-    }
+    let (mut c, t) = controller(1, 128, 32);
+    let t = windows(&mut c, t, 5, 10);
     assert_eq!(c.limit(), 64, "doubled, then its settling window");
     // 1.9 times the latency for twice the operations: 5 % more, short of the 10 % asked.
-    one_window(&mut c, t, 19);
+    windows(&mut c, t, 1, 19);
     assert_eq!((c.limit(), c.phase()), (32, Phase::Avoidance));
 
     // A limit the pipeline never fills: the window reached 64 once, but ran 23 in flight on
     // average at about the same latency: no gain, so back.
-    let (mut c, mut t) = controller(1, 128, 32);
-    for _ in 0..5 {
-        t = one_window(&mut c, t, 10);
-    }
+    let (mut c, t) = controller(1, 128, 32);
+    let mut t = windows(&mut c, t, 5, 10);
     assert_eq!(c.limit(), 64);
     let mut sent = 0;
     while c.limit() == 64 && sent < 100 {
