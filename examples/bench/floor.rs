@@ -214,8 +214,8 @@ async fn write_flush(pool: &PgPool, ids: &[Uuid], rows: &RowChanges) -> Result<(
 }
 
 /// Flushes written at once, each on its own connection: as many as the engine keeps in flight
-/// (`MAX_FLUSHES_IN_FLIGHT` in `engine/run.rs`), so that the ceiling is not one the engine could beat
-/// by writing two flushes while the floor writes one. Flushes touch disjoint rows.
+/// (`MAX_FLUSHES_IN_FLIGHT` in `engine/coordinator.rs`), so that the ceiling is not one the engine
+/// could beat by writing two flushes while the floor writes one. Flushes touch disjoint rows.
 const WRITERS: usize = 2;
 /// Overrides [`WRITERS`] for the floor and combined, to measure how the writes scale with
 /// connections (the parent's environment reaches the children).

@@ -164,6 +164,8 @@ const START_ATTEMPTS: usize = 5;
 const STOP_GRACE: Duration = Duration::from_secs(30);
 const READY_WAIT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one readiness probe waits for the root DSE before the next try.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
 const PACKAGES: [&str; 3] = ["389-ds-base", "libnss3-tools", "openssl"];
 const SYSTEM_DEFAULTS: [&str; 2] = [
     "/usr/share/dirsrv/inf/defaults.inf",
@@ -1297,14 +1299,14 @@ async fn launch(ns_slapd: &Path, layout: &Layout, ports: [u16; 2]) -> Result<Lau
                 layout.tail()
             )));
         }
-        if listening(ports).await {
+        if listening(ports).await && answering(ports[0]).await {
             return Ok(Launch::Started(process));
         }
         if Instant::now() >= deadline {
             process.kill();
             wait_gone(pid, STOP_GRACE);
             return Ok(Launch::Failed(format!(
-                "ns-slapd (pid {pid}) did not accept connections within {} s: {}",
+                "ns-slapd (pid {pid}) did not answer within {} s: {}",
                 READY_WAIT.as_secs(),
                 layout.tail()
             )));
@@ -1328,6 +1330,33 @@ fn clear_lock_files(layout: &Layout) {
 }
 
 /// True when both ports accept a connection.
+/// True when the server answers an anonymous read of its root DSE on `port`. ns-slapd opens its
+/// listening sockets before it starts its backends (binding to a privileged port needs the
+/// privileges it drops later), so a port that accepts a connection is no sign of a server that
+/// answers one: after a crash it still has its database to recover.
+async fn answering(port: u16) -> bool {
+    let settings = LdapConnSettings::new().set_conn_timeout(ANSWER_WAIT);
+    let Ok((conn, mut ldap)) =
+        LdapConnAsync::with_settings(settings, &format!("ldap://127.0.0.1:{port}")).await
+    else {
+        return false;
+    };
+    ldap3::drive!(conn);
+    let answered = ldap
+        .with_timeout(ANSWER_WAIT)
+        .search(
+            "",
+            ldap3::Scope::Base,
+            "(objectClass=*)",
+            vec!["vendorName"],
+        )
+        .await
+        .and_then(|r| r.success())
+        .is_ok();
+    ldap.unbind().await.ok();
+    answered
+}
+
 async fn listening(ports: [u16; 2]) -> bool {
     for port in ports {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
