@@ -216,7 +216,7 @@ async fn write_flush(pool: &PgPool, ids: &[Uuid], rows: &RowChanges) -> Result<(
 /// Flushes written at once, each on its own connection: as many as the engine keeps in flight
 /// (`MAX_FLUSHES_IN_FLIGHT` in `engine/coordinator.rs`), so that the ceiling is not one the engine
 /// could beat by writing two flushes while the floor writes one. Flushes touch disjoint rows.
-const WRITERS: usize = 2;
+const WRITERS: usize = 3;
 /// Overrides [`WRITERS`] for the floor and combined, to measure how the writes scale with
 /// connections (the parent's environment reaches the children).
 pub const WRITERS_ENV: &str = "JIM_BENCH_FLOOR_WRITERS";

@@ -5,7 +5,7 @@
 //! ones, whose references it resolves in one query per page) into a small bounded channel; the
 //! **coordinator** (`super::coordinator`) plans each export, holds those that name an object whose
 //! Create is still in flight, feeds the directory, collects results into flushes and hands each flush
-//! to a **persist** task (at most two at once); the **directory** runs many exports at once over its
+//! to a **persist** task (at most three at once); the **directory** runs many exports at once over its
 //! pool; a **lease** task (`super::lease`) renews the rows the run holds. Memory is bounded by the
 //! claim channel, the held exports and the flushes in flight, whatever the queue size.
 //!
