@@ -1,8 +1,10 @@
 //! The coordinator: the one task of a pass that owns its state and wires the stages together. It takes
 //! claimed pages from the claimer, admits each export ([`Admission`]), plans the ready ones, feeds the
 //! directory, turns the directory's results into outcomes, batches them into flushes ([`FlushBuffer`])
-//! and hands each flush to a persist task (at most [`MAX_FLUSHES_IN_FLIGHT`] at once). Owned by one
-//! task, so nothing on the hot path takes a lock.
+//! and hands each flush to a persist task (at most [`MAX_FLUSHES_IN_FLIGHT`] at once; while
+//! [`FLUSH_BACKLOG`] full flushes wait, the directory gets nothing new). Owned by one task, so
+//! nothing on the hot path takes a lock, and it never waits for a flush while it could take a
+//! result or feed the directory.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,6 +42,11 @@ use crate::store::{BadRow, ClaimedExport, ClaimedPage, ExportQueue, PersistRepor
 /// +6 % objects/s on average; durable unchanged; see `docs/benchmark.md`). With the claim, three
 /// fill the default pool of four connections.
 pub(crate) const MAX_FLUSHES_IN_FLIGHT: usize = 3;
+/// Full flushes that may wait in the buffer behind those in flight before the directory is sent
+/// nothing new: what bounds the outcomes held in memory when PostgreSQL is slower than the
+/// directory (outcomes free their admission slot, so admission alone would let the buffer grow with
+/// the queue).
+pub(crate) const FLUSH_BACKLOG: usize = MAX_FLUSHES_IN_FLIGHT;
 /// How long nothing may complete before the run says what it waits for.
 const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 
@@ -104,17 +111,26 @@ impl Coordinator {
             if idle {
                 // Nothing left to send: let the directory finish and close its result channel.
                 jobs = None;
-                self.flush(true).await;
-                if self.flushes.is_empty() {
+                self.flush(true);
+                if self.flushes.is_empty() && self.buffer.len() == 0 {
                     break;
                 }
             }
             let can_claim = claims_open && self.admission.has_room(self.page_size);
+            let backlogged = self.buffer.holds_full_flushes(FLUSH_BACKLOG);
             tokio::select! {
                 biased;
-                Some(result) = results.recv() => self.on_result(result),
-                Some(done) = self.flushes.join_next(), if !self.flushes.is_empty() => self.on_flushed(done),
-                Some(permit) = reserve(&jobs), if !self.ready.is_empty() && !cancelled => {
+                Some(result) = results.recv() => {
+                    self.on_result(result);
+                    self.flush(false);
+                }
+                Some(done) = self.flushes.join_next(), if !self.flushes.is_empty() => {
+                    // The next flush goes out now, not at the next tick: a slot left empty is
+                    // PostgreSQL's cores idle.
+                    self.on_flushed(done);
+                    self.flush(false);
+                }
+                Some(permit) = reserve(&jobs), if !self.ready.is_empty() && !cancelled && !backlogged => {
                     match permit {
                         Ok(permit) => {
                             if let Some(job) = self.ready.pop_front() {
@@ -143,7 +159,7 @@ impl Coordinator {
                 }
                 _ = tick.tick() => {
                     self.report_stall(claims_open);
-                    self.flush(false).await;
+                    self.flush(false);
                     let in_flight = self.directory.in_flight() as u32;
                     let limit = self.directory.in_flight_limit() as u32;
                     let phase = self.phase;
@@ -165,12 +181,23 @@ impl Coordinator {
         // Drain results of jobs that were in the directory when the channel closed.
         while let Some(result) = results.recv().await {
             self.on_result(result);
+            self.flush(false);
         }
-        self.flush(true).await;
-        while let Some(done) = self.flushes.join_next().await {
+        self.finish_flushes().await;
+        cancelled
+    }
+
+    /// Persists everything still buffered, at most [`MAX_FLUSHES_IN_FLIGHT`] at once, and waits for
+    /// every flush.
+    async fn finish_flushes(&mut self) {
+        loop {
+            self.flush(true);
+            let Some(done) = self.flushes.join_next().await else {
+                // Nothing in flight after a forced flush: nothing is buffered either.
+                break;
+            };
             self.on_flushed(done);
         }
-        cancelled
     }
 
     /// Logs what the run still waits for when nothing has completed for a while (once per interval):
@@ -371,20 +398,20 @@ impl Coordinator {
         }
     }
 
-    /// Hands the buffer to a persist task when it is full, old enough, or `force`d.
-    pub(crate) async fn flush(&mut self, force: bool) {
+    /// Hands the buffer to persist tasks while it is due (full, old enough, or `force`d) and fewer
+    /// than [`MAX_FLUSHES_IN_FLIGHT`] are out; what is left waits for a flush to end. Never waits
+    /// itself: the loop takes the flushes that end, and stops feeding the directory while the
+    /// buffer holds [`FLUSH_BACKLOG`] full flushes.
+    pub(crate) fn flush(&mut self, force: bool) {
         if self.database_gone() {
             // Nothing more can be written; the rows go back to the queue with their marks.
             self.buffer.clear();
             self.flushes.abort_all();
             return;
         }
-        while self.buffer.is_due(force, Instant::now()) {
-            while self.flushes.len() >= MAX_FLUSHES_IN_FLIGHT {
-                if let Some(done) = self.flushes.join_next().await {
-                    self.on_flushed(done);
-                }
-            }
+        while self.flushes.len() < MAX_FLUSHES_IN_FLIGHT
+            && self.buffer.is_due(force, Instant::now())
+        {
             let outcomes = self.buffer.take(Instant::now());
             let queue = self.queue.clone();
             let span = tracing::debug_span!("persist", size = outcomes.len());

@@ -99,6 +99,13 @@ impl<T> FlushBuffer<T> {
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
+
+    /// True when at least `flushes` full flushes (at least one) are waiting, by count or by weight.
+    pub(crate) fn holds_full_flushes(&self, flushes: usize) -> bool {
+        let flushes = flushes.max(1);
+        self.items.len() >= self.size.saturating_mul(flushes)
+            || self.weight >= self.max_weight.saturating_mul(flushes)
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +202,31 @@ mod tests {
         assert!(!buffer.is_due(false, t0), "1 of 10 left");
         assert_eq!(buffer.take(t0), vec!['e']);
         assert_eq!(buffer.len(), 0);
+    }
+
+    #[test]
+    fn a_backlog_counts_full_flushes_by_count_or_by_weight() {
+        let t0 = Instant::now();
+        let mut buffer = FlushBuffer::new(2, 10, SECOND);
+        for i in 0..3 {
+            buffer.push(i, 1, t0);
+        }
+        assert!(buffer.holds_full_flushes(1));
+        assert!(
+            !buffer.holds_full_flushes(2),
+            "3 entries: one full flush and a half"
+        );
+        buffer.push(3, 1, t0);
+        assert!(buffer.holds_full_flushes(2));
+        assert!(buffer.holds_full_flushes(0), "zero means one");
+        // Few entries, but heavy: 25 of weight is two flushes of 10 and a half.
+        let mut heavy = FlushBuffer::new(100, 10, SECOND);
+        heavy.push('a', 20, t0);
+        heavy.push('b', 5, t0);
+        assert!(heavy.holds_full_flushes(2));
+        assert!(!heavy.holds_full_flushes(3));
+        // A backlog is always due, so a free slot always finds work.
+        assert!(heavy.is_due(false, t0));
     }
 
     #[test]
