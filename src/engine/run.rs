@@ -7,8 +7,8 @@
 //! Create is still in flight, feeds the directory, collects results into flushes and hands each flush
 //! to a **persist** task (at most three at once); the **directory** runs many exports at once over its
 //! pool; a **lease** task (`super::lease`) renews the rows the run holds. Memory is bounded by the
-//! claim channel, the held exports, the flushes in flight and the few full flushes allowed to wait
-//! behind them (`coordinator::FLUSH_BACKLOG`), whatever the queue size.
+//! claim channel, the held exports, the flushes in flight and the full flush allowed to wait behind
+//! them (`coordinator::FLUSH_BACKLOG`), whatever the queue size.
 //!
 //! [`pass`] is that pipeline over an open queue and an already connected directory, which it leaves
 //! open: a run connects, makes one pass and closes; a watch (`super::watch`) keeps the directory and
