@@ -37,10 +37,10 @@ use crate::store::outcome::{Disposition, ExportOutcome, Failure, Progress, Succe
 use crate::store::{BadRow, ClaimedExport, ClaimedPage, ExportQueue, PersistReport, SystemSchema};
 
 /// Flushes persisted at once; more outcomes wait in the coordinator's buffer. Three rather than two:
-/// with two, PostgreSQL's cores sat idle between one flush's end and the next one's arrival, and
-/// the coordinator stopped taking results while it waited (`nosync` 10 ms, 15 alternating pairs:
-/// +6 % objects/s on average; durable unchanged; see `docs/benchmark.md`). With the claim, three
-/// fill the default pool of four connections.
+/// with two, PostgreSQL's cores sat idle between one flush's end and the next one's arrival
+/// (`nosync` 10 ms, 15 alternating pairs, measured while the coordinator still waited for a free
+/// slot: +6 % objects/s on average; durable unchanged; see `docs/benchmark.md`). With the claim,
+/// three fill the default pool of four connections.
 pub(crate) const MAX_FLUSHES_IN_FLIGHT: usize = 3;
 /// Full flushes that may wait in the buffer behind those in flight before the directory is sent
 /// nothing new. It bounds the outcomes held in memory when PostgreSQL is slower than the directory

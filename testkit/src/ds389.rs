@@ -1329,11 +1329,11 @@ fn clear_lock_files(layout: &Layout) {
     }
 }
 
-/// True when both ports accept a connection.
-/// True when the server answers an anonymous read of its root DSE on `port`. ns-slapd opens its
-/// listening sockets before it starts its backends (binding to a privileged port needs the
-/// privileges it drops later), so a port that accepts a connection is no sign of a server that
-/// answers one: after a crash it still has its database to recover.
+/// True when the server answers an anonymous read of its root DSE on `port`. A port that accepts
+/// a connection is no sign of a server that answers one: ns-slapd opens its listening sockets
+/// early (privileged ports must be bound before it drops its privileges), and after a crash it
+/// still has its database to recover. A kill-and-restart test once failed on a connection closed
+/// unanswered right after the port opened.
 async fn answering(port: u16) -> bool {
     let settings = LdapConnSettings::new().set_conn_timeout(ANSWER_WAIT);
     let Ok((conn, mut ldap)) =
@@ -1357,6 +1357,7 @@ async fn answering(port: u16) -> bool {
     answered
 }
 
+/// True when both ports accept a connection.
 async fn listening(ports: [u16; 2]) -> bool {
     for port in ports {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
