@@ -1332,8 +1332,8 @@ fn clear_lock_files(layout: &Layout) {
 /// True when the server answers an anonymous read of its root DSE on `port`. A port that accepts
 /// a connection is no sign of a server that answers one: ns-slapd opens its listening sockets
 /// early (privileged ports must be bound before it drops its privileges), and after a crash it
-/// still has its database to recover. A kill-and-restart test once failed on a connection closed
-/// unanswered right after the port opened.
+/// still has its database to recover. The kill-and-restart test once failed in CI on a connection
+/// closed before its answer (`RecvError`), with readiness judged by the port alone.
 async fn answering(port: u16) -> bool {
     let settings = LdapConnSettings::new().set_conn_timeout(ANSWER_WAIT);
     let Ok((conn, mut ldap)) =
