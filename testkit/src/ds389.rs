@@ -1342,17 +1342,9 @@ async fn answering(port: u16) -> bool {
         return false;
     };
     ldap3::drive!(conn);
-    let answered = ldap
-        .with_timeout(ANSWER_WAIT)
-        .search(
-            "",
-            ldap3::Scope::Base,
-            "(objectClass=*)",
-            vec!["vendorName"],
-        )
+    let answered = crate::slapd::read_entry(ldap.with_timeout(ANSWER_WAIT), "", &["vendorName"])
         .await
-        .and_then(|r| r.success())
-        .is_ok();
+        .is_ok_and(|root| root.is_some());
     ldap.unbind().await.ok();
     answered
 }
