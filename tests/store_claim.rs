@@ -316,6 +316,50 @@ async fn claim_loads_changes_and_the_cso_context() {
     );
 }
 
+/// A Create's CSO is read whole and filtered (`store::sql`, `load_tail`): the result must be the
+/// same as an update's attribute-by-attribute probes, each value once however many changes name it.
+#[tokio::test]
+async fn a_creates_cso_context_holds_its_anchors_and_touched_attributes_once() {
+    let fx = Fixture::new().await;
+    let cso = fx.cso(false, Some("CN=Bo,OU=People,DC=x"), None, 0).await;
+    // What an earlier attempt of the same Create wrote, and a value it does not touch.
+    let guid = Uuid::new_v4();
+    fx.cso_value(
+        cso,
+        fx.attrs.guid,
+        ValueSlots {
+            guid: Some(guid),
+            ..Default::default()
+        },
+    )
+    .await;
+    fx.cso_value(cso, fx.attrs.mail, ValueSlots::text("bo@x"))
+        .await;
+    fx.cso_value(cso, fx.attrs.description, ValueSlots::text("not touched"))
+        .await;
+    let pe = fx.pe(CREATE, Some(cso)).insert(&fx).await;
+    for value in ["bo@x", "bo2@x"] {
+        fx.avc(pe, fx.attrs.mail, ADD, AVC_PENDING, ValueSlots::text(value))
+            .await;
+    }
+
+    let q = fx.queue().await;
+    let page = q.claim(Pass::Plain, None, 100).await.expect("claim");
+    let e = &page.exports[0];
+    assert_eq!(e.export.attribute_changes.len(), 2);
+    assert_eq!(e.current_dn(), Some("CN=Bo,OU=People,DC=x"));
+    assert_eq!(e.primary_anchor(), Some(guid.to_string()));
+    let o = e.cso.as_ref().expect("CSO context");
+    let mut attrs: Vec<i32> = o.values.iter().map(|v| v.attribute_id).collect();
+    attrs.sort();
+    let mut want = vec![fx.attrs.dn, fx.attrs.guid, fx.attrs.mail];
+    want.sort();
+    assert_eq!(
+        attrs, want,
+        "anchors and touched attributes, each value once"
+    );
+}
+
 #[tokio::test]
 async fn keyset_paging_with_identical_created_at_visits_every_row_once() {
     let fx = Fixture::new().await;

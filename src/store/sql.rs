@@ -119,6 +119,12 @@ claimed AS (
 /// not depend on statistics that go stale while a run inserts CSO values by the hundred thousand:
 /// flattened into joins, the lookups became hash joins over a sequential scan of the whole table, a
 /// cost that grows with the table on every page.
+///
+/// A Create's CSO is read whole, in one probe, and its values filtered: it holds what JIM staged
+/// for the provisioning (the DN) and what an earlier attempt of the same Create wrote, so little
+/// beyond what is needed, while probing each of a Create's dozen attributes took a dozen index
+/// descents for one row (half the claim's buffer hits). Any other CSO may hold thousands of values
+/// (a group's members) of which an update needs a few, so it is probed attribute by attribute.
 macro_rules! load_tail {
     () => {
         r#"head AS MATERIALIZED (
@@ -140,12 +146,34 @@ changes AS MATERIALIZED (
     ) a
 ),
 needed AS MATERIALIZED (
-    SELECT h."Id" AS pe_id, h.o_id AS cso_id, h.o_ext AS attr FROM head h WHERE h.o_id IS NOT NULL
+    SELECT h."Id" AS pe_id, h.o_id AS cso_id, h.o_ext AS attr FROM head h
+    WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0
     UNION
-    SELECT h."Id", h.o_id, h.o_sec FROM head h WHERE h.o_id IS NOT NULL AND h.o_sec IS NOT NULL
+    SELECT h."Id", h.o_id, h.o_sec FROM head h
+    WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0 AND h.o_sec IS NOT NULL
     UNION
     SELECT h."Id", h.o_id, ch."AttributeId" FROM changes ch JOIN head h ON h."Id" = ch."PendingExportId"
-    WHERE h.o_id IS NOT NULL
+    WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0
+),
+cso_values AS (
+    SELECT n.pe_id, v.*
+    FROM needed n
+    CROSS JOIN LATERAL (
+        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+        WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+        OFFSET 0
+    ) v
+    UNION ALL
+    SELECT h."Id", v.*
+    FROM head h
+    CROSS JOIN LATERAL (
+        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+        WHERE x."ConnectedSystemObjectId" = h.o_id
+        OFFSET 0
+    ) v
+    WHERE h."ChangeType" = 0
+      AND (v."AttributeId" IN (h.o_ext, h.o_sec)
+           OR (h."Id", v."AttributeId") IN (SELECT ch."PendingExportId", ch."AttributeId" FROM changes ch))
 )
 SELECT 0::int4, h."Id", h."Id",
        h."ConnectedSystemId", h."ChangeType", h."Status", h."ErrorCount", h."MaxRetries",
@@ -169,7 +197,7 @@ SELECT 1, a."PendingExportId", a."Id",
        a."GuidValue", a."BoolValue", NULL
 FROM changes a
 UNION ALL
-SELECT 2, n.pe_id, v."Id",
+SELECT 2, v.pe_id, v."Id",
        v."AttributeId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL,
        v."ReferenceValueId", NULL, NULL, NULL,
@@ -178,12 +206,7 @@ SELECT 2, n.pe_id, v."Id",
        NULL, NULL,
        v."StringValue", v."DateTimeValue", v."IntValue", v."LongValue", v."DecimalValue", v."ByteValue",
        v."GuidValue", v."BoolValue", NULL
-FROM needed n
-CROSS JOIN LATERAL (
-    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
-    OFFSET 0
-) v"#
+FROM cso_values v"#
     };
 }
 
