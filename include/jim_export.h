@@ -302,7 +302,7 @@ jim_status jim_engine_free(struct jim_engine *engine);
 //   (10-5000), "managed_scope": [{"dn": string, "scope": "Subtree"|"OneLevel", "excluded": bool}],
 //   "unresolved_reference_handling": "Error"|"Warn"|"Ignore"} (optional, JIM's LDAP connector
 //   settings),
-//  "options": {"page_size": int (100), "flush_size": int (100), "flush_interval_ms": int (250),
+//  "options": {"page_size": int (100), "flush_size": int (100), "flush_interval_ms": int (1000),
 //   "connections": int, "in_flight_per_connection": int, "concurrency": "adaptive"|"fixed"
 //   (adaptive), "max_in_flight": int (the fixed limit, or the adaptive limit's ceiling),
 //   "min_in_flight": int (1; the adaptive limit's floor), "ops_per_second": int,

@@ -24,7 +24,7 @@ pub struct RunOptions {
     /// A partial flush is written after this many milliseconds (default
     /// [`DEFAULT_FLUSH_INTERVAL_MS`]).
     #[serde(default = "default_flush_interval_ms")]
-    #[cfg_attr(feature = "uniffi", uniffi(default = 250))]
+    #[cfg_attr(feature = "uniffi", uniffi(default = 1000))]
     pub flush_interval_ms: u64,
     /// Directory connections; the dialect's default when absent.
     #[serde(default)]
@@ -95,8 +95,11 @@ pub struct RunOptions {
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// The default of [`RunOptions::flush_size`].
 pub const DEFAULT_FLUSH_SIZE: u32 = 100;
-/// The default of [`RunOptions::flush_interval_ms`].
-pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 250;
+/// The default of [`RunOptions::flush_interval_ms`]. A second, so that against a slow directory
+/// (389's follow-ups at 65-77 objects/s) a flush still carries most of a batch: at 250 ms it
+/// carried about 19 exports, and the run took 6.59 statements per 100 exports instead of 3.72.
+/// Where the directory keeps up, flushes fill by size long before the interval.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
 /// The default of [`RunOptions::lease_seconds`].
 pub const DEFAULT_LEASE_SECONDS: u64 = 900;
 /// The default of [`RunOptions::max_operation_retries`].

@@ -315,7 +315,7 @@ namespace JimExport
         [DataMember(Name = "flush_size", Order = 2, EmitDefaultValue = false)]
         public int? FlushSize { get; set; }
 
-        /// <summary>A partial flush is written after this many milliseconds (default 250).</summary>
+        /// <summary>A partial flush is written after this many milliseconds (default 1000).</summary>
         [DataMember(Name = "flush_interval_ms", Order = 3, EmitDefaultValue = false)]
         public long? FlushIntervalMs { get; set; }
 

@@ -4253,7 +4253,7 @@ data class RunOptions (
      * A partial flush is written after this many milliseconds (default
      * [`DEFAULT_FLUSH_INTERVAL_MS`]).
      */
-    var `flushIntervalMs`: kotlin.ULong = 250uL 
+    var `flushIntervalMs`: kotlin.ULong = 1000uL 
     , 
     /**
      * Directory connections; the dialect's default when absent.
