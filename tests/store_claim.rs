@@ -239,14 +239,9 @@ async fn futures_rows(fx: &Fixture, ids: &[Uuid]) -> Vec<PeRow> {
     rows
 }
 
-#[tokio::test]
-async fn claim_loads_changes_and_the_cso_context() {
-    let fx = Fixture::new().await;
-    let mvo = fx.mvo().await;
+/// Gives the user CSO a GUID anchor (returned), a `mail` value and a `description` value.
+async fn anchor_mail_and_description(fx: &Fixture, cso: Uuid, mail: &str) -> Uuid {
     let guid = Uuid::new_v4();
-    let cso = fx
-        .cso(false, Some("CN=Ann,OU=People,DC=x"), Some(mvo), 0)
-        .await;
     fx.cso_value(
         cso,
         fx.attrs.guid,
@@ -256,10 +251,21 @@ async fn claim_loads_changes_and_the_cso_context() {
         },
     )
     .await;
-    fx.cso_value(cso, fx.attrs.mail, ValueSlots::text("old@x"))
+    fx.cso_value(cso, fx.attrs.mail, ValueSlots::text(mail))
         .await;
     fx.cso_value(cso, fx.attrs.description, ValueSlots::text("not touched"))
         .await;
+    guid
+}
+
+#[tokio::test]
+async fn claim_loads_changes_and_the_cso_context() {
+    let fx = Fixture::new().await;
+    let mvo = fx.mvo().await;
+    let cso = fx
+        .cso(false, Some("CN=Ann,OU=People,DC=x"), Some(mvo), 0)
+        .await;
+    let guid = anchor_mail_and_description(&fx, cso, "old@x").await;
     let pe = fx.pe(UPDATE, Some(cso)).insert(&fx).await;
     let c1 = fx
         .avc(
@@ -323,20 +329,7 @@ async fn a_creates_cso_context_holds_its_anchors_and_touched_attributes_once() {
     let fx = Fixture::new().await;
     let cso = fx.cso(false, Some("CN=Bo,OU=People,DC=x"), None, 0).await;
     // What an earlier attempt of the same Create wrote, and a value it does not touch.
-    let guid = Uuid::new_v4();
-    fx.cso_value(
-        cso,
-        fx.attrs.guid,
-        ValueSlots {
-            guid: Some(guid),
-            ..Default::default()
-        },
-    )
-    .await;
-    fx.cso_value(cso, fx.attrs.mail, ValueSlots::text("bo@x"))
-        .await;
-    fx.cso_value(cso, fx.attrs.description, ValueSlots::text("not touched"))
-        .await;
+    let guid = anchor_mail_and_description(&fx, cso, "bo@x").await;
     let pe = fx.pe(CREATE, Some(cso)).insert(&fx).await;
     for value in ["bo@x", "bo2@x"] {
         fx.avc(pe, fx.attrs.mail, ADD, AVC_PENDING, ValueSlots::text(value))
