@@ -301,6 +301,8 @@ pub fn breakdown(plans: &[Value]) -> Vec<Part> {
 pub struct StatementKind {
     pub kind: String,
     pub calls: i64,
+    /// How many of the calls PostgreSQL planned (a cached generic plan is not counted).
+    pub plans: i64,
     pub rows: i64,
     pub plan_ms: f64,
     pub exec_ms: f64,
@@ -314,7 +316,7 @@ pub struct StatementKind {
 pub async fn statement_kinds(pool: &PgPool) -> Result<Vec<StatementKind>> {
     let rows = sqlx::query(
         "SELECT s.query, s.calls, s.rows, s.total_exec_time, s.shared_blks_hit, s.shared_blks_read, \
-                s.wal_bytes::int8, s.wal_fpi, s.total_plan_time \
+                s.wal_bytes::int8, s.wal_fpi, s.total_plan_time, s.plans \
          FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
          WHERE d.datname = current_database()",
     )
@@ -344,6 +346,7 @@ pub async fn statement_kinds(pool: &PgPool) -> Result<Vec<StatementKind>> {
         e.wal_bytes += r.try_get::<i64, _>(6)?;
         e.wal_fpi += r.try_get::<i64, _>(7)?;
         e.plan_ms += r.try_get::<f64, _>(8)?;
+        e.plans += r.try_get::<i64, _>(9)?;
     }
     Ok(kinds.into_values().collect())
 }
@@ -392,15 +395,16 @@ pub fn markdown(profiles: &[Profiled]) -> String {
         );
         let _ = writeln!(
             s,
-            "| statement kind | calls | plan ms per export | exec ms per export | buffer hits per export | WAL bytes per export | WAL FPI |"
+            "| statement kind | calls | planned | plan ms per export | exec ms per export | buffer hits per export | WAL bytes per export | WAL FPI |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for k in &p.statements {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3} | {:.3} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {} | {:.3} | {:.3} | {:.0} | {:.0} | {} |",
                 k.kind,
                 k.calls,
+                k.plans,
                 k.plan_ms / n,
                 k.exec_ms / n,
                 k.shared_hit as f64 / n,
