@@ -1119,6 +1119,8 @@ struct Args {
     /// A `fillfactor` for JIM's `PendingExportAttributeValueChanges`, set before the slapd rows'
     /// seed (a storage setting JIM's operators could choose; the engine never sets it).
     fillfactor: Option<u32>,
+    /// How many times each strategy of the slapd rows runs per mode and RTT, in alternating order.
+    repeat: usize,
 }
 
 /// The command line (`--help` prints it with every default).
@@ -1180,6 +1182,10 @@ struct Cli {
     /// rows' seed (not with --scale, whose seed is its own).
     #[arg(long, value_parser = clap::value_parser!(u32).range(10..=100), conflicts_with = "scale")]
     fillfactor: Option<u32>,
+    /// Run each strategy of the slapd rows this many times per mode and RTT (in alternating order,
+    /// on this noisy machine): a row is the median run, its ratios the medians of each round's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9), conflicts_with_all = ["scale", "profile"])]
+    repeat: u64,
 }
 
 fn args() -> Args {
@@ -1206,6 +1212,7 @@ fn args() -> Args {
         samba_follow_ups: cli.samba_follow_ups,
         ds389_template: cli.ds389_template,
         fillfactor: cli.fillfactor,
+        repeat: cli.repeat as usize,
     }
 }
 
@@ -1270,6 +1277,22 @@ struct Measured {
     /// WAL and row writes per table.
     database_writes: dbstats::DbWrites,
     report: ChildReport,
+    /// Which round of `--repeat` this run was (0 for the first).
+    #[serde(skip)]
+    round: usize,
+    /// With `--repeat`: every round's figures, in the order they ran; the row is the median run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rounds: Vec<RoundFigures>,
+}
+
+/// One round's figures of a row measured more than once (`--repeat`).
+#[derive(Debug, Clone, Serialize)]
+struct RoundFigures {
+    objects_per_second: f64,
+    postgres_cpu_ms_per_export: f64,
+    ratio_to_limit: Option<f64>,
+    ratio_to_combined: Option<f64>,
+    postgres_cpu_to_floor: Option<f64>,
 }
 
 /// What one child measured.
@@ -1315,6 +1338,8 @@ impl Measured {
             postgres_cpu_to_floor: None,
             database_writes: s.database_writes,
             report: s.report,
+            round: 0,
+            rounds: Vec::new(),
         };
         eprintln!(
             "  {directory:<8} {mode:<7} rtt {rtt_ms:>2} ms {phase:<10} {strategy:<10} {:>6} exports {:>8.0} obj/s  failed {}  sql/100 {}",
@@ -1612,6 +1637,13 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
             "the engine runs with a fixed in-flight limit of {n} on 4 connections (`{ENGINE_FIXED_ENV}`).\n"
         );
     }
+    if args.repeat > 1 {
+        let _ = writeln!(
+            s,
+            "Each strategy ran {} times per mode and RTT, every other round in reverse order. A row is the run with the median objects/s (the lowest and highest in parentheses, every round in `results.json`); × limit, × combined and × floor are the medians of the ratios within each round.\n",
+            args.repeat
+        );
+    }
     s.push_str(&table("mode", "slapd", rows));
     if !jim_batches.is_empty() {
         let _ = writeln!(
@@ -1631,6 +1663,18 @@ fn markdown(m: &Machine, args: &Args, rows: &[Measured], jim_batches: &[(String,
 /// How each strategy's latency is measured (under every table).
 const LATENCY_NOTE: &str = "Latency: each export is timed, by limit and jim-today from `Directory::execute` to its result, by the engine from the start of the export's execution in `Directory::run` to its result (`RunMetrics`, an HDR histogram, within 1 %); ldapmodify is sequential (mean in the JSON). CPU s client is the strategy's own process (for ldapmodify the bench child, not the CLI).";
 
+/// A row's objects/s, with the lowest and highest of its rounds when it ran more than once.
+fn objects_per_second(r: &Measured) -> String {
+    let (lo, hi) = r.rounds.iter().fold((f64::MAX, 0.0f64), |(lo, hi), x| {
+        (lo.min(x.objects_per_second), hi.max(x.objects_per_second))
+    });
+    if r.rounds.len() > 1 {
+        format!("{:.0} ({lo:.0}-{hi:.0})", r.objects_per_second)
+    } else {
+        format!("{:.0}", r.objects_per_second)
+    }
+}
+
 /// The markdown table of `rows`; the first column is `first` (the mode for slapd rows, the
 /// directory otherwise) and the server CPU column is headed `server`.
 fn table(first: &str, server: &str, rows: &[Measured]) -> String {
@@ -1646,7 +1690,7 @@ fn table(first: &str, server: &str, rows: &[Measured]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} ms | {} | {} | {} | {:.0} | {} | {} | {} | {:.2}{} | {:.1} | {} | {:.0} | {} / {} | {:.1} / {:.1} / {:.1} | {} |",
+            "| {} | {} ms | {} | {} | {} | {} | {} | {} | {} | {:.2}{} | {:.1} | {} | {:.0} | {} / {} | {:.1} / {:.1} / {:.1} | {} |",
             if r.directory == "slapd" {
                 &r.mode
             } else {
@@ -1656,7 +1700,7 @@ fn table(first: &str, server: &str, rows: &[Measured]) -> String {
             r.phase,
             r.strategy,
             r.report.exports,
-            r.objects_per_second,
+            objects_per_second(r),
             fmt_opt(r.ratio_to_limit, 2),
             fmt_opt(r.ratio_to_combined, 2),
             match (r.sql_per_100, r.sql_nested_per_100) {
@@ -1848,12 +1892,24 @@ async fn parent(args: Args) -> Result<()> {
         })
         .await?;
         for &rtt in &args.rtts {
-            for strategy in &args.strategies {
-                rows.extend(one_combination(&args, &pg, mode, rtt, strategy, None).await?);
+            for round in 0..args.repeat {
+                // Every other round runs the strategies backwards, so that none always runs
+                // first or last (after a cold start, before the next cell).
+                let mut order: Vec<&String> = args.strategies.iter().collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for strategy in order {
+                    let mut measured =
+                        one_combination(&args, &pg, mode, rtt, strategy, None).await?;
+                    measured.iter_mut().for_each(|r| r.round = round);
+                    rows.extend(measured);
+                }
             }
         }
     }
     set_ratios(&mut rows);
+    let rows = median_rows(rows);
     let samba = if samba_rows {
         optional_rows("Samba AD", &args, samba::rows(&args).await)?
     } else {
@@ -1904,6 +1960,7 @@ async fn parent(args: Args) -> Result<()> {
         "template": args.template.to_string(),
         "follow_ups": args.follow_ups,
         "fillfactor": args.fillfactor,
+        "repeat": args.repeat,
         "rows": rows,
     });
     let mut md = markdown(&m, &args, &rows, &jim_batches);
@@ -2004,57 +2061,100 @@ async fn profile_run(args: &Args, m: &Machine) -> Result<()> {
 
 /// Each row's objects/s as a ratio to the limit of the same directory, mode, RTT and phase.
 fn set_ratios(rows: &mut [Measured]) {
-    let limits: Vec<(String, String, u64, String, f64)> = rows
-        .iter()
-        .filter(|r| r.strategy == "limit")
-        .map(|r| {
-            (
-                r.directory.clone(),
-                r.mode.clone(),
-                r.rtt_ms,
-                r.phase.clone(),
-                r.objects_per_second,
-            )
-        })
-        .collect();
-    let of = |strategy: &str, rows: &[Measured]| -> Vec<(String, String, u64, String, f64, f64)> {
+    type Key = (String, String, u64, String, usize);
+    let key = |r: &Measured| -> Key {
+        (
+            r.directory.clone(),
+            r.mode.clone(),
+            r.rtt_ms,
+            r.phase.clone(),
+            r.round,
+        )
+    };
+    let of = |strategy: &str, rows: &[Measured]| -> Vec<(Key, f64, f64)> {
         rows.iter()
             .filter(|r| r.strategy == strategy)
-            .map(|r| {
-                (
-                    r.directory.clone(),
-                    r.mode.clone(),
-                    r.rtt_ms,
-                    r.phase.clone(),
-                    r.objects_per_second,
-                    r.postgres_cpu_ms_per_export,
-                )
-            })
+            .map(|r| (key(r), r.objects_per_second, r.postgres_cpu_ms_per_export))
             .collect()
     };
-    let (combined, floors) = (of("combined", rows), of("floor", rows));
+    let (limits, combined, floors) = (of("limit", rows), of("combined", rows), of("floor", rows));
     for r in rows.iter_mut() {
-        let same = |(d, m, t, p, ..): &&(String, String, u64, String, f64, f64)| {
-            *d == r.directory && *m == r.mode && *t == r.rtt_ms && *p == r.phase
-        };
-        r.ratio_to_limit = limits
-            .iter()
-            .find(|(d, m, t, p, _)| {
-                *d == r.directory && *m == r.mode && *t == r.rtt_ms && *p == r.phase
-            })
-            .map(|(.., l)| r.objects_per_second / l);
+        let k = key(r);
+        let same = |(other, ..): &&(Key, f64, f64)| *other == k;
+        r.ratio_to_limit = limits.iter().find(same).map(|l| r.objects_per_second / l.1);
         r.ratio_to_combined = combined
             .iter()
             .find(same)
-            .map(|c| r.objects_per_second / c.4);
+            .map(|c| r.objects_per_second / c.1);
         if !matches!(r.strategy.as_str(), "limit" | "ldapmodify") {
             r.postgres_cpu_to_floor = floors
                 .iter()
                 .find(same)
-                .filter(|f| f.5 > 0.0)
-                .map(|f| r.postgres_cpu_ms_per_export / f.5);
+                .filter(|f| f.2 > 0.0)
+                .map(|f| r.postgres_cpu_ms_per_export / f.2);
         }
     }
+}
+
+/// The median of `values` (the lower middle one for an even count), `None` when there are none.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+/// One row per directory, mode, RTT, phase and strategy from rows measured in several rounds
+/// (`--repeat`): the run with the median objects/s, carrying every round's figures, with each
+/// ratio the median of the rounds' ratios. A ratio within a round compares runs made minutes
+/// apart at most, which on a shared machine moves less than the same strategy from round to
+/// round. Rows measured once are returned as they are.
+fn median_rows(rows: Vec<Measured>) -> Vec<Measured> {
+    let mut groups: Vec<Vec<Measured>> = Vec::new();
+    for r in rows {
+        match groups.iter_mut().find(|g| {
+            let f = &g[0];
+            f.directory == r.directory
+                && f.mode == r.mode
+                && f.rtt_ms == r.rtt_ms
+                && f.phase == r.phase
+                && f.strategy == r.strategy
+        }) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|mut g| {
+            if g.len() == 1 {
+                return g.pop();
+            }
+            let rounds: Vec<RoundFigures> = g
+                .iter()
+                .map(|r| RoundFigures {
+                    objects_per_second: r.objects_per_second,
+                    postgres_cpu_ms_per_export: r.postgres_cpu_ms_per_export,
+                    ratio_to_limit: r.ratio_to_limit,
+                    ratio_to_combined: r.ratio_to_combined,
+                    postgres_cpu_to_floor: r.postgres_cpu_to_floor,
+                })
+                .collect();
+            let of = |f: fn(&RoundFigures) -> Option<f64>| -> Option<f64> {
+                median(rounds.iter().filter_map(f).collect())
+            };
+            let (to_limit, to_combined, to_floor) = (
+                of(|r| r.ratio_to_limit),
+                of(|r| r.ratio_to_combined),
+                of(|r| r.postgres_cpu_to_floor),
+            );
+            g.sort_by(|a, b| a.objects_per_second.total_cmp(&b.objects_per_second));
+            let mut row = g.swap_remove((g.len() - 1) / 2);
+            row.ratio_to_limit = to_limit;
+            row.ratio_to_combined = to_combined;
+            row.postgres_cpu_to_floor = to_floor;
+            row.rounds = rounds;
+            Some(row)
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -2065,4 +2165,78 @@ async fn main() -> Result<()> {
         return child(&spec).await;
     }
     parent(args()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A measured run of `strategy` in `round`: 1,000 exports at `ops` objects/s, PostgreSQL
+    /// `pg_ms` per export.
+    fn run(strategy: &str, round: usize, ops: f64, pg_ms: f64) -> Measured {
+        let mut r = Measured::new(
+            "slapd",
+            "nosync",
+            10,
+            "initial",
+            strategy,
+            Sample {
+                report: ChildReport {
+                    exports: 1000,
+                    elapsed_s: 1000.0 / ops,
+                    ..ChildReport::default()
+                },
+                directory_cpu_s: 0.0,
+                postgres_cpu_s: pg_ms,
+                statements: 0,
+                nested_statements: 0,
+                database_writes: dbstats::DbWrites::default(),
+            },
+        );
+        r.round = round;
+        r
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_one_round_and_the_row_is_the_median_run() {
+        // Round 1 is slow for everyone: its ratios are like the other rounds', its throughput not.
+        let mut rows = vec![
+            run("combined", 0, 2000.0, 0.5),
+            run("engine", 0, 1800.0, 0.6),
+            run("combined", 1, 1000.0, 1.0),
+            run("engine", 1, 900.0, 1.2),
+            run("combined", 2, 2200.0, 0.5),
+            run("engine", 2, 1700.0, 0.6),
+        ];
+        set_ratios(&mut rows);
+        let rows = median_rows(rows);
+        assert_eq!(rows.len(), 2);
+        let engine = rows.iter().find(|r| r.strategy == "engine").unwrap();
+        assert_eq!(engine.objects_per_second, 1700.0);
+        assert_eq!(engine.round, 2);
+        assert_eq!(engine.rounds.len(), 3);
+        // Rounds' ratios 0.9, 0.9 and 0.773: the median is 0.9, which neither the median runs'
+        // ratio (1,700 / 2,000 = 0.85) nor a ratio across rounds gives.
+        let to_combined = engine.ratio_to_combined.unwrap();
+        assert!((to_combined - 0.9).abs() < 1e-9, "{to_combined}");
+        assert_eq!(objects_per_second(engine), "1700 (900-1800)");
+    }
+
+    #[test]
+    fn a_row_measured_once_is_left_as_it_is() {
+        let mut rows = vec![run("floor", 0, 3000.0, 0.5), run("engine", 0, 1500.0, 0.6)];
+        set_ratios(&mut rows);
+        let rows = median_rows(rows);
+        let engine = rows.iter().find(|r| r.strategy == "engine").unwrap();
+        assert!(engine.rounds.is_empty());
+        assert_eq!(objects_per_second(engine), "1500");
+        let to_floor = engine.postgres_cpu_to_floor.unwrap();
+        assert!((to_floor - 1.2).abs() < 1e-9, "{to_floor}");
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_lower_middle() {
+        assert_eq!(median(vec![3.0, 1.0, 4.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![]), None);
+    }
 }
