@@ -47,17 +47,17 @@ pub fn kind(query: &str) -> &'static str {
     } else if query.contains("claimed AS (") && query.contains("FOR UPDATE OF pe SKIP LOCKED") {
         "engine: claim + load"
     } else if query.contains(r#"x."MetaverseObjectId" = m.id"#) {
-        "engine: resolve references"
+        "store: resolve references"
     } else if query.contains("SET \"LastAttemptedAt\" = now()")
         && query.contains("RETURNING t.\"Id\"")
     {
         "engine: renew leases"
     } else if query.contains("SELECT count(*)") && query.contains("LIKE $3") {
-        "engine: count what is due"
+        "store: count what is due"
     } else if query.contains(r#"FROM "ConnectedSystems" s"#)
         || query.contains(r#"FROM "__EFMigrationsHistory""#)
     {
-        "engine: load the system, check the schema"
+        "store: load the system, check the schema"
     } else if query.contains("claimed AS (") {
         "read-only peek (before the clock)"
     } else if query.contains("WITH pe AS (") && query.contains("vals AS (") {
