@@ -27,6 +27,12 @@ macro_rules! lease_expiry {
 /// connected-system condition, with the engine's lease recovery added: a row left `Executing` whose
 /// lease has run out is eligible again, the lease being the one its owner took (see [`owner_lease`]).
 /// The database clock is "now".
+///
+/// The `OFFSET 0` keeps an Update's "has a change still to export" test an index probe per row
+/// (`IX_PendingExportAttributeValueChanges_PendingExportId`). Without it PostgreSQL may hash the
+/// test instead, reading every change row of every export ever queued, exported ones included, once
+/// per claim: on a follow-up round after a provisioning of 5,273 exports that was 2,116 of a claim
+/// page's 6,954 buffer hits, and the table only grows.
 macro_rules! eligibility {
     ($lease:literal) => {
         concat!(
@@ -39,7 +45,8 @@ macro_rules! eligibility {
       AND pe."ErrorCount" < pe."MaxRetries"
       AND (pe."ChangeType" <> 1 OR EXISTS (
             SELECT 1 FROM "PendingExportAttributeValueChanges" c
-            WHERE c."PendingExportId" = pe."Id" AND c."Status" IN (0, 2)))
+            WHERE c."PendingExportId" = pe."Id" AND c."Status" IN (0, 2)
+            OFFSET 0))
       AND NOT (pe."ChangeType" = 2 AND pe."Status" = 4)
       AND NOT (pe."ChangeType" = 0 AND pe."Status" = 4)"#
         )
