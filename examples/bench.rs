@@ -2105,8 +2105,8 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 /// One row per directory, mode, RTT, phase and strategy from rows measured in several rounds
 /// (`--repeat`): the run with the median objects/s, carrying every round's figures, with each
 /// ratio the median of the rounds' ratios. A ratio within a round compares runs made minutes
-/// apart at most, which on a shared machine moves less than the same strategy from round to
-/// round. Rows measured once are returned as they are.
+/// apart at most, meant to cancel a shared machine's slower and faster minutes (it does so only
+/// in part: `docs/benchmark.md` gives the spread). Rows measured once are returned as they are.
 fn median_rows(rows: Vec<Measured>) -> Vec<Measured> {
     let mut groups: Vec<Vec<Measured>> = Vec::new();
     for r in rows {
