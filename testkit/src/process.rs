@@ -1,8 +1,10 @@
 //! Owning a server process: stop it by PID when dropped, and make sure it dies with the test process
 //! even when that process is killed or aborts before any destructor runs.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{IoContext, Result, TestkitError};
@@ -118,11 +120,32 @@ fn spawn_watchdog(server_pid: i32, dir: &Path) {
         .spawn();
 }
 
-/// A free TCP port on 127.0.0.1 (bind to port 0 and read it back). Another process may take it before
-/// the server binds it, so callers retry a failed start on a new port.
+/// A free TCP port on 127.0.0.1 (bind to port 0 and read it back) that this process has never
+/// handed out before. Another process may take it before the server binds it, so callers retry a
+/// failed start on a new port.
+///
+/// Never handing a port out twice is what lets a test check that a stopped server no longer answers
+/// on its port: the kernel readily gives a freed port to the next `bind(0)`, and without this a server
+/// started by a parallel test in the same binary could be listening there.
 pub fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    // The ephemeral range holds some 28,000 ports and a test binary uses a few hundred at most, so a
+    // fresh one turns up within a few tries; the bound only keeps a broken kernel from looping forever.
+    for _ in 0..1_000 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        // A poisoned lock still holds a valid set: a panic cannot interrupt an insert half-way.
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "the kernel kept offering ports this process has already handed out",
+    ))
 }
 
 /// True when this process runs as root.
@@ -211,4 +234,20 @@ pub(crate) fn apt_install(
             String::from_utf8_lossy(&retry.stderr).trim()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_port_never_hands_a_port_out_twice() {
+        // Each listener is closed at once, so the kernel is free to offer the same port again; the
+        // allocator must not pass it on.
+        let mut seen = BTreeSet::new();
+        for _ in 0..500 {
+            let port = free_port().expect("a free port");
+            assert!(seen.insert(port), "port {port} was handed out twice");
+        }
+    }
 }

@@ -164,6 +164,8 @@ async fn two_servers_run_side_by_side_over_ldap_starttls_ldaps_and_ldapi() -> Te
     eprintln!("389 server dropped (killed) in {:?}", dropped.elapsed());
     assert!(!jim_export_testkit::process::pid_alive(pid));
     assert!(!dir.exists());
+    // Deterministic although tests run in parallel: `free_port` never hands A's port to another
+    // server of this binary.
     assert!(LdapConnAsync::new(&url).await.is_err());
     assert!(b.is_running());
     assert_eq!(b.count_entries(b.suffix(), "(objectClass=*)").await?, 3);
