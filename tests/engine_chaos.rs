@@ -75,6 +75,17 @@ enum Kind {
     ThreeEngines,
 }
 
+/// Every kind, each of which a run must kill in.
+const KINDS: [Kind; 4] = [
+    Kind::Initial,
+    Kind::FollowUps,
+    Kind::Chunked,
+    Kind::ThreeEngines,
+];
+
+/// Episodes a run may add, once its kills are made, for a kind in which every draw missed.
+const MAKE_UP_EPISODES: usize = 4;
+
 /// Ways back to the queue between kills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum WayBack {
@@ -121,29 +132,34 @@ async fn killed_at_random_points_with_every_way_back_converges() {
     let mut rng = SplitMix(seed);
     let mut tally = Tally::default();
     let started = Instant::now();
-    // Every kind once, in a drawn order, then drawn kinds until the kills are made.
-    let mut kinds = [
-        Kind::Initial,
-        Kind::FollowUps,
-        Kind::Chunked,
-        Kind::ThreeEngines,
-    ];
+    // Every kind once, in a drawn order, then drawn kinds until the kills are made. A kind still
+    // without a kill (every draw missed: a short run can finish before its kill lands; or a small
+    // budget never reached it) then gets episodes of its own, up to `MAKE_UP_EPISODES` in all, so
+    // that a run kills in every kind by design, not by luck.
+    let mut kinds = KINDS;
     for i in (1..kinds.len()).rev() {
         let j = rng.range(0, i as u64 + 1) as usize;
         kinds.swap(i, j);
     }
     let mut episode = 0;
     while tally.kills < kills {
-        let kind = kinds.get(episode).copied().unwrap_or_else(|| {
-            rng.pick(&[
-                Kind::Initial,
-                Kind::FollowUps,
-                Kind::Chunked,
-                Kind::ThreeEngines,
-            ])
-        });
+        let kind = kinds
+            .get(episode)
+            .copied()
+            .unwrap_or_else(|| rng.pick(&KINDS));
         let left = kills - tally.kills;
         run_episode(episode, kind, left, &mut rng, &mut tally).await;
+        episode += 1;
+    }
+    for _ in 0..MAKE_UP_EPISODES {
+        let Some(kind) = KINDS
+            .into_iter()
+            .find(|k| tally.by_kind.get(k).copied().unwrap_or(0) == 0)
+        else {
+            break;
+        };
+        eprintln!("[chaos] no kill during {kind:?} yet: one more episode of it");
+        run_episode(episode, kind, 1, &mut rng, &mut tally).await;
         episode += 1;
     }
     assert!(
@@ -155,12 +171,7 @@ async fn killed_at_random_points_with_every_way_back_converges() {
         tally.kills,
         started.elapsed().as_secs_f64()
     );
-    for kind in [
-        Kind::Initial,
-        Kind::FollowUps,
-        Kind::Chunked,
-        Kind::ThreeEngines,
-    ] {
+    for kind in KINDS {
         assert!(
             tally.by_kind.get(&kind).copied().unwrap_or(0) > 0,
             "no kill during {kind:?} (seed {seed})"
