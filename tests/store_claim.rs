@@ -844,3 +844,29 @@ async fn operator_queries_summarise_release_and_reset() {
         (PENDING, 0, None, None, None)
     );
 }
+
+#[tokio::test]
+async fn the_engines_sessions_run_in_utc_without_jit() {
+    let pg = Postgres::shared().await.expect("postgres");
+    let db = pg.jim_database().await.expect("database");
+    // The cluster's own default is JIT on (as in JIM's image); the engine's sessions turn it off.
+    let server_default: String =
+        sqlx::query_scalar("SELECT boot_val FROM pg_settings WHERE name = 'jit'")
+            .fetch_one(&db.pool)
+            .await
+            .expect("jit's default");
+    assert_eq!(server_default, "on");
+    let store = Store::connect(&jim_export::config::DatabaseConfig::new(db.url.clone()))
+        .await
+        .expect("store");
+    let mut conn = store.pool().acquire().await.expect("a session");
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("SHOW jit");
+    let zone: String = sqlx::query_scalar("SHOW TimeZone")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("SHOW TimeZone");
+    assert_eq!((jit.as_str(), zone.as_str()), ("off", "UTC"));
+}

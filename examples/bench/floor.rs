@@ -240,9 +240,11 @@ pub fn positive_env(name: &str, what: &str) -> Option<u32> {
 /// Writes every flush, [`writers`] at a time, in claim order.
 async fn write_all(spec: &ChildSpec, flushes: &[(Vec<Uuid>, RowChanges)]) -> Result<()> {
     let writers = writers();
+    // Without JIT, as the engine's sessions: no statement here profits from compiled expressions.
+    let options: sqlx::postgres::PgConnectOptions = spec.database_url.parse()?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(writers as u32)
-        .connect(&spec.database_url)
+        .connect_with(options.options([("jit", "off")]))
         .await?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let writer = || async {

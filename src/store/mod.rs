@@ -85,8 +85,14 @@ struct Background {
 impl Store {
     /// Connects to JIM's database: one probe connection first (so an unreachable server fails within
     /// `connect_timeout_ms` with the server's own error, not a pool timeout), then a pool of at most
-    /// `max_connections` with the same acquire timeout. Sessions run in UTC.
+    /// `max_connections` with the same acquire timeout. Sessions run in UTC, without JIT compilation.
     pub async fn connect(config: &DatabaseConfig) -> Result<Store> {
+        // JIT off: every statement here is driven by index probes over at most a page or a flush of
+        // rows, which compiled expressions cannot speed up, while a plan whose estimate crosses
+        // `jit_above_cost` (PostgreSQL's default for JIT is on, as in JIM's `postgres` image) is
+        // compiled afresh on every execution. Measured: the first claim of a follow-up round (100
+        // exports) spent 122 ms compiling and 4 ms executing, and the count of what is due 15 ms;
+        // together a quarter of PostgreSQL's CPU for that round (`docs/benchmark.md`).
         let options = config
             .connect_options()
             .map_err(|message| {
@@ -94,7 +100,7 @@ impl Store {
                 e.push("database.connection", message);
                 Error::Config(e)
             })?
-            .options([("TimeZone", "UTC")]);
+            .options([("TimeZone", "UTC"), ("jit", "off")]);
         let settings = config.effective().map_err(|message| {
             let mut e = ConfigErrors::default();
             e.push("database.connection", message);
