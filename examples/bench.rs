@@ -36,7 +36,8 @@
 //! follow-ups are staged, so that every strategy's follow-ups meet the same directory. `--profile`
 //! runs the floor and the engine with every statement's plan logged and writes where PostgreSQL's
 //! time, buffers and WAL go (`bench/profile.rs`, `<out>/profile.md`) instead of the throughput
-//! tables.
+//! tables. `JIM_BENCH_TIMELINE=<file>` makes every engine run append its timeline (progress every
+//! 10 ms, each persisted flush) to that file.
 //!
 //! SQL statements come from `pg_stat_statements` (`track = all`), reset before each child: top-level
 //! statements without transaction control, with the nested ones (foreign-key triggers) beside them.
@@ -1031,8 +1032,55 @@ fn engine_options() -> RunOptions {
     }
 }
 
+/// Names a file to which each engine run appends its timeline ([`Timeline`]), for looking into a
+/// run rather than for its figures: the progress events it asks for every 10 ms cost the engine a
+/// little.
+const TIMELINE_ENV: &str = "JIM_BENCH_TIMELINE";
+
+/// An engine run's timeline: its progress events (phase, processed, in flight, the in-flight limit)
+/// and its persisted flushes, each with the milliseconds since the run was called, one line each
+/// after a `--- run` line. It showed where a follow-up round waits (`docs/benchmark.md`).
+struct Timeline {
+    out: std::sync::Mutex<std::fs::File>,
+    started: Instant,
+}
+
+impl Timeline {
+    fn new(path: PathBuf, started: Instant) -> Result<Self> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "--- run")?;
+        Ok(Self {
+            out: std::sync::Mutex::new(f),
+            started,
+        })
+    }
+
+    /// One line; a failed write is dropped (the run matters more than its timeline).
+    fn line(&self, text: String) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(mut f) = self.out.lock() {
+            let _ = writeln!(f, "{ms:9.1} {text}");
+        }
+    }
+}
+
+impl jim_export::engine::RunListener for Timeline {
+    fn on_progress(&self, e: &jim_export::report::ProgressEvent) {
+        self.line(format!(
+            "progress phase={:?} total={} processed={} in_flight={} limit={}",
+            e.phase, e.total, e.processed, e.in_flight, e.in_flight_limit
+        ));
+    }
+    fn on_batch(&self, r: &jim_export::report::BatchReport) {
+        self.line(format!("batch seq={} items={}", r.sequence, r.items.len()));
+    }
+}
+
 async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
-    let request = ExportRequest {
+    let mut request = ExportRequest {
         database: DatabaseConfig::new(spec.database_url.clone()),
         connected_system_id: spec.connected_system_id,
         directory: directory_config(spec),
@@ -1048,9 +1096,14 @@ async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
         });
     }
     let started = Instant::now();
-    let r = Engine::new()
-        .run_export(&request, Arc::new(NoListener), token)
-        .await?;
+    let listener: Arc<dyn jim_export::engine::RunListener> = match std::env::var_os(TIMELINE_ENV) {
+        Some(path) => {
+            request.options.progress_interval_ms = 10;
+            Arc::new(Timeline::new(path.into(), started)?)
+        }
+        None => Arc::new(NoListener),
+    };
+    let r = Engine::new().run_export(&request, listener, token).await?;
     let elapsed = started.elapsed();
     Ok(ChildReport {
         exports: r.success_count + r.failed_count + r.deferred_count,
