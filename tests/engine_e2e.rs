@@ -5,7 +5,7 @@
 use jim_export::engine::Engine;
 use jim_export::model::{ExportPhase, PendingExportChangeType, PendingExportStatus};
 use jim_export::report::ItemStatus;
-use jim_export_testkit::seed::{self, FollowUps, Template};
+use jim_export_testkit::seed::{self, FollowUp, FollowUps, Template};
 use jim_export_testkit::support::engine::{Env, assert_directory_matches};
 use sqlx::Row;
 
@@ -185,5 +185,91 @@ async fn follow_up_changes_converge_the_directory() {
             .iter()
             .any(|a| a.attribute_name == "distinguishedName")),
         "renames and moves report the new DN"
+    );
+}
+
+/// Membership removals load only a few of a group's member rows (`store::sql`, `load_tail!`), yet
+/// the placeholder rule must still see exactly when they empty a `groupOfNames`: a group losing
+/// every member keeps the placeholder; a group losing three of eight or more (the loaded sample
+/// comes back full) gets none. The CSOs' member rows follow the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_removals_keep_the_placeholder_rule_exact() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let request = env.request();
+    let (first, _) = env.run(&engine, &request).await;
+    assert_eq!(first.failed_count, 0, "{}", first.message);
+    seed::confirm_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
+
+    let mut groups: Vec<_> = (0..env.seeded.groups())
+        .filter_map(|g| env.seeded.group(g))
+        .collect();
+    groups.sort_by_key(|g| std::cmp::Reverse(g.member_count()));
+    let (emptied, thinned) = (&groups[1], &groups[0]);
+    assert!(
+        emptied.member_count() >= 3 && thinned.member_count() >= 8,
+        "the template's largest groups have {} and {} members",
+        thinned.member_count(),
+        emptied.member_count()
+    );
+    let follow_ups = FollowUps {
+        explicit: vec![
+            FollowUp::RemoveMembers {
+                group: emptied.index,
+                users: emptied.members().collect(),
+            },
+            FollowUp::RemoveMembers {
+                group: thinned.index,
+                users: thinned.members().take(3).collect(),
+            },
+        ],
+        ..FollowUps::default()
+    };
+    let staged = seed::stage_follow_ups(&env.db.pool, &env.seeded, &follow_ups)
+        .await
+        .unwrap();
+    assert_eq!(staged.pending_exports(), 2);
+    let (second, _) = env.run(&engine, &request).await;
+    assert_eq!(second.failed_count, 0, "{}", second.message);
+    assert_eq!(second.success_count, 2, "{}", second.message);
+
+    let mut expected = env.seeded.expected_directory().unwrap();
+    staged.apply(&mut expected);
+    let actual = env.directory().await;
+    assert_eq!(
+        actual.values(&emptied.dn, "member"),
+        ["cn=placeholder".to_string()].into(),
+        "the emptied group holds the placeholder"
+    );
+    let kept = expected.values(&thinned.dn, "member");
+    assert_eq!(kept.len(), thinned.member_count() - 3);
+    assert_eq!(
+        actual.values(&thinned.dn, "member"),
+        kept,
+        "the thinned group keeps its other members and no placeholder"
+    );
+
+    let member = env.seeded.group_attribute_id("member").unwrap();
+    let rows = |cso: uuid::Uuid| {
+        let pool = env.db.pool.clone();
+        async move {
+            sqlx::query(
+                r#"SELECT count(*) FROM "ConnectedSystemObjectAttributeValues"
+                   WHERE "ConnectedSystemObjectId" = $1 AND "AttributeId" = $2"#,
+            )
+            .bind(cso)
+            .bind(member)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+        }
+    };
+    assert_eq!(rows(emptied.ids.cso).await, 0);
+    assert_eq!(
+        rows(thinned.ids.cso).await as usize,
+        thinned.member_count() - 3
     );
 }

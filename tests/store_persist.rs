@@ -1125,3 +1125,174 @@ async fn an_optimistic_apply_failure_is_counted_and_never_fails_the_export() {
         "the anchor write-back stays"
     );
 }
+
+/// A membership change on a large group reads the rows it can match, not the member list
+/// (`store::sql`, `load_tail!`): a resolved change's rows come with the claim, an unresolved one's
+/// with the resolution query. Optimistic apply must end as it would with every row loaded: an Add of
+/// a present member adds nothing, a Remove deletes the member's row, and a member known only by its
+/// DN (in another letter case) is matched by that DN. A one-member group comes back with its member
+/// once, though two of the claim's probes find it (the placeholder rule counts those rows).
+#[tokio::test]
+async fn membership_changes_on_a_large_group_load_only_the_rows_they_name() {
+    const MEMBERS: usize = 200;
+    let fx = Fixture::new().await;
+    let member = fx.attrs.member;
+    let mut users = Vec::new();
+    for i in 0..MEMBERS + 3 {
+        let mvo = fx.mvo().await;
+        let dn = format!("CN=U{i},DC=x");
+        let cso = fx.cso(false, Some(&dn), Some(mvo), 0).await;
+        users.push((mvo, cso, dn));
+    }
+    let (present, readded, dn_only) = (&users[0], &users[1], &users[MEMBERS + 1]);
+    let (new_a, new_b) = (&users[MEMBERS], &users[MEMBERS + 2]);
+    let plain_group = fx.cso(true, Some("CN=A,DC=x"), None, 0).await;
+    let ref_group = fx.cso(true, Some("CN=B,DC=x"), None, 0).await;
+    for group in [plain_group, ref_group] {
+        let ids: Vec<Uuid> = users[..MEMBERS].iter().map(|u| u.1).collect();
+        let dns: Vec<String> = users[..MEMBERS].iter().map(|u| u.2.clone()).collect();
+        sqlx::query(
+            r#"INSERT INTO "ConnectedSystemObjectAttributeValues"
+                 ("Id", "AttributeId", "ConnectedSystemObjectId", "ReferenceValueId", "UnresolvedReferenceValue")
+               SELECT gen_random_uuid(), $1, $2, r, d FROM unnest($3::uuid[], $4::text[]) AS m(r, d)"#,
+        )
+        .bind(member)
+        .bind(group)
+        .bind(&ids)
+        .bind(&dns)
+        .execute(&fx.pool)
+        .await
+        .expect("member rows");
+        fx.cso_value_full(
+            group,
+            member,
+            ValueSlots::default(),
+            None,
+            Some(&dn_only.2.to_lowercase()),
+        )
+        .await;
+    }
+    let small_group = fx.cso(true, Some("CN=C,DC=x"), None, 0).await;
+    fx.cso_value_full(
+        small_group,
+        member,
+        ValueSlots::default(),
+        Some(present.1),
+        Some(&present.2),
+    )
+    .await;
+
+    let changes = [
+        (REMOVE, present),
+        (ADD, readded),
+        (ADD, new_a),
+        (REMOVE, dn_only),
+        (ADD, new_b),
+    ];
+    // The plain pass: changes JIM stored resolved (the referenced CSO and its DN).
+    let resolved = |pe: Uuid, kind: i32, user: &(Uuid, Uuid, String)| {
+        let (fx, cso, dn) = (&fx, user.1, user.2.clone());
+        async move {
+            let id = fx
+                .avc(pe, member, kind, AVC_PENDING, ValueSlots::text(&dn))
+                .await;
+            sqlx::query(
+                r#"UPDATE "PendingExportAttributeValueChanges" SET "ResolvedReferenceCsoId" = $2 WHERE "Id" = $1"#,
+            )
+            .bind(id)
+            .bind(cso)
+            .execute(&fx.pool)
+            .await
+            .expect("resolved change");
+        }
+    };
+    let plain_pe = fx.pe(UPDATE, Some(plain_group)).insert(&fx).await;
+    for (kind, user) in changes {
+        resolved(plain_pe, kind, user).await;
+    }
+    let small_pe = fx.pe(UPDATE, Some(small_group)).insert(&fx).await;
+    resolved(small_pe, REMOVE, present).await;
+    // The reference pass: the same changes still naming MVOs.
+    let ref_pe = fx
+        .pe(UPDATE, Some(ref_group))
+        .unresolved()
+        .insert(&fx)
+        .await;
+    for (kind, user) in changes {
+        fx.avc_ref(ref_pe, member, kind, &user.0.to_string()).await;
+    }
+
+    let q = fx.queue().await;
+    let plain = q.claim(Pass::Plain, None, 100).await.expect("claim plain");
+    let mut refs = q
+        .claim(Pass::References, None, 100)
+        .await
+        .expect("claim references");
+    q.resolve_references(&mut refs.exports)
+        .await
+        .expect("resolve");
+    let members_loaded = |e: &ClaimedExport| -> Vec<(Option<Uuid>, Option<String>)> {
+        e.cso
+            .as_ref()
+            .expect("CSO")
+            .values
+            .iter()
+            .filter(|v| v.attribute_id == member)
+            .map(|v| (v.reference_value_id, v.unresolved_reference_value.clone()))
+            .collect()
+    };
+    let mut exports: Vec<ClaimedExport> = plain.exports.into_iter().chain(refs.exports).collect();
+    assert_eq!(exports.len(), 3);
+    for e in &exports {
+        let loaded = members_loaded(e);
+        if e.export.id == small_pe {
+            assert_eq!(
+                loaded,
+                vec![(Some(present.1), Some(present.2.clone()))],
+                "the one member, once"
+            );
+            continue;
+        }
+        // Five changes: at most seven sampled rows beside the three named ones.
+        assert!(
+            loaded.len() <= 10,
+            "{} of {} member rows loaded for export {}",
+            loaded.len(),
+            MEMBERS + 1,
+            e.export.id
+        );
+        for want in [
+            (Some(present.1), Some(present.2.clone())),
+            (Some(readded.1), Some(readded.2.clone())),
+            (None, Some(dn_only.2.to_lowercase())),
+        ] {
+            assert!(
+                loaded.contains(&want),
+                "export {} lacks the named row {want:?}",
+                e.export.id
+            );
+        }
+    }
+
+    exports.sort_by_key(|e| e.export.id);
+    let outcomes: Vec<ExportOutcome> = exports.into_iter().map(ExportOutcome::succeeded).collect();
+    let report = q.persist(&outcomes).await.expect("persist");
+    assert_eq!(report.persisted.len(), 3);
+    assert_eq!(report.optimistic_apply.applied, 3);
+
+    for group in [plain_group, ref_group] {
+        let rows = fx.values_of(group, member).await;
+        let mut got: Vec<Uuid> = rows.iter().filter_map(|r| r.reference).collect();
+        got.sort();
+        let mut want: Vec<Uuid> = users[1..MEMBERS].iter().map(|u| u.1).collect();
+        want.extend([new_a.1, new_b.1]);
+        want.sort();
+        assert_eq!(got, want, "group {group}: members after the apply");
+        assert_eq!(
+            rows.len(),
+            want.len(),
+            "group {group}: the DN-only row is gone and nothing is doubled"
+        );
+    }
+    assert!(fx.values_of(small_group, member).await.is_empty());
+}

@@ -1,6 +1,9 @@
 //! What a successful export changes on its CSO's attribute values, computed in memory from the values
 //! loaded at claim time, in O(changes + loaded values) with hash indexes (a 100,000-member group costs
-//! 100,000 hash operations, never a nested scan):
+//! 100,000 hash operations, never a nested scan). For an attribute whose changes are all reference Adds
+//! and Removes the claim loads only the rows those changes can match (and a few more for the
+//! placeholder count, `super::sql`), not the whole attribute: the result is the same, since an Add or
+//! a Remove looks at no other row.
 //!
 //! - **optimistic apply** (JIM #1079, export-semantics §2.5 step 4): the written changes are mirrored onto
 //!   the CSO so that JIM's confirming import finds them: Add adds the value if absent; Update replaces all
@@ -60,7 +63,7 @@ pub(crate) struct ApplyCounts {
 
 /// Value identity for comparisons: the populated slot for ordinary attributes; for references the
 /// referenced CSO id and, separately, the DN (case-insensitive), so that a row known only by its DN
-/// matches a change that carries the resolved id and the DN.
+/// matches a change that carries the resolved id and the DN (see `WorkingSet::row_keys`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Text(String),
@@ -159,12 +162,16 @@ impl<'a> WorkingSet<'a> {
             .is_some_and(|a| a.data_type == AttributeDataType::Reference)
     }
 
+    /// A stored reference row that names its object by id is that object, whatever its DN says: it is
+    /// keyed by the id alone, as JIM matches references (`ReferenceValueId`). Only a row known by
+    /// nothing but its DN is keyed by the DN. The claim loads exactly the rows these keys can match
+    /// (`super::sql`'s named probes), so the two must agree.
     fn row_keys(&self, r: &ValueRow) -> Vec<Key> {
         if self.is_reference(r.attribute_id) {
-            ref_keys(
-                r.reference_value_id,
-                r.unresolved_reference_value.as_deref(),
-            )
+            match r.reference_value_id {
+                Some(id) => vec![Key::RefId(id)],
+                None => ref_keys(None, r.unresolved_reference_value.as_deref()),
+            }
         } else {
             slot_key(&r.value).into_iter().collect()
         }

@@ -24,7 +24,7 @@ use super::sql;
 use super::system::SystemSchema;
 use crate::error::Result;
 use crate::fence::{Fence, LeaseBoard};
-use crate::model::ValueSlots;
+use crate::model::{CsoAttributeValue, ValueSlots};
 
 /// What a lease renewal found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -266,8 +266,10 @@ impl ExportQueue {
     ) -> Result<ResolveSummary> {
         let wanted = resolve::wanted_mvo_ids(exports);
         let mut targets: HashMap<Uuid, Target> = HashMap::new();
+        let mut owned = Vec::new();
         if !wanted.is_empty() {
             let anchor_attributes = self.schema.anchor_attribute_ids();
+            let probes = resolve::OwnerProbes::of(exports);
             let rows: Vec<PgRow> = with_retries(
                 self.store.policy(),
                 "resolving references",
@@ -277,34 +279,58 @@ impl ExportQueue {
                         .bind(self.schema.connected_system_id)
                         .bind(&wanted)
                         .bind(&anchor_attributes)
+                        .bind(&probes.owners)
+                        .bind(&probes.attributes)
+                        .bind(&probes.mvos)
                         .fetch_all(&self.store.pool)
                 },
                 retry::nothing,
             )
             .await?;
             for row in rows {
-                let mvo: Uuid = row.try_get(0)?;
-                let cso_id: Uuid = row.try_get(1)?;
-                let target = targets.entry(mvo).or_insert_with(|| Target {
+                let key: Uuid = row.try_get(1)?;
+                let value_id = row.try_get::<Option<Uuid>, _>(3)?;
+                let slots = |row: &PgRow| -> std::result::Result<ValueSlots, sqlx::Error> {
+                    Ok(ValueSlots {
+                        string: row.try_get(5)?,
+                        guid: row.try_get(6)?,
+                        int: row.try_get(7)?,
+                        long: row.try_get(8)?,
+                        decimal: row.try_get(9)?,
+                        date_time: row.try_get(10)?,
+                        bytes: row.try_get(11)?,
+                        boolean: row.try_get(12)?,
+                    })
+                };
+                if row.try_get::<i32, _>(0)? == 1 {
+                    let Some(id) = value_id else { continue };
+                    owned.push((
+                        key,
+                        CsoAttributeValue {
+                            id,
+                            attribute_id: row.try_get(4)?,
+                            value: slots(&row)?,
+                            reference_value_id: row.try_get(13)?,
+                            unresolved_reference_value: row.try_get(14)?,
+                        },
+                    ));
+                    continue;
+                }
+                let cso_id: Uuid = row.try_get(2)?;
+                let target = targets.entry(key).or_insert_with(|| Target {
                     cso_id,
                     anchors: Vec::new(),
                 });
-                if let Some(value_id) = row.try_get::<Option<Uuid>, _>(2)? {
+                if let Some(value_id) = value_id {
                     target.anchors.push(AnchorRow {
                         value_id,
-                        attribute_id: row.try_get(3)?,
-                        value: ValueSlots {
-                            string: row.try_get(4)?,
-                            guid: row.try_get(5)?,
-                            int: row.try_get(6)?,
-                            long: row.try_get(7)?,
-                            decimal: row.try_get(8)?,
-                            ..ValueSlots::default()
-                        },
+                        attribute_id: row.try_get(4)?,
+                        value: slots(&row)?,
                     });
                 }
             }
         }
+        resolve::add_owned_values(exports, owned);
         Ok(resolve::apply(exports, &targets, &self.schema))
     }
 

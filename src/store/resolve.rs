@@ -4,13 +4,15 @@
 //! primary anchor. A CSO without an anchor value keeps the change unresolved ("awaiting anchor"); an MVO
 //! without a CSO there is "not in target system".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
 use super::claim::{ClaimedExport, ReferenceResolution, UnresolvedReference};
 use super::system::SystemSchema;
-use crate::model::{UnresolvedReferenceReason, ValueSlots};
+use crate::model::{
+    CsoAttributeValue, PendingExportChangeType, UnresolvedReferenceReason, ValueSlots,
+};
 
 /// What one resolution call did, summed over the page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,6 +127,74 @@ pub(crate) fn apply(
         claimed.export.has_unresolved_references = claimed.export.has_unresolved_changes();
     }
     summary
+}
+
+/// The rows of exporting CSOs the resolution query looks up for unresolved changes (`sql::RESOLVE`'s
+/// rows of kind 1), as three parallel arrays: for each unresolved reference change of an Update or
+/// Delete with a CSO, that CSO, the change's attribute and the referenced MVO. A Create is left out:
+/// the claim read its CSO whole.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct OwnerProbes {
+    pub owners: Vec<Uuid>,
+    pub attributes: Vec<i32>,
+    pub mvos: Vec<Uuid>,
+}
+
+impl OwnerProbes {
+    pub(crate) fn of(exports: &[ClaimedExport]) -> Self {
+        let mut probes = OwnerProbes::default();
+        for claimed in exports {
+            let Some(cso) = claimed.cso.as_ref() else {
+                continue;
+            };
+            if claimed.export.change_type == PendingExportChangeType::Create {
+                continue;
+            }
+            for change in &claimed.export.attribute_changes {
+                let Some(mvo) = change
+                    .is_unresolved_reference()
+                    .then_some(change.unresolved_reference_value.as_deref())
+                    .flatten()
+                    .and_then(parse_mvo_id)
+                else {
+                    continue;
+                };
+                probes.owners.push(cso.id);
+                probes.attributes.push(change.attribute_id);
+                probes.mvos.push(mvo);
+            }
+        }
+        probes
+    }
+}
+
+/// Adds the value rows the resolution query found (`(exporting CSO, row)`) to the CSO of every export
+/// of `exports` it belongs to, once: the claim may already have loaded the same row.
+pub(crate) fn add_owned_values(
+    exports: &mut [ClaimedExport],
+    rows: Vec<(Uuid, CsoAttributeValue)>,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut by_owner: HashMap<Uuid, Vec<CsoAttributeValue>> = HashMap::new();
+    for (owner, row) in rows {
+        by_owner.entry(owner).or_default().push(row);
+    }
+    for claimed in exports.iter_mut() {
+        let Some(cso) = claimed.cso.as_mut() else {
+            continue;
+        };
+        let Some(rows) = by_owner.get(&cso.id) else {
+            continue;
+        };
+        let mut present: HashSet<Uuid> = cso.values.iter().map(|v| v.id).collect();
+        for row in rows {
+            if present.insert(row.id) {
+                cso.values.push(row.clone());
+            }
+        }
+    }
 }
 
 /// The distinct parseable MVO ids the unresolved reference changes of `exports` point at.

@@ -132,6 +132,18 @@ claimed AS (
 /// beyond what is needed, while probing each of a Create's dozen attributes took a dozen index
 /// descents for one row (half the claim's buffer hits). Any other CSO may hold thousands of values
 /// (a group's members) of which an update needs a few, so it is probed attribute by attribute.
+///
+/// An attribute whose changes in the export are all reference Adds and Removes is not read whole:
+/// optimistic apply (`super::apply`) looks only at the rows such a change can match, the ones naming
+/// the change's CSO (`ReferenceValueId`, indexed) or, known by nothing but a DN, its DN
+/// (`IX_CsoAttrVal_Lower_UnresolvedRef`). A still unresolved change gets its rows from the resolution
+/// query (`RESOLVE`), which learns the CSO. Beside them come up to two more DN-bearing rows than the
+/// attribute has changes (`LIMIT n.sample`): enough for the planner's placeholder rule to tell whether
+/// the removals could empty the group (a sample that comes back short is the whole set; a full one
+/// means more members than removals). Reading a group's member list whole for each membership change
+/// cost 14,145 rows for one page of the benchmark's follow-ups, and grows with the group: a 500,000-member
+/// group would have been read whole on every page that touched it. The same row may come from two of
+/// these probes; the decoder keeps one (`claim::decode_page`).
 macro_rules! load_tail {
     () => {
         r#"head AS MATERIALIZED (
@@ -153,14 +165,21 @@ changes AS MATERIALIZED (
     ) a
 ),
 needed AS MATERIALIZED (
-    SELECT h."Id" AS pe_id, h.o_id AS cso_id, h.o_ext AS attr FROM head h
-    WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0
-    UNION
-    SELECT h."Id", h.o_id, h.o_sec FROM head h
-    WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0 AND h.o_sec IS NOT NULL
-    UNION
-    SELECT h."Id", h.o_id, ch."AttributeId" FROM changes ch JOIN head h ON h."Id" = ch."PendingExportId"
-    WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0
+    SELECT pe_id, cso_id, attr, bool_or(whole) AS whole, count(*) + 2 AS sample
+    FROM (
+        SELECT h."Id" AS pe_id, h.o_id AS cso_id, h.o_ext AS attr, true AS whole FROM head h
+        WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0
+        UNION ALL
+        SELECT h."Id", h.o_id, h.o_sec, true FROM head h
+        WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0 AND h.o_sec IS NOT NULL
+        UNION ALL
+        SELECT h."Id", h.o_id, ch."AttributeId",
+               NOT (ch."ChangeType" IN (0, 2)
+                    AND (ch."ResolvedReferenceCsoId" IS NOT NULL OR ch."UnresolvedReferenceValue" IS NOT NULL))
+        FROM changes ch JOIN head h ON h."Id" = ch."PendingExportId"
+        WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0
+    ) t
+    GROUP BY pe_id, cso_id, attr
 ),
 cso_values AS (
     SELECT n.pe_id, v.*
@@ -170,6 +189,40 @@ cso_values AS (
         WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
         OFFSET 0
     ) v
+    WHERE n.whole
+    UNION ALL
+    SELECT n.pe_id, v.*
+    FROM needed n
+    CROSS JOIN LATERAL (
+        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+        WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+          AND (x."UnresolvedReferenceValue" IS NOT NULL OR x."StringValue" IS NOT NULL)
+        LIMIT n.sample
+    ) v
+    WHERE NOT n.whole
+    UNION ALL
+    SELECT n.pe_id, v.*
+    FROM needed n
+    JOIN changes ch ON ch."PendingExportId" = n.pe_id AND ch."AttributeId" = n.attr
+    CROSS JOIN LATERAL (
+        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+        WHERE x."ReferenceValueId" = ch."ResolvedReferenceCsoId"
+          AND x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+        OFFSET 0
+    ) v
+    WHERE NOT n.whole AND ch."ResolvedReferenceCsoId" IS NOT NULL
+    UNION ALL
+    SELECT n.pe_id, v.*
+    FROM needed n
+    JOIN changes ch ON ch."PendingExportId" = n.pe_id AND ch."AttributeId" = n.attr
+    CROSS JOIN LATERAL (
+        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+        WHERE lower(x."UnresolvedReferenceValue") = lower(ch."StringValue")
+          AND x."UnresolvedReferenceValue" IS NOT NULL AND x."ReferenceValueId" IS NULL
+          AND x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+        OFFSET 0
+    ) v
+    WHERE NOT n.whole AND ch."ResolvedReferenceCsoId" IS NOT NULL AND ch."StringValue" IS NOT NULL
     UNION ALL
     SELECT h."Id", v.*
     FROM head h
@@ -268,22 +321,65 @@ SELECT COALESCE(bool_or("MigrationId" = $1), false), max("MigrationId")
 FROM "__EFMigrationsHistory""#;
 
 /// Reference resolution for a page: each MVO's CSO in the target system with the values of its anchor
-/// attributes (`$3`, the attributes flagged `IsSecondaryExternalId` or `IsExternalId`). An MVO without a
-/// row has no CSO there; a CSO whose anchor columns are all NULL has no anchor yet.
+/// attributes (`$3`, the attributes flagged `IsSecondaryExternalId` or `IsExternalId`), as rows of kind
+/// 0. An MVO without a row has no CSO there; a CSO whose anchor columns are all NULL has no anchor yet.
+///
+/// Rows of kind 1 are what the claim could not load for an unresolved change (`load_tail!`): for each
+/// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the exporting CSO's rows of that
+/// attribute that name the MVO's CSO (`ReferenceValueId`), or, known by nothing but a DN, one of its
+/// anchors (`IX_CsoAttrVal_Lower_UnresolvedRef`). Columns: kind, MVO or exporting CSO, referenced CSO,
+/// value id, `AttributeId`, the value slots, `ReferenceValueId`, `UnresolvedReferenceValue`.
 pub(crate) const RESOLVE: &str = r#"
-SELECT o."MetaverseObjectId", o."Id", v."Id", v."AttributeId",
-       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue"
-FROM unnest($2::uuid[]) AS m(id)
+WITH t AS MATERIALIZED (
+    SELECT m.id AS mvo, o."Id" AS cso
+    FROM unnest($2::uuid[]) AS m(id)
+    CROSS JOIN LATERAL (
+        SELECT x."Id" FROM "ConnectedSystemObjects" x
+        WHERE x."ConnectedSystemId" = $1 AND x."MetaverseObjectId" = m.id
+        OFFSET 0
+    ) o
+),
+anchors AS MATERIALIZED (
+    SELECT t.mvo, t.cso, v.*
+    FROM t
+    LEFT JOIN LATERAL (
+        SELECT y.* FROM "ConnectedSystemObjectAttributeValues" y
+        WHERE y."ConnectedSystemObjectId" = t.cso AND y."AttributeId" = ANY($3::int4[])
+        OFFSET 0
+    ) v ON true
+),
+w AS (
+    SELECT DISTINCT owner, attr, mvo FROM unnest($4::uuid[], $5::int4[], $6::uuid[]) AS w(owner, attr, mvo)
+)
+SELECT 0::int4, a.mvo, a.cso, a."Id", a."AttributeId",
+       a."StringValue", a."GuidValue", a."IntValue", a."LongValue", a."DecimalValue",
+       NULL::timestamptz, NULL::bytea, NULL::bool, NULL::uuid, NULL::text
+FROM anchors a
+UNION ALL
+SELECT 1, w.owner, t.cso, v."Id", v."AttributeId",
+       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
+       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
+FROM w
+JOIN t ON t.mvo = w.mvo
 CROSS JOIN LATERAL (
-    SELECT x."Id", x."MetaverseObjectId" FROM "ConnectedSystemObjects" x
-    WHERE x."ConnectedSystemId" = $1 AND x."MetaverseObjectId" = m.id
+    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+    WHERE x."ReferenceValueId" = t.cso
+      AND x."ConnectedSystemObjectId" = w.owner AND x."AttributeId" = w.attr
     OFFSET 0
-) o
-LEFT JOIN LATERAL (
-    SELECT y.* FROM "ConnectedSystemObjectAttributeValues" y
-    WHERE y."ConnectedSystemObjectId" = o."Id" AND y."AttributeId" = ANY($3::int4[])
+) v
+UNION ALL
+SELECT 1, w.owner, a.cso, v."Id", v."AttributeId",
+       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
+       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
+FROM w
+JOIN anchors a ON a.mvo = w.mvo AND a."StringValue" IS NOT NULL
+CROSS JOIN LATERAL (
+    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+    WHERE lower(x."UnresolvedReferenceValue") = lower(a."StringValue")
+      AND x."UnresolvedReferenceValue" IS NOT NULL AND x."ReferenceValueId" IS NULL
+      AND x."ConnectedSystemObjectId" = w.owner AND x."AttributeId" = w.attr
     OFFSET 0
-) v ON true"#;
+) v"#;
 
 /// Renews the lease of held rows (`$1` ids, `$2` the mark the run's claim wrote on each, its lease
 /// token): `LastAttemptedAt = now()` on each row still `Executing` with that mark. Sending it twice does
