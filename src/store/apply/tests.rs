@@ -377,3 +377,33 @@ fn a_hundred_thousand_member_adds_stay_linear() {
     assert_eq!(d.upserts.len(), 100_000);
     assert!(d.deletes.is_empty());
 }
+
+/// A stored reference row that names its object by id is that object: a change naming another
+/// object with the same DN (a deleted and re-created entry, say) does not match it, as in JIM,
+/// which matches references by `ReferenceValueId`. The claim loads rows by the same rule.
+#[test]
+fn a_reference_row_with_an_id_is_matched_by_its_id_alone() {
+    let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+    let c = cso(vec![CsoAttributeValue {
+        id: Uuid::new_v4(),
+        attribute_id: MEMBER,
+        value: ValueSlots::default(),
+        reference_value_id: Some(old),
+        unresolved_reference_value: Some("CN=Same,DC=x".into()),
+    }]);
+    let mut add = change(
+        MEMBER,
+        PendingExportAttributeChangeType::Add,
+        ValueSlots::text("cn=same,dc=x"),
+    );
+    add.resolved_reference_cso_id = Some(new);
+    let (d, _) = run(&c, &[add.clone()]);
+    assert_eq!(d.upserts.len(), 1, "the other object's row is not this one");
+    assert_eq!(d.upserts[0].reference_value_id, Some(new));
+    assert!(d.deletes.is_empty());
+
+    let mut remove = add;
+    remove.change_type = PendingExportAttributeChangeType::Remove;
+    let (d, _) = run(&c, &[remove]);
+    assert!(d.is_empty(), "a Remove of the other object leaves the row");
+}
