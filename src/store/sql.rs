@@ -144,6 +144,13 @@ claimed AS (
 /// cost 14,145 rows for one page of the benchmark's follow-ups, and grows with the group: a 500,000-member
 /// group would have been read whole on every page that touched it. The same row may come from two of
 /// these probes; the decoder keeps one (`claim::decode_page`).
+///
+/// A named probe's only condition inside its `OFFSET 0` subquery is the value (the CSO and the
+/// attribute are checked outside it), so the only index it can descend is the value's. Given the
+/// exporting CSO too, PostgreSQL may take `IX_..._CsoId_AttributeId` and read the group whole after
+/// all, or, with statistics from before the member rows existed, scan
+/// `IX_..._UnresolvedReferenceValue` end to end for each change: the benchmark's first run of this
+/// design did that in the resolution query, 61 million buffer hits for one call.
 macro_rules! load_tail {
     () => {
         r#"head AS MATERIALIZED (
@@ -207,10 +214,10 @@ cso_values AS (
     CROSS JOIN LATERAL (
         SELECT * FROM "ConnectedSystemObjectAttributeValues" x
         WHERE x."ReferenceValueId" = ch."ResolvedReferenceCsoId"
-          AND x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
         OFFSET 0
     ) v
     WHERE NOT n.whole AND ch."ResolvedReferenceCsoId" IS NOT NULL
+      AND v."ConnectedSystemObjectId" = n.cso_id AND v."AttributeId" = n.attr
     UNION ALL
     SELECT n.pe_id, v.*
     FROM needed n
@@ -219,10 +226,10 @@ cso_values AS (
         SELECT * FROM "ConnectedSystemObjectAttributeValues" x
         WHERE lower(x."UnresolvedReferenceValue") = lower(ch."StringValue")
           AND x."UnresolvedReferenceValue" IS NOT NULL AND x."ReferenceValueId" IS NULL
-          AND x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
         OFFSET 0
     ) v
     WHERE NOT n.whole AND ch."ResolvedReferenceCsoId" IS NOT NULL AND ch."StringValue" IS NOT NULL
+      AND v."ConnectedSystemObjectId" = n.cso_id AND v."AttributeId" = n.attr
     UNION ALL
     SELECT h."Id", v.*
     FROM head h
@@ -328,7 +335,8 @@ FROM "__EFMigrationsHistory""#;
 /// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the exporting CSO's rows of that
 /// attribute that name the MVO's CSO (`ReferenceValueId`), or, known by nothing but a DN, one of its
 /// anchors (`IX_CsoAttrVal_Lower_UnresolvedRef`). Columns: kind, MVO or exporting CSO, referenced CSO,
-/// value id, `AttributeId`, the value slots, `ReferenceValueId`, `UnresolvedReferenceValue`.
+/// value id, `AttributeId`, the value slots, `ReferenceValueId`, `UnresolvedReferenceValue`. The probes
+/// are built as the claim's are, the value alone inside `OFFSET 0` (see `load_tail!`).
 pub(crate) const RESOLVE: &str = r#"
 WITH t AS MATERIALIZED (
     SELECT m.id AS mvo, o."Id" AS cso
@@ -364,9 +372,9 @@ JOIN t ON t.mvo = w.mvo
 CROSS JOIN LATERAL (
     SELECT * FROM "ConnectedSystemObjectAttributeValues" x
     WHERE x."ReferenceValueId" = t.cso
-      AND x."ConnectedSystemObjectId" = w.owner AND x."AttributeId" = w.attr
     OFFSET 0
 ) v
+WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
 UNION ALL
 SELECT 1, w.owner, a.cso, v."Id", v."AttributeId",
        v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
@@ -377,9 +385,9 @@ CROSS JOIN LATERAL (
     SELECT * FROM "ConnectedSystemObjectAttributeValues" x
     WHERE lower(x."UnresolvedReferenceValue") = lower(a."StringValue")
       AND x."UnresolvedReferenceValue" IS NOT NULL AND x."ReferenceValueId" IS NULL
-      AND x."ConnectedSystemObjectId" = w.owner AND x."AttributeId" = w.attr
     OFFSET 0
-) v"#;
+) v
+WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr"#;
 
 /// Renews the lease of held rows (`$1` ids, `$2` the mark the run's claim wrote on each, its lease
 /// token): `LastAttemptedAt = now()` on each row still `Executing` with that mark. Sending it twice does
