@@ -136,7 +136,7 @@ claimed AS (
 /// An attribute whose changes in the export are all reference Adds and Removes is not read whole:
 /// optimistic apply (`super::apply`) looks only at the rows such a change can match, the ones naming
 /// the change's CSO (`ReferenceValueId`, indexed) or, known by nothing but a DN, its DN
-/// (`IX_CsoAttrVal_Lower_UnresolvedRef`). A still unresolved change gets its rows from the resolution
+/// (`UnresolvedReferenceValue`, indexed). A still unresolved change gets its rows from the resolution
 /// query (`RESOLVE`), which learns the CSO. Beside them come up to two more DN-bearing rows than the
 /// attribute has changes (`LIMIT n.sample`): enough for the planner's placeholder rule to tell whether
 /// the removals could empty the group (a sample that comes back short is the whole set; a full one
@@ -145,12 +145,16 @@ claimed AS (
 /// group would have been read whole on every page that touched it. The same row may come from two of
 /// these probes; the decoder keeps one (`claim::decode_page`).
 ///
-/// A named probe's only condition inside its `OFFSET 0` subquery is the value (the CSO and the
-/// attribute are checked outside it), so the only index it can descend is the value's. Given the
-/// exporting CSO too, PostgreSQL may take `IX_..._CsoId_AttributeId` and read the group whole after
-/// all, or, with statistics from before the member rows existed, scan
-/// `IX_..._UnresolvedReferenceValue` end to end for each change: the benchmark's first run of this
-/// design did that in the resolution query, 61 million buffer hits for one call.
+/// A named probe's only condition inside its `OFFSET 0` subquery is the value (the CSO, the
+/// attribute and a DN-only row's missing id are checked outside it), so the one index the probe can
+/// use is the value's, and it descends it. Given the exporting CSO too, PostgreSQL may take
+/// `IX_..._CsoId_AttributeId` and read the group whole after all. The DN is compared exactly, not
+/// through `IX_CsoAttrVal_Lower_UnresolvedRef`: `lower(..) = ..` implies the predicate of the plain
+/// partial index `IX_..._UnresolvedReferenceValue` too, and with statistics from before the member
+/// rows existed PostgreSQL scanned that one end to end for each change (the benchmark's first run of
+/// this design: 61 million buffer hits in one resolution call). So a DN-only row whose DN differs from
+/// the resolved one in letter case alone is not found; both come from the directory, which returns
+/// one entry's DN the same way each time.
 macro_rules! load_tail {
     () => {
         r#"head AS MATERIALIZED (
@@ -224,12 +228,12 @@ cso_values AS (
     JOIN changes ch ON ch."PendingExportId" = n.pe_id AND ch."AttributeId" = n.attr
     CROSS JOIN LATERAL (
         SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-        WHERE lower(x."UnresolvedReferenceValue") = lower(ch."StringValue")
-          AND x."UnresolvedReferenceValue" IS NOT NULL AND x."ReferenceValueId" IS NULL
+        WHERE x."UnresolvedReferenceValue" = ch."StringValue"
         OFFSET 0
     ) v
     WHERE NOT n.whole AND ch."ResolvedReferenceCsoId" IS NOT NULL AND ch."StringValue" IS NOT NULL
       AND v."ConnectedSystemObjectId" = n.cso_id AND v."AttributeId" = n.attr
+      AND v."ReferenceValueId" IS NULL
     UNION ALL
     SELECT h."Id", v.*
     FROM head h
@@ -334,7 +338,7 @@ FROM "__EFMigrationsHistory""#;
 /// Rows of kind 1 are what the claim could not load for an unresolved change (`load_tail!`): for each
 /// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the exporting CSO's rows of that
 /// attribute that name the MVO's CSO (`ReferenceValueId`), or, known by nothing but a DN, one of its
-/// anchors (`IX_CsoAttrVal_Lower_UnresolvedRef`). Columns: kind, MVO or exporting CSO, referenced CSO,
+/// anchors (`UnresolvedReferenceValue`). Columns: kind, MVO or exporting CSO, referenced CSO,
 /// value id, `AttributeId`, the value slots, `ReferenceValueId`, `UnresolvedReferenceValue`. The probes
 /// are built as the claim's are, the value alone inside `OFFSET 0` (see `load_tail!`).
 pub(crate) const RESOLVE: &str = r#"
@@ -383,11 +387,11 @@ FROM w
 JOIN anchors a ON a.mvo = w.mvo AND a."StringValue" IS NOT NULL
 CROSS JOIN LATERAL (
     SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE lower(x."UnresolvedReferenceValue") = lower(a."StringValue")
-      AND x."UnresolvedReferenceValue" IS NOT NULL AND x."ReferenceValueId" IS NULL
+    WHERE x."UnresolvedReferenceValue" = a."StringValue"
     OFFSET 0
 ) v
-WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr"#;
+WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
+  AND v."ReferenceValueId" IS NULL"#;
 
 /// Renews the lease of held rows (`$1` ids, `$2` the mark the run's claim wrote on each, its lease
 /// token): `LastAttemptedAt = now()` on each row still `Executing` with that mark. Sending it twice does
