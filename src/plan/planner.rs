@@ -410,10 +410,11 @@ impl Planner {
                     .unresolved_reference_value
                     .as_deref()
                     .or(v.value.string.as_deref());
+                // JIM counts every value of the member attribute (ldap-export §3.5): a row that
+                // names its member by id alone is a member too.
                 match text {
                     Some(t) if dn_key(t) == placeholder_key => holds_placeholder = true,
-                    Some(_) => real_current += 1,
-                    None => {}
+                    _ => real_current += 1,
                 }
             }
         }

@@ -988,6 +988,22 @@ fn update_placeholder_on_last_member_removal() {
     assert!(!has_placeholder_add(modifies(&p)[0]));
 }
 
+/// JIM counts every value of the member attribute: a row naming its member by id alone (no DN
+/// text, as an optimistic apply may store it) is a member, so removing one other member does not
+/// empty the group.
+#[test]
+fn a_member_known_by_id_alone_counts() {
+    let mut two = cso(GROUP_DN, 2, None);
+    let id_only = two
+        .values
+        .iter_mut()
+        .find(|v| v.attribute_id == MEMBER)
+        .unwrap();
+    id_only.unresolved_reference_value = None;
+    let p = plan(&update_members(1, 0), "groupOfNames", Some(&two));
+    assert!(!has_placeholder_add(modifies(&p)[0]));
+}
+
 /// `BuildModifyRequests_AddMemberToPlaceholderOnlyGroup_RemovesPlaceholderAsync` and
 /// `…AddMemberToGroupWithRealMembers_DoesNotRemovePlaceholderAsync`; §11.3: a group JIM sees as empty
 /// (import filters the placeholder out) also drops the placeholder when members arrive.

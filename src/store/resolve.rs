@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::claim::{ClaimedExport, ReferenceResolution, UnresolvedReference};
+use super::sql::SAMPLE_ROWS;
 use super::system::SystemSchema;
 use crate::model::{
     CsoAttributeValue, PendingExportChangeType, UnresolvedReferenceReason, ValueSlots,
@@ -131,8 +132,9 @@ pub(crate) fn apply(
 
 /// The rows of exporting CSOs the resolution query looks up for unresolved changes (`sql::RESOLVE`'s
 /// rows of kind 1), as three parallel arrays: for each unresolved reference change of an Update or
-/// Delete with a CSO, that CSO, the change's attribute and the referenced MVO. A Create is left out:
-/// the claim read its CSO whole.
+/// Delete with a CSO, that CSO, the change's attribute and the referenced MVO. Only where the claim
+/// read a full sample of the attribute (`sql::load_tail!`): anything less is every row it has. A
+/// Create is left out: the claim read its CSO whole.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct OwnerProbes {
     pub owners: Vec<Uuid>,
@@ -150,17 +152,37 @@ impl OwnerProbes {
             if claimed.export.change_type == PendingExportChangeType::Create {
                 continue;
             }
-            for change in &claimed.export.attribute_changes {
-                let Some(mvo) = change
-                    .is_unresolved_reference()
-                    .then_some(change.unresolved_reference_value.as_deref())
-                    .flatten()
-                    .and_then(parse_mvo_id)
-                else {
+            let unresolved: Vec<(i32, Uuid)> = claimed
+                .export
+                .attribute_changes
+                .iter()
+                .filter(|c| c.is_unresolved_reference())
+                .filter_map(|c| {
+                    let mvo = c
+                        .unresolved_reference_value
+                        .as_deref()
+                        .and_then(parse_mvo_id)?;
+                    Some((c.attribute_id, mvo))
+                })
+                .collect();
+            if unresolved.is_empty() {
+                continue;
+            }
+            let mut changes_on: HashMap<i32, usize> = HashMap::new();
+            for c in &claimed.export.attribute_changes {
+                *changes_on.entry(c.attribute_id).or_default() += 1;
+            }
+            let mut loaded: HashMap<i32, usize> = HashMap::new();
+            for v in &cso.values {
+                *loaded.entry(v.attribute_id).or_default() += 1;
+            }
+            for (attribute_id, mvo) in unresolved {
+                let sample = SAMPLE_ROWS.max(changes_on.get(&attribute_id).map_or(0, |n| n + 2));
+                if loaded.get(&attribute_id).copied().unwrap_or(0) < sample {
                     continue;
-                };
+                }
                 probes.owners.push(cso.id);
-                probes.attributes.push(change.attribute_id);
+                probes.attributes.push(attribute_id);
                 probes.mvos.push(mvo);
             }
         }

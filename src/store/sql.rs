@@ -118,6 +118,20 @@ claimed AS (
     };
 }
 
+/// How many rows of a group-sized attribute the claim reads before it turns to named probes
+/// ([`SAMPLE_ROWS`] as SQL text; see `load_tail!`).
+macro_rules! sample_rows {
+    () => {
+        "500"
+    };
+}
+
+/// How many rows of an attribute whose changes are all reference Adds and Removes the claim reads
+/// in index order (more when the export has more changes on it, see `load_tail!`). Fewer back means
+/// the attribute was read whole; this many means it holds more, and the changes' own rows are looked
+/// up by value.
+pub(crate) const SAMPLE_ROWS: usize = 500;
+
 /// Loads the claimed (or peeked) rows with their attribute value changes and the CSO context, as one
 /// result set of three row kinds (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO
 /// attribute value). The CSO values returned are those of the anchor attributes and of every attribute
@@ -133,17 +147,18 @@ claimed AS (
 /// descents for one row (half the claim's buffer hits). Any other CSO may hold thousands of values
 /// (a group's members) of which an update needs a few, so it is probed attribute by attribute.
 ///
-/// An attribute whose changes in the export are all reference Adds and Removes is not read whole:
-/// optimistic apply (`super::apply`) looks only at the rows such a change can match, the ones naming
-/// the change's CSO (`ReferenceValueId`, indexed) or, known by nothing but a DN, its DN
-/// (`UnresolvedReferenceValue`, indexed). A still unresolved change gets its rows from the resolution
-/// query (`RESOLVE`), which learns the CSO. Beside them come up to two more DN-bearing rows than the
-/// attribute has changes (`LIMIT n.sample`): enough for the planner's placeholder rule to tell whether
-/// the removals could empty the group (a sample that comes back short is the whole set; a full one
-/// means more members than removals). Reading a group's member list whole for each membership change
-/// cost 14,145 rows for one page of the benchmark's follow-ups, and grows with the group: a 500,000-member
-/// group would have been read whole on every page that touched it. The same row may come from two of
-/// these probes; the decoder keeps one (`claim::decode_page`).
+/// An attribute whose changes in the export are all reference Adds and Removes (a group's members,
+/// as a rule) is read whole only while it is small: the claim reads up to [`SAMPLE_ROWS`] of its rows,
+/// or two more than the export has changes on it if that is more (`n.sample`). A sample that comes
+/// back short is the whole attribute. A full one means the attribute is large, and then the claim
+/// adds the rows the changes can match, all that optimistic apply (`super::apply`) looks at for an
+/// Add or a Remove: those naming the change's CSO (`ReferenceValueId`, indexed) and, known by nothing
+/// but a DN, its DN (`UnresolvedReferenceValue`, indexed). A change still unresolved gets them from
+/// the resolution query (`RESOLVE`), which learns the CSO. Either way the planner's placeholder rule
+/// counts right: a short sample is every row, a full one more rows than the export removes. Reading
+/// the attribute whole cost a 500,000-member group's every row on each page that touched it; the
+/// sample keeps a small group's read one index range, cheaper than a probe per change. The same row
+/// may come from the sample and a probe; the decoder keeps one (`claim::decode_page`).
 ///
 /// A named probe's only condition inside its `OFFSET 0` subquery is the value (the CSO, the
 /// attribute and a DN-only row's missing id are checked outside it), so the one index the probe can
@@ -157,7 +172,7 @@ claimed AS (
 /// one entry's DN the same way each time.
 macro_rules! load_tail {
     () => {
-        r#"head AS MATERIALIZED (
+        concat!(r#"head AS MATERIALIZED (
     SELECT c.*, cand.prev_status, cand.prev_attempted, cand.prev_trace,
            o."Id" AS o_id, o."TypeId" AS o_type, o."ExternalIdAttributeId" AS o_ext,
            o."SecondaryExternalIdAttributeId" AS o_sec, o."Status" AS o_status, o."JoinType" AS o_join,
@@ -176,7 +191,7 @@ changes AS MATERIALIZED (
     ) a
 ),
 needed AS MATERIALIZED (
-    SELECT pe_id, cso_id, attr, bool_or(whole) AS whole, count(*) + 2 AS sample
+    SELECT pe_id, cso_id, attr, bool_or(whole) AS whole, GREATEST("#, sample_rows!(), r#", count(*) + 2) AS sample
     FROM (
         SELECT h."Id" AS pe_id, h.o_id AS cso_id, h.o_ext AS attr, true AS whole FROM head h
         WHERE h.o_id IS NOT NULL AND h."ChangeType" <> 0
@@ -192,6 +207,23 @@ needed AS MATERIALIZED (
     ) t
     GROUP BY pe_id, cso_id, attr
 ),
+sampled AS MATERIALIZED (
+    SELECT n.pe_id, v.*
+    FROM needed n
+    CROSS JOIN LATERAL (
+        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+        WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+        LIMIT n.sample
+    ) v
+    WHERE NOT n.whole
+),
+full_samples AS MATERIALIZED (
+    SELECT n.pe_id, n.cso_id, n.attr
+    FROM sampled s
+    JOIN needed n ON n.pe_id = s.pe_id AND n.attr = s."AttributeId"
+    GROUP BY n.pe_id, n.cso_id, n.attr, n.sample
+    HAVING count(*) >= n.sample
+),
 cso_values AS (
     SELECT n.pe_id, v.*
     FROM needed n
@@ -202,37 +234,29 @@ cso_values AS (
     ) v
     WHERE n.whole
     UNION ALL
-    SELECT n.pe_id, v.*
-    FROM needed n
-    CROSS JOIN LATERAL (
-        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-        WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
-          AND (x."UnresolvedReferenceValue" IS NOT NULL OR x."StringValue" IS NOT NULL)
-        LIMIT n.sample
-    ) v
-    WHERE NOT n.whole
+    SELECT * FROM sampled
     UNION ALL
-    SELECT n.pe_id, v.*
-    FROM needed n
-    JOIN changes ch ON ch."PendingExportId" = n.pe_id AND ch."AttributeId" = n.attr
+    SELECT f.pe_id, v.*
+    FROM full_samples f
+    JOIN changes ch ON ch."PendingExportId" = f.pe_id AND ch."AttributeId" = f.attr
     CROSS JOIN LATERAL (
         SELECT * FROM "ConnectedSystemObjectAttributeValues" x
         WHERE x."ReferenceValueId" = ch."ResolvedReferenceCsoId"
         OFFSET 0
     ) v
-    WHERE NOT n.whole AND ch."ResolvedReferenceCsoId" IS NOT NULL
-      AND v."ConnectedSystemObjectId" = n.cso_id AND v."AttributeId" = n.attr
+    WHERE ch."ResolvedReferenceCsoId" IS NOT NULL
+      AND v."ConnectedSystemObjectId" = f.cso_id AND v."AttributeId" = f.attr
     UNION ALL
-    SELECT n.pe_id, v.*
-    FROM needed n
-    JOIN changes ch ON ch."PendingExportId" = n.pe_id AND ch."AttributeId" = n.attr
+    SELECT f.pe_id, v.*
+    FROM full_samples f
+    JOIN changes ch ON ch."PendingExportId" = f.pe_id AND ch."AttributeId" = f.attr
     CROSS JOIN LATERAL (
         SELECT * FROM "ConnectedSystemObjectAttributeValues" x
         WHERE x."UnresolvedReferenceValue" = ch."StringValue"
         OFFSET 0
     ) v
-    WHERE NOT n.whole AND ch."ResolvedReferenceCsoId" IS NOT NULL AND ch."StringValue" IS NOT NULL
-      AND v."ConnectedSystemObjectId" = n.cso_id AND v."AttributeId" = n.attr
+    WHERE ch."ResolvedReferenceCsoId" IS NOT NULL AND ch."StringValue" IS NOT NULL
+      AND v."ConnectedSystemObjectId" = f.cso_id AND v."AttributeId" = f.attr
       AND v."ReferenceValueId" IS NULL
     UNION ALL
     SELECT h."Id", v.*
@@ -277,7 +301,7 @@ SELECT 2, v.pe_id, v."Id",
        NULL, NULL,
        v."StringValue", v."DateTimeValue", v."IntValue", v."LongValue", v."DecimalValue", v."ByteValue",
        v."GuidValue", v."BoolValue", NULL
-FROM cso_values v"#
+FROM cso_values v"#)
     };
 }
 
@@ -362,32 +386,38 @@ anchors AS MATERIALIZED (
 ),
 w AS (
     SELECT DISTINCT owner, attr, mvo FROM unnest($4::uuid[], $5::int4[], $6::uuid[]) AS w(owner, attr, mvo)
+),
+by_id AS MATERIALIZED (
+    SELECT w.owner, w.attr, t.cso AS target FROM w JOIN t ON t.mvo = w.mvo
+),
+by_dn AS MATERIALIZED (
+    SELECT w.owner, w.attr, a.cso AS target, a."StringValue" AS dn
+    FROM w JOIN anchors a ON a.mvo = w.mvo
+    WHERE a."StringValue" IS NOT NULL
 )
 SELECT 0::int4, a.mvo, a.cso, a."Id", a."AttributeId",
        a."StringValue", a."GuidValue", a."IntValue", a."LongValue", a."DecimalValue",
        NULL::timestamptz, NULL::bytea, NULL::bool, NULL::uuid, NULL::text
 FROM anchors a
 UNION ALL
-SELECT 1, w.owner, t.cso, v."Id", v."AttributeId",
+SELECT 1, w.owner, w.target, v."Id", v."AttributeId",
        v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
        v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
-FROM w
-JOIN t ON t.mvo = w.mvo
+FROM by_id w
 CROSS JOIN LATERAL (
     SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE x."ReferenceValueId" = t.cso
+    WHERE x."ReferenceValueId" = w.target
     OFFSET 0
 ) v
 WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
 UNION ALL
-SELECT 1, w.owner, a.cso, v."Id", v."AttributeId",
+SELECT 1, w.owner, w.target, v."Id", v."AttributeId",
        v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
        v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
-FROM w
-JOIN anchors a ON a.mvo = w.mvo AND a."StringValue" IS NOT NULL
+FROM by_dn w
 CROSS JOIN LATERAL (
     SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE x."UnresolvedReferenceValue" = a."StringValue"
+    WHERE x."UnresolvedReferenceValue" = w.dn
     OFFSET 0
 ) v
 WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
@@ -662,3 +692,18 @@ WHERE v."AttributeId" = ANY($2::int4[]) AND o."ConnectedSystemId" = $1
   AND (v."StringValue" = $3 OR v."StringValue" = upper($3) OR v."GuidValue" = $4::uuid)
   AND o."Id" IS DISTINCT FROM $5::uuid
 LIMIT 1"#;
+
+#[cfg(test)]
+mod tests {
+    use super::{CLAIM_AFTER, CLAIM_FIRST, PEEK_AFTER, PEEK_FIRST, SAMPLE_ROWS};
+
+    /// The claim's SQL and the resolution's choice of probes must agree on the sample size.
+    #[test]
+    fn the_sample_size_is_one_number() {
+        assert_eq!(sample_rows!().parse::<usize>().unwrap(), SAMPLE_ROWS);
+        let sample = format!("GREATEST({SAMPLE_ROWS}, count(*) + 2)");
+        for sql in [CLAIM_FIRST, CLAIM_AFTER, PEEK_FIRST, PEEK_AFTER] {
+            assert!(sql.contains(&sample));
+        }
+    }
+}
