@@ -239,6 +239,106 @@ pub(crate) fn wanted_mvo_ids(exports: &[ClaimedExport]) -> Vec<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{
+        AttributeValueChange, ConnectedSystemObject, ConnectedSystemObjectJoinType,
+        ConnectedSystemObjectStatus, PendingExportAttributeChangeStatus,
+        PendingExportAttributeChangeType,
+    };
+
+    const MEMBER: i32 = 7;
+
+    fn member_row(cso: Uuid) -> CsoAttributeValue {
+        CsoAttributeValue {
+            id: Uuid::new_v4(),
+            attribute_id: MEMBER,
+            value: ValueSlots::default(),
+            reference_value_id: Some(cso),
+            unresolved_reference_value: None,
+        }
+    }
+
+    /// A group export with `loaded` member rows loaded and one unresolved Add per MVO in `mvos`.
+    fn group_export(
+        change_type: PendingExportChangeType,
+        loaded: usize,
+        mvos: &[Uuid],
+    ) -> ClaimedExport {
+        let mut e = ClaimedExport::for_test(change_type);
+        e.export.attribute_changes = mvos
+            .iter()
+            .map(|m| AttributeValueChange {
+                id: Uuid::new_v4(),
+                pending_export_id: e.export.id,
+                attribute_id: MEMBER,
+                value: ValueSlots::default(),
+                unresolved_reference_value: Some(m.to_string()),
+                change_type: PendingExportAttributeChangeType::Add,
+                status: PendingExportAttributeChangeStatus::Pending,
+                export_attempt_count: 0,
+                last_exported_at: None,
+                last_imported_value: None,
+                resolved_reference_cso_id: None,
+            })
+            .collect();
+        e.cso = Some(ConnectedSystemObject {
+            id: Uuid::new_v4(),
+            connected_system_id: 1,
+            type_id: 1,
+            external_id_attribute_id: 1,
+            secondary_external_id_attribute_id: Some(2),
+            status: ConnectedSystemObjectStatus::Normal,
+            metaverse_object_id: None,
+            join_type: ConnectedSystemObjectJoinType::Provisioned,
+            values: (0..loaded).map(|_| member_row(Uuid::new_v4())).collect(),
+        });
+        e
+    }
+
+    /// Probes go out only where the claim's sample came back full: a short one is every row.
+    #[test]
+    fn only_a_full_sample_sends_probes_and_a_create_never() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let short = group_export(PendingExportChangeType::Update, SAMPLE_ROWS - 1, &[a]);
+        let full = group_export(PendingExportChangeType::Update, SAMPLE_ROWS, &[a, b]);
+        let create = group_export(PendingExportChangeType::Create, SAMPLE_ROWS, &[a]);
+        let owner = full.cso.as_ref().unwrap().id;
+        let probes = OwnerProbes::of(&[short, full, create]);
+        assert_eq!(probes.owners, vec![owner, owner]);
+        assert_eq!(probes.attributes, vec![MEMBER, MEMBER]);
+        assert_eq!(probes.mvos, vec![a, b]);
+    }
+
+    /// With more changes than the sample's floor, the sample is the changes plus two.
+    #[test]
+    fn the_sample_grows_with_the_changes() {
+        let mvos: Vec<Uuid> = (0..SAMPLE_ROWS).map(|_| Uuid::new_v4()).collect();
+        let short = group_export(PendingExportChangeType::Update, SAMPLE_ROWS + 1, &mvos);
+        assert!(OwnerProbes::of(&[short]).owners.is_empty());
+        let full = group_export(PendingExportChangeType::Update, SAMPLE_ROWS + 2, &mvos);
+        assert_eq!(OwnerProbes::of(&[full]).owners.len(), SAMPLE_ROWS);
+    }
+
+    /// Found rows join the CSO they belong to, once each, whatever the claim already loaded.
+    #[test]
+    fn owned_values_join_their_cso_once() {
+        let mut exports = vec![
+            group_export(PendingExportChangeType::Update, 1, &[]),
+            group_export(PendingExportChangeType::Update, 0, &[]),
+        ];
+        let first = exports[0].cso.clone().unwrap();
+        let known = first.values[0].clone();
+        let new = member_row(Uuid::new_v4());
+        add_owned_values(
+            &mut exports,
+            vec![
+                (first.id, known.clone()),
+                (first.id, new.clone()),
+                (first.id, new.clone()),
+            ],
+        );
+        assert_eq!(exports[0].cso.as_ref().unwrap().values, vec![known, new]);
+        assert!(exports[1].cso.as_ref().unwrap().values.is_empty());
+    }
 
     #[test]
     fn mvo_ids_parse_in_dotnet_forms() {
