@@ -112,6 +112,30 @@ impl PendingExport {
 }
 
 #[cfg(test)]
+impl AttributeValueChange {
+    /// A Pending change of `attribute_id` with no value, never attempted: what unit tests fill in.
+    pub(crate) fn for_test(
+        pending_export_id: Uuid,
+        attribute_id: i32,
+        change_type: PendingExportAttributeChangeType,
+    ) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            pending_export_id,
+            attribute_id,
+            value: ValueSlots::default(),
+            unresolved_reference_value: None,
+            change_type,
+            status: PendingExportAttributeChangeStatus::Pending,
+            export_attempt_count: 0,
+            last_exported_at: None,
+            last_imported_value: None,
+            resolved_reference_cso_id: None,
+        }
+    }
+}
+
+#[cfg(test)]
 impl PendingExport {
     /// A claimed (`Executing`) export of `change_type` in connected system 1, for a new CSO, with no
     /// changes yet: what unit tests build their exports on.

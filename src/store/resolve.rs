@@ -241,8 +241,7 @@ mod tests {
     use super::*;
     use crate::model::{
         AttributeValueChange, ConnectedSystemObject, ConnectedSystemObjectJoinType,
-        ConnectedSystemObjectStatus, PendingExportAttributeChangeStatus,
-        PendingExportAttributeChangeType,
+        ConnectedSystemObjectStatus, PendingExportAttributeChangeType,
     };
 
     const MEMBER: i32 = 7;
@@ -267,17 +266,12 @@ mod tests {
         e.export.attribute_changes = mvos
             .iter()
             .map(|m| AttributeValueChange {
-                id: Uuid::new_v4(),
-                pending_export_id: e.export.id,
-                attribute_id: MEMBER,
-                value: ValueSlots::default(),
                 unresolved_reference_value: Some(m.to_string()),
-                change_type: PendingExportAttributeChangeType::Add,
-                status: PendingExportAttributeChangeStatus::Pending,
-                export_attempt_count: 0,
-                last_exported_at: None,
-                last_imported_value: None,
-                resolved_reference_cso_id: None,
+                ..AttributeValueChange::for_test(
+                    e.export.id,
+                    MEMBER,
+                    PendingExportAttributeChangeType::Add,
+                )
             })
             .collect();
         e.cso = Some(ConnectedSystemObject {

@@ -3,8 +3,8 @@
 use super::*;
 use crate::directory::Fenced;
 use crate::model::{
-    AttributeValueChange, ConnectedSystemExportErrorType, PendingExportAttributeChangeStatus,
-    PendingExportAttributeChangeType, PendingExportChangeType, ValueSlots,
+    AttributeValueChange, ConnectedSystemExportErrorType, PendingExportAttributeChangeType,
+    PendingExportChangeType,
 };
 
 /// A Create with two changes that may be sent and one still waiting for its reference.
@@ -12,17 +12,8 @@ fn claimed() -> ClaimedExport {
     let mut e = ClaimedExport::for_test(PendingExportChangeType::Create);
     for unresolved in [None, None, Some("mvo")] {
         e.export.attribute_changes.push(AttributeValueChange {
-            id: Uuid::new_v4(),
-            pending_export_id: e.export.id,
-            attribute_id: 1,
-            value: ValueSlots::default(),
             unresolved_reference_value: unresolved.map(str::to_string),
-            change_type: PendingExportAttributeChangeType::Add,
-            status: PendingExportAttributeChangeStatus::Pending,
-            export_attempt_count: 0,
-            last_exported_at: None,
-            last_imported_value: None,
-            resolved_reference_cso_id: None,
+            ..AttributeValueChange::for_test(e.export.id, 1, PendingExportAttributeChangeType::Add)
         });
     }
     e
