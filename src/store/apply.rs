@@ -1,9 +1,9 @@
 //! What a successful export changes on its CSO's attribute values, computed in memory from the values
 //! loaded at claim time, in O(changes + loaded values) with hash indexes (a 100,000-member group costs
-//! 100,000 hash operations, never a nested scan). For an attribute whose changes are all reference Adds
-//! and Removes the claim loads only the rows those changes can match (and a few more for the
-//! placeholder count, `super::sql`), not the whole attribute: the result is the same, since an Add or
-//! a Remove looks at no other row.
+//! 100,000 hash operations, never a nested scan). For a large attribute whose changes are all
+//! reference Adds and Removes the claim loads a sample and the rows those changes can match, not the
+//! whole attribute (`super::sql`, `load_tail!`): the result is the same, since an Add or a Remove
+//! looks at no other row.
 //!
 //! - **optimistic apply** (JIM #1079, export-semantics §2.5 step 4): the written changes are mirrored onto
 //!   the CSO so that JIM's confirming import finds them: Add adds the value if absent; Update replaces all
@@ -164,8 +164,9 @@ impl<'a> WorkingSet<'a> {
 
     /// A stored reference row that names its object by id is that object, whatever its DN says: it is
     /// keyed by the id alone, as JIM matches references (`ReferenceValueId`). Only a row known by
-    /// nothing but its DN is keyed by the DN. The claim loads exactly the rows these keys can match
-    /// (`super::sql`'s named probes), so the two must agree.
+    /// nothing but its DN is keyed by the DN. For a large attribute the claim loads the rows these
+    /// keys can match (`super::sql`'s named probes; a DN only in its exact letter case), so the two
+    /// must agree.
     fn row_keys(&self, r: &ValueRow) -> Vec<Key> {
         if self.is_reference(r.attribute_id) {
             match r.reference_value_id {
