@@ -199,6 +199,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(resolve),
         ms(persist)
     );
+    // PostgreSQL's own execution time, without the round trips and the first statement's parse on
+    // a cold connection, which dominate the wall times at small sizes.
+    let exec = |pattern: &'static str| {
+        let pool = fx.pool.clone();
+        async move {
+            sqlx::query(
+                "SELECT COALESCE(sum(total_exec_time), 0)::float8 FROM pg_stat_statements WHERE query LIKE $1",
+            )
+            .bind(pattern)
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.get::<f64, _>(0))
+        }
+    };
+    println!(
+        "  PostgreSQL execution: claims {:.1} ms, resolutions {:.1} ms, persists {:.1} ms",
+        exec("WITH cand AS%").await?,
+        exec("%unnest($2::uuid[]) AS m(id)%").await?,
+        exec("WITH pe_in AS%").await?
+    );
     println!("  every group holds {want} member rows afterwards");
     Ok(())
 }
