@@ -183,10 +183,7 @@ pub(crate) fn created_cso(claimed: &ClaimedExport) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        AttributeValueChange, PendingExportAttributeChangeStatus, PendingExportAttributeChangeType,
-        ValueSlots,
-    };
+    use crate::model::{AttributeValueChange, PendingExportAttributeChangeType};
 
     fn export(change_type: PendingExportChangeType) -> ClaimedExport {
         ClaimedExport::for_test(change_type)
@@ -194,17 +191,9 @@ mod tests {
 
     fn change(e: &mut ClaimedExport, resolved: Option<Uuid>, unresolved: Option<&str>) {
         e.export.attribute_changes.push(AttributeValueChange {
-            id: Uuid::new_v4(),
-            pending_export_id: e.export.id,
-            attribute_id: 1,
-            value: ValueSlots::default(),
             unresolved_reference_value: unresolved.map(str::to_string),
-            change_type: PendingExportAttributeChangeType::Add,
-            status: PendingExportAttributeChangeStatus::Pending,
-            export_attempt_count: 0,
-            last_exported_at: None,
-            last_imported_value: None,
             resolved_reference_cso_id: resolved,
+            ..AttributeValueChange::for_test(e.export.id, 1, PendingExportAttributeChangeType::Add)
         });
     }
 

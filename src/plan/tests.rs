@@ -96,17 +96,8 @@ impl Export {
 
     fn change(mut self, attribute_id: i32, kind: C, value: ValueSlots) -> Self {
         self.pe.attribute_changes.push(AttributeValueChange {
-            id: Uuid::new_v4(),
-            pending_export_id: self.pe.id,
-            attribute_id,
             value,
-            unresolved_reference_value: None,
-            change_type: kind,
-            status: PendingExportAttributeChangeStatus::Pending,
-            export_attempt_count: 0,
-            last_exported_at: None,
-            last_imported_value: None,
-            resolved_reference_cso_id: None,
+            ..AttributeValueChange::for_test(self.pe.id, attribute_id, kind)
         });
         self
     }

@@ -3,8 +3,7 @@
 use super::*;
 use crate::model::{
     AttributeDefinition, AttributePlurality, AttributeWritability, ConnectedSystemObjectJoinType,
-    ConnectedSystemObjectStatus, CsoAttributeValue, ObjectType, PendingExportAttributeChangeStatus,
-    UnresolvedReferenceHandling,
+    ConnectedSystemObjectStatus, CsoAttributeValue, ObjectType, UnresolvedReferenceHandling,
 };
 
 const DN: i32 = 1;
@@ -79,17 +78,8 @@ fn change(
     value: ValueSlots,
 ) -> AttributeValueChange {
     AttributeValueChange {
-        id: Uuid::new_v4(),
-        pending_export_id: Uuid::nil(),
-        attribute_id,
         value,
-        unresolved_reference_value: None,
-        change_type,
-        status: PendingExportAttributeChangeStatus::Pending,
-        export_attempt_count: 0,
-        last_exported_at: None,
-        last_imported_value: None,
-        resolved_reference_cso_id: None,
+        ..AttributeValueChange::for_test(Uuid::nil(), attribute_id, change_type)
     }
 }
 
