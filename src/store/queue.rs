@@ -287,21 +287,22 @@ impl ExportQueue {
                 retry::nothing,
             )
             .await?;
+            // `RESOLVE`'s value slots, in columns 5-12 for both kinds of row.
+            let slots = |row: &PgRow| -> std::result::Result<ValueSlots, sqlx::Error> {
+                Ok(ValueSlots {
+                    string: row.try_get(5)?,
+                    guid: row.try_get(6)?,
+                    int: row.try_get(7)?,
+                    long: row.try_get(8)?,
+                    decimal: row.try_get(9)?,
+                    date_time: row.try_get(10)?,
+                    bytes: row.try_get(11)?,
+                    boolean: row.try_get(12)?,
+                })
+            };
             for row in rows {
                 let key: Uuid = row.try_get(1)?;
                 let value_id = row.try_get::<Option<Uuid>, _>(3)?;
-                let slots = |row: &PgRow| -> std::result::Result<ValueSlots, sqlx::Error> {
-                    Ok(ValueSlots {
-                        string: row.try_get(5)?,
-                        guid: row.try_get(6)?,
-                        int: row.try_get(7)?,
-                        long: row.try_get(8)?,
-                        decimal: row.try_get(9)?,
-                        date_time: row.try_get(10)?,
-                        bytes: row.try_get(11)?,
-                        boolean: row.try_get(12)?,
-                    })
-                };
                 if row.try_get::<i32, _>(0)? == 1 {
                     let Some(id) = value_id else { continue };
                     owned.push((
