@@ -932,7 +932,18 @@ async fn optimistic_apply_mirrors_add_update_remove_remove_all_and_references() 
     let user_before = fx.cso_state(user).await;
 
     let q = fx.queue().await;
-    let plain = q.claim(Pass::Plain, None, 100).await.expect("claim plain");
+    // The large group's page costs a second statement, the lookups by value; the small group's not.
+    let before = q.statements();
+    let mut plain = q.claim(Pass::Plain, None, 1).await.expect("claim plain");
+    assert_eq!(plain.exports.len(), 1);
+    assert_eq!(q.statements() - before, 2, "the claim and its lookups");
+    let before = q.statements();
+    let small = q
+        .claim(Pass::Plain, plain.cursor, 100)
+        .await
+        .expect("claim the small group");
+    assert_eq!(q.statements() - before, 1, "the claim alone");
+    plain.exports.extend(small.exports);
     let mut refs = q
         .claim(Pass::References, None, 100)
         .await
@@ -1226,7 +1237,18 @@ async fn membership_changes_on_a_large_group_load_only_the_rows_they_name() {
     }
 
     let q = fx.queue().await;
-    let plain = q.claim(Pass::Plain, None, 100).await.expect("claim plain");
+    // The large group's page costs a second statement, the lookups by value; the small group's not.
+    let before = q.statements();
+    let mut plain = q.claim(Pass::Plain, None, 1).await.expect("claim plain");
+    assert_eq!(plain.exports.len(), 1);
+    assert_eq!(q.statements() - before, 2, "the claim and its lookups");
+    let before = q.statements();
+    let small = q
+        .claim(Pass::Plain, plain.cursor, 100)
+        .await
+        .expect("claim the small group");
+    assert_eq!(q.statements() - before, 1, "the claim alone");
+    plain.exports.extend(small.exports);
     let mut refs = q
         .claim(Pass::References, None, 100)
         .await

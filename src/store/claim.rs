@@ -1,7 +1,7 @@
 //! The claim stage's types: a page of claimed pending exports with everything the later stages need,
 //! and the decoding of the claim statement's combined result set.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -329,8 +329,6 @@ struct Assembly {
     head: Option<Result<ExportHead, RowError>>,
     changes: Vec<AttributeValueChange>,
     values: Vec<CsoAttributeValue>,
-    /// Ids in `values`: the claim may return one CSO value row from two of its probes.
-    seen: HashSet<Uuid>,
     error: Option<RowError>,
 }
 
@@ -383,9 +381,6 @@ pub(crate) fn decode_page(
             },
             _ => {
                 let id: Uuid = row.try_get(col::ID)?;
-                if !part.seen.insert(id) {
-                    continue;
-                }
                 match decode_value(row, &id) {
                     Ok(v) => part.values.push(v),
                     Err(e) => {

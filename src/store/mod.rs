@@ -29,6 +29,7 @@ mod queue;
 mod resolve;
 mod retry;
 mod row_changes;
+mod sample;
 mod sql;
 mod system;
 

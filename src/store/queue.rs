@@ -20,6 +20,7 @@ use super::claim::{self, ClaimedExport, ClaimedPage, Cursor, Held, Pass};
 use super::marker::run_pattern;
 use super::resolve::{self, AnchorRow, ResolveSummary, Target};
 use super::retry::{self, with_retries};
+use super::sample::{self, OwnerProbes, ResolvedProbes};
 use super::sql;
 use super::system::SystemSchema;
 use crate::error::Result;
@@ -190,13 +191,15 @@ impl ExportQueue {
             || self.release_unheld(),
         )
         .await?;
-        let (page, keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
-        let mut held = self.held();
-        for mut k in keys {
-            k.held.fence = Fence::new(self.board.clone(), sent, self.lease);
-            held.insert(k.id, k.held);
+        let (mut page, keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
+        {
+            let mut held = self.held();
+            for mut k in keys {
+                k.held.fence = Fence::new(self.board.clone(), sent, self.lease);
+                held.insert(k.id, k.held);
+            }
         }
-        drop(held);
+        self.probe_full_samples(&mut page.exports).await?;
         for bad in &page.bad_rows {
             tracing::warn!(pending_export_id = %bad.pending_export_id, error = %bad.error, "claimed a row that cannot be read");
         }
@@ -230,8 +233,41 @@ impl ExportQueue {
             retry::nothing,
         )
         .await?;
-        let (page, _keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
+        let (mut page, _keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
+        self.probe_full_samples(&mut page.exports).await?;
         Ok(page)
+    }
+
+    /// Looks up the rows of large attributes that the claim's sample left out and the page's
+    /// resolved reference changes can match (`sql::PROBE`, see `super::sample`), and adds them to
+    /// the exports' CSOs. No statement when no sample came back full; unresolved changes get theirs
+    /// from [`ExportQueue::resolve_references`].
+    async fn probe_full_samples(&self, exports: &mut [ClaimedExport]) -> Result<()> {
+        let probes = ResolvedProbes::of(exports);
+        if probes.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<PgRow> = with_retries(
+            self.store.policy(),
+            "looking up the member rows the changes name",
+            || {
+                self.store.count(1);
+                sqlx::query(sql::PROBE)
+                    .bind(&probes.owners)
+                    .bind(&probes.attributes)
+                    .bind(&probes.targets)
+                    .bind(&probes.dns)
+                    .fetch_all(&self.store.pool)
+            },
+            retry::nothing,
+        )
+        .await?;
+        let mut owned = Vec::with_capacity(rows.len());
+        for row in &rows {
+            owned.extend(owned_value(row)?);
+        }
+        sample::add_owned_values(exports, owned);
+        Ok(())
     }
 
     /// Returns to Pending the rows still `Executing` under this run's mark that it does not hold (a
@@ -269,7 +305,7 @@ impl ExportQueue {
         let mut owned = Vec::new();
         if !wanted.is_empty() {
             let anchor_attributes = self.schema.anchor_attribute_ids();
-            let probes = resolve::OwnerProbes::of(exports);
+            let probes = OwnerProbes::of(exports);
             let rows: Vec<PgRow> = with_retries(
                 self.store.policy(),
                 "resolving references",
@@ -287,51 +323,27 @@ impl ExportQueue {
                 retry::nothing,
             )
             .await?;
-            // `RESOLVE`'s value slots, in columns 5-12 for both kinds of row.
-            let slots = |row: &PgRow| -> std::result::Result<ValueSlots, sqlx::Error> {
-                Ok(ValueSlots {
-                    string: row.try_get(5)?,
-                    guid: row.try_get(6)?,
-                    int: row.try_get(7)?,
-                    long: row.try_get(8)?,
-                    decimal: row.try_get(9)?,
-                    date_time: row.try_get(10)?,
-                    bytes: row.try_get(11)?,
-                    boolean: row.try_get(12)?,
-                })
-            };
             for row in rows {
-                let key: Uuid = row.try_get(1)?;
-                let value_id = row.try_get::<Option<Uuid>, _>(3)?;
                 if row.try_get::<i32, _>(0)? == 1 {
-                    let Some(id) = value_id else { continue };
-                    owned.push((
-                        key,
-                        CsoAttributeValue {
-                            id,
-                            attribute_id: row.try_get(4)?,
-                            value: slots(&row)?,
-                            reference_value_id: row.try_get(13)?,
-                            unresolved_reference_value: row.try_get(14)?,
-                        },
-                    ));
+                    owned.extend(owned_value(&row)?);
                     continue;
                 }
+                let key: Uuid = row.try_get(1)?;
                 let cso_id: Uuid = row.try_get(2)?;
                 let target = targets.entry(key).or_insert_with(|| Target {
                     cso_id,
                     anchors: Vec::new(),
                 });
-                if let Some(value_id) = value_id {
+                if let Some(value_id) = row.try_get::<Option<Uuid>, _>(3)? {
                     target.anchors.push(AnchorRow {
                         value_id,
                         attribute_id: row.try_get(4)?,
-                        value: slots(&row)?,
+                        value: value_slots(&row)?,
                     });
                 }
             }
         }
-        resolve::add_owned_values(exports, owned);
+        sample::add_owned_values(exports, owned);
         Ok(resolve::apply(exports, &targets, &self.schema))
     }
 
@@ -426,4 +438,36 @@ impl ExportQueue {
             lost,
         })
     }
+}
+
+/// The value slots of a `sql::RESOLVE` or `sql::PROBE` row, in columns 5-12 for every kind of row.
+fn value_slots(row: &PgRow) -> std::result::Result<ValueSlots, sqlx::Error> {
+    Ok(ValueSlots {
+        string: row.try_get(5)?,
+        guid: row.try_get(6)?,
+        int: row.try_get(7)?,
+        long: row.try_get(8)?,
+        decimal: row.try_get(9)?,
+        date_time: row.try_get(10)?,
+        bytes: row.try_get(11)?,
+        boolean: row.try_get(12)?,
+    })
+}
+
+/// A row of a large attribute that a lookup found (`sql::PROBE`, `sql::RESOLVE`'s rows of kind 1):
+/// the exporting CSO it belongs to and the row.
+fn owned_value(row: &PgRow) -> std::result::Result<Option<(Uuid, CsoAttributeValue)>, sqlx::Error> {
+    let Some(id) = row.try_get::<Option<Uuid>, _>(3)? else {
+        return Ok(None);
+    };
+    Ok(Some((
+        row.try_get(1)?,
+        CsoAttributeValue {
+            id,
+            attribute_id: row.try_get(4)?,
+            value: value_slots(row)?,
+            reference_value_id: row.try_get(13)?,
+            unresolved_reference_value: row.try_get(14)?,
+        },
+    )))
 }

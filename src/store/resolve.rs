@@ -4,16 +4,13 @@
 //! primary anchor. A CSO without an anchor value keeps the change unresolved ("awaiting anchor"); an MVO
 //! without a CSO there is "not in target system".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use uuid::Uuid;
 
 use super::claim::{ClaimedExport, ReferenceResolution, UnresolvedReference};
-use super::sql::SAMPLE_ROWS;
 use super::system::SystemSchema;
-use crate::model::{
-    CsoAttributeValue, PendingExportChangeType, UnresolvedReferenceReason, ValueSlots,
-};
+use crate::model::{UnresolvedReferenceReason, ValueSlots};
 
 /// What one resolution call did, summed over the page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -130,95 +127,6 @@ pub(crate) fn apply(
     summary
 }
 
-/// The rows of exporting CSOs the resolution query looks up for unresolved changes (`sql::RESOLVE`'s
-/// rows of kind 1), as three parallel arrays: for each unresolved reference change of an Update or
-/// Delete with a CSO, that CSO, the change's attribute and the referenced MVO. Only where the claim
-/// read a full sample of the attribute (`sql::load_tail!`): anything less is every row it has. A
-/// Create is left out: the claim read its CSO whole.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct OwnerProbes {
-    pub owners: Vec<Uuid>,
-    pub attributes: Vec<i32>,
-    pub mvos: Vec<Uuid>,
-}
-
-impl OwnerProbes {
-    pub(crate) fn of(exports: &[ClaimedExport]) -> Self {
-        let mut probes = OwnerProbes::default();
-        for claimed in exports {
-            let Some(cso) = claimed.cso.as_ref() else {
-                continue;
-            };
-            if claimed.export.change_type == PendingExportChangeType::Create {
-                continue;
-            }
-            let unresolved: Vec<(i32, Uuid)> = claimed
-                .export
-                .attribute_changes
-                .iter()
-                .filter(|c| c.is_unresolved_reference())
-                .filter_map(|c| {
-                    let mvo = c
-                        .unresolved_reference_value
-                        .as_deref()
-                        .and_then(parse_mvo_id)?;
-                    Some((c.attribute_id, mvo))
-                })
-                .collect();
-            if unresolved.is_empty() {
-                continue;
-            }
-            let mut changes_on: HashMap<i32, usize> = HashMap::new();
-            for c in &claimed.export.attribute_changes {
-                *changes_on.entry(c.attribute_id).or_default() += 1;
-            }
-            let mut loaded: HashMap<i32, usize> = HashMap::new();
-            for v in &cso.values {
-                *loaded.entry(v.attribute_id).or_default() += 1;
-            }
-            for (attribute_id, mvo) in unresolved {
-                let sample = SAMPLE_ROWS.max(changes_on.get(&attribute_id).map_or(0, |n| n + 2));
-                if loaded.get(&attribute_id).copied().unwrap_or(0) < sample {
-                    continue;
-                }
-                probes.owners.push(cso.id);
-                probes.attributes.push(attribute_id);
-                probes.mvos.push(mvo);
-            }
-        }
-        probes
-    }
-}
-
-/// Adds the value rows the resolution query found (`(exporting CSO, row)`) to the CSO of every export
-/// of `exports` it belongs to, once: the claim may already have loaded the same row.
-pub(crate) fn add_owned_values(
-    exports: &mut [ClaimedExport],
-    rows: Vec<(Uuid, CsoAttributeValue)>,
-) {
-    if rows.is_empty() {
-        return;
-    }
-    let mut by_owner: HashMap<Uuid, Vec<CsoAttributeValue>> = HashMap::new();
-    for (owner, row) in rows {
-        by_owner.entry(owner).or_default().push(row);
-    }
-    for claimed in exports.iter_mut() {
-        let Some(cso) = claimed.cso.as_mut() else {
-            continue;
-        };
-        let Some(rows) = by_owner.get(&cso.id) else {
-            continue;
-        };
-        let mut present: HashSet<Uuid> = cso.values.iter().map(|v| v.id).collect();
-        for row in rows {
-            if present.insert(row.id) {
-                cso.values.push(row.clone());
-            }
-        }
-    }
-}
-
 /// The distinct parseable MVO ids the unresolved reference changes of `exports` point at.
 pub(crate) fn wanted_mvo_ids(exports: &[ClaimedExport]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = exports
@@ -239,100 +147,6 @@ pub(crate) fn wanted_mvo_ids(exports: &[ClaimedExport]) -> Vec<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        AttributeValueChange, ConnectedSystemObject, ConnectedSystemObjectJoinType,
-        ConnectedSystemObjectStatus, PendingExportAttributeChangeType,
-    };
-
-    const MEMBER: i32 = 7;
-
-    fn member_row(cso: Uuid) -> CsoAttributeValue {
-        CsoAttributeValue {
-            id: Uuid::new_v4(),
-            attribute_id: MEMBER,
-            value: ValueSlots::default(),
-            reference_value_id: Some(cso),
-            unresolved_reference_value: None,
-        }
-    }
-
-    /// A group export with `loaded` member rows loaded and one unresolved Add per MVO in `mvos`.
-    fn group_export(
-        change_type: PendingExportChangeType,
-        loaded: usize,
-        mvos: &[Uuid],
-    ) -> ClaimedExport {
-        let mut e = ClaimedExport::for_test(change_type);
-        e.export.attribute_changes = mvos
-            .iter()
-            .map(|m| AttributeValueChange {
-                unresolved_reference_value: Some(m.to_string()),
-                ..AttributeValueChange::for_test(
-                    e.export.id,
-                    MEMBER,
-                    PendingExportAttributeChangeType::Add,
-                )
-            })
-            .collect();
-        e.cso = Some(ConnectedSystemObject {
-            id: Uuid::new_v4(),
-            connected_system_id: 1,
-            type_id: 1,
-            external_id_attribute_id: 1,
-            secondary_external_id_attribute_id: Some(2),
-            status: ConnectedSystemObjectStatus::Normal,
-            metaverse_object_id: None,
-            join_type: ConnectedSystemObjectJoinType::Provisioned,
-            values: (0..loaded).map(|_| member_row(Uuid::new_v4())).collect(),
-        });
-        e
-    }
-
-    /// Probes go out only where the claim's sample came back full: a short one is every row.
-    #[test]
-    fn only_a_full_sample_sends_probes_and_a_create_never() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let short = group_export(PendingExportChangeType::Update, SAMPLE_ROWS - 1, &[a]);
-        let full = group_export(PendingExportChangeType::Update, SAMPLE_ROWS, &[a, b]);
-        let create = group_export(PendingExportChangeType::Create, SAMPLE_ROWS, &[a]);
-        let owner = full.cso.as_ref().unwrap().id;
-        let probes = OwnerProbes::of(&[short, full, create]);
-        assert_eq!(probes.owners, vec![owner, owner]);
-        assert_eq!(probes.attributes, vec![MEMBER, MEMBER]);
-        assert_eq!(probes.mvos, vec![a, b]);
-    }
-
-    /// With more changes than the sample's floor, the sample is the changes plus two.
-    #[test]
-    fn the_sample_grows_with_the_changes() {
-        let mvos: Vec<Uuid> = (0..SAMPLE_ROWS).map(|_| Uuid::new_v4()).collect();
-        let short = group_export(PendingExportChangeType::Update, SAMPLE_ROWS + 1, &mvos);
-        assert!(OwnerProbes::of(&[short]).owners.is_empty());
-        let full = group_export(PendingExportChangeType::Update, SAMPLE_ROWS + 2, &mvos);
-        assert_eq!(OwnerProbes::of(&[full]).owners.len(), SAMPLE_ROWS);
-    }
-
-    /// Found rows join the CSO they belong to, once each, whatever the claim already loaded.
-    #[test]
-    fn owned_values_join_their_cso_once() {
-        let mut exports = vec![
-            group_export(PendingExportChangeType::Update, 1, &[]),
-            group_export(PendingExportChangeType::Update, 0, &[]),
-        ];
-        let first = exports[0].cso.clone().unwrap();
-        let known = first.values[0].clone();
-        let new = member_row(Uuid::new_v4());
-        add_owned_values(
-            &mut exports,
-            vec![
-                (first.id, known.clone()),
-                (first.id, new.clone()),
-                (first.id, new.clone()),
-            ],
-        );
-        assert_eq!(exports[0].cso.as_ref().unwrap().values, vec![known, new]);
-        assert!(exports[1].cso.as_ref().unwrap().values.is_empty());
-    }
 
     #[test]
     fn mvo_ids_parse_in_dotnet_forms() {

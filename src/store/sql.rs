@@ -150,26 +150,16 @@ pub(crate) const SAMPLE_ROWS: usize = 500;
 /// An attribute whose changes in the export are all reference Adds and Removes (a group's members,
 /// as a rule) is read whole only while it is small: the claim reads up to [`SAMPLE_ROWS`] of its rows,
 /// or two more than the export has changes on it if that is more (`n.sample`). A sample that comes
-/// back short is the whole attribute. A full one means the attribute is large, and then the claim
-/// adds the rows the changes can match, all that optimistic apply (`super::apply`) looks at for an
-/// Add or a Remove: those naming the change's CSO (`ReferenceValueId`, indexed) and, known by nothing
-/// but a DN, its DN (`UnresolvedReferenceValue`, indexed). A change still unresolved gets them from
-/// the resolution query (`RESOLVE`), which learns the CSO. Either way the planner's placeholder rule
-/// counts right: a short sample is every row, a full one more rows than the export removes. Reading
-/// the attribute whole cost a 500,000-member group's every row on each page that touched it; the
-/// sample keeps a small group's read one index range, cheaper than a probe per change. The same row
-/// may come from the sample and a probe; the decoder keeps one (`claim::decode_page`).
-///
-/// A named probe's only condition inside its `OFFSET 0` subquery is the value (the CSO, the
-/// attribute and a DN-only row's missing id are checked outside it), so the one index the probe can
-/// use is the value's, and it descends it. Given the exporting CSO too, PostgreSQL may take
-/// `IX_..._CsoId_AttributeId` and read the group whole after all. The DN is compared exactly, not
-/// through `IX_CsoAttrVal_Lower_UnresolvedRef`: `lower(..) = ..` implies the predicate of the plain
-/// partial index `IX_..._UnresolvedReferenceValue` too, and with statistics from before the member
-/// rows existed PostgreSQL scanned that one end to end for each change (the benchmark's first run of
-/// this design: 61 million buffer hits in one resolution call). So a DN-only row whose DN differs from
-/// the resolved one in letter case alone is not found; both come from the directory, which returns
-/// one entry's DN the same way each time.
+/// back short is the whole attribute. A full one means the attribute is large, and then the rows the
+/// changes can match, all that optimistic apply (`super::apply`) looks at for an Add or a Remove, are
+/// looked up by value in a second statement ([`PROBE`], for changes resolved at claim time) or in the
+/// resolution query ([`RESOLVE`], for the others, once it has learned the referenced CSO). Either
+/// way the planner's placeholder rule counts right: a short sample is every row, a full one more rows
+/// than the export removes. Reading the attribute whole cost a 500,000-member group's every row on
+/// each page that touched it; the sample keeps a small group's read one index range, cheaper than a
+/// probe per change. Deciding in the claim which samples came back full cost a small group more than
+/// the sample itself (materializing it and counting it: 0.3-0.4 ms of PostgreSQL time per export at
+/// 200 members, `bench_groups`), so the claim streams the sample and the engine counts it.
 macro_rules! load_tail {
     () => {
         concat!(r#"head AS MATERIALIZED (
@@ -207,23 +197,6 @@ needed AS MATERIALIZED (
     ) t
     GROUP BY pe_id, cso_id, attr
 ),
-sampled AS MATERIALIZED (
-    SELECT n.pe_id, v.*
-    FROM needed n
-    CROSS JOIN LATERAL (
-        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-        WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
-        LIMIT n.sample
-    ) v
-    WHERE NOT n.whole
-),
-full_samples AS MATERIALIZED (
-    SELECT n.pe_id, n.cso_id, n.attr
-    FROM sampled s
-    JOIN needed n ON n.pe_id = s.pe_id AND n.attr = s."AttributeId"
-    GROUP BY n.pe_id, n.cso_id, n.attr, n.sample
-    HAVING count(*) >= n.sample
-),
 cso_values AS (
     SELECT n.pe_id, v.*
     FROM needed n
@@ -234,30 +207,14 @@ cso_values AS (
     ) v
     WHERE n.whole
     UNION ALL
-    SELECT * FROM sampled
-    UNION ALL
-    SELECT f.pe_id, v.*
-    FROM full_samples f
-    JOIN changes ch ON ch."PendingExportId" = f.pe_id AND ch."AttributeId" = f.attr
+    SELECT n.pe_id, v.*
+    FROM needed n
     CROSS JOIN LATERAL (
         SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-        WHERE x."ReferenceValueId" = ch."ResolvedReferenceCsoId"
-        OFFSET 0
+        WHERE x."ConnectedSystemObjectId" = n.cso_id AND x."AttributeId" = n.attr
+        LIMIT n.sample
     ) v
-    WHERE ch."ResolvedReferenceCsoId" IS NOT NULL
-      AND v."ConnectedSystemObjectId" = f.cso_id AND v."AttributeId" = f.attr
-    UNION ALL
-    SELECT f.pe_id, v.*
-    FROM full_samples f
-    JOIN changes ch ON ch."PendingExportId" = f.pe_id AND ch."AttributeId" = f.attr
-    CROSS JOIN LATERAL (
-        SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-        WHERE x."UnresolvedReferenceValue" = ch."StringValue"
-        OFFSET 0
-    ) v
-    WHERE ch."ResolvedReferenceCsoId" IS NOT NULL AND ch."StringValue" IS NOT NULL
-      AND v."ConnectedSystemObjectId" = f.cso_id AND v."AttributeId" = f.attr
-      AND v."ReferenceValueId" IS NULL
+    WHERE NOT n.whole
     UNION ALL
     SELECT h."Id", v.*
     FROM head h
@@ -363,8 +320,8 @@ FROM "__EFMigrationsHistory""#;
 /// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the exporting CSO's rows of that
 /// attribute that name the MVO's CSO (`ReferenceValueId`), or, known by nothing but a DN, one of its
 /// anchors (`UnresolvedReferenceValue`). Columns: kind, MVO or exporting CSO, referenced CSO,
-/// value id, `AttributeId`, the value slots, `ReferenceValueId`, `UnresolvedReferenceValue`. The probes
-/// are built as the claim's are, the value alone inside `OFFSET 0` (see `load_tail!`).
+/// value id, `AttributeId`, the value slots, `ReferenceValueId`, `UnresolvedReferenceValue` (the
+/// layout of [`PROBE`]). The probes are built as [`PROBE`]'s are.
 pub(crate) const RESOLVE: &str = r#"
 WITH t AS MATERIALIZED (
     SELECT m.id AS mvo, o."Id" AS cso
@@ -421,6 +378,51 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) v
 WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
+  AND v."ReferenceValueId" IS NULL"#;
+
+/// The rows of large attributes the claim did not read (`load_tail!`) that resolved reference
+/// changes can match: for each (exporting CSO `$1`, attribute `$2`, referenced CSO `$3`, the
+/// change's DN `$4` or NULL), the exporting CSO's rows of that attribute that name the referenced
+/// CSO (`ReferenceValueId`) or, known by nothing but a DN, name its DN (`UnresolvedReferenceValue`).
+/// Columns as [`RESOLVE`]'s rows of kind 1.
+///
+/// A probe's only condition inside its `OFFSET 0` subquery is the value (the CSO, the attribute and
+/// a DN-only row's missing id are checked outside it), so the one index the probe can use is the
+/// value's, and it descends it. Given the exporting CSO too, PostgreSQL may take
+/// `IX_..._CsoId_AttributeId` and read the group whole after all. The DN is compared exactly, not
+/// through `IX_CsoAttrVal_Lower_UnresolvedRef`: `lower(..) = ..` implies the predicate of the plain
+/// partial index `IX_..._UnresolvedReferenceValue` too, and with statistics from before the member
+/// rows existed PostgreSQL scanned that one end to end for each change (the benchmark's first run of
+/// this design: 61 million buffer hits in one resolution call). So a DN-only row whose DN differs from
+/// the resolved one in letter case alone is not found; both come from the directory, which returns
+/// one entry's DN the same way each time.
+pub(crate) const PROBE: &str = r#"
+WITH w AS MATERIALIZED (
+    SELECT DISTINCT owner, attr, target, dn FROM unnest($1::uuid[], $2::int4[], $3::uuid[], $4::text[])
+        AS w(owner, attr, target, dn)
+)
+SELECT 1::int4, w.owner, w.target, v."Id", v."AttributeId",
+       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
+       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
+FROM (SELECT DISTINCT owner, attr, target FROM w) w
+CROSS JOIN LATERAL (
+    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+    WHERE x."ReferenceValueId" = w.target
+    OFFSET 0
+) v
+WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
+UNION ALL
+SELECT 1, w.owner, w.target, v."Id", v."AttributeId",
+       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
+       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
+FROM w
+CROSS JOIN LATERAL (
+    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+    WHERE x."UnresolvedReferenceValue" = w.dn
+    OFFSET 0
+) v
+WHERE w.dn IS NOT NULL
+  AND v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
   AND v."ReferenceValueId" IS NULL"#;
 
 /// Renews the lease of held rows (`$1` ids, `$2` the mark the run's claim wrote on each, its lease
