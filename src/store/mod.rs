@@ -12,7 +12,9 @@
 //! 3. [`ExportQueue::persist`](crate::store::ExportQueue::persist) — one statement per flush writes the outcomes, resolutions, anchors, new
 //!    DNs and the optimistic apply.
 //!
-//! That is 2 statements per 100 plain exports and 3 per 100 reference-bearing ones, against JIM's 13-25.
+//! That is 2 statements per 100 plain exports and 3 per 100 reference-bearing ones, against JIM's 13-25;
+//! a plain page that changes the members of a group above 500 members takes one more, the lookups of
+//! the rows its changes name (`sample`).
 //! [`ExportQueue::renew_leases`](crate::store::ExportQueue::renew_leases) keeps a slow run's rows from being taken over, and
 //! [`ExportQueue::release`](crate::store::ExportQueue::release) returns what a cancelled run did not execute. Every statement is counted
 //! ([`Store::statements`](crate::store::Store::statements)). Timestamps come from the database clock (`now()`), sessions run in UTC.

@@ -155,7 +155,8 @@ impl ExportQueue {
     /// Claims the next page of `pass` after `after` (`None` for the first page): at most `limit`
     /// eligible exports in `("CreatedAt", "Id")` order, marked `Executing` with `LastAttemptedAt = now()`,
     /// skipping rows another engine holds, with their attribute value changes and CSO context. One
-    /// statement. Rows left `Executing` longer than the lease are claimed again and flagged
+    /// statement, and one more when a large attribute's sample came back full and resolved changes
+    /// name rows outside it (`super::sample`). Rows left `Executing` longer than the lease are claimed again and flagged
     /// [`ClaimedExport::re_attempt`].
     pub async fn claim(
         &self,
@@ -208,7 +209,7 @@ impl ExportQueue {
 
     /// A dry run's look at the next page of `pass` after `after`: what [`ExportQueue::claim`] would
     /// return, read without locking or marking anything and without the run holding the rows. One
-    /// statement.
+    /// statement, and the claim's lookups when it needs them.
     pub async fn peek(&self, pass: Pass, after: Option<Cursor>, limit: u32) -> Result<ClaimedPage> {
         let limit = limit.max(1);
         let rows: Vec<PgRow> = with_retries(
