@@ -397,3 +397,31 @@ fn a_reference_row_with_an_id_is_matched_by_its_id_alone() {
     let (d, _) = run(&c, &[remove]);
     assert!(d.is_empty(), "a Remove of the other object leaves the row");
 }
+
+/// Inserted rows get time-ordered ids (UUID v7), increasing in the order they were made, so a run's
+/// inserts land in one region of the primary key's index.
+#[test]
+fn inserted_rows_get_time_ordered_ids() {
+    let c = cso(Vec::new());
+    let changes: Vec<AttributeValueChange> = (0..50)
+        .map(|i| {
+            change(
+                MEMBER,
+                PendingExportAttributeChangeType::Add,
+                ValueSlots::text(format!("CN=New{i},DC=x")),
+            )
+        })
+        .map(|mut ch| {
+            ch.resolved_reference_cso_id = Some(Uuid::new_v4());
+            ch
+        })
+        .collect();
+    let (d, _) = run(&c, &changes);
+    assert_eq!(d.upserts.len(), 50);
+    assert!(
+        d.upserts
+            .iter()
+            .all(|r| r.is_new && r.id.get_version_num() == 7)
+    );
+    assert!(d.upserts.windows(2).all(|w| w[0].id < w[1].id));
+}
