@@ -158,7 +158,7 @@ pub(crate) const SAMPLE_ROWS: usize = 500;
 /// than the export removes. Reading the attribute whole cost a 500,000-member group's every row on
 /// each page that touched it; the sample keeps a small group's read one index range, cheaper than a
 /// probe per change. Deciding in the claim which samples came back full cost a small group more than
-/// the sample itself (materializing it and counting it: 0.3-0.4 ms of PostgreSQL time per export at
+/// the sample itself (materializing it and counting it: 0.2-0.3 ms of PostgreSQL time per export at
 /// 200 members, `bench_groups`), so the claim streams the sample and the engine counts it.
 macro_rules! load_tail {
     () => {
@@ -312,17 +312,63 @@ pub(crate) const SCHEMA_CHECK: &str = r#"
 SELECT COALESCE(bool_or("MigrationId" = $1), false), max("MigrationId")
 FROM "__EFMigrationsHistory""#;
 
+/// The rows of a large attribute that a reference change can match, for each row of a `probes`
+/// CTE (exporting CSO `owner`, attribute `attr`, referenced CSO `target`, a DN `dn` or NULL): the
+/// exporting CSO's rows of that attribute that name the referenced CSO (`ReferenceValueId`) or,
+/// known by nothing but a DN, name that DN (`UnresolvedReferenceValue`). Columns: 1 (the row kind),
+/// exporting CSO, referenced CSO, value id, `AttributeId`, the value slots, `ReferenceValueId`,
+/// `UnresolvedReferenceValue`. Shared by [`PROBE`] (changes resolved at claim time) and
+/// [`RESOLVE`] (changes it resolves).
+///
+/// A probe's only condition inside its `OFFSET 0` subquery is the value (the CSO, the attribute and
+/// a DN-only row's missing id are checked outside it), so the one index the probe can use is the
+/// value's, and it descends it. Given the exporting CSO too, PostgreSQL may take
+/// `IX_..._CsoId_AttributeId` and read the group whole after all. The DN is compared exactly, not
+/// through `IX_CsoAttrVal_Lower_UnresolvedRef`: `lower(..) = ..` implies the predicate of the plain
+/// partial index `IX_..._UnresolvedReferenceValue` too, and with statistics from before the member
+/// rows existed PostgreSQL scanned that one end to end for each change (the benchmark's first run of
+/// this design: 61 million buffer hits in one resolution call). So a DN-only row whose DN differs from
+/// the resolved one in letter case alone is not found; both come from the directory, which returns
+/// one entry's DN the same way each time.
+macro_rules! value_probes {
+    () => {
+        r#"SELECT 1::int4, w.owner, w.target, v."Id", v."AttributeId",
+       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
+       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
+FROM (SELECT DISTINCT owner, attr, target FROM probes) w
+CROSS JOIN LATERAL (
+    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+    WHERE x."ReferenceValueId" = w.target
+    OFFSET 0
+) v
+WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
+UNION ALL
+SELECT 1, w.owner, w.target, v."Id", v."AttributeId",
+       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
+       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
+FROM probes w
+CROSS JOIN LATERAL (
+    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
+    WHERE x."UnresolvedReferenceValue" = w.dn
+    OFFSET 0
+) v
+WHERE w.dn IS NOT NULL
+  AND v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
+  AND v."ReferenceValueId" IS NULL"#
+    };
+}
+
 /// Reference resolution for a page: each MVO's CSO in the target system with the values of its anchor
 /// attributes (`$3`, the attributes flagged `IsSecondaryExternalId` or `IsExternalId`), as rows of kind
 /// 0. An MVO without a row has no CSO there; a CSO whose anchor columns are all NULL has no anchor yet.
 ///
 /// Rows of kind 1 are what the claim could not load for an unresolved change (`load_tail!`): for each
-/// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the exporting CSO's rows of that
-/// attribute that name the MVO's CSO (`ReferenceValueId`), or, known by nothing but a DN, one of its
-/// anchors (`UnresolvedReferenceValue`). Columns: kind, MVO or exporting CSO, referenced CSO,
-/// value id, `AttributeId`, the value slots, `ReferenceValueId`, `UnresolvedReferenceValue` (the
-/// layout of [`PROBE`]). The probes are built as [`PROBE`]'s are.
-pub(crate) const RESOLVE: &str = r#"
+/// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the rows `value_probes!` finds for
+/// the MVO's CSO and each of its anchors holding a string. Columns: kind, MVO or exporting CSO,
+/// referenced CSO, value id, `AttributeId`, the value slots, `ReferenceValueId`,
+/// `UnresolvedReferenceValue`.
+pub(crate) const RESOLVE: &str = concat!(
+    r#"
 WITH t AS MATERIALIZED (
     SELECT m.id AS mvo, o."Id" AS cso
     FROM unnest($2::uuid[]) AS m(id)
@@ -344,11 +390,10 @@ anchors AS MATERIALIZED (
 w AS (
     SELECT DISTINCT owner, attr, mvo FROM unnest($4::uuid[], $5::int4[], $6::uuid[]) AS w(owner, attr, mvo)
 ),
-by_id AS MATERIALIZED (
-    SELECT w.owner, w.attr, t.cso AS target FROM w JOIN t ON t.mvo = w.mvo
-),
-by_dn AS MATERIALIZED (
-    SELECT w.owner, w.attr, a.cso AS target, a."StringValue" AS dn
+probes AS MATERIALIZED (
+    SELECT w.owner, w.attr, t.cso AS target, NULL::text AS dn FROM w JOIN t ON t.mvo = w.mvo
+    UNION ALL
+    SELECT w.owner, w.attr, a.cso, a."StringValue"
     FROM w JOIN anchors a ON a.mvo = w.mvo
     WHERE a."StringValue" IS NOT NULL
 )
@@ -357,73 +402,23 @@ SELECT 0::int4, a.mvo, a.cso, a."Id", a."AttributeId",
        NULL::timestamptz, NULL::bytea, NULL::bool, NULL::uuid, NULL::text
 FROM anchors a
 UNION ALL
-SELECT 1, w.owner, w.target, v."Id", v."AttributeId",
-       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
-       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
-FROM by_id w
-CROSS JOIN LATERAL (
-    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE x."ReferenceValueId" = w.target
-    OFFSET 0
-) v
-WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
-UNION ALL
-SELECT 1, w.owner, w.target, v."Id", v."AttributeId",
-       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
-       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
-FROM by_dn w
-CROSS JOIN LATERAL (
-    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE x."UnresolvedReferenceValue" = w.dn
-    OFFSET 0
-) v
-WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
-  AND v."ReferenceValueId" IS NULL"#;
+"#,
+    value_probes!()
+);
 
 /// The rows of large attributes the claim did not read (`load_tail!`) that resolved reference
 /// changes can match: for each (exporting CSO `$1`, attribute `$2`, referenced CSO `$3`, the
-/// change's DN `$4` or NULL), the exporting CSO's rows of that attribute that name the referenced
-/// CSO (`ReferenceValueId`) or, known by nothing but a DN, name its DN (`UnresolvedReferenceValue`).
-/// Columns as [`RESOLVE`]'s rows of kind 1.
-///
-/// A probe's only condition inside its `OFFSET 0` subquery is the value (the CSO, the attribute and
-/// a DN-only row's missing id are checked outside it), so the one index the probe can use is the
-/// value's, and it descends it. Given the exporting CSO too, PostgreSQL may take
-/// `IX_..._CsoId_AttributeId` and read the group whole after all. The DN is compared exactly, not
-/// through `IX_CsoAttrVal_Lower_UnresolvedRef`: `lower(..) = ..` implies the predicate of the plain
-/// partial index `IX_..._UnresolvedReferenceValue` too, and with statistics from before the member
-/// rows existed PostgreSQL scanned that one end to end for each change (the benchmark's first run of
-/// this design: 61 million buffer hits in one resolution call). So a DN-only row whose DN differs from
-/// the resolved one in letter case alone is not found; both come from the directory, which returns
-/// one entry's DN the same way each time.
-pub(crate) const PROBE: &str = r#"
-WITH w AS MATERIALIZED (
+/// change's DN `$4` or NULL), the rows `value_probes!` finds. Columns as [`RESOLVE`]'s rows of
+/// kind 1.
+pub(crate) const PROBE: &str = concat!(
+    r#"
+WITH probes AS MATERIALIZED (
     SELECT DISTINCT owner, attr, target, dn FROM unnest($1::uuid[], $2::int4[], $3::uuid[], $4::text[])
         AS w(owner, attr, target, dn)
 )
-SELECT 1::int4, w.owner, w.target, v."Id", v."AttributeId",
-       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
-       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
-FROM (SELECT DISTINCT owner, attr, target FROM w) w
-CROSS JOIN LATERAL (
-    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE x."ReferenceValueId" = w.target
-    OFFSET 0
-) v
-WHERE v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
-UNION ALL
-SELECT 1, w.owner, w.target, v."Id", v."AttributeId",
-       v."StringValue", v."GuidValue", v."IntValue", v."LongValue", v."DecimalValue",
-       v."DateTimeValue", v."ByteValue", v."BoolValue", v."ReferenceValueId", v."UnresolvedReferenceValue"
-FROM w
-CROSS JOIN LATERAL (
-    SELECT * FROM "ConnectedSystemObjectAttributeValues" x
-    WHERE x."UnresolvedReferenceValue" = w.dn
-    OFFSET 0
-) v
-WHERE w.dn IS NOT NULL
-  AND v."ConnectedSystemObjectId" = w.owner AND v."AttributeId" = w.attr
-  AND v."ReferenceValueId" IS NULL"#;
+"#,
+    value_probes!()
+);
 
 /// Renews the lease of held rows (`$1` ids, `$2` the mark the run's claim wrote on each, its lease
 /// token): `LastAttemptedAt = now()` on each row still `Executing` with that mark. Sending it twice does
