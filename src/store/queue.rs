@@ -156,8 +156,8 @@ impl ExportQueue {
     /// eligible exports in `("CreatedAt", "Id")` order, marked `Executing` with `LastAttemptedAt = now()`,
     /// skipping rows another engine holds, with their attribute value changes and CSO context. One
     /// statement, and one more when a large attribute's sample came back full and resolved changes
-    /// name rows outside it (`super::sample`). Rows left `Executing` longer than the lease are claimed again and flagged
-    /// [`ClaimedExport::re_attempt`].
+    /// name rows outside it (`super::sample`). Rows left `Executing` longer than the lease are
+    /// claimed again and flagged [`ClaimedExport::re_attempt`].
     pub async fn claim(
         &self,
         pass: Pass,
