@@ -83,6 +83,19 @@ fn change(
     }
 }
 
+/// An Add of a member, resolved (as the claim or the resolution leaves it) to the CSO `member`
+/// with the DN `dn`.
+fn member_add(dn: impl Into<String>, member: Uuid) -> AttributeValueChange {
+    AttributeValueChange {
+        resolved_reference_cso_id: Some(member),
+        ..change(
+            MEMBER,
+            PendingExportAttributeChangeType::Add,
+            ValueSlots::text(dn),
+        )
+    }
+}
+
 fn run(cso: &ConnectedSystemObject, changes: &[AttributeValueChange]) -> (CsoDelta, ApplyCounts) {
     let ids: Vec<Uuid> = changes.iter().map(|c| c.id).collect();
     cso_delta(cso, changes, &ids, true, Anchors::default(), &schema())
@@ -197,19 +210,9 @@ fn references_use_the_resolved_cso_and_the_dn_and_skip_unresolved() {
         reference_value_id: None,
         unresolved_reference_value: Some("CN=Known,DC=x".into()),
     }]);
-    let mut dup = change(
-        MEMBER,
-        PendingExportAttributeChangeType::Add,
-        ValueSlots::text("cn=known,dc=x"),
-    );
-    dup.resolved_reference_cso_id = Some(known);
+    let dup = member_add("cn=known,dc=x", known);
     let new_id = Uuid::new_v4();
-    let mut new = change(
-        MEMBER,
-        PendingExportAttributeChangeType::Add,
-        ValueSlots::text("CN=New,DC=x"),
-    );
-    new.resolved_reference_cso_id = Some(new_id);
+    let new = member_add("CN=New,DC=x", new_id);
     let mut unresolved = change(
         MEMBER,
         PendingExportAttributeChangeType::Add,
@@ -351,15 +354,7 @@ fn a_hundred_thousand_member_adds_stay_linear() {
         .collect();
     let c = cso(existing);
     let changes: Vec<AttributeValueChange> = (0..100_000)
-        .map(|i| {
-            let mut ch = change(
-                MEMBER,
-                PendingExportAttributeChangeType::Add,
-                ValueSlots::text(format!("CN=New{i},DC=x")),
-            );
-            ch.resolved_reference_cso_id = Some(Uuid::new_v4());
-            ch
-        })
+        .map(|i| member_add(format!("CN=New{i},DC=x"), Uuid::new_v4()))
         .collect();
     // Quadratic work would take minutes here; linear work takes well under a second.
     let (d, n) = run(&c, &changes);
@@ -381,13 +376,8 @@ fn a_reference_row_with_an_id_is_matched_by_its_id_alone() {
         reference_value_id: Some(old),
         unresolved_reference_value: Some("CN=Same,DC=x".into()),
     }]);
-    let mut add = change(
-        MEMBER,
-        PendingExportAttributeChangeType::Add,
-        ValueSlots::text("cn=same,dc=x"),
-    );
-    add.resolved_reference_cso_id = Some(new);
-    let (d, _) = run(&c, &[add.clone()]);
+    let add = member_add("cn=same,dc=x", new);
+    let (d, _) = run(&c, std::slice::from_ref(&add));
     assert_eq!(d.upserts.len(), 1, "the other object's row is not this one");
     assert_eq!(d.upserts[0].reference_value_id, Some(new));
     assert!(d.deletes.is_empty());
@@ -404,17 +394,7 @@ fn a_reference_row_with_an_id_is_matched_by_its_id_alone() {
 fn inserted_rows_get_time_ordered_ids() {
     let c = cso(Vec::new());
     let changes: Vec<AttributeValueChange> = (0..50)
-        .map(|i| {
-            change(
-                MEMBER,
-                PendingExportAttributeChangeType::Add,
-                ValueSlots::text(format!("CN=New{i},DC=x")),
-            )
-        })
-        .map(|mut ch| {
-            ch.resolved_reference_cso_id = Some(Uuid::new_v4());
-            ch
-        })
+        .map(|i| member_add(format!("CN=New{i},DC=x"), Uuid::new_v4()))
         .collect();
     let (d, _) = run(&c, &changes);
     assert_eq!(d.upserts.len(), 50);
