@@ -273,3 +273,116 @@ async fn member_removals_keep_the_placeholder_rule_exact() {
         thinned.member_count() - 3
     );
 }
+
+/// A member or manager reference to a user that the same run renames or moves names the user's new
+/// DN. The renames are plain exports and the references wait for the reference pass, which resolves
+/// them from the CSOs' DNs when it claims them, possibly before the renames' new DNs are persisted:
+/// the engine must still write the DN the user has once renamed, never the old one (OpenLDAP without
+/// refint would keep a member pointing at nothing; AD refuses it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_to_users_renamed_in_the_same_run_name_their_new_dn() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let mut request = env.request();
+    request.settings.create_containers_as_needed = true;
+    let (first, _) = env.run(&engine, &request).await;
+    assert_eq!(first.failed_count, 0, "{}", first.message);
+    seed::confirm_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
+
+    let group = env.seeded.group(0).unwrap();
+    let members: std::collections::HashSet<usize> = group.members().collect();
+    let outsiders: Vec<usize> = (0..env.seeded.users())
+        .filter(|u| !members.contains(u))
+        .take(7)
+        .collect();
+    assert_eq!(outsiders.len(), 7, "the template has users outside group 0");
+    let (renamed, moved, subordinate) = (&outsiders[..3], &outsiders[3..5], outsiders[6]);
+    let mut explicit: Vec<FollowUp> = renamed
+        .iter()
+        .map(|&user| FollowUp::Rename { user })
+        .chain(moved.iter().map(|&user| FollowUp::Move { user }))
+        .collect();
+    explicit.push(FollowUp::AddMembers {
+        group: group.index,
+        users: outsiders[..6].to_vec(),
+    });
+    explicit.push(FollowUp::ChangeManager {
+        user: subordinate,
+        manager: renamed[0],
+    });
+    let follow_ups = FollowUps {
+        explicit,
+        ..FollowUps::default()
+    };
+    let staged = seed::stage_follow_ups(&env.db.pool, &env.seeded, &follow_ups)
+        .await
+        .unwrap();
+    assert_eq!(staged.pending_exports(), 7);
+    let (second, _) = env.run(&engine, &request).await;
+    assert_eq!(second.failed_count, 0, "{}", second.message);
+    assert_eq!(second.success_count, 7, "{}", second.message);
+
+    let actual = env.directory().await;
+    let member_values = actual.values(&group.dn, "member");
+    for &user in renamed.iter().chain(moved) {
+        let e = staged
+            .export_of(seed::SeedObject::User(user))
+            .expect("the user's rename or move is staged");
+        let new_dn = e.new_dn.as_deref().expect("a rename or move has a new DN");
+        assert!(
+            member_values.contains(new_dn),
+            "the group names user {user} by its new DN {new_dn}: {member_values:?}"
+        );
+        assert!(
+            !member_values.contains(&e.dn),
+            "the group does not name user {user} by its old DN {}",
+            e.dn
+        );
+    }
+    let manager_dn = staged
+        .export_of(seed::SeedObject::User(renamed[0]))
+        .and_then(|e| e.new_dn.clone())
+        .unwrap();
+    let subordinate_dn = &staged
+        .export_of(seed::SeedObject::User(subordinate))
+        .unwrap()
+        .dn;
+    assert_eq!(
+        actual.values(subordinate_dn, "manager"),
+        [manager_dn].into(),
+        "the manager is named by its new DN"
+    );
+    let mut expected = env.seeded.expected_directory().unwrap();
+    staged.apply(&mut expected);
+    assert_directory_matches(&actual, &expected);
+
+    // The change rows hold the DN that was sent, for JIM's confirming import to compare.
+    let change_ids: Vec<uuid::Uuid> = staged
+        .export_of(seed::SeedObject::Group(group.index))
+        .unwrap()
+        .changes
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    let recorded: std::collections::BTreeSet<String> = sqlx::query_scalar(
+        r#"SELECT "StringValue" FROM "PendingExportAttributeValueChanges" WHERE "Id" = ANY($1)"#,
+    )
+    .bind(&change_ids)
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect::<Option<_>>()
+    .expect("every member change holds its DN");
+    let sent: std::collections::BTreeSet<String> = outsiders[..6]
+        .iter()
+        .map(|&u| {
+            let e = staged.export_of(seed::SeedObject::User(u));
+            e.and_then(|e| e.new_dn.clone())
+                .unwrap_or_else(|| env.seeded.user(u).unwrap().dn)
+        })
+        .collect();
+    assert_eq!(recorded, sent);
+}

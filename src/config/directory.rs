@@ -228,6 +228,15 @@ pub enum Dialect {
     Generic,
 }
 
+impl Dialect {
+    /// True when the directory itself rewrites the references it stores (linked values such as
+    /// `member`) to an object it renames or moves: Active Directory and Samba AD do; OpenLDAP without
+    /// refint and 389 without its referential integrity plugin (their defaults) keep the old DN.
+    pub fn links_follow_renames(self) -> bool {
+        matches!(self, Self::ActiveDirectory | Self::SambaAd)
+    }
+}
+
 impl DirectoryConfig {
     /// A configuration with one URL and a simple bind, other fields at their defaults.
     pub fn simple(

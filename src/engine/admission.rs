@@ -1,6 +1,7 @@
 //! Admission and the held exports: every claimed export the run has not yet given an outcome, and
-//! whether each may go to the directory now, must wait for a Create of this run (the dependency wait,
-//! [`super::dependencies`]), or is deferred. The held map is what bounds the run's memory between claim
+//! whether each may go to the directory now, must wait for a Create or rename of this run (the
+//! dependency wait, [`super::dependencies`]; a reference to a renamed object is rewritten to its new
+//! DN, [`super::renames`]), or is deferred. The held map is what bounds the run's memory between claim
 //! and outcome: the coordinator claims another page only while [`Admission::has_room`]. Pure
 //! bookkeeping; planning, the directory and the queue stay with the coordinator.
 
@@ -9,22 +10,24 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::dependencies::{Dependencies, Readiness};
+use super::renames::Renames;
 use crate::model::PendingExportChangeType;
 use crate::store::ClaimedExport;
+use crate::store::outcome::{Disposition, ExportOutcome};
 
 /// What admission decided for a freshly claimed export.
 #[derive(Debug)]
 pub(crate) enum Admitted {
     /// Held and free to go: plan it now.
     Ready(Uuid),
-    /// Held until the Creates it names complete.
+    /// Held until the Creates and renames of the objects it names complete.
     Waiting,
     /// Not held: nothing can be written now (every writable change is missing and some reference is
     /// unresolved, JIM's "deferred whole"), or an object it names failed to be created in this run.
     Deferred(Box<ClaimedExport>),
 }
 
-/// What the completion of a Create released.
+/// What the completion of a Create or rename released.
 #[derive(Debug, Default)]
 pub(crate) struct CreateReleased {
     /// Exports (still held) whose every dependency exists now: plan them.
@@ -41,17 +44,20 @@ pub(crate) struct Admission {
     /// Claimed exports not yet given an outcome, by id.
     held: HashMap<Uuid, ClaimedExport>,
     deps: Dependencies,
+    renames: Renames,
     /// Exports no longer held that go back to the queue unsent (see [`Admission::take_released`]).
     released: Vec<Uuid>,
 }
 
 impl Admission {
-    /// Admission holding at most about `max_held` exports.
-    pub(crate) fn new(max_held: usize) -> Self {
+    /// Admission holding at most about `max_held` exports, for a directory that does
+    /// (`links_follow`, AD's linked values) or does not rewrite stored references to a renamed object.
+    pub(crate) fn new(max_held: usize, links_follow: bool) -> Self {
         Self {
             max_held,
             held: HashMap::new(),
             deps: Dependencies::default(),
+            renames: Renames::new(links_follow),
             released: Vec::new(),
         }
     }
@@ -71,7 +77,7 @@ impl Admission {
         self.held.is_empty()
     }
 
-    /// Exports waiting for a Create.
+    /// Exports waiting for a Create or rename.
     pub(crate) fn waiting_count(&self) -> usize {
         self.deps.waiting_count()
     }
@@ -91,13 +97,41 @@ impl Admission {
     pub(crate) fn register_creates(&mut self, exports: &[ClaimedExport]) {
         for e in exports {
             if let Some(cso) = created_cso(e) {
-                self.deps.create_claimed(cso);
+                self.deps.write_claimed(cso);
             }
         }
     }
 
+    /// Registers that `claimed` renames or moves its object away from the DN `from`, before any export
+    /// of its page is admitted: writes naming the object wait for the rename, then name its new DN.
+    pub(crate) fn register_rename(&mut self, claimed: &ClaimedExport, from: &str) {
+        if let Some(cso) = claimed.export.connected_system_object_id {
+            self.renames.claimed(claimed.id(), cso, from);
+            self.deps.write_claimed(cso);
+        }
+    }
+
+    /// A page whose reads began after `flushes` flushes were committed arrived: renames persisted by
+    /// then need not be remembered (see [`super::renames`]).
+    pub(crate) fn page_read_after(&mut self, flushes: u64) {
+        self.renames.forget_persisted(flushes);
+    }
+
+    /// The flush numbered `flush` persisted `outcome`.
+    pub(crate) fn persisted(&mut self, outcome: &ExportOutcome, flush: u64) {
+        if let Some(cso) = self.renames.renamed_by(&outcome.export) {
+            self.renames.persisted(cso, flush);
+        }
+    }
+
+    /// The object `claimed` creates or renames in this run, if it does.
+    pub(crate) fn own_write(&self, claimed: &ClaimedExport) -> Option<Uuid> {
+        created_cso(claimed).or_else(|| self.renames.renamed_by(claimed))
+    }
+
     /// Decides for a freshly claimed export whose row the run still holds.
-    pub(crate) fn admit(&mut self, claimed: ClaimedExport) -> Admitted {
+    pub(crate) fn admit(&mut self, mut claimed: ClaimedExport) -> Admitted {
+        self.renames.retarget(&mut claimed);
         let export = &claimed.export;
         if export.writable_changes().next().is_none() && export.has_unresolved_changes() {
             return Admitted::Deferred(Box::new(claimed));
@@ -107,15 +141,15 @@ impl Admission {
             .filter_map(|c| c.resolved_reference_cso_id)
             .filter(|cso| Some(*cso) != export.connected_system_object_id)
             .collect();
-        let own_create = created_cso(&claimed);
+        let own = self.own_write(&claimed);
         let id = claimed.id();
-        match self.deps.readiness_for(named, own_create) {
+        match self.deps.readiness_for(named, own) {
             Readiness::Ready => {
                 self.held.insert(id, claimed);
                 Admitted::Ready(id)
             }
             Readiness::Wait(on) => {
-                self.deps.wait(id, own_create, on);
+                self.deps.wait(id, own, on);
                 self.held.insert(id, claimed);
                 Admitted::Waiting
             }
@@ -123,15 +157,44 @@ impl Admission {
         }
     }
 
-    /// A Create of this run got its outcome: `exists` says whether its object exists now.
+    /// An export got its outcome: when it is a Create or rename of this run, the exports waiting for
+    /// its object are released (and those naming a renamed object name its new DN).
+    pub(crate) fn completed(&mut self, outcome: &ExportOutcome) -> CreateReleased {
+        if let Some(cso) = created_cso(&outcome.export) {
+            let exists = match &outcome.result {
+                Disposition::Succeeded(_) => true,
+                Disposition::Failed(f) => f.progress.object_exists,
+                Disposition::Deferred => false,
+            };
+            return self.create_completed(cso, exists);
+        }
+        let Some(cso) = self.renames.renamed_by(&outcome.export) else {
+            return CreateReleased::default();
+        };
+        // Where the object is now: the new DN once the ModifyDN went through, even if a later
+        // operation of the export failed; the old one otherwise.
+        let to = match &outcome.result {
+            Disposition::Succeeded(s) => s.secondary_external_id.clone(),
+            Disposition::Failed(f) => f.progress.secondary_external_id.clone(),
+            Disposition::Deferred => None,
+        };
+        self.renames.completed(cso, to);
+        self.create_completed(cso, true)
+    }
+
+    /// A Create of this run got its outcome (or a rename: `exists` is then true): `exists` says
+    /// whether its object exists now.
     pub(crate) fn create_completed(&mut self, cso: Uuid, exists: bool) -> CreateReleased {
-        let released = self.deps.create_completed(cso, exists);
+        let released = self.deps.write_completed(cso, exists);
+        let mut ready = Vec::with_capacity(released.ready.len());
+        for id in released.ready {
+            if let Some(held) = self.held.get_mut(&id) {
+                self.renames.retarget(held);
+                ready.push(id);
+            }
+        }
         CreateReleased {
-            ready: released
-                .ready
-                .into_iter()
-                .filter(|id| self.held.contains_key(id))
-                .collect(),
+            ready,
             deferred: released
                 .failed
                 .into_iter()
@@ -140,20 +203,31 @@ impl Admission {
         }
     }
 
-    /// A Create that will have no outcome in this run (its row was fenced off): the exports waiting
-    /// for its object stop being held and go back to the queue unsent, to be tried again once it
-    /// exists; a Create among them releases its own waiters the same way, down the chain.
-    pub(crate) fn abandon_create(&mut self, create: Option<Uuid>) {
-        let mut creates = Vec::from_iter(create);
-        while let Some(cso) = creates.pop() {
-            let released = self.deps.create_completed(cso, false);
+    /// An export that will have no outcome in this run (its row was fenced off): when it creates or
+    /// renames an object, the exports waiting for that object stop being held and go back to the
+    /// queue unsent, to be tried again once it exists where they name it; a Create or rename among
+    /// them releases its own waiters the same way, down the chain.
+    pub(crate) fn abandon(&mut self, claimed: &ClaimedExport) {
+        let mut writes = Vec::from_iter(self.abandoned_write(claimed));
+        while let Some(cso) = writes.pop() {
+            let released = self.deps.write_completed(cso, false);
             for id in released.ready.into_iter().chain(released.failed) {
                 if let Some(waiter) = self.held.remove(&id) {
-                    creates.extend(created_cso(&waiter));
+                    writes.extend(self.abandoned_write(&waiter));
                     self.released.push(id);
                 }
             }
         }
+    }
+
+    /// The object `claimed` would have created or renamed; a rename is forgotten (where the object
+    /// ends up is not this run's to know).
+    fn abandoned_write(&mut self, claimed: &ClaimedExport) -> Option<Uuid> {
+        let own = self.own_write(claimed);
+        if let Some(cso) = self.renames.renamed_by(claimed) {
+            self.renames.completed(cso, None);
+        }
+        own
     }
 
     /// The exports [`Admission::abandon_create`] let go since the last call, to return to the queue.
@@ -210,7 +284,7 @@ mod tests {
 
     #[test]
     fn an_export_with_only_unresolved_references_is_deferred_whole() {
-        let mut admission = Admission::new(10);
+        let mut admission = Admission::new(10, false);
         let mut e = export(PendingExportChangeType::Update);
         change(&mut e, None, Some("mvo"));
         assert!(matches!(admission.admit(e), Admitted::Deferred(_)));
@@ -219,7 +293,7 @@ mod tests {
 
     #[test]
     fn an_export_naming_nothing_in_flight_is_ready_and_held() {
-        let mut admission = Admission::new(10);
+        let mut admission = Admission::new(10, false);
         let e = naming(Uuid::new_v4());
         let id = e.id();
         assert!(matches!(admission.admit(e), Admitted::Ready(r) if r == id));
@@ -229,7 +303,7 @@ mod tests {
 
     #[test]
     fn an_export_naming_a_create_of_the_page_waits_and_goes_when_it_succeeds() {
-        let mut admission = Admission::new(10);
+        let mut admission = Admission::new(10, false);
         let create = export(PendingExportChangeType::Create);
         let member = naming(cso_of(&create));
         let member_id = member.id();
@@ -250,7 +324,7 @@ mod tests {
 
     #[test]
     fn waiters_of_a_failed_create_are_deferred_and_no_longer_held() {
-        let mut admission = Admission::new(10);
+        let mut admission = Admission::new(10, false);
         let create = export(PendingExportChangeType::Create);
         let member = naming(cso_of(&create));
         let member_id = member.id();
@@ -272,7 +346,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_create_returns_its_waiters_down_the_chain() {
-        let mut admission = Admission::new(10);
+        let mut admission = Admission::new(10, false);
         let group = export(PendingExportChangeType::Create);
         // A Create that names the group (say, a user whose manager it is) and a member of that user.
         let mut user = export(PendingExportChangeType::Create);
@@ -282,7 +356,7 @@ mod tests {
         admission.register_creates(&[group.clone(), user.clone()]);
         assert!(matches!(admission.admit(user), Admitted::Waiting));
         assert!(matches!(admission.admit(member), Admitted::Waiting));
-        admission.abandon_create(created_cso(&group));
+        admission.abandon(&group);
         let mut released = admission.take_released();
         released.sort();
         let mut expected = vec![user_id, member_id];
@@ -293,8 +367,79 @@ mod tests {
     }
 
     #[test]
+    fn an_export_naming_a_renamed_object_waits_and_then_names_its_new_dn() {
+        const OLD: &str = "uid=a,ou=People,dc=example,dc=org";
+        const NEW: &str = "uid=b,ou=People,dc=example,dc=org";
+        let mut admission = Admission::new(10, false);
+        let rename = export(PendingExportChangeType::Update);
+        let cso = cso_of(&rename);
+        let mut member = naming(cso);
+        member.export.attribute_changes[0].value.string = Some(OLD.into());
+        let member_id = member.id();
+        admission.register_rename(&rename, OLD);
+        assert_eq!(admission.own_write(&rename), Some(cso));
+        assert!(matches!(
+            admission.admit(rename.clone()),
+            Admitted::Ready(_)
+        ));
+        assert!(matches!(admission.admit(member), Admitted::Waiting));
+        let renamed = admission.take(&rename.id()).unwrap();
+        let outcome = ExportOutcome::created(renamed, None, Some(NEW.into()));
+        let released = admission.completed(&outcome);
+        assert_eq!(released.ready, vec![member_id]);
+        let held = admission.get(&member_id).unwrap();
+        assert_eq!(
+            held.export.attribute_changes[0].value.string.as_deref(),
+            Some(NEW)
+        );
+        // A later page read before the rename was persisted names the new DN at once.
+        let mut late = naming(cso);
+        late.export.attribute_changes[0].value.string = Some(OLD.into());
+        let late_id = late.id();
+        assert!(matches!(admission.admit(late), Admitted::Ready(_)));
+        assert_eq!(
+            admission.get(&late_id).unwrap().export.attribute_changes[0]
+                .value
+                .string
+                .as_deref(),
+            Some(NEW)
+        );
+    }
+
+    #[test]
+    fn a_failed_rename_releases_its_waiters_unchanged() {
+        const OLD: &str = "uid=a,ou=People,dc=example,dc=org";
+        let mut admission = Admission::new(10, false);
+        let rename = export(PendingExportChangeType::Update);
+        let mut member = naming(cso_of(&rename));
+        member.export.attribute_changes[0].value.string = Some(OLD.into());
+        let member_id = member.id();
+        admission.register_rename(&rename, OLD);
+        assert!(matches!(admission.admit(member), Admitted::Waiting));
+        let outcome = ExportOutcome::failed(
+            rename,
+            "refused",
+            crate::model::ConnectedSystemExportErrorType::General,
+        );
+        let released = admission.completed(&outcome);
+        assert_eq!(
+            released.ready,
+            vec![member_id],
+            "the object is where it was"
+        );
+        assert!(released.deferred.is_empty());
+        assert_eq!(
+            admission.get(&member_id).unwrap().export.attribute_changes[0]
+                .value
+                .string
+                .as_deref(),
+            Some(OLD)
+        );
+    }
+
+    #[test]
     fn draining_the_waiters_stops_holding_them() {
-        let mut admission = Admission::new(10);
+        let mut admission = Admission::new(10, false);
         let create = export(PendingExportChangeType::Create);
         let member = naming(cso_of(&create));
         let member_id = member.id();
@@ -307,7 +452,7 @@ mod tests {
 
     #[test]
     fn room_counts_what_is_held_plus_a_page() {
-        let mut admission = Admission::new(3);
+        let mut admission = Admission::new(3, false);
         assert!(admission.has_room(3));
         admission.admit(naming(Uuid::new_v4()));
         assert!(admission.has_room(2));

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use tracing::instrument::WithSubscriber;
 use uuid::Uuid;
 
-use super::admission::{Admission, Admitted, created_cso};
+use super::admission::{Admission, Admitted};
 use super::breaker::Breaker;
 use super::claimer::Claimed;
 use super::flush::FlushBuffer;
@@ -283,7 +283,14 @@ impl Coordinator {
         {
             self.phase = ExportPhase::ResolvingReferences;
         }
+        self.admission.page_read_after(page.flushes_before);
         self.admission.register_creates(&page.exports);
+        for claimed in &page.exports {
+            if let Some(from) = super::planning::renamed_from(&self.planner, &self.schema, claimed)
+            {
+                self.admission.register_rename(claimed, &from);
+            }
+        }
         for claimed in page.exports {
             self.admit(claimed);
         }
@@ -298,7 +305,7 @@ impl Coordinator {
             self.log.debug(format!(
                 "pending export {id} not written: another engine took its row over"
             ));
-            self.admission.abandon_create(created_cso(&claimed));
+            self.admission.abandon(&claimed);
             return;
         }
         match self.admission.admit(claimed) {
@@ -353,7 +360,7 @@ impl Coordinator {
                 "pending export {} not written: {why:?}",
                 claimed.id()
             ));
-            self.admission.abandon_create(created_cso(&claimed));
+            self.admission.abandon(&claimed);
             return;
         }
         let Some(outcome) = to_outcome(claimed, result) else {
@@ -373,22 +380,16 @@ impl Coordinator {
         self.complete(outcome);
     }
 
-    /// Adds an outcome to the flush buffer. When it ends a Create of this run, the exports waiting for
-    /// that object are released: planned if the object exists now, deferred if not (and so on down
-    /// the chain, since a deferred Create releases its own waiters the same way).
+    /// Adds an outcome to the flush buffer. When it ends a Create or rename of this run, the exports
+    /// waiting for that object are released: planned if the object exists now (naming it where it
+    /// is), deferred if not (and so on down the chain, since a deferred Create releases its own
+    /// waiters the same way).
     fn complete(&mut self, outcome: ExportOutcome) {
         let mut work = vec![outcome];
         while let Some(outcome) = work.pop() {
-            let created = created_cso(&outcome.export);
-            let exists = match &outcome.result {
-                Disposition::Succeeded(_) => true,
-                Disposition::Failed(f) => f.progress.object_exists,
-                Disposition::Deferred => false,
-            };
+            let released = self.admission.completed(&outcome);
             let weight = persist_weight(&outcome);
             self.buffer.push(outcome, weight, Instant::now());
-            let Some(cso) = created else { continue };
-            let released = self.admission.create_completed(cso, exists);
             for id in released.ready {
                 self.plan(id);
             }
@@ -470,6 +471,16 @@ impl Coordinator {
             }
         };
         self.meter.flushed();
+        if report.flush > 0 {
+            let written: std::collections::HashSet<Uuid> =
+                report.persisted.iter().map(|p| p.id).collect();
+            for outcome in outcomes
+                .iter()
+                .filter(|o| written.contains(&o.pending_export_id()))
+            {
+                self.admission.persisted(outcome, report.flush);
+            }
+        }
         let items = build_items(
             &outcomes,
             &report,

@@ -1,14 +1,15 @@
-//! Dependency ordering: a write that names an object whose Create is in flight in this run waits for
-//! that Create. JIM gives no such guarantee inside its reference pass, and Active Directory rejects a
+//! Dependency ordering: a write that names an object whose Create or rename is in flight in this run
+//! waits for it (a rename, so the write can name the object where it is: see [`super::renames`]). JIM
+//! gives no such guarantee inside its reference pass, and Active Directory rejects a
 //! member (or manager) that does not exist yet. Pure bookkeeping, no I/O.
 
 use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-/// The state of a Create this run executes, keyed by its CSO.
+/// The state of a Create or rename this run executes, keyed by its CSO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CreateState {
+enum WriteState {
     InFlight,
     Succeeded,
     Failed,
@@ -25,7 +26,7 @@ pub(crate) enum Readiness {
     DependencyFailed,
 }
 
-/// Exports released when a Create completes.
+/// Exports released when a Create or rename completes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Released {
     /// Exports whose every dependency succeeded: send them now.
@@ -34,47 +35,47 @@ pub(crate) struct Released {
     pub failed: Vec<Uuid>,
 }
 
-/// Tracks the Creates of this run and the exports waiting for them.
+/// Tracks the Creates and renames of this run and the exports waiting for them.
 #[derive(Debug, Default)]
 pub(crate) struct Dependencies {
-    creates: HashMap<Uuid, CreateState>,
+    writes: HashMap<Uuid, WriteState>,
     /// Waiting export → the CSOs it still waits for.
     waiting: HashMap<Uuid, HashSet<Uuid>>,
     /// CSO → exports waiting for it.
     waiters: HashMap<Uuid, Vec<Uuid>>,
     /// Waiting exports one of whose dependencies already failed (deferred once the rest complete).
     doomed: HashSet<Uuid>,
-    /// The CSO a waiting Create creates, by export (to find cycles).
-    creates_of: HashMap<Uuid, Uuid>,
-    /// The waiting Create export of a CSO.
-    waiting_create: HashMap<Uuid, Uuid>,
+    /// The CSO a waiting Create creates (or rename renames), by export (to find cycles).
+    own_of: HashMap<Uuid, Uuid>,
+    /// The waiting Create (or rename) export of a CSO.
+    waiting_writer: HashMap<Uuid, Uuid>,
 }
 
 impl Dependencies {
-    /// Records that this run executes a Create of `cso`.
-    pub fn create_claimed(&mut self, cso: Uuid) {
-        self.creates.insert(cso, CreateState::InFlight);
+    /// Records that this run executes a Create or a rename of `cso`.
+    pub fn write_claimed(&mut self, cso: Uuid) {
+        self.writes.insert(cso, WriteState::InFlight);
     }
 
-    /// How an export naming `named` objects (their CSO ids) stands. `own_create` is the CSO the export
-    /// itself creates, if it is a Create: when waiting would close a cycle (A names B, B names A, both
-    /// created in this run) the export is sent at once instead, as JIM would send it, so a cycle can
+    /// How an export naming `named` objects (their CSO ids) stands. `own` is the CSO the export itself
+    /// creates or renames, if it does: when waiting would close a cycle (A names B, B names A, both
+    /// created or renamed in this run) the export is sent at once instead, as JIM would send it, so a cycle can
     /// never stall the run; the directory then decides (OpenLDAP accepts a DN that does not exist yet,
     /// AD refuses it and the export is retried after its partner exists).
     pub fn readiness_for(
         &self,
         named: impl IntoIterator<Item = Uuid>,
-        own_create: Option<Uuid>,
+        own: Option<Uuid>,
     ) -> Readiness {
         match self.readiness(named) {
-            Readiness::Wait(on) if own_create.is_some_and(|own| self.reaches(&on, own)) => {
+            Readiness::Wait(on) if own.is_some_and(|own| self.reaches(&on, own)) => {
                 Readiness::Ready
             }
             other => other,
         }
     }
 
-    /// True when a Create of `target` is among `from`, or among what their waiting Creates wait for.
+    /// True when `target` is among `from`, or among what their waiting Creates and renames wait for.
     fn reaches(&self, from: &HashSet<Uuid>, target: Uuid) -> bool {
         let mut seen = HashSet::new();
         let mut stack: Vec<Uuid> = from.iter().copied().collect();
@@ -85,7 +86,7 @@ impl Dependencies {
             if !seen.insert(cso) {
                 continue;
             }
-            if let Some(export) = self.waiting_create.get(&cso)
+            if let Some(export) = self.waiting_writer.get(&cso)
                 && let Some(deps) = self.waiting.get(export)
             {
                 stack.extend(deps.iter().copied());
@@ -98,12 +99,12 @@ impl Dependencies {
     pub fn readiness(&self, named: impl IntoIterator<Item = Uuid>) -> Readiness {
         let mut pending = HashSet::new();
         for cso in named {
-            match self.creates.get(&cso) {
-                Some(CreateState::Failed) => return Readiness::DependencyFailed,
-                Some(CreateState::InFlight) => {
+            match self.writes.get(&cso) {
+                Some(WriteState::Failed) => return Readiness::DependencyFailed,
+                Some(WriteState::InFlight) => {
                     pending.insert(cso);
                 }
-                Some(CreateState::Succeeded) | None => {}
+                Some(WriteState::Succeeded) | None => {}
             }
         }
         if pending.is_empty() {
@@ -113,12 +114,12 @@ impl Dependencies {
         }
     }
 
-    /// Holds `export` (which creates `own_create`, if it is a Create) until every CSO in `on` has
-    /// completed its Create.
-    pub fn wait(&mut self, export: Uuid, own_create: Option<Uuid>, on: HashSet<Uuid>) {
-        if let Some(cso) = own_create {
-            self.creates_of.insert(export, cso);
-            self.waiting_create.insert(cso, export);
+    /// Holds `export` (which creates or renames `own`, if it does) until every CSO in `on` has
+    /// completed its Create or rename.
+    pub fn wait(&mut self, export: Uuid, own: Option<Uuid>, on: HashSet<Uuid>) {
+        if let Some(cso) = own {
+            self.own_of.insert(export, cso);
+            self.waiting_writer.insert(cso, export);
         }
         for cso in &on {
             self.waiters.entry(*cso).or_default().push(export);
@@ -126,7 +127,7 @@ impl Dependencies {
         self.waiting.insert(export, on);
     }
 
-    /// Exports waiting for Creates.
+    /// Exports waiting for Creates or renames.
     pub fn waiting_count(&self) -> usize {
         self.waiting.len()
     }
@@ -135,19 +136,21 @@ impl Dependencies {
     pub fn drain_waiting(&mut self) -> Vec<Uuid> {
         self.waiters.clear();
         self.doomed.clear();
-        self.creates_of.clear();
-        self.waiting_create.clear();
+        self.own_of.clear();
+        self.waiting_writer.clear();
         self.waiting.drain().map(|(id, _)| id).collect()
     }
 
-    /// Records that the Create of `cso` completed and returns the exports it releases.
-    pub fn create_completed(&mut self, cso: Uuid, succeeded: bool) -> Released {
-        self.creates.insert(
+    /// Records that the Create or rename of `cso` completed and returns the exports it releases.
+    /// `succeeded` says whether the object exists now (a rename that failed leaves it where it was:
+    /// that is success to its waiters).
+    pub fn write_completed(&mut self, cso: Uuid, succeeded: bool) -> Released {
+        self.writes.insert(
             cso,
             if succeeded {
-                CreateState::Succeeded
+                WriteState::Succeeded
             } else {
-                CreateState::Failed
+                WriteState::Failed
             },
         );
         let mut released = Released::default();
@@ -164,8 +167,8 @@ impl Dependencies {
             };
             if done {
                 self.waiting.remove(&export);
-                if let Some(own) = self.creates_of.remove(&export) {
-                    self.waiting_create.remove(&own);
+                if let Some(own) = self.own_of.remove(&export) {
+                    self.waiting_writer.remove(&own);
                 }
                 if self.doomed.remove(&export) {
                     released.failed.push(export);
@@ -195,16 +198,16 @@ mod tests {
     #[test]
     fn a_write_waits_for_the_creates_it_names() {
         let mut deps = Dependencies::default();
-        deps.create_claimed(id(1));
-        deps.create_claimed(id(2));
+        deps.write_claimed(id(1));
+        deps.write_claimed(id(2));
         let Readiness::Wait(on) = deps.readiness([id(1), id(2), id(3)]) else {
             panic!("should wait")
         };
         assert_eq!(on, HashSet::from([id(1), id(2)]));
         deps.wait(id(100), None, on);
-        assert_eq!(deps.create_completed(id(1), true), Released::default());
+        assert_eq!(deps.write_completed(id(1), true), Released::default());
         assert_eq!(
-            deps.create_completed(id(2), true),
+            deps.write_completed(id(2), true),
             Released {
                 ready: vec![id(100)],
                 failed: vec![]
@@ -216,19 +219,19 @@ mod tests {
     #[test]
     fn a_failed_create_defers_its_waiters() {
         let mut deps = Dependencies::default();
-        deps.create_claimed(id(1));
-        deps.create_claimed(id(2));
+        deps.write_claimed(id(1));
+        deps.write_claimed(id(2));
         let Readiness::Wait(on) = deps.readiness([id(1), id(2)]) else {
             panic!("should wait")
         };
         deps.wait(id(100), None, on);
         assert_eq!(
-            deps.create_completed(id(1), false),
+            deps.write_completed(id(1), false),
             Released::default(),
             "still waits for the other"
         );
         assert_eq!(
-            deps.create_completed(id(2), true),
+            deps.write_completed(id(2), true),
             Released {
                 ready: vec![],
                 failed: vec![id(100)]
@@ -241,8 +244,8 @@ mod tests {
     fn a_cycle_of_creates_never_waits_forever() {
         // Users A (cso 1) and B (cso 2) are each other's manager, both created in this run.
         let mut deps = Dependencies::default();
-        deps.create_claimed(id(1));
-        deps.create_claimed(id(2));
+        deps.write_claimed(id(1));
+        deps.write_claimed(id(2));
         let Readiness::Wait(on) = deps.readiness_for([id(2)], Some(id(1))) else {
             panic!("A waits for B")
         };
@@ -253,13 +256,13 @@ mod tests {
             "B would close the cycle: send it"
         );
         // A chain without a cycle still waits.
-        deps.create_claimed(id(3));
+        deps.write_claimed(id(3));
         assert!(matches!(
             deps.readiness_for([id(1)], Some(id(3))),
             Readiness::Wait(_)
         ));
         assert_eq!(
-            deps.create_completed(id(2), true),
+            deps.write_completed(id(2), true),
             Released {
                 ready: vec![id(100)],
                 failed: vec![]
@@ -270,12 +273,12 @@ mod tests {
     #[test]
     fn draining_returns_every_held_export() {
         let mut deps = Dependencies::default();
-        deps.create_claimed(id(1));
+        deps.write_claimed(id(1));
         deps.wait(id(100), None, HashSet::from([id(1)]));
         deps.wait(id(101), None, HashSet::from([id(1)]));
         let mut drained = deps.drain_waiting();
         drained.sort();
         assert_eq!(drained, vec![id(100), id(101)]);
-        assert_eq!(deps.create_completed(id(1), true), Released::default());
+        assert_eq!(deps.write_completed(id(1), true), Released::default());
     }
 }

@@ -20,6 +20,7 @@ mod log;
 mod metrics;
 mod planning;
 mod progress;
+mod renames;
 mod reporting;
 mod run;
 mod watch;

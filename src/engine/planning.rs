@@ -17,17 +17,41 @@ pub(crate) fn plan(
     schema: &SystemSchema,
     claimed: &ClaimedExport,
 ) -> Result<ExportPlan, PlanFailure> {
+    with_input(schema, claimed, |input| planner.plan(input))
+}
+
+/// The DN `claimed` renames or moves its object away from, when its plan would do so
+/// ([`Planner::rename`]).
+pub(crate) fn renamed_from(
+    planner: &Planner,
+    schema: &SystemSchema,
+    claimed: &ClaimedExport,
+) -> Option<String> {
+    if claimed.export.change_type != PendingExportChangeType::Update {
+        return None;
+    }
+    with_input(schema, claimed, |input| {
+        planner.rename(input).map(|(from, _)| from.to_string())
+    })
+}
+
+/// Calls `f` with the planner's view of `claimed`.
+fn with_input<R>(
+    schema: &SystemSchema,
+    claimed: &ClaimedExport,
+    f: impl FnOnce(&PlanInput<'_>) -> R,
+) -> R {
     let export = &claimed.export;
     let cso = claimed.cso.as_ref();
     match cso.and_then(|c| schema.object_type(c.type_id)) {
-        Some(object_type) => planner.plan(&PlanInput::new(export, object_type, cso)),
+        Some(object_type) => f(&PlanInput::new(export, object_type, cso)),
         None => {
             let attributes: Vec<_> = export
                 .attribute_changes
                 .iter()
                 .filter_map(|c| schema.attribute(c.attribute_id).cloned())
                 .collect();
-            planner.plan(&PlanInput {
+            f(&PlanInput {
                 export,
                 object_type_name: None,
                 attributes: &attributes,

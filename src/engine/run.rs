@@ -330,6 +330,7 @@ pub(crate) async fn pass(
         )
     };
 
+    let links_follow = planner.dialect().links_follow_renames();
     let mut coordinator = Coordinator {
         queue: queue.clone(),
         schema: schema.clone(),
@@ -339,7 +340,7 @@ pub(crate) async fn pass(
         listener: listener.clone(),
         log: log.clone(),
         page_size: options.page_size.max(1) as usize,
-        admission: Admission::new((options.page_size as usize) * 4 + max_active),
+        admission: Admission::new((options.page_size as usize) * 4 + max_active, links_follow),
         ready: VecDeque::new(),
         buffer: FlushBuffer::new(
             options.flush_size.max(1) as usize,

@@ -81,6 +81,28 @@ impl Planner {
         Ok(plan)
     }
 
+    /// The DN an Update renames or moves its object to, and the DN it has now, when [`Planner::plan`]
+    /// would send a ModifyDN for it; `None` for anything else (a DN change differing only in case does
+    /// not rename). The run uses it to hold back writes that name the object until it is where they
+    /// say (see `engine::renames`), without planning the export twice.
+    pub fn rename<'a>(&self, input: &PlanInput<'a>) -> Option<(&'a str, &'a str)> {
+        if input.export.change_type != PendingExportChangeType::Update {
+            return None;
+        }
+        let by_id: HashMap<i32, &AttributeDefinition> =
+            input.attributes.iter().map(|a| (a.id, a)).collect();
+        let changes: Vec<Resolved<'a>> = input
+            .export
+            .writable_changes()
+            .filter_map(|change| {
+                let attribute = by_id.get(&change.attribute_id)?;
+                Some(Resolved { change, attribute })
+            })
+            .collect();
+        let staged = staged_dn(input, &changes, &by_id);
+        Some((staged.current?, staged.new?))
+    }
+
     fn check_scope(&self, input: &PlanInput<'_>, dn: &str) -> Result<(), PlanFailure> {
         if self.scope.permits(dn, input.created_containers) {
             Ok(())
@@ -253,12 +275,12 @@ impl Planner {
         changes: &[Resolved<'_>],
         by_id: &HashMap<i32, &AttributeDefinition>,
     ) -> Result<ExportPlan, PlanFailure> {
-        let dn_change = changes.iter().find(|r| r.attribute.is_distinguished_name());
-        let staged_dn = dn_change
-            .and_then(|r| r.change.value.string.as_deref())
-            .filter(|s| !s.trim().is_empty());
-        let current = current_dn(input, by_id)
-            .or(staged_dn)
+        let StagedDn {
+            change: dn_change,
+            current,
+            new: new_dn,
+        } = staged_dn(input, changes, by_id);
+        let current = current
             .ok_or_else(|| {
                 PlanFailure::general(format!(
                     "Cannot update object: Distinguished Name (DN) could not be determined for pending export {}",
@@ -266,8 +288,6 @@ impl Planner {
                 ))
             })?
             .to_string();
-        // A DN differing only in case does not rename (§11.14, kept).
-        let new_dn = staged_dn.filter(|n| !same_text_ignoring_case(n, &current));
 
         let mut steps = Vec::new();
         let mut unsent = Vec::new();
@@ -561,5 +581,34 @@ impl Planner {
             attribute,
             encoding,
         }
+    }
+}
+
+/// An Update's DN change as staged: the change, the object's DN now, and the DN it moves to.
+struct StagedDn<'c, 'a> {
+    /// The change of the DN attribute, if the export has one.
+    change: Option<&'c Resolved<'a>>,
+    /// The object's current DN (the staged one when the CSO holds none).
+    current: Option<&'a str>,
+    /// The staged DN when it renames: it differs from the current one other than in case (§11.14,
+    /// kept: a DN differing only in case does not rename).
+    new: Option<&'a str>,
+}
+
+fn staged_dn<'c, 'a>(
+    input: &PlanInput<'a>,
+    changes: &'c [Resolved<'a>],
+    by_id: &HashMap<i32, &AttributeDefinition>,
+) -> StagedDn<'c, 'a> {
+    let change = changes.iter().find(|r| r.attribute.is_distinguished_name());
+    let staged = change
+        .and_then(|r| r.change.value.string.as_deref())
+        .filter(|s| !s.trim().is_empty());
+    let current = current_dn(input, by_id).or(staged);
+    let new = staged.filter(|n| current.is_some_and(|c| !same_text_ignoring_case(n, c)));
+    StagedDn {
+        change,
+        current,
+        new,
     }
 }

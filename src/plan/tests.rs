@@ -672,6 +672,38 @@ fn case_only_dn_change_does_not_rename() {
     assert_eq!(p.previous_dn, None);
 }
 
+/// `Planner::rename` says what the plan's ModifyDN does, and nothing for a case-only change, an
+/// Update without a DN change or a Create.
+#[test]
+fn rename_names_what_the_plan_moves() {
+    let ot = object_type("inetOrgPerson");
+    let planner = Planner::new(&ExportSettings::default(), Dialect::OpenLdap);
+    let c = cso(USER_DN, 0, None);
+    let new_dn = "uid=jsmith,ou=Staff,dc=example,dc=org";
+    let rename = Export::new(PendingExportChangeType::Update)
+        .text(DN, C::Update, new_dn)
+        .text(DISPLAY_NAME, C::Update, "J Smith");
+    assert_eq!(
+        planner.rename(&PlanInput::new(&rename.pe, &ot, Some(&c))),
+        Some((USER_DN, new_dn))
+    );
+    let planned = plan(&rename, "inetOrgPerson", Some(&c));
+    assert_eq!(planned.previous_dn.as_deref(), Some(USER_DN));
+    let case_only =
+        Export::new(PendingExportChangeType::Update).text(DN, C::Update, &USER_DN.to_uppercase());
+    assert_eq!(
+        planner.rename(&PlanInput::new(&case_only.pe, &ot, Some(&c))),
+        None
+    );
+    let no_dn = Export::new(PendingExportChangeType::Update).text(DISPLAY_NAME, C::Update, "J");
+    assert_eq!(
+        planner.rename(&PlanInput::new(&no_dn.pe, &ot, Some(&c))),
+        None
+    );
+    let create = Export::new(PendingExportChangeType::Create).text(DN, C::Add, new_dn);
+    assert_eq!(planner.rename(&PlanInput::new(&create.pe, &ot, None)), None);
+}
+
 /// `ExecuteAsync_UpdateWithInvalidNewDn_ReturnsFailedWithInvalidGeneratedExternalIdAsync`.
 #[test]
 fn rename_to_invalid_dn() {

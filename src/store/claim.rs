@@ -145,6 +145,10 @@ pub struct ClaimedPage {
     pub claimed: usize,
     /// The limit the claim was made with.
     pub limit: usize,
+    /// Flushes of this run committed before the page's reads began (the claim's, and the reference
+    /// resolution's after it): the page saw everything they wrote, such as a renamed object's new DN
+    /// (see [`PersistReport::flush`](crate::store::PersistReport::flush)).
+    pub flushes_before: u64,
 }
 
 impl ClaimedPage {

@@ -81,6 +81,10 @@ pub struct PersistReport {
     pub objects_touched: u64,
     /// Optimistic-apply counters.
     pub optimistic_apply: OptimisticApplyCounts,
+    /// This flush's number among the run's committed flushes (1 for the first; 0 when nothing was
+    /// written): a page whose [`ClaimedPage::flushes_before`](crate::store::ClaimedPage::flushes_before)
+    /// is at least this read what it wrote.
+    pub flush: u64,
 }
 
 /// The bind arrays of `sql::PERSIST`.

@@ -8,6 +8,7 @@ mod release;
 pub(crate) use release::Release;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,9 @@ pub struct ExportQueue {
     /// Persists and releases hold it shared; a renewal holds it exclusively, so a row a persist has
     /// just written (and not yet dropped from the held set) never looks lost to a renewal.
     gate: tokio::sync::RwLock<()>,
+    /// Flushes committed so far: numbers each flush ([`PersistReport::flush`]) and tells each page how
+    /// many had been committed before its reads began ([`ClaimedPage::flushes_before`]).
+    flushes: AtomicU64,
 }
 
 impl ExportQueue {
@@ -68,6 +72,7 @@ impl ExportQueue {
             held: Mutex::new(HashMap::new()),
             board: Arc::new(LeaseBoard::default()),
             gate: tokio::sync::RwLock::new(()),
+            flushes: AtomicU64::new(0),
         }
     }
 
@@ -167,6 +172,7 @@ impl ExportQueue {
         let limit = limit.max(1);
         let references = pass == Pass::References;
         let mut sent = Instant::now();
+        let flushes_before = self.flushes.load(Ordering::SeqCst);
         let rows: Vec<PgRow> = with_retries(
             self.store.policy(),
             "claiming pending exports",
@@ -193,6 +199,7 @@ impl ExportQueue {
         )
         .await?;
         let (mut page, keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
+        page.flushes_before = flushes_before;
         {
             let mut held = self.held();
             for mut k in keys {
@@ -212,6 +219,7 @@ impl ExportQueue {
     /// statement, and the claim's lookups when it needs them.
     pub async fn peek(&self, pass: Pass, after: Option<Cursor>, limit: u32) -> Result<ClaimedPage> {
         let limit = limit.max(1);
+        let flushes_before = self.flushes.load(Ordering::SeqCst);
         let rows: Vec<PgRow> = with_retries(
             self.store.policy(),
             "reading pending exports",
@@ -235,6 +243,7 @@ impl ExportQueue {
         )
         .await?;
         let (mut page, _keys) = claim::decode_page(&rows, &self.schema, limit as usize)?;
+        page.flushes_before = flushes_before;
         self.probe_full_samples(&mut page.exports).await?;
         Ok(page)
     }

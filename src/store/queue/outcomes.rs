@@ -3,6 +3,7 @@
 //! lost; and failing rows that could not be read.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -65,12 +66,16 @@ impl ExportQueue {
             }
             Err(e) => return Err(e),
         };
-        Ok(self.finish(
+        let mut report = self.finish(
             entries.iter().map(|(o, _)| o.pending_export_id()),
             result,
             not_held,
             optimistic,
-        ))
+        );
+        // Numbered after the commit, so a claim that reads the count sees what every flush up to
+        // that number wrote.
+        report.flush = self.flushes.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(report)
     }
 
     /// Records a failure for claimed rows that could not be read ([`ClaimedPage::bad_rows`](crate::store::ClaimedPage::bad_rows)): `ErrorCount

@@ -267,8 +267,15 @@ impl StagedFollowUps {
     }
 
     /// Applies what the exports should do to an expected directory state. Renames and moves keep
-    /// other entries' references to the old DN (OpenLDAP without refint does not rewrite them).
+    /// other entries' references to the old DN (OpenLDAP without refint does not rewrite them), but a
+    /// reference added or set in the same round to an object the round renames or moves names its new
+    /// DN: the object is there by the time the reference is written.
     pub fn apply(&self, state: &mut DirectoryState) {
+        let moved: HashMap<Uuid, &str> = self
+            .exports
+            .iter()
+            .filter_map(|e| Some((e.mvo_id, e.new_dn.as_deref()?)))
+            .collect();
         for e in &self.exports {
             if e.change_type == PendingExportChangeType::Delete {
                 state.entries.remove(&e.dn);
@@ -284,7 +291,10 @@ impl StagedFollowUps {
                 }
                 let value = match &c.value {
                     StagedValue::Text(s) => s.clone(),
-                    StagedValue::Reference { dn, .. } => dn.clone(),
+                    StagedValue::Reference { mvo_id, dn } => match moved.get(mvo_id) {
+                        Some(new_dn) if c.change_type != AvcType::Remove => new_dn.to_string(),
+                        _ => dn.clone(),
+                    },
                 };
                 match c.change_type {
                     AvcType::Update => state.replace(&dn, &c.attribute, [value]),

@@ -1,0 +1,302 @@
+//! The renames and moves of this run, and the references that name their objects. A member or
+//! manager reference carries the DN its target had when the reference was resolved: in the reference
+//! pass, when its page was claimed, which can be before a rename of the target in the plain pass has
+//! gone through and had its new DN persisted. Written as it was resolved, the reference would name
+//! the old DN: OpenLDAP without refint keeps a member that points at nothing, Active Directory refuses
+//! it. So a write naming an object whose rename is in flight waits for that rename (the dependency
+//! wait of [`super::dependencies`]), and once the rename is done, a reference that still carries the
+//! old DN is rewritten to the new one, together with the resolution the store persists. JIM has no
+//! such rule: it resolves from the old DN, which its database keeps until the confirming import.
+//!
+//! Removals are the exception where the directory does not follow renames: OpenLDAP and 389 keep the
+//! old DN in the group, so a removal still names it; Active Directory and Samba rewrite their linked
+//! values, so a removal names the new DN like any other write.
+//!
+//! A finished rename is remembered only as long as a page read before its new DN was persisted can
+//! still arrive: each page says how many flushes had been committed before its reads
+//! ([`crate::store::ClaimedPage::flushes_before`]), and each flush how many had been committed with it.
+//! So the map holds the renames of the last few flushes, whatever the run's size. Pure bookkeeping,
+//! no I/O.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::model::PendingExportAttributeChangeType;
+use crate::plan::dn_key;
+use crate::store::{ClaimedExport, ReferenceResolution};
+
+/// One rename or move of this run.
+#[derive(Debug)]
+struct Rename {
+    /// The export that renames the object.
+    export: Uuid,
+    /// [`dn_key`] of the DN the object had when claimed.
+    from: String,
+    /// The DN the object has now, once the rename is done (`None` while it is in flight).
+    to: Option<String>,
+    /// The flush count with which the new DN was persisted (see the module doc).
+    persisted: Option<u64>,
+}
+
+/// The renames and moves of this run, by CSO.
+#[derive(Debug, Default)]
+pub(crate) struct Renames {
+    by_cso: HashMap<Uuid, Rename>,
+    /// The directory rewrites stored references when their object is renamed (AD's linked values):
+    /// removals then name the new DN too.
+    links_follow: bool,
+}
+
+impl Renames {
+    /// Renames for a directory that does (`links_follow`) or does not rewrite stored references to a
+    /// renamed object.
+    pub(crate) fn new(links_follow: bool) -> Self {
+        Self {
+            by_cso: HashMap::new(),
+            links_follow,
+        }
+    }
+
+    /// Records that `export` renames or moves `cso` away from the DN `from`.
+    pub(crate) fn claimed(&mut self, export: Uuid, cso: Uuid, from: &str) {
+        self.by_cso.insert(
+            cso,
+            Rename {
+                export,
+                from: dn_key(from),
+                to: None,
+                persisted: None,
+            },
+        );
+    }
+
+    /// The CSO that `export` renames, while this run tracks the rename.
+    pub(crate) fn renamed_by(&self, export: &ClaimedExport) -> Option<Uuid> {
+        let cso = export.export.connected_system_object_id?;
+        self.by_cso
+            .get(&cso)
+            .is_some_and(|r| r.export == export.id())
+            .then_some(cso)
+    }
+
+    /// The rename of `cso` is over: its object is at `to` now, or where it was (`None`: the rename
+    /// did not go through, or its outcome is unknown to this run).
+    pub(crate) fn completed(&mut self, cso: Uuid, to: Option<String>) {
+        match to {
+            Some(to) if dn_key(&to) != self.by_cso.get(&cso).map_or("", |r| r.from.as_str()) => {
+                if let Some(r) = self.by_cso.get_mut(&cso) {
+                    r.to = Some(to);
+                }
+            }
+            _ => {
+                self.by_cso.remove(&cso);
+            }
+        }
+    }
+
+    /// The new DN of `cso` was persisted by the flush committed as number `flush`.
+    pub(crate) fn persisted(&mut self, cso: Uuid, flush: u64) {
+        if let Some(r) = self.by_cso.get_mut(&cso)
+            && r.to.is_some()
+        {
+            r.persisted = Some(flush);
+        }
+    }
+
+    /// Forgets the renames whose new DN was persisted before a page's reads began (after `flushes`
+    /// flushes): that page, and every later one, read the new DN already.
+    pub(crate) fn forget_persisted(&mut self, flushes: u64) {
+        self.by_cso
+            .retain(|_, r| r.persisted.is_none_or(|p| p > flushes));
+    }
+
+    /// Rewrites the references of `claimed` that name a renamed object by its old DN to its new DN,
+    /// and records each rewrite as a resolution so the change row holds the DN that was sent. Returns
+    /// how many were rewritten.
+    pub(crate) fn retarget(&self, claimed: &mut ClaimedExport) -> usize {
+        if self.by_cso.is_empty() {
+            return 0;
+        }
+        let mut rewritten = 0;
+        let ClaimedExport {
+            export,
+            resolutions,
+            ..
+        } = claimed;
+        for change in export
+            .attribute_changes
+            .iter_mut()
+            .filter(|c| c.is_writable_now())
+        {
+            if change.change_type == PendingExportAttributeChangeType::Remove && !self.links_follow
+            {
+                continue;
+            }
+            let Some(cso) = change.resolved_reference_cso_id else {
+                continue;
+            };
+            let Some(Rename {
+                from, to: Some(to), ..
+            }) = self.by_cso.get(&cso)
+            else {
+                continue;
+            };
+            let Some(value) = change.value.string.as_mut() else {
+                continue;
+            };
+            if dn_key(value) != *from {
+                continue;
+            }
+            value.clone_from(to);
+            match resolutions.iter_mut().find(|r| r.change_id == change.id) {
+                Some(r) => r.value.clone_from(to),
+                None => resolutions.push(ReferenceResolution {
+                    change_id: change.id,
+                    value: to.clone(),
+                    cso_id: cso,
+                }),
+            }
+            rewritten += 1;
+        }
+        rewritten
+    }
+
+    /// Renames tracked (for tests and the stall report).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_cso.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AttributeValueChange, PendingExportChangeType};
+
+    const OLD: &str = "uid=a,ou=People,dc=example,dc=org";
+    const NEW: &str = "uid=b,ou=People,dc=example,dc=org";
+
+    /// A group Update with one resolved reference change of `change_type` to `cso` holding `dn`.
+    fn naming(cso: Uuid, dn: &str, change_type: PendingExportAttributeChangeType) -> ClaimedExport {
+        let mut e = ClaimedExport::for_test(PendingExportChangeType::Update);
+        let mut change = AttributeValueChange::for_test(e.export.id, 1, change_type);
+        change.value.string = Some(dn.to_string());
+        change.resolved_reference_cso_id = Some(cso);
+        e.export.attribute_changes.push(change);
+        e
+    }
+
+    fn value(e: &ClaimedExport) -> &str {
+        e.export.attribute_changes[0]
+            .value
+            .string
+            .as_deref()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_reference_to_the_old_dn_names_the_new_one_once_the_rename_is_done() {
+        let (cso, export) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut renames = Renames::new(false);
+        renames.claimed(export, cso, OLD);
+        let mut e = naming(cso, OLD, PendingExportAttributeChangeType::Add);
+        assert_eq!(
+            renames.retarget(&mut e),
+            0,
+            "not while the rename is in flight"
+        );
+        renames.completed(cso, Some(NEW.into()));
+        assert_eq!(renames.retarget(&mut e), 1);
+        assert_eq!(value(&e), NEW);
+        assert_eq!(e.resolutions.len(), 1, "the rewrite is persisted");
+        assert_eq!(e.resolutions[0].value, NEW);
+        assert_eq!(e.resolutions[0].cso_id, cso);
+        // A DN spelled differently but equal is the old DN too; the new DN is left alone.
+        let mut upper = naming(
+            cso,
+            &OLD.to_uppercase(),
+            PendingExportAttributeChangeType::Add,
+        );
+        assert_eq!(renames.retarget(&mut upper), 1);
+        let mut current = naming(cso, NEW, PendingExportAttributeChangeType::Add);
+        assert_eq!(renames.retarget(&mut current), 0);
+        assert!(current.resolutions.is_empty());
+    }
+
+    #[test]
+    fn a_resolution_of_the_run_is_rewritten_in_place() {
+        let (cso, export) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut renames = Renames::new(false);
+        renames.claimed(export, cso, OLD);
+        renames.completed(cso, Some(NEW.into()));
+        let mut e = naming(cso, OLD, PendingExportAttributeChangeType::Update);
+        let change_id = e.export.attribute_changes[0].id;
+        e.resolutions.push(ReferenceResolution {
+            change_id,
+            value: OLD.into(),
+            cso_id: cso,
+        });
+        assert_eq!(renames.retarget(&mut e), 1);
+        assert_eq!(e.resolutions.len(), 1);
+        assert_eq!(e.resolutions[0].value, NEW);
+    }
+
+    #[test]
+    fn removals_follow_the_rename_only_where_the_directory_rewrites_links() {
+        let (cso, export) = (Uuid::new_v4(), Uuid::new_v4());
+        for (links_follow, expected) in [(false, OLD), (true, NEW)] {
+            let mut renames = Renames::new(links_follow);
+            renames.claimed(export, cso, OLD);
+            renames.completed(cso, Some(NEW.into()));
+            let mut e = naming(cso, OLD, PendingExportAttributeChangeType::Remove);
+            renames.retarget(&mut e);
+            assert_eq!(value(&e), expected, "links_follow = {links_follow}");
+        }
+    }
+
+    #[test]
+    fn a_rename_that_did_not_go_through_is_forgotten() {
+        let (cso, export) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut renames = Renames::new(false);
+        renames.claimed(export, cso, OLD);
+        renames.completed(cso, None);
+        assert_eq!(renames.len(), 0);
+        // Nor does a "new" DN equal to the old one count as a rename.
+        renames.claimed(export, cso, OLD);
+        renames.completed(cso, Some(OLD.to_uppercase()));
+        assert_eq!(renames.len(), 0);
+    }
+
+    #[test]
+    fn a_rename_is_kept_until_a_page_read_after_its_persist() {
+        let (cso, export) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut renames = Renames::new(false);
+        renames.claimed(export, cso, OLD);
+        renames.forget_persisted(10);
+        assert_eq!(renames.len(), 1, "in flight");
+        renames.completed(cso, Some(NEW.into()));
+        renames.forget_persisted(10);
+        assert_eq!(renames.len(), 1, "done, not persisted");
+        renames.persisted(cso, 12);
+        renames.forget_persisted(11);
+        assert_eq!(
+            renames.len(),
+            1,
+            "a page read before the 12th flush may carry the old DN"
+        );
+        renames.forget_persisted(12);
+        assert_eq!(renames.len(), 0);
+    }
+
+    #[test]
+    fn only_the_renaming_export_is_the_rename() {
+        let mut renaming = ClaimedExport::for_test(PendingExportChangeType::Update);
+        let cso = renaming.export.connected_system_object_id.unwrap();
+        let mut renames = Renames::new(false);
+        renames.claimed(renaming.id(), cso, OLD);
+        assert_eq!(renames.renamed_by(&renaming), Some(cso));
+        renaming.export.id = Uuid::new_v4();
+        assert_eq!(renames.renamed_by(&renaming), None);
+    }
+}
