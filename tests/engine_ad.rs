@@ -679,6 +679,103 @@ fn forget(expected: &mut seed::DirectoryState, dn: &str) {
     }
 }
 
+/// References to users that the same run renames or moves, on a directory that keeps its links
+/// (AD rewrites stored references to a renamed object): a member Add of a moved user and a manager
+/// set to a renamed one name the new DNs (AD refuses a DN that no longer exists), and a member
+/// Remove of the renamed user names its new DN too, the one the group holds by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_to_users_renamed_in_the_same_run_on_samba_ad() {
+    let Some(env) = AdEnv::new("e2eren", Template::Micro).await else {
+        return;
+    };
+    let s = &env.seeded;
+    let engine = Engine::new();
+    let request = env.request();
+    let (first, _) = env.run(&engine, &request).await;
+    assert_eq!(first.failed_count, 0, "{}", first.message);
+    seed::confirm_ad_exported(&env.db.pool, s).await.unwrap();
+    let mut expected = env.seeded.expected_directory();
+
+    let u = |i: usize| &s.users[i];
+    let (group, renamed, moved) = (0..s.groups.len())
+        .find_map(|g| {
+            let members = &s.groups[g].members;
+            let renamed = *members.iter().find(|&&m| m != 0)?;
+            let moved = (1..s.users.len()).find(|m| !members.contains(m) && *m != renamed)?;
+            Some((g, renamed, moved))
+        })
+        .expect("Micro has a group with a member and a non-member besides user 0");
+    let renamed_display = "Renamed In Run (S8)";
+    let renamed_dn = format!("{},{}", build_rdn("CN", renamed_display), s.users_ou());
+    let moved_dn = format!(
+        "{},{}",
+        u(moved).dn.split_once(",OU=").unwrap().0,
+        s.leavers_ou()
+    );
+    let mut request = request;
+    request.settings.create_containers_as_needed = true;
+    let exports = vec![
+        AdExport::update(SeedObject::User(renamed))
+            .with(
+                "distinguishedName",
+                AvcType::Update,
+                AdValue::Text(renamed_dn.clone()),
+            )
+            .with(
+                "displayName",
+                AvcType::Update,
+                AdValue::Text(renamed_display.into()),
+            ),
+        AdExport::update(SeedObject::User(moved)).with(
+            "distinguishedName",
+            AvcType::Update,
+            AdValue::Text(moved_dn.clone()),
+        ),
+        AdExport::update(SeedObject::User(0)).with(
+            "manager",
+            AvcType::Update,
+            AdValue::User(renamed),
+        ),
+        AdExport::update(SeedObject::Group(group))
+            .with("member", AvcType::Add, AdValue::User(moved))
+            .with("member", AvcType::Remove, AdValue::User(renamed)),
+    ];
+    stage_ad_exports(&env.db.pool, s, &exports, None)
+        .await
+        .unwrap();
+    let (result, events) = env.run(&engine, &request).await;
+    for item in events
+        .items()
+        .iter()
+        .filter(|i| i.status == ItemStatus::Failed)
+    {
+        eprintln!("failed: {:?} {:?}", item.change_type, item.error_message);
+    }
+    assert_eq!(result.failed_count, 0, "{}", result.message);
+    assert_eq!(result.success_count, 4, "{}", result.message);
+
+    expected.move_entry(&u(renamed).dn, &renamed_dn);
+    expected.replace_values(&renamed_dn, "displayName", [renamed_display]);
+    expected.replace_values(&renamed_dn, "cn", [renamed_display]);
+    expected.move_entry(&u(moved).dn, &moved_dn);
+    let members: Vec<String> = s.groups[group]
+        .members
+        .iter()
+        .filter(|&&m| m != renamed)
+        .map(|&m| u(m).dn.clone())
+        .chain([moved_dn.clone()])
+        .collect();
+    expected.replace_values(
+        &s.groups[group].dn,
+        "member",
+        members.iter().map(String::as_str),
+    );
+    expected.rewrite_references(&u(renamed).dn, &renamed_dn);
+    expected.rewrite_references(&u(moved).dn, &moved_dn);
+    expected.replace_values(&u(0).dn, "manager", [renamed_dn.as_str()]);
+    assert_directory_matches(&env.directory().await, &expected);
+}
+
 /// Replaces `from` (a renamed or moved DN) in `dn` when it is that DN.
 fn fix_moved(
     dn: &mut String,
