@@ -209,7 +209,7 @@ impl Coordinator {
     fn report_stall(&mut self, claims_open: bool) {
         if self.meter.stalled(Instant::now(), STALL_REPORT_AFTER) {
             self.log.warn(format!(
-                "no export has completed for {} s: {} held ({} ready, {} waiting for Creates), {} in \
+                "no export has completed for {} s: {} held ({} ready, {} waiting for Creates or renames), {} in \
                  the directory, {} outcome(s) to persist, {} flush(es) in progress, claiming {}",
                 STALL_REPORT_AFTER.as_secs(),
                 self.admission.len(),
