@@ -29,7 +29,7 @@ pub(crate) enum Admitted {
 
 /// What the completion of a Create or rename released.
 #[derive(Debug, Default)]
-pub(crate) struct CreateReleased {
+pub(crate) struct Released {
     /// Exports (still held) whose every dependency exists now: plan them.
     pub ready: Vec<Uuid>,
     /// Exports no longer held because an object they name was not created: defer them.
@@ -159,17 +159,17 @@ impl Admission {
 
     /// An export got its outcome: when it is a Create or rename of this run, the exports waiting for
     /// its object are released (and those naming a renamed object name its new DN).
-    pub(crate) fn completed(&mut self, outcome: &ExportOutcome) -> CreateReleased {
+    pub(crate) fn completed(&mut self, outcome: &ExportOutcome) -> Released {
         if let Some(cso) = created_cso(&outcome.export) {
             let exists = match &outcome.result {
                 Disposition::Succeeded(_) => true,
                 Disposition::Failed(f) => f.progress.object_exists,
                 Disposition::Deferred => false,
             };
-            return self.create_completed(cso, exists);
+            return self.write_completed(cso, exists);
         }
         let Some(cso) = self.renames.renamed_by(&outcome.export) else {
-            return CreateReleased::default();
+            return Released::default();
         };
         // Where the object is now: the new DN once the ModifyDN went through, even if a later
         // operation of the export failed; the old one otherwise.
@@ -179,12 +179,12 @@ impl Admission {
             Disposition::Deferred => None,
         };
         self.renames.completed(cso, to);
-        self.create_completed(cso, true)
+        self.write_completed(cso, true)
     }
 
-    /// A Create of this run got its outcome (or a rename: `exists` is then true): `exists` says
-    /// whether its object exists now.
-    pub(crate) fn create_completed(&mut self, cso: Uuid, exists: bool) -> CreateReleased {
+    /// The Create or rename of `cso` got its outcome: `exists` says whether its object exists now
+    /// (after a rename it does, wherever it is).
+    fn write_completed(&mut self, cso: Uuid, exists: bool) -> Released {
         let released = self.deps.write_completed(cso, exists);
         let mut ready = Vec::with_capacity(released.ready.len());
         for id in released.ready {
@@ -193,7 +193,7 @@ impl Admission {
                 ready.push(id);
             }
         }
-        CreateReleased {
+        Released {
             ready,
             deferred: released
                 .failed
@@ -230,7 +230,7 @@ impl Admission {
         own
     }
 
-    /// The exports [`Admission::abandon_create`] let go since the last call, to return to the queue.
+    /// The exports [`Admission::abandon`] let go since the last call, to return to the queue.
     pub(crate) fn take_released(&mut self) -> Vec<Uuid> {
         std::mem::take(&mut self.released)
     }
@@ -316,7 +316,7 @@ mod tests {
         ));
         assert_eq!(admission.waiting_count(), 1);
         admission.take(&create.id());
-        let released = admission.create_completed(cso_of(&create), true);
+        let released = admission.write_completed(cso_of(&create), true);
         assert_eq!(released.ready, vec![member_id]);
         assert!(released.deferred.is_empty());
         assert!(admission.get(&member_id).is_some());
@@ -330,7 +330,7 @@ mod tests {
         let member_id = member.id();
         admission.register_creates(std::slice::from_ref(&create));
         assert!(matches!(admission.admit(member), Admitted::Waiting));
-        let released = admission.create_completed(cso_of(&create), false);
+        let released = admission.write_completed(cso_of(&create), false);
         assert!(released.ready.is_empty());
         assert_eq!(
             released.deferred.iter().map(|e| e.id()).collect::<Vec<_>>(),
