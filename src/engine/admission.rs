@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::dependencies::{Dependencies, Readiness};
 use super::renames::Renames;
+use crate::directory::OUTCOME_UNKNOWN_NOTE;
 use crate::model::PendingExportChangeType;
 use crate::store::ClaimedExport;
 use crate::store::outcome::{Disposition, ExportOutcome};
@@ -172,14 +173,21 @@ impl Admission {
             return Released::default();
         };
         // Where the object is now: the new DN once the ModifyDN went through, even if a later
-        // operation of the export failed; the old one otherwise.
-        let to = match &outcome.result {
-            Disposition::Succeeded(s) => s.secondary_external_id.clone(),
-            Disposition::Failed(f) => f.progress.secondary_external_id.clone(),
-            Disposition::Deferred => None,
+        // operation of the export failed; the old one otherwise. Unless nobody knows: a ModifyDN
+        // whose answer never came may or may not have moved it, and a write naming it by either
+        // DN may name nothing, so its waiters are deferred, to be resolved again after the next
+        // attempt has read where the object is.
+        let (to, known) = match &outcome.result {
+            Disposition::Succeeded(s) => (s.secondary_external_id.clone(), true),
+            Disposition::Failed(f) => (
+                f.progress.secondary_external_id.clone(),
+                f.progress.secondary_external_id.is_some()
+                    || !f.message.contains(OUTCOME_UNKNOWN_NOTE),
+            ),
+            Disposition::Deferred => (None, true),
         };
         self.renames.completed(cso, to);
-        self.write_completed(cso, true)
+        self.write_completed(cso, known)
     }
 
     /// The Create or rename of `cso` got its outcome: `exists` says whether its object exists now
@@ -435,6 +443,32 @@ mod tests {
                 .as_deref(),
             Some(OLD)
         );
+    }
+
+    #[test]
+    fn waiters_of_a_rename_whose_outcome_is_unknown_are_deferred() {
+        const OLD: &str = "uid=a,ou=People,dc=example,dc=org";
+        let mut admission = Admission::new(10, false);
+        let rename = export(PendingExportChangeType::Update);
+        let member = naming(cso_of(&rename));
+        let member_id = member.id();
+        admission.register_rename(&rename, OLD);
+        assert!(matches!(admission.admit(member), Admitted::Waiting));
+        let outcome = ExportOutcome::failed(
+            rename.clone(),
+            format!("timed out (gave up after 3 attempts) {OUTCOME_UNKNOWN_NOTE}"),
+            crate::model::ConnectedSystemExportErrorType::General,
+        );
+        let released = admission.completed(&outcome);
+        assert!(released.ready.is_empty());
+        assert_eq!(
+            released.deferred.iter().map(|e| e.id()).collect::<Vec<_>>(),
+            vec![member_id]
+        );
+        assert!(matches!(
+            admission.admit(naming(cso_of(&rename))),
+            Admitted::Deferred(_)
+        ));
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! wait of [`super::dependencies`]), and once the rename is done, a reference that still carries the
 //! old DN is rewritten to the new one, together with the resolution the store persists. JIM has no
 //! such rule: it resolves from the old DN, which its database keeps until the confirming import.
+//! A rename that failed leaves the object where it was, so its waiters go as resolved; one whose
+//! ModifyDN never got an answer leaves nobody knowing, so its waiters are deferred
+//! ([`super::admission::Admission::completed`]).
 //!
 //! Removals are the exception where the directory does not follow renames: OpenLDAP and 389 keep the
 //! old DN in the group, so a removal still names it; Active Directory and Samba rewrite their linked
