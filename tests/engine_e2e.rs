@@ -386,3 +386,95 @@ async fn references_to_users_renamed_in_the_same_run_name_their_new_dn() {
         .collect();
     assert_eq!(recorded, sent);
 }
+
+/// A member Add that an earlier run resolved (its DN stored, its export left to retry after a
+/// failure) names a user renamed since: the claim reads the user's DN now and the engine writes
+/// that, where JIM would send the DN it stored (slapd keeps a member pointing at nothing; AD refuses
+/// it). The change row then holds the DN sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_resolved_before_its_target_was_renamed_names_the_new_dn() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let request = env.request();
+    let (first, _) = env.run(&engine, &request).await;
+    assert_eq!(first.failed_count, 0, "{}", first.message);
+    seed::confirm_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
+
+    let group = env.seeded.group(0).unwrap();
+    let user = (0..env.seeded.users())
+        .find(|u| !group.members().any(|m| m == *u))
+        .expect("a user outside group 0");
+    let seeded_user = env.seeded.user(user).unwrap();
+    // The user is renamed first, by a run of its own.
+    let rename = seed::stage_follow_ups(
+        &env.db.pool,
+        &env.seeded,
+        &FollowUps {
+            seed: 11,
+            explicit: vec![FollowUp::Rename { user }],
+            ..FollowUps::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (renamed, _) = env.run(&engine, &request).await;
+    assert_eq!(renamed.success_count, 1, "{}", renamed.message);
+    seed::confirm_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
+    let new_dn = rename.exports[0].new_dn.clone().unwrap();
+
+    // A member Add of the user, as an earlier run left it: resolved to the DN the user had then.
+    let add = seed::stage_follow_ups(
+        &env.db.pool,
+        &env.seeded,
+        &FollowUps {
+            seed: 12,
+            explicit: vec![FollowUp::AddMembers {
+                group: group.index,
+                users: vec![user],
+            }],
+            ..FollowUps::default()
+        },
+    )
+    .await
+    .unwrap();
+    let export = &add.exports[0];
+    let change = export.changes[0].id;
+    sqlx::query(
+        r#"UPDATE "PendingExportAttributeValueChanges"
+           SET "StringValue" = $2, "UnresolvedReferenceValue" = NULL, "ResolvedReferenceCsoId" = $3
+           WHERE "Id" = $1"#,
+    )
+    .bind(change)
+    .bind(&seeded_user.dn)
+    .bind(seeded_user.ids.cso)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(r#"UPDATE "PendingExports" SET "HasUnresolvedReferences" = false WHERE "Id" = $1"#)
+        .bind(export.pending_export_id)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+
+    let (second, _) = env.run(&engine, &request).await;
+    assert_eq!(second.success_count, 1, "{}", second.message);
+    assert_eq!(second.failed_count, 0, "{}", second.message);
+    let members = env.directory().await.values(&group.dn, "member");
+    assert!(
+        members.contains(&new_dn),
+        "the group names the user by its DN now, {new_dn}: {members:?}"
+    );
+    assert!(!members.contains(&seeded_user.dn));
+    let recorded: Option<String> = sqlx::query_scalar(
+        r#"SELECT "StringValue" FROM "PendingExportAttributeValueChanges" WHERE "Id" = $1"#,
+    )
+    .bind(change)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded.as_deref(), Some(new_dn.as_str()));
+}

@@ -132,6 +132,7 @@ impl Admission {
 
     /// Decides for a freshly claimed export whose row the run still holds.
     pub(crate) fn admit(&mut self, mut claimed: ClaimedExport) -> Admitted {
+        self.renames.follow_earlier(&mut claimed);
         self.renames.retarget(&mut claimed);
         let export = &claimed.export;
         if export.writable_changes().next().is_none() && export.has_unresolved_changes() {

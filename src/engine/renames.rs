@@ -15,6 +15,10 @@
 //! old DN in the group, so a removal still names it; Active Directory and Samba rewrite their linked
 //! values, so a removal names the new DN like any other write.
 //!
+//! A reference an earlier run resolved, to an object renamed since (its export failed or wrote in
+//! part then, and waited), carries the DN of that time: the claim reads the object's DN now beside
+//! it ([`crate::store::ClaimedExport::moved_targets`]) and the reference is rewritten the same way.
+//!
 //! A finished rename is remembered only as long as a page read before its new DN was persisted can
 //! still arrive: each page says how many flushes had been committed before its reads
 //! ([`crate::store::ClaimedPage::flushes_before`]), and each flush how many had been committed with it.
@@ -121,6 +125,44 @@ impl Renames {
         if self.by_cso.is_empty() {
             return 0;
         }
+        self.rewrite(claimed, |_, cso, value| match self.by_cso.get(&cso) {
+            Some(Rename {
+                from, to: Some(to), ..
+            }) if dn_key(value) == *from => Some(to.clone()),
+            _ => None,
+        })
+    }
+
+    /// Rewrites the references of `claimed` that an earlier run resolved to a DN its object no
+    /// longer has (renamed or moved since, while the export waited after a failure or a partial
+    /// write) to the DN the claim read for it ([`ClaimedExport::moved_targets`]); JIM sends the DN it
+    /// stored. Returns how many were rewritten.
+    pub(crate) fn follow_earlier(&self, claimed: &mut ClaimedExport) -> usize {
+        if claimed.moved_targets.is_empty() {
+            return 0;
+        }
+        let moved: HashMap<Uuid, String> = claimed
+            .moved_targets
+            .iter()
+            .map(|m| (m.change_id, m.dn.clone()))
+            .collect();
+        self.rewrite(claimed, |change, _, value| {
+            moved
+                .get(&change)
+                .filter(|dn| dn_key(value) != dn_key(dn))
+                .cloned()
+        })
+    }
+
+    /// Rewrites each writable reference change's value to what `new_value` says for it (given the
+    /// change's id, its CSO and its value), recording the rewrite as a resolution so the change row
+    /// holds the DN that was sent. Removals are left alone where the directory does not follow
+    /// renames: the group still holds the DN they name.
+    fn rewrite(
+        &self,
+        claimed: &mut ClaimedExport,
+        new_value: impl Fn(Uuid, Uuid, &str) -> Option<String>,
+    ) -> usize {
         let mut rewritten = 0;
         let ClaimedExport {
             export,
@@ -139,27 +181,23 @@ impl Renames {
             let Some(cso) = change.resolved_reference_cso_id else {
                 continue;
             };
-            let Some(Rename {
-                from, to: Some(to), ..
-            }) = self.by_cso.get(&cso)
+            let Some(to) = change
+                .value
+                .string
+                .as_deref()
+                .and_then(|value| new_value(change.id, cso, value))
             else {
                 continue;
             };
-            let Some(value) = change.value.string.as_mut() else {
-                continue;
-            };
-            if dn_key(value) != *from {
-                continue;
-            }
-            value.clone_from(to);
             match resolutions.iter_mut().find(|r| r.change_id == change.id) {
-                Some(r) => r.value.clone_from(to),
+                Some(r) => r.value.clone_from(&to),
                 None => resolutions.push(ReferenceResolution {
                     change_id: change.id,
                     value: to.clone(),
                     cso_id: cso,
                 }),
             }
+            change.value.string = Some(to);
             rewritten += 1;
         }
         rewritten
@@ -176,6 +214,7 @@ impl Renames {
 mod tests {
     use super::*;
     use crate::model::{AttributeValueChange, PendingExportChangeType};
+    use crate::store::MovedTarget;
 
     const OLD: &str = "uid=a,ou=People,dc=example,dc=org";
     const NEW: &str = "uid=b,ou=People,dc=example,dc=org";
@@ -256,6 +295,42 @@ mod tests {
             renames.retarget(&mut e);
             assert_eq!(value(&e), expected, "links_follow = {links_follow}");
         }
+    }
+
+    #[test]
+    fn a_reference_resolved_before_a_later_rename_names_the_dn_the_claim_read() {
+        let cso = Uuid::new_v4();
+        for (change_type, links_follow, expected) in [
+            (PendingExportAttributeChangeType::Add, false, NEW),
+            (PendingExportAttributeChangeType::Remove, false, OLD),
+            (PendingExportAttributeChangeType::Remove, true, NEW),
+        ] {
+            let renames = Renames::new(links_follow);
+            let mut e = naming(cso, OLD, change_type);
+            let change_id = e.export.attribute_changes[0].id;
+            e.moved_targets.push(MovedTarget {
+                change_id,
+                dn: NEW.into(),
+            });
+            let n = renames.follow_earlier(&mut e);
+            assert_eq!(
+                value(&e),
+                expected,
+                "{change_type:?}, links_follow = {links_follow}"
+            );
+            assert_eq!(n, usize::from(expected == NEW));
+            assert_eq!(e.resolutions.len(), n, "a rewrite is persisted");
+        }
+        // The same DN spelled otherwise is not a move.
+        let renames = Renames::new(false);
+        let mut e = naming(cso, OLD, PendingExportAttributeChangeType::Add);
+        let change_id = e.export.attribute_changes[0].id;
+        e.moved_targets.push(MovedTarget {
+            change_id,
+            dn: OLD.to_uppercase(),
+        });
+        assert_eq!(renames.follow_earlier(&mut e), 0);
+        assert_eq!(value(&e), OLD);
     }
 
     #[test]

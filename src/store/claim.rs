@@ -66,6 +66,20 @@ pub struct ClaimedExport {
     pub resolutions: Vec<ReferenceResolution>,
     /// References that are still unresolved after the last resolution, with the reason.
     pub unresolved: Vec<UnresolvedReference>,
+    /// For each writable reference change resolved before this claim (by an earlier run, whose
+    /// export then failed or wrote in part), the DN its object has now, where it differs from the
+    /// change's value as text: the object was renamed or moved since, or the two spell one DN
+    /// differently, which the engine tells apart (see `engine::renames`).
+    pub moved_targets: Vec<MovedTarget>,
+}
+
+/// The DN a reference resolved before the claim names now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedTarget {
+    /// The attribute value change.
+    pub change_id: Uuid,
+    /// The referenced object's DN as the database holds it at the claim.
+    pub dn: String,
 }
 
 impl ClaimedExport {
@@ -278,7 +292,7 @@ pub(crate) mod col {
     pub const B2: usize = 27;
     /// First typed value slot (StringValue); the others follow in `ValueSlots` order of the SQL.
     pub const SLOTS: usize = 28;
-    /// previous LastErrorStackTrace (after the eight slots).
+    /// previous LastErrorStackTrace (after the eight slots) / the referenced object's DN now.
     pub const T3: usize = 36;
 }
 
@@ -333,6 +347,7 @@ struct Assembly {
     head: Option<Result<ExportHead, RowError>>,
     changes: Vec<AttributeValueChange>,
     values: Vec<CsoAttributeValue>,
+    moved_targets: Vec<MovedTarget>,
     error: Option<RowError>,
 }
 
@@ -378,7 +393,17 @@ pub(crate) fn decode_page(
                 part.head = Some(decode_export(row, &pe_id));
             }
             1 => match decode_change(row, &pe_id, schema) {
-                Ok(c) => part.changes.push(c),
+                Ok(c) => {
+                    // The referenced object's DN now, for a reference resolved before this claim
+                    // whose value differs from it.
+                    if let Ok(Some(dn)) = row.try_get::<Option<String>, _>(col::T3) {
+                        part.moved_targets.push(MovedTarget {
+                            change_id: c.id,
+                            dn,
+                        });
+                    }
+                    part.changes.push(c);
+                }
                 Err(e) => {
                     part.error.get_or_insert(e);
                 }
@@ -443,6 +468,7 @@ pub(crate) fn decode_page(
                     cso,
                     resolutions: Vec::new(),
                     unresolved: Vec::new(),
+                    moved_targets: part.moved_targets,
                 });
             }
             (Err(error), _) | (Ok(_), Some(error)) => page.bad_rows.push(BadRow {
@@ -589,6 +615,7 @@ impl ClaimedExport {
             cso: None,
             resolutions: Vec::new(),
             unresolved: Vec::new(),
+            moved_targets: Vec::new(),
         }
     }
 }

@@ -135,7 +135,10 @@ pub(crate) const SAMPLE_ROWS: usize = 500;
 /// Loads the claimed (or peeked) rows with their attribute value changes and the CSO context, as one
 /// result set of three row kinds (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO
 /// attribute value). The CSO values returned are those of the anchor attributes and of every attribute
-/// the export's changes touch. Column layout: see `claim::col`. Every lookup is an index probe per
+/// the export's changes touch. Column layout: see `claim::col`. A change row of a reference an
+/// earlier run resolved also carries the DN its object has now, when that differs from the change's
+/// value (the object was renamed or moved since: `ClaimedExport::moved_targets`); a CSO probe per
+/// such change, none for any other. Every lookup is an index probe per
 /// claimed row (`LATERAL` subqueries kept apart by `OFFSET 0`, `= ANY(ARRAY(..))`), so the plan does
 /// not depend on statistics that go stale while a run inserts CSO values by the hundred thousand:
 /// flattened into joins, the lookups became hash joins over a sequential scan of the whole table, a
@@ -246,7 +249,16 @@ SELECT 1, a."PendingExportId", a."Id",
        a."UnresolvedReferenceValue", a."LastImportedValue",
        NULL, NULL,
        a."StringValue", a."DateTimeValue", a."IntValue", a."LongValue", a."DecimalValue", a."ByteValue",
-       a."GuidValue", a."BoolValue", NULL
+       a."GuidValue", a."BoolValue",
+       CASE WHEN a."ResolvedReferenceCsoId" IS NOT NULL AND a."UnresolvedReferenceValue" IS NULL
+                 AND a."Status" <> 1 AND a."StringValue" IS NOT NULL
+            THEN (SELECT v."StringValue"
+                  FROM "ConnectedSystemObjects" o
+                  JOIN "ConnectedSystemObjectAttributeValues" v
+                    ON v."ConnectedSystemObjectId" = o."Id" AND v."AttributeId" = o."SecondaryExternalIdAttributeId"
+                  WHERE o."Id" = a."ResolvedReferenceCsoId" AND v."StringValue" IS DISTINCT FROM a."StringValue"
+                  LIMIT 1)
+       END
 FROM changes a
 UNION ALL
 SELECT 2, v.pe_id, v."Id",
