@@ -169,9 +169,7 @@ async fn follow_up_changes_on_samba_ad() {
     let s = &env.seeded;
     let engine = Engine::new();
     let request = env.request();
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_ad_exported(&env.db.pool, s).await.unwrap();
+    provision_and_confirm(&env, &engine, &request).await;
     let mut expected = env.seeded.expected_directory();
 
     // Round 1: updates, rename, move, references.
@@ -469,9 +467,7 @@ async fn member_changes_that_already_hold_converge_on_samba_ad() {
     let s = &env.seeded;
     let engine = Engine::new();
     let request = env.request();
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_ad_exported(&env.db.pool, s).await.unwrap();
+    provision_and_confirm(&env, &engine, &request).await;
     let group = &s.groups[3];
     let member = group.members[0];
     let outsider = (0..s.users.len())
@@ -691,9 +687,7 @@ async fn references_to_users_renamed_in_the_same_run_on_samba_ad() {
     let s = &env.seeded;
     let engine = Engine::new();
     let request = env.request();
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_ad_exported(&env.db.pool, s).await.unwrap();
+    provision_and_confirm(&env, &engine, &request).await;
     let mut expected = env.seeded.expected_directory();
 
     let u = |i: usize| &s.users[i];
@@ -774,6 +768,20 @@ async fn references_to_users_renamed_in_the_same_run_on_samba_ad() {
     expected.rewrite_references(&u(moved).dn, &moved_dn);
     expected.replace_values(&u(0).dn, "manager", [renamed_dn.as_str()]);
     assert_directory_matches(&env.directory().await, &expected);
+}
+
+/// Runs the initial provisioning, checks that nothing failed, and confirms it as JIM's import
+/// would, so that follow-ups can be staged on confirmed objects.
+async fn provision_and_confirm(
+    env: &AdEnv,
+    engine: &Engine,
+    request: &jim_export::config::ExportRequest,
+) {
+    let (first, _) = env.run(engine, request).await;
+    assert_eq!(first.failed_count, 0, "{}", first.message);
+    seed::confirm_ad_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
 }
 
 /// Replaces `from` (a renamed or moved DN) in `dn` when it is that DN.

@@ -2,6 +2,7 @@
 //! the initial provisioning of users and groups, then a round of follow-up changes, asserting the
 //! directory and database state, not just counts.
 
+use jim_export::config::ExportRequest;
 use jim_export::engine::Engine;
 use jim_export::model::{ExportPhase, PendingExportChangeType, PendingExportStatus};
 use jim_export::report::ItemStatus;
@@ -126,11 +127,7 @@ async fn follow_up_changes_converge_the_directory() {
     let mut request = env.request();
     // Moves go to ou=Alumni, which the directory does not have yet: the engine creates it.
     request.settings.create_containers_as_needed = true;
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_exported(&env.db.pool, &env.seeded)
-        .await
-        .unwrap();
+    provision_and_confirm(&env, &engine, &request).await;
 
     let follow_ups = FollowUps {
         seed: 7,
@@ -197,11 +194,7 @@ async fn member_removals_keep_the_placeholder_rule_exact() {
     let env = Env::new(Template::Small).await;
     let engine = Engine::new();
     let request = env.request();
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_exported(&env.db.pool, &env.seeded)
-        .await
-        .unwrap();
+    provision_and_confirm(&env, &engine, &request).await;
 
     let mut groups: Vec<_> = (0..env.seeded.groups())
         .filter_map(|g| env.seeded.group(g))
@@ -285,11 +278,7 @@ async fn references_to_users_renamed_in_the_same_run_name_their_new_dn() {
     let engine = Engine::new();
     let mut request = env.request();
     request.settings.create_containers_as_needed = true;
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_exported(&env.db.pool, &env.seeded)
-        .await
-        .unwrap();
+    provision_and_confirm(&env, &engine, &request).await;
 
     let group = env.seeded.group(0).unwrap();
     let members: std::collections::HashSet<usize> = group.members().collect();
@@ -396,11 +385,7 @@ async fn a_reference_resolved_before_its_target_was_renamed_names_the_new_dn() {
     let env = Env::new(Template::Small).await;
     let engine = Engine::new();
     let request = env.request();
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(first.failed_count, 0, "{}", first.message);
-    seed::confirm_exported(&env.db.pool, &env.seeded)
-        .await
-        .unwrap();
+    provision_and_confirm(&env, &engine, &request).await;
 
     let group = env.seeded.group(0).unwrap();
     let user = (0..env.seeded.users())
@@ -477,4 +462,14 @@ async fn a_reference_resolved_before_its_target_was_renamed_names_the_new_dn() {
     .await
     .unwrap();
     assert_eq!(recorded.as_deref(), Some(new_dn.as_str()));
+}
+
+/// Runs the initial provisioning, checks that nothing failed, and confirms it as JIM's import
+/// would, so that a round of follow-ups can be staged on confirmed objects.
+async fn provision_and_confirm(env: &Env, engine: &Engine, request: &ExportRequest) {
+    let (first, _) = env.run(engine, request).await;
+    assert_eq!(first.failed_count, 0, "{}", first.message);
+    seed::confirm_exported(&env.db.pool, &env.seeded)
+        .await
+        .unwrap();
 }
