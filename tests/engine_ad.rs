@@ -706,8 +706,6 @@ async fn references_to_users_renamed_in_the_same_run_on_samba_ad() {
         u(moved).dn.split_once(",OU=").unwrap().0,
         s.leavers_ou()
     );
-    let mut request = request;
-    request.settings.create_containers_as_needed = true;
     let exports = vec![
         AdExport::update(SeedObject::User(renamed))
             .with(
