@@ -288,14 +288,22 @@ async fn references_to_users_renamed_in_the_same_run_name_their_new_dn() {
         .collect();
     assert_eq!(outsiders.len(), 7, "the template has users outside group 0");
     let (renamed, moved, subordinate) = (&outsiders[..3], &outsiders[3..5], outsiders[6]);
+    // A member renamed and removed from the group in the same run: slapd keeps the DN it was
+    // added with, so the removal must name the old DN, whenever its resolution ran.
+    let leaving = group.members().next().expect("group 0 has members");
     let mut explicit: Vec<FollowUp> = renamed
         .iter()
+        .chain([leaving].iter())
         .map(|&user| FollowUp::Rename { user })
         .chain(moved.iter().map(|&user| FollowUp::Move { user }))
         .collect();
     explicit.push(FollowUp::AddMembers {
         group: group.index,
         users: outsiders[..6].to_vec(),
+    });
+    explicit.push(FollowUp::RemoveMembers {
+        group: group.index,
+        users: vec![leaving],
     });
     explicit.push(FollowUp::ChangeManager {
         user: subordinate,
@@ -308,10 +316,10 @@ async fn references_to_users_renamed_in_the_same_run_name_their_new_dn() {
     let staged = seed::stage_follow_ups(&env.db.pool, &env.seeded, &follow_ups)
         .await
         .unwrap();
-    assert_eq!(staged.pending_exports(), 7);
+    assert_eq!(staged.pending_exports(), 8);
     let (second, _) = env.run(&engine, &request).await;
     assert_eq!(second.failed_count, 0, "{}", second.message);
-    assert_eq!(second.success_count, 7, "{}", second.message);
+    assert_eq!(second.success_count, 8, "{}", second.message);
 
     let actual = env.directory().await;
     let member_values = actual.values(&group.dn, "member");
@@ -330,6 +338,14 @@ async fn references_to_users_renamed_in_the_same_run_name_their_new_dn() {
             e.dn
         );
     }
+    let left = staged
+        .export_of(seed::SeedObject::User(leaving))
+        .expect("the leaving member's rename is staged");
+    assert!(
+        !member_values.contains(&left.dn)
+            && !member_values.contains(left.new_dn.as_deref().unwrap()),
+        "the renamed member is no longer in the group: {member_values:?}"
+    );
     let manager_dn = staged
         .export_of(seed::SeedObject::User(renamed[0]))
         .and_then(|e| e.new_dn.clone())
@@ -372,8 +388,12 @@ async fn references_to_users_renamed_in_the_same_run_name_their_new_dn() {
             e.and_then(|e| e.new_dn.clone())
                 .unwrap_or_else(|| env.seeded.user(u).unwrap().dn)
         })
+        .chain([left.dn.clone()])
         .collect();
-    assert_eq!(recorded, sent);
+    assert_eq!(
+        recorded, sent,
+        "the adds name new DNs, the removal the old one"
+    );
 }
 
 /// A member Add that an earlier run resolved (its DN stored, its export left to retry after a

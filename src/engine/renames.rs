@@ -12,8 +12,9 @@
 //! ([`super::admission::Admission::completed`]).
 //!
 //! Removals are the exception where the directory does not follow renames: OpenLDAP and 389 keep the
-//! old DN in the group, so a removal still names it; Active Directory and Samba rewrite their linked
-//! values, so a removal names the new DN like any other write.
+//! old DN in the group, so a removal names it, even when its resolution already read the new DN;
+//! Active Directory and Samba rewrite their linked values, so a removal names the new DN like any
+//! other write.
 //!
 //! A reference an earlier run resolved, to an object renamed since (its export failed or wrote in
 //! part then, and waited), carries the DN of that time: the claim reads the object's DN now beside
@@ -29,7 +30,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::model::PendingExportAttributeChangeType;
+use crate::model::{AttributeValueChange, PendingExportAttributeChangeType};
 use crate::plan::dn_key;
 use crate::store::{ClaimedExport, ReferenceResolution};
 
@@ -38,8 +39,9 @@ use crate::store::{ClaimedExport, ReferenceResolution};
 struct Rename {
     /// The export that renames the object.
     export: Uuid,
-    /// [`dn_key`] of the DN the object had when claimed.
+    /// The DN the object had when claimed, and its [`dn_key`].
     from: String,
+    from_key: String,
     /// The DN the object has now, once the rename is done (`None` while it is in flight).
     to: Option<String>,
     /// The flush count with which the new DN was persisted (see the module doc).
@@ -71,7 +73,8 @@ impl Renames {
             cso,
             Rename {
                 export,
-                from: dn_key(from),
+                from: from.to_string(),
+                from_key: dn_key(from),
                 to: None,
                 persisted: None,
             },
@@ -91,7 +94,9 @@ impl Renames {
     /// did not go through, or its outcome is unknown to this run).
     pub(crate) fn completed(&mut self, cso: Uuid, to: Option<String>) {
         match to {
-            Some(to) if dn_key(&to) != self.by_cso.get(&cso).map_or("", |r| r.from.as_str()) => {
+            Some(to)
+                if dn_key(&to) != self.by_cso.get(&cso).map_or("", |r| r.from_key.as_str()) =>
+            {
                 if let Some(r) = self.by_cso.get_mut(&cso) {
                     r.to = Some(to);
                 }
@@ -125,11 +130,23 @@ impl Renames {
         if self.by_cso.is_empty() {
             return 0;
         }
-        self.rewrite(claimed, |_, cso, value| match self.by_cso.get(&cso) {
-            Some(Rename {
-                from, to: Some(to), ..
-            }) if dn_key(value) == *from => Some(to.clone()),
-            _ => None,
+        self.rewrite(claimed, |change, cso, value| {
+            let Some(Rename {
+                from,
+                from_key,
+                to: Some(to),
+                ..
+            }) = self.by_cso.get(&cso)
+            else {
+                return None;
+            };
+            if self.keeps_old_dn(change) {
+                // The group holds the DN the member had when it was added, before this run's
+                // rename: a removal names that one, however the resolution read it.
+                (dn_key(value) == dn_key(to)).then(|| from.clone())
+            } else {
+                (dn_key(value) == *from_key).then(|| to.clone())
+            }
         })
     }
 
@@ -147,21 +164,30 @@ impl Renames {
             .map(|m| (m.change_id, m.dn.clone()))
             .collect();
         self.rewrite(claimed, |change, _, value| {
+            if self.keeps_old_dn(change) {
+                // Which DN the group holds depends on when the member was added: left as stored.
+                return None;
+            }
             moved
-                .get(&change)
+                .get(&change.id)
                 .filter(|dn| dn_key(value) != dn_key(dn))
                 .cloned()
         })
     }
 
+    /// True for a removal on a directory that does not follow renames: the value to remove is the
+    /// DN stored when the member was added, not the object's DN now.
+    fn keeps_old_dn(&self, change: &AttributeValueChange) -> bool {
+        change.change_type == PendingExportAttributeChangeType::Remove && !self.links_follow
+    }
+
     /// Rewrites each writable reference change's value to what `new_value` says for it (given the
-    /// change's id, its CSO and its value), recording the rewrite as a resolution so the change row
-    /// holds the DN that was sent. Removals are left alone where the directory does not follow
-    /// renames: the group still holds the DN they name.
+    /// change, its CSO and its value), recording the rewrite as a resolution so the change row
+    /// holds the DN that was sent.
     fn rewrite(
         &self,
         claimed: &mut ClaimedExport,
-        new_value: impl Fn(Uuid, Uuid, &str) -> Option<String>,
+        new_value: impl Fn(&AttributeValueChange, Uuid, &str) -> Option<String>,
     ) -> usize {
         let mut rewritten = 0;
         let ClaimedExport {
@@ -174,10 +200,6 @@ impl Renames {
             .iter_mut()
             .filter(|c| c.is_writable_now())
         {
-            if change.change_type == PendingExportAttributeChangeType::Remove && !self.links_follow
-            {
-                continue;
-            }
             let Some(cso) = change.resolved_reference_cso_id else {
                 continue;
             };
@@ -185,7 +207,7 @@ impl Renames {
                 .value
                 .string
                 .as_deref()
-                .and_then(|value| new_value(change.id, cso, value))
+                .and_then(|value| new_value(change, cso, value))
             else {
                 continue;
             };
@@ -213,7 +235,7 @@ impl Renames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AttributeValueChange, PendingExportChangeType};
+    use crate::model::PendingExportChangeType;
     use crate::store::MovedTarget;
 
     const OLD: &str = "uid=a,ou=People,dc=example,dc=org";
@@ -287,19 +309,28 @@ mod tests {
     #[test]
     fn removals_follow_the_rename_only_where_the_directory_rewrites_links() {
         let (cso, export) = (Uuid::new_v4(), Uuid::new_v4());
-        for (links_follow, expected) in [(false, OLD), (true, NEW)] {
-            let mut renames = Renames::new(links_follow);
-            renames.claimed(export, cso, OLD);
-            renames.completed(cso, Some(NEW.into()));
-            let mut e = naming(cso, OLD, PendingExportAttributeChangeType::Remove);
-            renames.retarget(&mut e);
-            assert_eq!(value(&e), expected, "links_follow = {links_follow}");
+        // Whichever DN the resolution read (before or after the new DN was persisted), a removal
+        // names the DN the group holds: the old one where links stay, the new one where they follow.
+        for resolved in [OLD, NEW] {
+            for (links_follow, expected) in [(false, OLD), (true, NEW)] {
+                let mut renames = Renames::new(links_follow);
+                renames.claimed(export, cso, OLD);
+                renames.completed(cso, Some(NEW.into()));
+                let mut e = naming(cso, resolved, PendingExportAttributeChangeType::Remove);
+                renames.retarget(&mut e);
+                assert_eq!(
+                    value(&e),
+                    expected,
+                    "resolved to {resolved}, links_follow = {links_follow}"
+                );
+            }
         }
     }
 
     #[test]
     fn a_reference_resolved_before_a_later_rename_names_the_dn_the_claim_read() {
         let cso = Uuid::new_v4();
+        // A removal is left as stored where links stay: the group holds the DN of the time it was added.
         for (change_type, links_follow, expected) in [
             (PendingExportAttributeChangeType::Add, false, NEW),
             (PendingExportAttributeChangeType::Remove, false, OLD),
