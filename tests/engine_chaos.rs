@@ -247,6 +247,7 @@ async fn run_episode(n: usize, kind: Kind, left: usize, rng: &mut SplitMix, tall
             .expect("confirm");
         let follow_ups = FollowUps {
             seed: rng.next_u64(),
+            reference_moved_users: true,
             ..FollowUps::mixed(6)
         };
         let st = seed::stage_follow_ups(&s.env.db.pool, &s.env.seeded, &follow_ups)

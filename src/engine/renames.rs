@@ -12,9 +12,10 @@
 //! ([`super::admission::Admission::completed`]).
 //!
 //! Removals are the exception where the directory does not follow renames: OpenLDAP and 389 keep the
-//! old DN in the group, so a removal names it, even when its resolution already read the new DN;
-//! Active Directory and Samba rewrite their linked values, so a removal names the new DN like any
-//! other write.
+//! DN a member was added with, so a removal names that one: the DN the group's CSO row for the
+//! member holds (written by the engine's optimistic apply or JIM's import), or for a rename of this
+//! run its old DN, even when the resolution already read the new one. Active Directory and Samba
+//! rewrite their linked values, so there a removal names the new DN like any other write.
 //!
 //! A reference an earlier run resolved, to an object renamed since (its export failed or wrote in
 //! part then, and waited), carries the DN of that time: the claim reads the object's DN now beside
@@ -150,29 +151,60 @@ impl Renames {
         })
     }
 
-    /// Rewrites the references of `claimed` that an earlier run resolved to a DN its object no
-    /// longer has (renamed or moved since, while the export waited after a failure or a partial
-    /// write) to the DN the claim read for it ([`ClaimedExport::moved_targets`]); JIM sends the DN it
-    /// stored. Returns how many were rewritten.
+    /// Rewrites the references of `claimed` whose object was renamed or moved before this run:
+    ///
+    /// - a write that an earlier run resolved (and that waited since, after a failure or a partial
+    ///   write) names the DN the claim read for its object now ([`ClaimedExport::moved_targets`]);
+    ///   JIM sends the DN it stored;
+    /// - a removal, where the directory keeps the DN a member was added with, names the DN the CSO's
+    ///   own row for that member holds (the DN written or imported last, which is what the group
+    ///   holds), rather than the member's DN now: otherwise a member renamed in an earlier run would
+    ///   never leave the group.
+    ///
+    /// Returns how many were rewritten.
     pub(crate) fn follow_earlier(&self, claimed: &mut ClaimedExport) -> usize {
-        if claimed.moved_targets.is_empty() {
-            return 0;
-        }
         let moved: HashMap<Uuid, String> = claimed
             .moved_targets
             .iter()
             .map(|m| (m.change_id, m.dn.clone()))
             .collect();
-        self.rewrite(claimed, |change, _, value| {
-            if self.keeps_old_dn(change) {
-                // Which DN the group holds depends on when the member was added: left as stored.
-                return None;
-            }
-            moved
-                .get(&change.id)
-                .filter(|dn| dn_key(value) != dn_key(dn))
-                .cloned()
+        let stored = self.stored_member_dns(claimed);
+        if moved.is_empty() && stored.is_empty() {
+            return 0;
+        }
+        self.rewrite(claimed, |change, cso, value| {
+            let now = if self.keeps_old_dn(change) {
+                stored.get(&(change.attribute_id, cso))
+            } else {
+                moved.get(&change.id)
+            };
+            now.filter(|dn| dn_key(value) != dn_key(dn)).cloned()
         })
+    }
+
+    /// The DN the CSO's rows hold for each member that `claimed` removes where the directory keeps
+    /// stored DNs, by attribute and member CSO (the rows the claim loaded or looked up for those
+    /// changes). Empty when there is no such removal.
+    fn stored_member_dns(&self, claimed: &ClaimedExport) -> HashMap<(i32, Uuid), String> {
+        let removed: std::collections::HashSet<(i32, Uuid)> = claimed
+            .export
+            .writable_changes()
+            .filter(|c| self.keeps_old_dn(c))
+            .filter_map(|c| Some((c.attribute_id, c.resolved_reference_cso_id?)))
+            .collect();
+        if removed.is_empty() {
+            return HashMap::new();
+        }
+        claimed
+            .cso
+            .iter()
+            .flat_map(|cso| &cso.values)
+            .filter_map(|v| {
+                let key = (v.attribute_id, v.reference_value_id?);
+                let dn = v.unresolved_reference_value.as_ref()?;
+                removed.contains(&key).then(|| (key, dn.clone()))
+            })
+            .collect()
     }
 
     /// True for a removal on a directory that does not follow renames: the value to remove is the
@@ -362,6 +394,39 @@ mod tests {
         });
         assert_eq!(renames.follow_earlier(&mut e), 0);
         assert_eq!(value(&e), OLD);
+    }
+
+    #[test]
+    fn a_removal_names_the_dn_the_group_holds_where_links_stay() {
+        use crate::model::{
+            ConnectedSystemObject, ConnectedSystemObjectJoinType, ConnectedSystemObjectStatus,
+            CsoAttributeValue,
+        };
+        let member = Uuid::new_v4();
+        for (links_follow, expected) in [(false, OLD), (true, NEW)] {
+            let renames = Renames::new(links_follow);
+            // Resolved from the member's DN now; the group's own row holds the DN it was added with.
+            let mut e = naming(member, NEW, PendingExportAttributeChangeType::Remove);
+            e.cso = Some(ConnectedSystemObject {
+                id: Uuid::new_v4(),
+                connected_system_id: 1,
+                type_id: 1,
+                external_id_attribute_id: 2,
+                secondary_external_id_attribute_id: Some(3),
+                status: ConnectedSystemObjectStatus::Normal,
+                metaverse_object_id: None,
+                join_type: ConnectedSystemObjectJoinType::Provisioned,
+                values: vec![CsoAttributeValue {
+                    id: Uuid::new_v4(),
+                    attribute_id: 1,
+                    value: Default::default(),
+                    reference_value_id: Some(member),
+                    unresolved_reference_value: Some(OLD.into()),
+                }],
+            });
+            renames.follow_earlier(&mut e);
+            assert_eq!(value(&e), expected, "links_follow = {links_follow}");
+        }
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub enum FollowUp {
 /// What a round of follow-up changes stages: counts of randomly chosen objects per kind, plus
 /// explicit choices. Every chosen object is confirmed (CSO `Normal`) and has no pending export, and
 /// each object gets one kind of change (users referenced by member or manager changes are not
-/// otherwise changed in the same round, so their DN is stable when the engine resolves them).
+/// otherwise changed in the same round, unless [`FollowUps::reference_moved_users`] lets them be
+/// renamed or moved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FollowUps {
     /// Salt for this round's choices and ids; use a different one per round.
@@ -105,6 +106,10 @@ pub struct FollowUps {
     /// Stage `member` removals of deleted users in the groups that hold them (JIM does, since the
     /// MVO's references go with it; OpenLDAP without refint keeps stale members otherwise).
     pub remove_deleted_from_groups: bool,
+    /// Let member and manager changes name users that the same round renames or moves (never
+    /// deleted ones): the engine must then write their new DNs, and remove a renamed member by the
+    /// DN the group holds. Off by default, which keeps the benchmark's rounds as they were.
+    pub reference_moved_users: bool,
     /// Explicit changes, applied before the random ones.
     pub explicit: Vec<FollowUp>,
     /// `CreatedAt` of the first staged export (later ones follow 1 ms apart); `None` = now.
@@ -125,6 +130,7 @@ impl Default for FollowUps {
             user_deletes: 0,
             group_deletes: 0,
             remove_deleted_from_groups: true,
+            reference_moved_users: false,
             explicit: Vec::new(),
             staged_at: None,
         }
@@ -715,8 +721,16 @@ pub(crate) async fn stage(
     let state_of = |cso: &Uuid| states.get(cso).filter(|st| st.confirmed_and_free);
     let members = group_members(pool, member_attribute, &group_csos).await?;
 
-    // Users changed in this round are not referenced by other changes of the round.
-    let busy: HashSet<usize> = user_kind.keys().copied().collect();
+    // Users changed in this round are not referenced by other changes of the round (but for the
+    // renamed and moved ones, when the round asks for those).
+    let busy: HashSet<usize> = user_kind
+        .iter()
+        .filter(|(_, f)| {
+            !(spec.reference_moved_users
+                && matches!(f, FollowUp::Rename { .. } | FollowUp::Move { .. }))
+        })
+        .map(|(&u, _)| u)
+        .collect();
     let busy_mvos: HashSet<Uuid> = busy.iter().map(|&u| s.spaces.user_mvo(u)).collect();
     let mut b = Builder::default();
 
