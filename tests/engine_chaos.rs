@@ -598,7 +598,28 @@ impl Episode {
                 .into_iter()
                 .collect();
                 let seeded = &self.s.env.seeded;
+                // Not on the manager chain of a user a stranger already blocks: a user whose
+                // manager's Create is refused is deferred (no error), again on every run, so its
+                // own refusal would never show.
+                let managers = |i: usize| {
+                    std::iter::successors(seeded.user(i).and_then(|u| u.values.manager), |&m| {
+                        seeded.user(m).and_then(|u| u.values.manager)
+                    })
+                };
+                let blocked: BTreeSet<usize> = (0..seeded.users())
+                    .filter(|&i| {
+                        seeded.user(i).is_some_and(|u| {
+                            self.strangers
+                                .iter()
+                                .any(|(e, _, _)| *e == u.ids.pending_export)
+                        })
+                    })
+                    .collect();
                 (0..seeded.users())
+                    .filter(|&i| {
+                        !managers(i).any(|m| blocked.contains(&m))
+                            && !blocked.iter().any(|&b| managers(b).any(|m| m == i))
+                    })
                     .filter_map(|i| seeded.user(i))
                     .filter(|u| executing.contains(&u.ids.pending_export))
                     .filter(|u| !present.contains(&u.dn.to_lowercase()))

@@ -493,3 +493,102 @@ async fn provision_and_confirm(env: &Env, engine: &Engine, request: &ExportReque
         .await
         .unwrap();
 }
+
+/// A rename refused by an entry already at its new DN, and a member Add of the same user in the same
+/// run: slapd keeps the DN a member is added with, so the Add waits for the rename instead of naming
+/// the old DN (deferred, no error counted), and once the obstacle is gone the next run renames the
+/// user and adds it by its new DN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_add_waits_for_a_refused_rename_of_its_member() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let request = env.request();
+    provision_and_confirm(&env, &engine, &request).await;
+
+    let group = env.seeded.group(0).unwrap();
+    let user = (0..env.seeded.users())
+        .find(|u| !group.members().any(|m| m == *u))
+        .expect("a user outside group 0");
+    let staged = seed::stage_follow_ups(
+        &env.db.pool,
+        &env.seeded,
+        &FollowUps {
+            explicit: vec![
+                FollowUp::Rename { user },
+                FollowUp::AddMembers {
+                    group: group.index,
+                    users: vec![user],
+                },
+            ],
+            ..FollowUps::default()
+        },
+    )
+    .await
+    .unwrap();
+    let rename = staged
+        .export_of(seed::SeedObject::User(user))
+        .unwrap()
+        .clone();
+    let new_dn = rename.new_dn.clone().unwrap();
+    let add = staged
+        .export_of(seed::SeedObject::Group(group.index))
+        .unwrap()
+        .pending_export_id;
+    let mut ldap = env.slapd.admin_ldap().await.unwrap();
+    let (attr, value) = new_dn
+        .split(',')
+        .next()
+        .and_then(|rdn| rdn.split_once('='))
+        .unwrap();
+    let r = ldap
+        .add(
+            &new_dn,
+            vec![
+                ("objectClass", ["inetOrgPerson"].into()),
+                ("sn", ["Obstacle"].into()),
+                ("cn", ["Obstacle"].into()),
+                (attr, [value].into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.rc, 0, "{r}");
+
+    let (blocked, _) = env.run(&engine, &request).await;
+    assert_eq!(
+        (blocked.failed_count, blocked.deferred_count),
+        (1, 1),
+        "{}",
+        blocked.message
+    );
+    let members = env.directory().await.values(&group.dn, "member");
+    assert!(
+        !members.contains(&rename.dn),
+        "the old DN was not added: {members:?}"
+    );
+    let (status, errors): (i32, i32) =
+        sqlx::query_as(r#"SELECT "Status", "ErrorCount" FROM "PendingExports" WHERE "Id" = $1"#)
+            .bind(add)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status, errors),
+        (PendingExportStatus::Pending.as_i32(), 0),
+        "deferred without an error"
+    );
+
+    assert_eq!(ldap.delete(&new_dn).await.unwrap().rc, 0);
+    sqlx::query(
+        r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
+    )
+    .bind(env.seeded.connected_system_id())
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let (after, _) = env.run(&engine, &request).await;
+    assert_eq!(after.success_count, 2, "{}", after.message);
+    let members = env.directory().await.values(&group.dn, "member");
+    assert!(members.contains(&new_dn), "{members:?}");
+    assert!(!members.contains(&rename.dn), "{members:?}");
+}

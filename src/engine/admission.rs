@@ -174,21 +174,27 @@ impl Admission {
             return Released::default();
         };
         // Where the object is now: the new DN once the ModifyDN went through, even if a later
-        // operation of the export failed; the old one otherwise. Unless nobody knows: a ModifyDN
-        // whose answer never came may or may not have moved it, and a write naming it by either
-        // DN may name nothing, so its waiters are deferred, to be resolved again after the next
-        // attempt has read where the object is.
-        let (to, known) = match &outcome.result {
+        // operation of the export failed; then its waiters go, naming that DN. A rename that did
+        // not go through leaves the object where it was: where links follow the object (AD) its
+        // waiters go, naming the old DN, which the directory rewrites once the rename is made;
+        // where the directory keeps stored DNs, a write naming the old DN would keep naming it
+        // after the rename, so the waiters are deferred, as for a Create that failed, and go once
+        // the rename has. And where the ModifyDN's answer never came, nobody knows where the
+        // object is: deferred too, to be resolved again after the next attempt has read it.
+        let links_follow = self.renames.links_follow();
+        let (to, release) = match &outcome.result {
             Disposition::Succeeded(s) => (s.secondary_external_id.clone(), true),
-            Disposition::Failed(f) => (
-                f.progress.secondary_external_id.clone(),
-                f.progress.secondary_external_id.is_some()
-                    || !f.message.contains(OUTCOME_UNKNOWN_NOTE),
-            ),
-            Disposition::Deferred => (None, true),
+            Disposition::Failed(f) => match &f.progress.secondary_external_id {
+                Some(dn) => (Some(dn.clone()), true),
+                None => (
+                    None,
+                    links_follow && !f.message.contains(OUTCOME_UNKNOWN_NOTE),
+                ),
+            },
+            Disposition::Deferred => (None, links_follow),
         };
         self.renames.completed(cso, to);
-        self.write_completed(cso, known)
+        self.write_completed(cso, release)
     }
 
     /// The Create or rename of `cso` got its outcome: `exists` says whether its object exists now
@@ -416,34 +422,45 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_rename_releases_its_waiters_unchanged() {
+    fn a_failed_rename_releases_its_waiters_where_links_follow_and_defers_them_elsewhere() {
         const OLD: &str = "uid=a,ou=People,dc=example,dc=org";
-        let mut admission = Admission::new(10, false);
-        let rename = export(PendingExportChangeType::Update);
-        let mut member = naming(cso_of(&rename));
-        member.export.attribute_changes[0].value.string = Some(OLD.into());
-        let member_id = member.id();
-        admission.register_rename(&rename, OLD);
-        assert!(matches!(admission.admit(member), Admitted::Waiting));
-        let outcome = ExportOutcome::failed(
-            rename,
-            "refused",
-            crate::model::ConnectedSystemExportErrorType::General,
-        );
-        let released = admission.completed(&outcome);
-        assert_eq!(
-            released.ready,
-            vec![member_id],
-            "the object is where it was"
-        );
-        assert!(released.deferred.is_empty());
-        assert_eq!(
-            admission.get(&member_id).unwrap().export.attribute_changes[0]
-                .value
-                .string
-                .as_deref(),
-            Some(OLD)
-        );
+        for links_follow in [true, false] {
+            let mut admission = Admission::new(10, links_follow);
+            let rename = export(PendingExportChangeType::Update);
+            let mut member = naming(cso_of(&rename));
+            member.export.attribute_changes[0].value.string = Some(OLD.into());
+            let member_id = member.id();
+            admission.register_rename(&rename, OLD);
+            assert!(matches!(admission.admit(member), Admitted::Waiting));
+            let outcome = ExportOutcome::failed(
+                rename,
+                "refused",
+                crate::model::ConnectedSystemExportErrorType::General,
+            );
+            let released = admission.completed(&outcome);
+            if links_follow {
+                assert_eq!(
+                    released.ready,
+                    vec![member_id],
+                    "the object is where it was"
+                );
+                assert!(released.deferred.is_empty());
+                assert_eq!(
+                    admission.get(&member_id).unwrap().export.attribute_changes[0]
+                        .value
+                        .string
+                        .as_deref(),
+                    Some(OLD)
+                );
+            } else {
+                assert!(released.ready.is_empty());
+                assert_eq!(
+                    released.deferred.iter().map(|e| e.id()).collect::<Vec<_>>(),
+                    vec![member_id],
+                    "a stored old DN would outlive the rename"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! wait of [`super::dependencies`]), and once the rename is done, a reference that still carries the
 //! old DN is rewritten to the new one, together with the resolution the store persists. JIM has no
 //! such rule: it resolves from the old DN, which its database keeps until the confirming import.
-//! A rename that failed leaves the object where it was, so its waiters go as resolved; one whose
-//! ModifyDN never got an answer leaves nobody knowing, so its waiters are deferred
-//! ([`super::admission::Admission::completed`]).
+//! A rename that failed leaves the object where it was: where links follow the object its waiters
+//! go as resolved (the directory rewrites the old DN once the rename is made); where the directory
+//! keeps stored DNs they are deferred until the rename has gone through, as for a Create that
+//! failed; and a ModifyDN that never got an answer leaves nobody knowing, so its waiters are
+//! deferred everywhere ([`super::admission::Admission::completed`]).
 //!
 //! Removals are the exception where the directory does not follow renames: OpenLDAP and 389 keep the
 //! DN a member was added with, so a removal names that one: the DN the group's CSO row for the
@@ -80,6 +82,11 @@ impl Renames {
                 persisted: None,
             },
         );
+    }
+
+    /// True when the directory rewrites stored references to a renamed object.
+    pub(crate) fn links_follow(&self) -> bool {
+        self.links_follow
     }
 
     /// The CSO that `export` renames, while this run tracks the rename.
