@@ -138,6 +138,7 @@ impl Renames {
         if self.by_cso.is_empty() {
             return 0;
         }
+        let stored = self.stored_member_dns(claimed);
         self.rewrite(claimed, |change, cso, value| {
             let Some(Rename {
                 from,
@@ -150,8 +151,10 @@ impl Renames {
             };
             if self.keeps_old_dn(change) {
                 // The group holds the DN the member had when it was added, before this run's
-                // rename: a removal names that one, however the resolution read it.
-                (dn_key(value) == dn_key(to)).then(|| from.clone())
+                // rename: a removal names that one, however the resolution read it (the group's own
+                // row for the member, when there is one, said so already: `follow_earlier`).
+                (!stored.contains_key(&(change.attribute_id, cso)) && dn_key(value) == dn_key(to))
+                    .then(|| from.clone())
             } else {
                 (dn_key(value) == *from_key).then(|| to.clone())
             }
