@@ -395,23 +395,11 @@ async fn a_directory_that_goes_away_ends_the_run_cleanly() {
     );
 
     // When the directory is back, the next runs converge without a single duplicate or failure.
-    sqlx::query(
-        r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
-    )
-    .bind(env.seeded.connected_system_id())
-    .execute(&env.db.pool)
-    .await
-    .unwrap();
+    env.retry_now().await;
     let (rest, _) = env.run(&engine, &env.request()).await;
     assert_eq!(rest.failed_count, 0, "{}", rest.message);
     if rest.deferred_count > 0 {
-        sqlx::query(
-            r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
-        )
-        .bind(env.seeded.connected_system_id())
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
+        env.retry_now().await;
         let (last, _) = env.run(&engine, &env.request()).await;
         assert_eq!(
             last.failed_count + last.deferred_count,

@@ -579,13 +579,7 @@ async fn a_member_add_waits_for_a_refused_rename_of_its_member() {
     );
 
     assert_eq!(ldap.delete(&new_dn).await.unwrap().rc, 0);
-    sqlx::query(
-        r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
-    )
-    .bind(env.seeded.connected_system_id())
-    .execute(&env.db.pool)
-    .await
-    .unwrap();
+    env.retry_now().await;
     let (after, _) = env.run(&engine, &request).await;
     assert_eq!(after.success_count, 2, "{}", after.message);
     let members = env.directory().await.values(&group.dn, "member");

@@ -107,6 +107,18 @@ impl Env {
         (tx, ids)
     }
 
+    /// Clears every retry time of the system's rows, so the next run takes what an earlier one
+    /// deferred or failed (JIM's backoff is minutes; a test cannot wait that long).
+    pub async fn retry_now(&self) {
+        sqlx::query(
+            r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
+        )
+        .bind(self.seeded.connected_system_id())
+        .execute(&self.db.pool)
+        .await
+        .expect("clear retry times");
+    }
+
     /// Rows left `Executing`.
     pub async fn executing(&self) -> i64 {
         sqlx::query_scalar(r#"SELECT count(*) FROM "PendingExports" WHERE "ConnectedSystemId" = $1 AND "Status" = 2"#)
