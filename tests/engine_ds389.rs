@@ -136,13 +136,11 @@ impl Env389 {
 
     /// Clears every retry time, so the next run takes what an earlier one deferred or failed.
     async fn retry_now(&self) {
-        sqlx::query(
-            r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
+        jim_export_testkit::support::engine::retry_now(
+            &self.db.pool,
+            self.seeded.connected_system_id(),
         )
-        .bind(self.seeded.connected_system_id())
-        .execute(&self.db.pool)
-        .await
-        .expect("clear retry times");
+        .await;
     }
 
     /// The anchor JIM holds for each created CSO: DN (lower case) → anchor text.

@@ -13,8 +13,8 @@ use super::dependencies::{Dependencies, Readiness};
 use super::renames::Renames;
 use crate::directory::OUTCOME_UNKNOWN_NOTE;
 use crate::model::PendingExportChangeType;
-use crate::store::ClaimedExport;
 use crate::store::outcome::{Disposition, ExportOutcome};
+use crate::store::{ClaimedExport, PersistReport};
 
 /// What admission decided for a freshly claimed export.
 #[derive(Debug)]
@@ -24,7 +24,8 @@ pub(crate) enum Admitted {
     /// Held until the Creates and renames of the objects it names complete.
     Waiting,
     /// Not held: nothing can be written now (every writable change is missing and some reference is
-    /// unresolved, JIM's "deferred whole"), or an object it names failed to be created in this run.
+    /// unresolved, JIM's "deferred whole"), or an object it names failed to be created (or, where
+    /// stored DNs stay, renamed) in this run.
     Deferred(Box<ClaimedExport>),
 }
 
@@ -33,7 +34,8 @@ pub(crate) enum Admitted {
 pub(crate) struct Released {
     /// Exports (still held) whose every dependency exists now: plan them.
     pub ready: Vec<Uuid>,
-    /// Exports no longer held because an object they name was not created: defer them.
+    /// Exports no longer held because an object they name was not created (or not renamed where
+    /// stored DNs stay, or nobody knows where it is): defer them.
     pub deferred: Vec<ClaimedExport>,
 }
 
@@ -118,10 +120,20 @@ impl Admission {
         self.renames.forget_persisted(flushes);
     }
 
-    /// The flush numbered `flush` persisted `outcome`.
-    pub(crate) fn persisted(&mut self, outcome: &ExportOutcome, flush: u64) {
-        if let Some(cso) = self.renames.renamed_by(&outcome.export) {
-            self.renames.persisted(cso, flush);
+    /// A flush of `outcomes` was persisted: notes which renames' new DNs it wrote (see
+    /// [`super::renames`]). Nothing to do while the run tracks no rename.
+    pub(crate) fn flushed(&mut self, outcomes: &[ExportOutcome], report: &PersistReport) {
+        if report.flush == 0 || self.renames.is_empty() {
+            return;
+        }
+        let written: HashSet<Uuid> = report.persisted.iter().map(|p| p.id).collect();
+        for outcome in outcomes
+            .iter()
+            .filter(|o| written.contains(&o.pending_export_id()))
+        {
+            if let Some(cso) = self.renames.renamed_by(&outcome.export) {
+                self.renames.persisted(cso, report.flush);
+            }
         }
     }
 
@@ -132,8 +144,7 @@ impl Admission {
 
     /// Decides for a freshly claimed export whose row the run still holds.
     pub(crate) fn admit(&mut self, mut claimed: ClaimedExport) -> Admitted {
-        self.renames.follow_earlier(&mut claimed);
-        self.renames.retarget(&mut claimed);
+        self.renames.on_admit(&mut claimed);
         let export = &claimed.export;
         if export.writable_changes().next().is_none() && export.has_unresolved_changes() {
             return Admitted::Deferred(Box::new(claimed));
@@ -197,8 +208,8 @@ impl Admission {
         self.write_completed(cso, release)
     }
 
-    /// The Create or rename of `cso` got its outcome: `exists` says whether its object exists now
-    /// (after a rename it does, wherever it is).
+    /// The Create or rename of `cso` got its outcome: `exists` says whether its waiters may go now
+    /// (the object exists, and is where they will name it; see [`Admission::completed`]).
     fn write_completed(&mut self, cso: Uuid, exists: bool) -> Released {
         let released = self.deps.write_completed(cso, exists);
         let mut ready = Vec::with_capacity(released.ready.len());

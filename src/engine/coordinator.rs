@@ -471,16 +471,7 @@ impl Coordinator {
             }
         };
         self.meter.flushed();
-        if report.flush > 0 {
-            let written: std::collections::HashSet<Uuid> =
-                report.persisted.iter().map(|p| p.id).collect();
-            for outcome in outcomes
-                .iter()
-                .filter(|o| written.contains(&o.pending_export_id()))
-            {
-                self.admission.persisted(outcome, report.flush);
-            }
-        }
+        self.admission.flushed(&outcomes, &report);
         let items = build_items(
             &outcomes,
             &report,

@@ -37,6 +37,9 @@ use crate::model::{AttributeValueChange, PendingExportAttributeChangeType};
 use crate::plan::dn_key;
 use crate::store::{ClaimedExport, ReferenceResolution};
 
+/// The DN a CSO's own row holds for a member, by attribute and member CSO.
+type StoredDns = HashMap<(i32, Uuid), String>;
+
 /// One rename or move of this run.
 #[derive(Debug)]
 struct Rename {
@@ -131,6 +134,15 @@ impl Renames {
             .retain(|_, r| r.persisted.is_none_or(|p| p > flushes));
     }
 
+    /// Rewrites the references of a freshly claimed export: first those a rename before this run
+    /// left behind ([`Renames::follow_earlier`]), then those of this run's renames
+    /// ([`Renames::retarget`]), reading the CSO's member rows once for both. Returns how many were
+    /// rewritten.
+    pub(crate) fn on_admit(&self, claimed: &mut ClaimedExport) -> usize {
+        let stored = self.stored_member_dns(claimed);
+        self.follow_earlier(claimed, &stored) + self.retarget_with(claimed, &stored)
+    }
+
     /// Rewrites the references of `claimed` that name a renamed object by its old DN to its new DN,
     /// and records each rewrite as a resolution so the change row holds the DN that was sent. Returns
     /// how many were rewritten.
@@ -139,6 +151,14 @@ impl Renames {
             return 0;
         }
         let stored = self.stored_member_dns(claimed);
+        self.retarget_with(claimed, &stored)
+    }
+
+    /// [`Renames::retarget`], given the CSO's stored member DNs ([`Renames::stored_member_dns`]).
+    fn retarget_with(&self, claimed: &mut ClaimedExport, stored: &StoredDns) -> usize {
+        if self.by_cso.is_empty() {
+            return 0;
+        }
         self.rewrite(claimed, |change, cso, value| {
             let Some(Rename {
                 from,
@@ -171,14 +191,14 @@ impl Renames {
     ///   holds), rather than the member's DN now: otherwise a member renamed in an earlier run would
     ///   never leave the group.
     ///
-    /// Returns how many were rewritten.
-    pub(crate) fn follow_earlier(&self, claimed: &mut ClaimedExport) -> usize {
+    /// `stored` is the CSO's stored member DNs ([`Renames::stored_member_dns`]). Returns how many
+    /// were rewritten.
+    fn follow_earlier(&self, claimed: &mut ClaimedExport, stored: &StoredDns) -> usize {
         let moved: HashMap<Uuid, String> = claimed
             .moved_targets
             .iter()
             .map(|m| (m.change_id, m.dn.clone()))
             .collect();
-        let stored = self.stored_member_dns(claimed);
         if moved.is_empty() && stored.is_empty() {
             return 0;
         }
@@ -195,7 +215,7 @@ impl Renames {
     /// The DN the CSO's rows hold for each member that `claimed` removes where the directory keeps
     /// stored DNs, by attribute and member CSO (the rows the claim loaded or looked up for those
     /// changes). Empty when there is no such removal.
-    fn stored_member_dns(&self, claimed: &ClaimedExport) -> HashMap<(i32, Uuid), String> {
+    fn stored_member_dns(&self, claimed: &ClaimedExport) -> StoredDns {
         let removed: std::collections::HashSet<(i32, Uuid)> = claimed
             .export
             .writable_changes()
@@ -267,7 +287,12 @@ impl Renames {
         rewritten
     }
 
-    /// Renames tracked (for tests and the stall report).
+    /// True while the run tracks no rename.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_cso.is_empty()
+    }
+
+    /// Renames tracked.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_cso.len()
@@ -385,7 +410,7 @@ mod tests {
                 change_id,
                 dn: NEW.into(),
             });
-            let n = renames.follow_earlier(&mut e);
+            let n = renames.on_admit(&mut e);
             assert_eq!(
                 value(&e),
                 expected,
@@ -402,7 +427,7 @@ mod tests {
             change_id,
             dn: OLD.to_uppercase(),
         });
-        assert_eq!(renames.follow_earlier(&mut e), 0);
+        assert_eq!(renames.on_admit(&mut e), 0);
         assert_eq!(value(&e), OLD);
     }
 
@@ -434,7 +459,7 @@ mod tests {
                     unresolved_reference_value: Some(OLD.into()),
                 }],
             });
-            renames.follow_earlier(&mut e);
+            renames.on_admit(&mut e);
             assert_eq!(value(&e), expected, "links_follow = {links_follow}");
         }
     }

@@ -110,13 +110,7 @@ impl Env {
     /// Clears every retry time of the system's rows, so the next run takes what an earlier one
     /// deferred or failed (JIM's backoff is minutes; a test cannot wait that long).
     pub async fn retry_now(&self) {
-        sqlx::query(
-            r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
-        )
-        .bind(self.seeded.connected_system_id())
-        .execute(&self.db.pool)
-        .await
-        .expect("clear retry times");
+        retry_now(&self.db.pool, self.seeded.connected_system_id()).await;
     }
 
     /// Rows left `Executing`.
@@ -127,6 +121,18 @@ impl Env {
             .await
             .expect("count executing")
     }
+}
+
+/// Clears every retry time of connected system `connected_system_id`'s rows, so the next run takes
+/// what an earlier one deferred or failed.
+pub async fn retry_now(pool: &sqlx::PgPool, connected_system_id: i32) {
+    sqlx::query(
+        r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "ConnectedSystemId" = $1"#,
+    )
+    .bind(connected_system_id)
+    .execute(pool)
+    .await
+    .expect("clear retry times");
 }
 
 /// `ldap://h:p` → (h, p).
