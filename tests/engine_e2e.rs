@@ -494,6 +494,83 @@ async fn provision_and_confirm(env: &Env, engine: &Engine, request: &ExportReque
         .unwrap();
 }
 
+/// A move the plan refuses (its new DN is outside the containers the system manages) never reaches
+/// the directory, so a member Add naming the user in the same run does not wait for it: it goes at
+/// once, naming the DN the user keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_add_does_not_wait_for_a_move_the_plan_refuses() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let mut request = env.request();
+    provision_and_confirm(&env, &engine, &request).await;
+
+    let group = env.seeded.group(0).unwrap();
+    let user = (0..env.seeded.users())
+        .find(|u| !group.members().any(|m| m == *u))
+        .expect("a user outside group 0");
+    let staged = seed::stage_follow_ups(
+        &env.db.pool,
+        &env.seeded,
+        &FollowUps {
+            explicit: vec![
+                FollowUp::Move { user },
+                FollowUp::AddMembers {
+                    group: group.index,
+                    users: vec![user],
+                },
+            ],
+            ..FollowUps::default()
+        },
+    )
+    .await
+    .unwrap();
+    let moved = staged
+        .export_of(seed::SeedObject::User(user))
+        .unwrap()
+        .clone();
+    let new_dn = moved.new_dn.clone().unwrap();
+    let suffix = env.slapd.suffix();
+    assert!(
+        !new_dn.ends_with(&format!("ou=People,{suffix}")),
+        "the move leaves ou=People: {new_dn}"
+    );
+    request.settings.managed_scope = ["People", "Groups"]
+        .iter()
+        .map(|ou| jim_export::config::ScopeContainer {
+            dn: format!("ou={ou},{suffix}"),
+            scope: Some(jim_export::model::ConnectedSystemContainerScope::Subtree),
+            excluded: false,
+        })
+        .collect();
+
+    let (result, _) = env.run(&engine, &request).await;
+    assert_eq!(
+        (
+            result.success_count,
+            result.failed_count,
+            result.deferred_count
+        ),
+        (1, 1, 0),
+        "the move fails, the member Add goes: {}",
+        result.message
+    );
+    let members = env.directory().await.values(&group.dn, "member");
+    assert!(
+        members.contains(&moved.dn),
+        "added by the DN the user keeps: {members:?}"
+    );
+    let message: Option<String> =
+        sqlx::query_scalar(r#"SELECT "LastErrorMessage" FROM "PendingExports" WHERE "Id" = $1"#)
+            .bind(moved.pending_export_id)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("outside")),
+        "{message:?}"
+    );
+}
+
 /// A rename refused by an entry already at its new DN, and a member Add of the same user in the same
 /// run: slapd keeps the DN a member is added with, so the Add waits for the rename instead of naming
 /// the old DN (deferred, no error counted), and once the obstacle is gone the next run renames the

@@ -83,7 +83,8 @@ impl Planner {
 
     /// The DN an Update renames or moves its object to, and the DN it has now, when [`Planner::plan`]
     /// would send a ModifyDN for it; `None` for anything else (a DN change differing only in case does
-    /// not rename). The run uses it to hold back writes that name the object until it is where they
+    /// not rename; a new DN the plan refuses, invalid or outside the managed scope, never reaches the
+    /// directory). The run uses it to hold back writes that name the object until it is where they
     /// say (see `engine::renames`), without planning the export twice.
     pub fn rename<'a>(&self, input: &PlanInput<'a>) -> Option<(&'a str, &'a str)> {
         if input.export.change_type != PendingExportChangeType::Update {
@@ -100,7 +101,9 @@ impl Planner {
             })
             .collect();
         let staged = staged_dn(input, &changes, &by_id);
-        Some((staged.current?, staged.new?))
+        let (current, new) = (staged.current?, staged.new?);
+        self.checked_dn(input, new, "new").ok()?;
+        Some((current, new))
     }
 
     fn check_scope(&self, input: &PlanInput<'_>, dn: &str) -> Result<(), PlanFailure> {

@@ -673,7 +673,7 @@ fn case_only_dn_change_does_not_rename() {
 }
 
 /// `Planner::rename` says what the plan's ModifyDN does, and nothing for a case-only change, an
-/// Update without a DN change or a Create.
+/// Update without a DN change, a Create, or a new DN the plan refuses (invalid, out of scope).
 #[test]
 fn rename_names_what_the_plan_moves() {
     let ot = object_type("inetOrgPerson");
@@ -702,6 +702,45 @@ fn rename_names_what_the_plan_moves() {
     );
     let create = Export::new(PendingExportChangeType::Create).text(DN, C::Add, new_dn);
     assert_eq!(planner.rename(&PlanInput::new(&create.pe, &ot, None)), None);
+    let invalid =
+        Export::new(PendingExportChangeType::Update).text(DN, C::Update, "uid=,ou=Staff,dc=x");
+    assert!(
+        plan_with(
+            &invalid,
+            "inetOrgPerson",
+            Some(&c),
+            &ExportSettings::default(),
+            Dialect::OpenLdap
+        )
+        .is_err()
+    );
+    assert_eq!(
+        planner.rename(&PlanInput::new(&invalid.pe, &ot, Some(&c))),
+        None
+    );
+    let scoped = ExportSettings {
+        managed_scope: vec![ScopeContainer {
+            dn: "ou=People,dc=example,dc=org".into(),
+            scope: Some(ConnectedSystemContainerScope::Subtree),
+            excluded: false,
+        }],
+        ..ExportSettings::default()
+    };
+    assert!(
+        plan_with(
+            &rename,
+            "inetOrgPerson",
+            Some(&c),
+            &scoped,
+            Dialect::OpenLdap
+        )
+        .is_err()
+    );
+    assert_eq!(
+        Planner::new(&scoped, Dialect::OpenLdap).rename(&PlanInput::new(&rename.pe, &ot, Some(&c))),
+        None,
+        "a move out of the managed scope is refused, so nothing waits for it"
+    );
 }
 
 /// `ExecuteAsync_UpdateWithInvalidNewDn_ReturnsFailedWithInvalidGeneratedExternalIdAsync`.
