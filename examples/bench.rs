@@ -12,7 +12,11 @@
 //! The parent starts a throwaway PostgreSQL 15 per mode (durable or `fsync = off`) and, per mode ×
 //! RTT × strategy, a fresh slapd (durable or `dbnosync`) behind a [`LatencyProxy`] and a fresh JIM
 //! database seeded with the template. Each strategy runs in its own child process (this binary
-//! re-executed with `child <spec>`), so its peak RSS (`VmHWM`) and CPU seconds are its own:
+//! re-executed with `child <spec>`), so its peak RSS (`VmHWM`) and CPU seconds are its own. One child
+//! runs every round of a combination (the initial round, the unmeasured retries, the follow-ups), one
+//! per request on its stdin, as JIM's worker is one long-lived process: the engine's follow-ups run
+//! on the `Engine` of its initial round, with its database pool open and the in-flight limit it
+//! learnt. Each round reports its own CPU seconds and peak RSS (the peak is reset before each):
 //!
 //! - **limit**: the seeded exports read with the store's read-only peek and planned in memory before
 //!   the clock starts, then the same LDAP operations through `Directory` at saturation (the
@@ -85,6 +89,7 @@ use jim_export_testkit::seed::{self, FollowUps, SeedOptions, Template};
 use jim_export_testkit::{LatencyProxy, Postgres, PostgresOptions, Slapd, SlapdOptions};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
@@ -178,7 +183,21 @@ fn directory_config(spec: &ChildSpec) -> DirectoryConfig {
     c
 }
 
-/// `VmHWM` of this process, in MB.
+/// Starts [`peak_rss_mb`] over from what the process holds live, so that each round of a child
+/// reports its own peak: the heap the rounds before freed is first given back to the system (glibc
+/// keeps it otherwise), then the peak is set to the current resident set (`5` to `clear_refs`,
+/// Linux 4.0 and later).
+fn reset_peak_rss() -> Result<()> {
+    // SAFETY: malloc_trim only returns free heap pages to the system; it takes no pointers.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    std::fs::write("/proc/self/clear_refs", "5")
+        .map_err(|e| format!("resetting the peak RSS (/proc/self/clear_refs): {e}").into())
+}
+
+/// `VmHWM` of this process, in MB: its peak resident set since the last [`reset_peak_rss`].
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1079,7 +1098,7 @@ impl jim_export::engine::RunListener for Timeline {
     }
 }
 
-async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
+async fn child_engine(spec: &ChildSpec, engine: &Engine) -> Result<ChildReport> {
     let mut request = ExportRequest {
         database: DatabaseConfig::new(spec.database_url.clone()),
         connected_system_id: spec.connected_system_id,
@@ -1103,7 +1122,7 @@ async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
         }
         None => Arc::new(NoListener),
     };
-    let r = Engine::new().run_export(&request, listener, token).await?;
+    let r = engine.run_export(&request, listener, token).await?;
     let elapsed = started.elapsed();
     Ok(ChildReport {
         exports: r.success_count + r.failed_count + r.deferred_count,
@@ -1123,23 +1142,48 @@ async fn child_engine(spec: &ChildSpec) -> Result<ChildReport> {
     })
 }
 
+/// Marks a child's report line on its stdout (anything else there is passed on to stderr).
+const REPORT_PREFIX: &str = "report ";
+
+/// The line a parent writes to a child's stdin to have it run one round.
+const RUN_REQUEST: &str = "run";
+
+/// A child: runs one round of its strategy per [`RUN_REQUEST`] line on stdin, printing a report
+/// line for each, until stdin closes. The engine's rounds share one [`Engine`], as in JIM's
+/// worker, which keeps one for its lifetime: the follow-ups find the database pool open and resume
+/// at the in-flight limit the initial round learnt.
 async fn child(spec_json: &str) -> Result<()> {
     let spec: ChildSpec = serde_json::from_str(spec_json)?;
-    let cpu0 = own_cpu();
-    let mut report = match spec.strategy.as_str() {
-        "limit" => child_limit(&spec).await?,
-        "floor" => floor::child_floor(&spec).await?,
-        "engine-sql" => floor::child_engine_sql(&spec).await?,
-        "combined" => floor::child_combined(&spec).await?,
-        "ldapmodify" => child_ldapmodify(&spec).await?,
-        "jim-today" => child_jim_today(&spec).await?,
-        "engine" => child_engine(&spec).await?,
-        other => return Err(format!("unknown strategy {other}").into()),
-    };
-    report.cpu_s = own_cpu() - cpu0;
-    report.peak_rss_mb = peak_rss_mb();
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    let engine = Engine::new();
+    loop {
+        let request = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        })
+        .await??;
+        match request.trim() {
+            "" => return Ok(()),
+            RUN_REQUEST => {}
+            other => return Err(format!("unknown request {other:?}").into()),
+        }
+        reset_peak_rss()?;
+        let cpu0 = own_cpu();
+        let mut report = match spec.strategy.as_str() {
+            "limit" => child_limit(&spec).await?,
+            "floor" => floor::child_floor(&spec).await?,
+            "engine-sql" => floor::child_engine_sql(&spec).await?,
+            "combined" => floor::child_combined(&spec).await?,
+            "ldapmodify" => child_ldapmodify(&spec).await?,
+            "jim-today" => child_jim_today(&spec).await?,
+            "engine" => child_engine(&spec, &engine).await?,
+            other => return Err(format!("unknown strategy {other}").into()),
+        };
+        report.cpu_s = own_cpu() - cpu0;
+        report.peak_rss_mb = peak_rss_mb();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{REPORT_PREFIX}{}", serde_json::to_string(&report)?)?;
+        out.flush()?;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1441,19 +1485,68 @@ async fn statement_counts(pool: &PgPool) -> Result<(i64, i64)> {
     Ok((top, nested))
 }
 
-fn run_child(spec: &ChildSpec) -> Result<ChildReport> {
-    let exe = std::env::current_exe()?;
-    let out = Command::new(exe)
-        .arg("child")
-        .arg(serde_json::to_string(spec)?)
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("{} child failed: {}", spec.strategy, out.status).into());
+/// A strategy's child process for every round of one combination (the initial round, the
+/// unmeasured retries, the follow-ups), as JIM's worker is one process for all of its runs.
+struct Session {
+    strategy: String,
+    process: tokio::process::Child,
+    requests: tokio::process::ChildStdin,
+    reports: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Session {
+    /// Starts the child of `spec` (it waits for its first round).
+    fn start(spec: &ChildSpec) -> Result<Session> {
+        let mut process = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("child")
+            .arg(serde_json::to_string(spec)?)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let (Some(requests), Some(stdout)) = (process.stdin.take(), process.stdout.take()) else {
+            return Err("the child's stdin and stdout are not piped".into());
+        };
+        Ok(Session {
+            strategy: spec.strategy.clone(),
+            process,
+            requests,
+            reports: tokio::io::BufReader::new(stdout).lines(),
+        })
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().ok_or("the child printed nothing")?;
-    Ok(serde_json::from_str(line)?)
+
+    /// Runs one round and returns its report.
+    async fn round(&mut self) -> Result<ChildReport> {
+        self.requests
+            .write_all(format!("{RUN_REQUEST}\n").as_bytes())
+            .await?;
+        self.requests.flush().await?;
+        while let Some(line) = self.reports.next_line().await? {
+            match line.strip_prefix(REPORT_PREFIX) {
+                Some(report) => return Ok(serde_json::from_str(report)?),
+                None => eprintln!("{line}"),
+            }
+        }
+        let status = self.process.wait().await?;
+        Err(format!("{} child failed: {status}", self.strategy).into())
+    }
+
+    /// Ends the child (its stdin closes) and waits for it.
+    async fn finish(self) -> Result<()> {
+        let Session {
+            strategy,
+            mut process,
+            requests,
+            ..
+        } = self;
+        drop(requests);
+        let status = process.wait().await?;
+        if !status.success() {
+            return Err(format!("{strategy} child failed: {status}").into());
+        }
+        Ok(())
+    }
 }
 
 fn host_port(url: &str) -> (String, u16) {
@@ -1476,13 +1569,13 @@ async fn settle_writeback() -> Result<()> {
     Ok(())
 }
 
-/// Runs one child with the CPU of the directory server (`directory_pid`) and PostgreSQL and the
-/// statement counts around it.
+/// Runs one round of a session's child with the CPU of the directory server (`directory_pid`) and
+/// PostgreSQL and the statement counts around it.
 async fn measured(
     pg: &Postgres,
     directory_pid: Option<i32>,
     pool: &PgPool,
-    spec: &ChildSpec,
+    session: &mut Session,
 ) -> Result<Sample> {
     sqlx::query("SELECT pg_stat_statements_reset()")
         .execute(pool)
@@ -1490,8 +1583,7 @@ async fn measured(
     settle_writeback().await?;
     let writes0 = dbstats::snapshot(pool).await?;
     let (pg0, d0) = (tree_cpu(pg.pid()), tree_cpu(directory_pid));
-    let spec = spec.clone();
-    let report = tokio::task::spawn_blocking(move || run_child(&spec)).await??;
+    let report = session.round().await?;
     let (pg1, d1) = (tree_cpu(pg.pid()), tree_cpu(directory_pid));
     let (statements, nested_statements) = statement_counts(pool).await?;
     let database_writes = dbstats::since(pool, &writes0).await?;
@@ -1553,12 +1645,13 @@ async fn one_combination(
         postgres_pid: pg.pid(),
     };
     let mut rows = Vec::new();
+    let mut session = Session::start(&spec)?;
     for phase in ["initial", "follow-ups"] {
         if phase == "follow-ups" {
-            stage_follow_up_round(args, &db.pool, &seeded, &spec).await?;
+            stage_follow_up_round(args, &db.pool, &seeded, &mut session).await?;
         }
         let log = pg.dir().map(profile::LogCursor::at_end);
-        let sample = measured(pg, slapd.pid(), &db.pool, &spec).await?;
+        let sample = measured(pg, slapd.pid(), &db.pool, &mut session).await?;
         if let (Some(profiles), Some(log)) = (profiles.as_deref_mut(), log) {
             let plans = log.plans()?;
             profiles.push(profile::Profiled {
@@ -1573,6 +1666,7 @@ async fn one_combination(
         }
         rows.push(Measured::new("slapd", mode, rtt, phase, strategy, sample));
     }
+    session.finish().await?;
     drop(proxy);
     drop(slapd);
     Ok(rows)
@@ -1589,7 +1683,11 @@ const RETRY_ROUNDS: usize = 5;
 /// changes on the missing groups, deletes of users in fewer groups. The DC spent 2.7 ms of CPU per
 /// export on that round against 4.0-4.4 for the engine's and the limit's on a complete directory,
 /// at 4 in flight as at 16. Returns how many exports were retried.
-async fn retry_failed(pool: &PgPool, spec: &ChildSpec) -> Result<u64> {
+async fn retry_failed(
+    pool: &PgPool,
+    connected_system_id: i32,
+    session: &mut Session,
+) -> Result<u64> {
     let mut retried = 0;
     for _ in 0..RETRY_ROUNDS {
         let due = sqlx::query(
@@ -1597,7 +1695,7 @@ async fn retry_failed(pool: &PgPool, spec: &ChildSpec) -> Result<u64> {
                WHERE "ConnectedSystemId" = $1 AND "Status" = 0 AND "ErrorCount" > 0
                  AND "ErrorCount" < "MaxRetries" AND "NextRetryAt" IS NOT NULL"#,
         )
-        .bind(spec.connected_system_id)
+        .bind(connected_system_id)
         .execute(pool)
         .await?
         .rows_affected();
@@ -1605,11 +1703,10 @@ async fn retry_failed(pool: &PgPool, spec: &ChildSpec) -> Result<u64> {
             break;
         }
         retried += due;
-        let child = spec.clone();
-        let report = tokio::task::spawn_blocking(move || run_child(&child)).await??;
+        let report = session.round().await?;
         eprintln!(
             "    {}: {due} failed export(s) retried before the follow-ups (not measured), {} failed again",
-            spec.strategy, report.failed
+            session.strategy, report.failed
         );
     }
     Ok(retried)
@@ -1622,10 +1719,10 @@ async fn stage_follow_up_round(
     args: &Args,
     pool: &PgPool,
     seeded: &seed::SeededSystem,
-    spec: &ChildSpec,
+    session: &mut Session,
 ) -> Result<()> {
-    retry_failed(pool, spec).await?;
-    let strategy = spec.strategy.as_str();
+    retry_failed(pool, seeded.connected_system_id(), session).await?;
+    let strategy = session.strategy.as_str();
     if matches!(strategy, "limit" | "ldapmodify") {
         // Nothing was written back: take the directory as holding what was sent.
         seed::confirm_all_as_exported(pool, seeded).await?;
@@ -1811,13 +1908,15 @@ async fn scale_run(args: &Args, m: &Machine) -> Result<()> {
         jim_in_flight: JIM_IN_FLIGHT,
         postgres_pid: pg.pid(),
     };
+    let mut session = Session::start(&spec)?;
     let Sample {
         report,
         directory_cpu_s: slapd_cpu,
         postgres_cpu_s: pg_cpu,
         statements: top,
         ..
-    } = measured(&pg, slapd.pid(), &db.pool, &spec).await?;
+    } = measured(&pg, slapd.pid(), &db.pool, &mut session).await?;
+    session.finish().await?;
     let out = serde_json::json!({
         "machine": m,
         "template": "Scale1m80Groups",

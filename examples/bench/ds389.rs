@@ -13,7 +13,7 @@ use jim_export_testkit::ds389::{Ds389, Ds389Options};
 
 use super::{
     Args, ChildSpec, LatencyProxy, Machine, Measured, Postgres, PostgresOptions, Result,
-    SeedOptions, host_port, measured, seed, stage_follow_up_round, table,
+    SeedOptions, Session, host_port, measured, seed, stage_follow_up_round, table,
 };
 
 /// JIM's Export Concurrency for a Generic directory (389 is not one JIM recognises).
@@ -86,13 +86,15 @@ async fn one_strategy(
         postgres_pid: pg.pid(),
     };
     let mut rows = Vec::new();
+    let mut session = Session::start(&spec)?;
     for phase in ["initial", "follow-ups"] {
         if phase == "follow-ups" {
-            stage_follow_up_round(args, &db.pool, &seeded, &spec).await?;
+            stage_follow_up_round(args, &db.pool, &seeded, &mut session).await?;
         }
-        let sample = measured(pg, ds.pid(), &db.pool, &spec).await?;
+        let sample = measured(pg, ds.pid(), &db.pool, &mut session).await?;
         rows.push(Measured::new("389", "nosync", rtt, phase, strategy, sample));
     }
+    session.finish().await?;
     Ok(rows)
 }
 

@@ -13,8 +13,8 @@ use jim_export_testkit::samba::SambaAd;
 use jim_export_testkit::seed::{AdExport, AdValue, SeedObject, SeededAdSystem};
 
 use super::{
-    Args, ChildSpec, Machine, Measured, Postgres, PostgresOptions, Result, SeedOptions, Template,
-    measured, seed, table,
+    Args, ChildSpec, Machine, Measured, Postgres, PostgresOptions, Result, SeedOptions, Session,
+    Template, measured, seed, table,
 };
 
 /// JIM's Export Concurrency for Samba AD (the AD seed's setting): the jim-today emulation's
@@ -86,9 +86,10 @@ async fn one_strategy(
         postgres_pid: pg.pid(),
     };
     let mut rows = Vec::new();
+    let mut session = Session::start(&spec)?;
     for phase in ["initial", "follow-ups"] {
         if phase == "follow-ups" {
-            super::retry_failed(&db.pool, &spec).await?;
+            super::retry_failed(&db.pool, spec.connected_system_id, &mut session).await?;
             if strategy == "limit" {
                 // Nothing was written back: take the directory as holding what was sent.
                 seed::confirm_all_ad_as_exported(&db.pool, &seeded).await?;
@@ -108,11 +109,12 @@ async fn one_strategy(
             exports.retain(|e| !pending.contains(&seeded.object_ids(e.object).cso));
             seed::stage_ad_exports(&db.pool, &seeded, &exports, None).await?;
         }
-        let sample = measured(pg, dc.pid(), &db.pool, &spec).await?;
+        let sample = measured(pg, dc.pid(), &db.pool, &mut session).await?;
         rows.push(Measured::new(
             "samba-ad", "durable", 0, phase, strategy, sample,
         ));
     }
+    session.finish().await?;
     dc.delete_tree(&root).await?;
     Ok(rows)
 }
