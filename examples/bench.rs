@@ -1516,6 +1516,12 @@ impl Session {
         })
     }
 
+    /// Whether the child keeps database connections open between rounds: the engine keeps its
+    /// pool (the other strategies close theirs at the end of each round).
+    fn keeps_connections(&self) -> bool {
+        self.strategy == "engine"
+    }
+
     /// Runs one round and returns its report.
     async fn round(&mut self) -> Result<ChildReport> {
         self.requests
@@ -1586,7 +1592,7 @@ async fn measured(
     let report = session.round().await?;
     let (pg1, d1) = (tree_cpu(pg.pid()), tree_cpu(directory_pid));
     let (statements, nested_statements) = statement_counts(pool).await?;
-    let database_writes = dbstats::since(pool, &writes0).await?;
+    let database_writes = dbstats::since(pool, &writes0, session.keeps_connections()).await?;
     Ok(Sample {
         report,
         directory_cpu_s: d1 - d0,

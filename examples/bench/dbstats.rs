@@ -2,9 +2,11 @@
 //! (`pg_stat_user_tables`: inserts, updates, of which HOT, deletes), each as the difference of two
 //! snapshots taken around the child.
 //!
-//! Backends publish their statistics when their transaction ends and at exit at the latest; the
-//! child's connections are closed when it exits, and the second snapshot is taken after a short pause
-//! so that those last reports have landed.
+//! Backends publish their statistics when their transaction ends (at most once a second), at exit,
+//! and, when they went idle with statistics held back, ten seconds later. A strategy that closes its
+//! connections at the end of its round has published everything within a short pause; the engine
+//! keeps its pool open between rounds (as in JIM's worker), so its round's second snapshot waits
+//! for its idle connections to publish ([`IDLE_PUBLISH`]).
 
 use std::time::Duration;
 
@@ -111,9 +113,20 @@ pub async fn snapshot(pool: &PgPool) -> Result<DbCounters> {
     })
 }
 
-/// The writes since `before`, after the pause that lets exited backends report.
-pub async fn since(pool: &PgPool, before: &DbCounters) -> Result<DbWrites> {
-    tokio::time::sleep(Duration::from_millis(700)).await;
+/// How long an idle backend may hold statistics back: PostgreSQL's `PGSTAT_IDLE_INTERVAL` (10 s
+/// since PostgreSQL 15), plus a margin. Without this wait the engine's follow-ups showed 0.1 KB of
+/// WAL per export and no HOT updates, and its initial rounds too little WAL.
+const IDLE_PUBLISH: Duration = Duration::from_millis(10_500);
+
+/// The writes since `before`, after the pause that lets exited backends report, or, when the
+/// round's connections stay open (`idle_connections`), idle ones ([`IDLE_PUBLISH`]).
+pub async fn since(pool: &PgPool, before: &DbCounters, idle_connections: bool) -> Result<DbWrites> {
+    let pause = if idle_connections {
+        IDLE_PUBLISH
+    } else {
+        Duration::from_millis(700)
+    };
+    tokio::time::sleep(pause).await;
     let after = snapshot(pool).await?;
     let tables = after
         .tables
