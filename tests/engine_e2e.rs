@@ -494,16 +494,12 @@ async fn provision_and_confirm(env: &Env, engine: &Engine, request: &ExportReque
         .unwrap();
 }
 
-/// A move the plan refuses (its new DN is outside the containers the system manages) never reaches
-/// the directory, so a member Add naming the user in the same run does not wait for it: it goes at
-/// once, naming the DN the user keeps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_add_does_not_wait_for_a_move_the_plan_refuses() {
-    let env = Env::new(Template::Small).await;
-    let engine = Engine::new();
-    let mut request = env.request();
-    provision_and_confirm(&env, &engine, &request).await;
-
+/// Stages one round: `dn_change` of a user outside group 0, and a member Add of that user to group 0.
+/// Returns group 0, the user's staged export and the group's pending export.
+async fn stage_dn_change_and_member_add(
+    env: &Env,
+    dn_change: impl FnOnce(usize) -> FollowUp,
+) -> (seed::SeededGroup, seed::StagedExport, uuid::Uuid) {
     let group = env.seeded.group(0).unwrap();
     let user = (0..env.seeded.users())
         .find(|u| !group.members().any(|m| m == *u))
@@ -513,7 +509,7 @@ async fn a_member_add_does_not_wait_for_a_move_the_plan_refuses() {
         &env.seeded,
         &FollowUps {
             explicit: vec![
-                FollowUp::Move { user },
+                dn_change(user),
                 FollowUp::AddMembers {
                     group: group.index,
                     users: vec![user],
@@ -524,10 +520,29 @@ async fn a_member_add_does_not_wait_for_a_move_the_plan_refuses() {
     )
     .await
     .unwrap();
-    let moved = staged
+    let user_export = staged
         .export_of(seed::SeedObject::User(user))
         .unwrap()
         .clone();
+    let add = staged
+        .export_of(seed::SeedObject::Group(group.index))
+        .unwrap()
+        .pending_export_id;
+    (group, user_export, add)
+}
+
+/// A move the plan refuses (its new DN is outside the containers the system manages) never reaches
+/// the directory, so a member Add naming the user in the same run does not wait for it: it goes at
+/// once, naming the DN the user keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_add_does_not_wait_for_a_move_the_plan_refuses() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let mut request = env.request();
+    provision_and_confirm(&env, &engine, &request).await;
+
+    let (group, moved, _) =
+        stage_dn_change_and_member_add(&env, |user| FollowUp::Move { user }).await;
     let new_dn = moved.new_dn.clone().unwrap();
     let suffix = env.slapd.suffix();
     assert!(
@@ -582,35 +597,9 @@ async fn a_member_add_waits_for_a_refused_rename_of_its_member() {
     let request = env.request();
     provision_and_confirm(&env, &engine, &request).await;
 
-    let group = env.seeded.group(0).unwrap();
-    let user = (0..env.seeded.users())
-        .find(|u| !group.members().any(|m| m == *u))
-        .expect("a user outside group 0");
-    let staged = seed::stage_follow_ups(
-        &env.db.pool,
-        &env.seeded,
-        &FollowUps {
-            explicit: vec![
-                FollowUp::Rename { user },
-                FollowUp::AddMembers {
-                    group: group.index,
-                    users: vec![user],
-                },
-            ],
-            ..FollowUps::default()
-        },
-    )
-    .await
-    .unwrap();
-    let rename = staged
-        .export_of(seed::SeedObject::User(user))
-        .unwrap()
-        .clone();
+    let (group, rename, add) =
+        stage_dn_change_and_member_add(&env, |user| FollowUp::Rename { user }).await;
     let new_dn = rename.new_dn.clone().unwrap();
-    let add = staged
-        .export_of(seed::SeedObject::Group(group.index))
-        .unwrap()
-        .pending_export_id;
     let mut ldap = env.slapd.admin_ldap().await.unwrap();
     let (attr, value) = new_dn
         .split(',')
