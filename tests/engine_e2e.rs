@@ -652,3 +652,131 @@ async fn a_member_add_waits_for_a_refused_rename_of_its_member() {
     assert!(members.contains(&new_dn), "{members:?}");
     assert!(!members.contains(&rename.dn), "{members:?}");
 }
+
+/// A rename JIM staged that another run is to make (here: waiting for its retry, then given up,
+/// `Failed`), and a member Add of the same user that this run claims: slapd keeps the DN a member is
+/// added with, so the Add is deferred (no error counted) instead of naming the DN the rename is
+/// about to leave, both when this run resolves the reference and when an earlier run did. Once the
+/// rename is due again, one run renames the user and adds it by its new DN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_add_waits_for_a_rename_another_run_makes() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let request = env.request();
+    provision_and_confirm(&env, &engine, &request).await;
+
+    let (group, rename, add) =
+        stage_dn_change_and_member_add(&env, |user| FollowUp::Rename { user }).await;
+    let new_dn = rename.new_dn.clone().unwrap();
+    let set_rename = |sql: &'static str| {
+        let pool = env.db.pool.clone();
+        let id = rename.pending_export_id;
+        async move {
+            sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
+        }
+    };
+    let make_add_due = || {
+        let pool = env.db.pool.clone();
+        async move {
+            sqlx::query(r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "Id" = $1"#)
+                .bind(add)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let add_state = || {
+        let pool = env.db.pool.clone();
+        async move {
+            let (status, errors): (i32, i32) = sqlx::query_as(
+                r#"SELECT "Status", "ErrorCount" FROM "PendingExports" WHERE "Id" = $1"#,
+            )
+            .bind(add)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            let resolved: i64 = sqlx::query_scalar(
+                r#"SELECT count(*) FROM "PendingExportAttributeValueChanges"
+                   WHERE "PendingExportId" = $1 AND "ResolvedReferenceCsoId" IS NOT NULL
+                     AND "UnresolvedReferenceValue" IS NULL"#,
+            )
+            .bind(add)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (status, errors, resolved)
+        }
+    };
+
+    // The rename waits for its retry; the member Add is due and is resolved by this run.
+    set_rename(
+        r#"UPDATE "PendingExports" SET "NextRetryAt" = now() + interval '1 hour' WHERE "Id" = $1"#,
+    )
+    .await;
+    let (first, _) = env.run(&engine, &request).await;
+    assert_eq!(
+        (
+            first.success_count,
+            first.failed_count,
+            first.deferred_count
+        ),
+        (0, 0, 1),
+        "the member Add is deferred: {}",
+        first.message
+    );
+    let members = env.directory().await.values(&group.dn, "member");
+    assert!(
+        !members.contains(&rename.dn),
+        "the DN the rename leaves was not added: {members:?}"
+    );
+    let (status, errors, resolved) = add_state().await;
+    assert_eq!(
+        (status, errors),
+        (PendingExportStatus::Pending.as_i32(), 0),
+        "deferred without an error"
+    );
+    assert_eq!(resolved, 1, "the deferral kept the resolution");
+
+    // The rename given up (Failed); the member Add, resolved by the earlier run, is due again.
+    set_rename(
+        r#"UPDATE "PendingExports" SET "Status" = 3, "ErrorCount" = "MaxRetries", "NextRetryAt" = NULL
+           WHERE "Id" = $1"#,
+    )
+    .await;
+    make_add_due().await;
+    let (second, _) = env.run(&engine, &request).await;
+    assert_eq!(
+        (
+            second.success_count,
+            second.failed_count,
+            second.deferred_count
+        ),
+        (0, 0, 1),
+        "deferred again, the reference read as an earlier run resolved it: {}",
+        second.message
+    );
+    let members = env.directory().await.values(&group.dn, "member");
+    assert!(!members.contains(&rename.dn), "{members:?}");
+
+    // The operator resets the rename: one run makes both, the Add naming the new DN.
+    set_rename(
+        r#"UPDATE "PendingExports" SET "Status" = 0, "ErrorCount" = 0, "NextRetryAt" = NULL
+           WHERE "Id" = $1"#,
+    )
+    .await;
+    make_add_due().await;
+    let (after, _) = env.run(&engine, &request).await;
+    assert_eq!(
+        (
+            after.success_count,
+            after.failed_count,
+            after.deferred_count
+        ),
+        (2, 0, 0),
+        "{}",
+        after.message
+    );
+    let members = env.directory().await.values(&group.dn, "member");
+    assert!(members.contains(&new_dn), "{members:?}");
+    assert!(!members.contains(&rename.dn), "{members:?}");
+}

@@ -12,9 +12,9 @@ use uuid::Uuid;
 use super::dependencies::{Dependencies, Readiness};
 use super::renames::Renames;
 use crate::directory::OUTCOME_UNKNOWN_NOTE;
-use crate::model::PendingExportChangeType;
+use crate::model::{PendingExportAttributeChangeType, PendingExportChangeType};
 use crate::store::outcome::{Disposition, ExportOutcome};
-use crate::store::{ClaimedExport, PersistReport};
+use crate::store::{ClaimedExport, PendingRename, PersistReport};
 
 /// What admission decided for a freshly claimed export.
 #[derive(Debug)]
@@ -27,6 +27,11 @@ pub(crate) enum Admitted {
     /// unresolved, JIM's "deferred whole"), or an object it names failed to be created (or, where
     /// stored DNs stay, renamed) in this run.
     Deferred(Box<ClaimedExport>),
+    /// Not held, deferred: where stored DNs stay, it adds or sets a reference to an object that JIM
+    /// has staged a rename for which this run does not make (waiting for a retry, in flight in
+    /// another run, given up): written now, the reference would go on naming the old DN after the
+    /// rename.
+    AwaitsRename(Box<ClaimedExport>, PendingRename),
 }
 
 /// What the completion of a Create or rename released.
@@ -149,6 +154,10 @@ impl Admission {
         if export.writable_changes().next().is_none() && export.has_unresolved_changes() {
             return Admitted::Deferred(Box::new(claimed));
         }
+        if let Some(rename) = self.renamed_elsewhere(&claimed) {
+            return Admitted::AwaitsRename(Box::new(claimed), rename);
+        }
+        let export = &claimed.export;
         let named: HashSet<Uuid> = export
             .writable_changes()
             .filter_map(|c| c.resolved_reference_cso_id)
@@ -168,6 +177,30 @@ impl Admission {
             }
             Readiness::DependencyFailed => Admitted::Deferred(Box::new(claimed)),
         }
+    }
+
+    /// Where the directory keeps stored DNs: the first rename outside this run (see
+    /// [`ClaimedExport::pending_renames`], kept to those the plan makes) of an object that `claimed`
+    /// adds or sets a reference to. A rename this run claimed is the dependency wait's
+    /// ([`Dependencies`]); a removal names the DN the directory holds, which the rename does not
+    /// change, so it goes.
+    fn renamed_elsewhere(&self, claimed: &ClaimedExport) -> Option<PendingRename> {
+        if self.renames.links_follow() || claimed.pending_renames.is_empty() {
+            return None;
+        }
+        let export = &claimed.export;
+        claimed
+            .pending_renames
+            .iter()
+            .filter(|r| Some(r.cso_id) != export.connected_system_object_id)
+            .filter(|r| !self.deps.tracks(r.cso_id))
+            .find(|r| {
+                export.writable_changes().any(|c| {
+                    c.resolved_reference_cso_id == Some(r.cso_id)
+                        && c.change_type != PendingExportAttributeChangeType::Remove
+                })
+            })
+            .cloned()
     }
 
     /// An export got its outcome: when it is a Create or rename of this run, the exports waiting for
@@ -498,6 +531,61 @@ mod tests {
             admission.admit(naming(cso_of(&rename))),
             Admitted::Deferred(_)
         ));
+    }
+
+    /// `e` names `cso` by a change of `change_type`, whose rename another run is to make.
+    fn naming_a_renamed(cso: Uuid, change_type: PendingExportAttributeChangeType) -> ClaimedExport {
+        let mut e = naming(cso);
+        e.export.attribute_changes[0].change_type = change_type;
+        e.pending_renames.push(PendingRename {
+            cso_id: cso,
+            export_id: Uuid::new_v4(),
+            attribute_id: 2,
+            from: "uid=a,ou=People,dc=example,dc=org".into(),
+            to: "uid=b,ou=People,dc=example,dc=org".into(),
+        });
+        e
+    }
+
+    #[test]
+    fn a_reference_to_an_object_another_run_renames_waits_where_stored_dns_stay() {
+        let cso = Uuid::new_v4();
+        let mut admission = Admission::new(10, false);
+        assert!(matches!(
+            admission.admit(naming_a_renamed(cso, PendingExportAttributeChangeType::Add)),
+            Admitted::AwaitsRename(_, r) if r.cso_id == cso
+        ));
+        assert!(matches!(
+            admission.admit(naming_a_renamed(
+                cso,
+                PendingExportAttributeChangeType::Update
+            )),
+            Admitted::AwaitsRename(..)
+        ));
+        assert!(admission.is_empty(), "a deferral is not held");
+        // A removal names the DN the directory holds, which the rename does not change.
+        assert!(matches!(
+            admission.admit(naming_a_renamed(
+                cso,
+                PendingExportAttributeChangeType::Remove
+            )),
+            Admitted::Ready(_)
+        ));
+        // Where links follow the object (AD), the directory rewrites the old DN after the rename.
+        let mut follows = Admission::new(10, true);
+        assert!(matches!(
+            follows.admit(naming_a_renamed(cso, PendingExportAttributeChangeType::Add)),
+            Admitted::Ready(_)
+        ));
+    }
+
+    #[test]
+    fn a_rename_this_run_makes_is_the_dependency_waits() {
+        let mut admission = Admission::new(10, false);
+        let rename = export(PendingExportChangeType::Update);
+        admission.register_rename(&rename, "uid=a,ou=People,dc=example,dc=org");
+        let member = naming_a_renamed(cso_of(&rename), PendingExportAttributeChangeType::Add);
+        assert!(matches!(admission.admit(member), Admitted::Waiting));
     }
 
     #[test]

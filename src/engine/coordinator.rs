@@ -291,7 +291,14 @@ impl Coordinator {
                 self.admission.register_rename(claimed, &from);
             }
         }
-        for claimed in page.exports {
+        for mut claimed in page.exports {
+            if !claimed.pending_renames.is_empty() {
+                super::planning::keep_renames_the_plan_makes(
+                    &self.planner,
+                    &self.schema,
+                    &mut claimed,
+                );
+            }
             self.admit(claimed);
         }
     }
@@ -312,6 +319,17 @@ impl Coordinator {
             Admitted::Ready(id) => self.plan(id),
             Admitted::Waiting => {}
             Admitted::Deferred(claimed) => self.complete(ExportOutcome::deferred(*claimed)),
+            Admitted::AwaitsRename(claimed, rename) => {
+                self.log.debug(format!(
+                    "pending export {} deferred: it names '{}', which pending export {} renames to \
+                     '{}' and has not yet; the directory would keep the old DN",
+                    claimed.id(),
+                    rename.from,
+                    rename.export_id,
+                    rename.to
+                ));
+                self.complete(ExportOutcome::deferred(*claimed));
+            }
         }
     }
 

@@ -57,6 +57,11 @@ impl Dependencies {
         self.writes.insert(cso, WriteState::InFlight);
     }
 
+    /// True when this run claimed a Create or rename of `cso`, whatever its state now.
+    pub fn tracks(&self, cso: Uuid) -> bool {
+        self.writes.contains_key(&cso)
+    }
+
     /// How an export naming `named` objects (their CSO ids) stands. `own` is the CSO the export itself
     /// creates or renames, if it does: when waiting would close a cycle (A names B, B names A, both
     /// created or renamed in this run) the export is sent at once instead, as JIM would send it, so a cycle can

@@ -35,6 +35,24 @@ pub(crate) fn renamed_from(
     })
 }
 
+/// Keeps, of the renames outside this run that `claimed`'s references name objects by (see
+/// [`ClaimedExport::pending_renames`]), those its plan would make: a change of the DN attribute
+/// ([`crate::model::AttributeDefinition::is_distinguished_name`]) to a DN the plan accepts
+/// ([`Planner::moves_to`]). One the plan refuses never reaches the directory, so nothing need
+/// wait for it.
+pub(crate) fn keep_renames_the_plan_makes(
+    planner: &Planner,
+    schema: &SystemSchema,
+    claimed: &mut ClaimedExport,
+) {
+    claimed.pending_renames.retain(|r| {
+        schema
+            .attribute(r.attribute_id)
+            .is_some_and(|a| a.is_distinguished_name())
+            && planner.moves_to(&r.from, &r.to)
+    });
+}
+
 /// Calls `f` with the planner's view of `claimed`.
 fn with_input<R>(
     schema: &SystemSchema,

@@ -19,6 +19,13 @@
 //! run its old DN, even when the resolution already read the new one. Active Directory and Samba
 //! rewrite their linked values, so there a removal names the new DN like any other write.
 //!
+//! A rename this run does not make (waiting for its retry after a failure, in flight in another
+//! engine, given up as `Failed`, or claimed in a later page) is no in-flight write to wait for. The
+//! claim and the resolution read it beside the reference ([`crate::store::ClaimedExport::pending_renames`]):
+//! where the directory keeps stored DNs, a reference Add or Update naming its object is deferred
+//! until the rename has been made ([`super::admission::Admitted::AwaitsRename`]). Written now, the
+//! old DN would outlive the rename and could later name an unrelated entry created there.
+//!
 //! A reference an earlier run resolved, to an object renamed since (its export failed or wrote in
 //! part then, and waited), carries the DN of that time: the claim reads the object's DN now beside
 //! it ([`crate::store::ClaimedExport::moved_targets`]) and the reference is rewritten the same way.

@@ -106,6 +106,17 @@ impl Planner {
         Some((current, new))
     }
 
+    /// True when an Update staging `to` as the DN of an object now at `from` would rename or move it,
+    /// as [`Planner::rename`] decides from the export: the DNs differ other than in case, and the plan
+    /// accepts the new DN (valid, inside the managed scope). Used for a rename outside the run, known
+    /// by its two DNs alone; a container created by the run it would be in counts as outside here.
+    pub fn moves_to(&self, from: &str, to: &str) -> bool {
+        !to.trim().is_empty()
+            && !same_text_ignoring_case(to, from)
+            && Dn::parse(to).is_ok_and(|dn| dn.has_valid_values())
+            && self.scope.permits(to, &[])
+    }
+
     fn check_scope(&self, input: &PlanInput<'_>, dn: &str) -> Result<(), PlanFailure> {
         if self.scope.permits(dn, input.created_containers) {
             Ok(())

@@ -743,6 +743,36 @@ fn rename_names_what_the_plan_moves() {
     );
 }
 
+/// `Planner::moves_to` decides from the two DNs what `Planner::rename` decides from the export.
+#[test]
+fn moves_to_agrees_with_rename() {
+    let planner = Planner::new(&ExportSettings::default(), Dialect::OpenLdap);
+    let new_dn = "uid=jsmith,ou=Staff,dc=example,dc=org";
+    assert!(planner.moves_to(USER_DN, new_dn));
+    assert!(
+        !planner.moves_to(USER_DN, &USER_DN.to_uppercase()),
+        "case only"
+    );
+    assert!(!planner.moves_to(USER_DN, "uid=,ou=Staff,dc=x"), "invalid");
+    assert!(!planner.moves_to(USER_DN, "  "), "empty");
+    let scoped = Planner::new(
+        &ExportSettings {
+            managed_scope: vec![ScopeContainer {
+                dn: "ou=People,dc=example,dc=org".into(),
+                scope: Some(ConnectedSystemContainerScope::Subtree),
+                excluded: false,
+            }],
+            ..ExportSettings::default()
+        },
+        Dialect::OpenLdap,
+    );
+    assert!(
+        !scoped.moves_to(USER_DN, new_dn),
+        "out of the managed scope"
+    );
+    assert!(scoped.moves_to(USER_DN, "uid=jsmith,ou=People,dc=example,dc=org"));
+}
+
 /// `ExecuteAsync_UpdateWithInvalidNewDn_ReturnsFailedWithInvalidGeneratedExternalIdAsync`.
 #[test]
 fn rename_to_invalid_dn() {

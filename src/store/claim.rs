@@ -71,6 +71,26 @@ pub struct ClaimedExport {
     /// change's value as text: the object was renamed or moved since, or the two spell one DN
     /// differently, which the engine tells apart (see `engine::renames`).
     pub moved_targets: Vec<MovedTarget>,
+    /// The objects this export names (by a reference Add or Update resolved before this claim or by
+    /// this run's resolution) for which JIM has staged a DN change that no export has made yet, one
+    /// entry per object. A write naming such an object by the DN it has now would go on naming that
+    /// DN after the rename, where the directory keeps stored DNs (see `engine::renames`).
+    pub pending_renames: Vec<PendingRename>,
+}
+
+/// A DN change staged for an object a reference names, not yet made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRename {
+    /// The referenced object's CSO.
+    pub cso_id: Uuid,
+    /// The pending export that renames or moves it.
+    pub export_id: Uuid,
+    /// The attribute of the staged change (the CSO's DN attribute).
+    pub attribute_id: i32,
+    /// The DN the object has now, as the reference names it.
+    pub from: String,
+    /// The DN staged for it.
+    pub to: String,
 }
 
 /// The DN a reference resolved before the claim names now.
@@ -320,6 +340,58 @@ where
     })
 }
 
+/// A kind-3 row: a DN change still to be made for an object a resolved reference names.
+fn decode_rename(row: &PgRow) -> Result<(Uuid, Uuid, i32, String), RowError> {
+    let export: Uuid = row.try_get(col::ID).map_err(|e| RowError {
+        table: PE_TABLE,
+        row_id: "(the renaming export)".into(),
+        column: "Id",
+        problem: e.to_string(),
+    })?;
+    Ok((
+        get(row, col::U1, PE_TABLE, &export, "ConnectedSystemObjectId")?,
+        export,
+        get(row, col::I1, AVC_TABLE, &export, "AttributeId")?,
+        get(row, col::SLOTS, AVC_TABLE, &export, "StringValue")?,
+    ))
+}
+
+/// The pending renames of an export's kind-3 rows, one per object, each with the DN the export's
+/// reference names it by now (the DN the claim read beside it, else the change's value).
+fn pending_renames(
+    export: &PendingExport,
+    moved: &[MovedTarget],
+    rows: Vec<(Uuid, Uuid, i32, String)>,
+) -> Vec<PendingRename> {
+    let mut out: Vec<PendingRename> = Vec::with_capacity(rows.len());
+    for (cso_id, export_id, attribute_id, to) in rows {
+        if out.iter().any(|r| r.cso_id == cso_id) {
+            continue;
+        }
+        let from = export
+            .attribute_changes
+            .iter()
+            .filter(|c| c.resolved_reference_cso_id == Some(cso_id))
+            .find_map(|c| {
+                moved
+                    .iter()
+                    .find(|m| m.change_id == c.id)
+                    .map(|m| m.dn.clone())
+                    .or_else(|| c.value.string.clone())
+            });
+        if let Some(from) = from {
+            out.push(PendingRename {
+                cso_id,
+                export_id,
+                attribute_id,
+                from,
+                to,
+            });
+        }
+    }
+    out
+}
+
 fn slots(row: &PgRow, table: &'static str, id: &Uuid) -> Result<ValueSlots, RowError> {
     let s = col::SLOTS;
     Ok(ValueSlots {
@@ -348,6 +420,8 @@ struct Assembly {
     changes: Vec<AttributeValueChange>,
     values: Vec<CsoAttributeValue>,
     moved_targets: Vec<MovedTarget>,
+    /// Kind-3 rows: (referenced CSO, renaming export, DN attribute, new DN).
+    renames: Vec<(Uuid, Uuid, i32, String)>,
     error: Option<RowError>,
 }
 
@@ -408,6 +482,12 @@ pub(crate) fn decode_page(
                     part.error.get_or_insert(e);
                 }
             },
+            3 => match decode_rename(row) {
+                Ok(rename) => part.renames.push(rename),
+                Err(e) => {
+                    part.error.get_or_insert(e);
+                }
+            },
             _ => {
                 let id: Uuid = row.try_get(col::ID)?;
                 match decode_value(row, &id) {
@@ -460,6 +540,7 @@ pub(crate) fn decode_page(
                         .map(|m| m.since)
                         .or(export.last_attempted_at),
                 };
+                let pending_renames = pending_renames(&export, &part.moved_targets, part.renames);
                 page.exports.push(ClaimedExport {
                     export,
                     re_attempt: earlier.is_some() || left_executing,
@@ -469,6 +550,7 @@ pub(crate) fn decode_page(
                     resolutions: Vec::new(),
                     unresolved: Vec::new(),
                     moved_targets: part.moved_targets,
+                    pending_renames,
                 });
             }
             (Err(error), _) | (Ok(_), Some(error)) => page.bad_rows.push(BadRow {
@@ -616,6 +698,7 @@ impl ClaimedExport {
             resolutions: Vec::new(),
             unresolved: Vec::new(),
             moved_targets: Vec::new(),
+            pending_renames: Vec::new(),
         }
     }
 }

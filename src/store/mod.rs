@@ -46,8 +46,8 @@ use tokio_util::task::TaskTracker;
 
 pub use admin::{QueueSummary, StatusCount};
 pub use claim::{
-    BadRow, ClaimedExport, ClaimedPage, Cursor, MovedTarget, Pass, ReferenceResolution,
-    UnresolvedReference,
+    BadRow, ClaimedExport, ClaimedPage, Cursor, MovedTarget, Pass, PendingRename,
+    ReferenceResolution, UnresolvedReference,
 };
 pub use listen::{Heard, QueueListener};
 pub use notify::{

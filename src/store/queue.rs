@@ -334,7 +334,8 @@ impl ExportQueue {
             )
             .await?;
             for row in rows {
-                if row.try_get::<i32, _>(0)? == 1 {
+                let kind: i32 = row.try_get(0)?;
+                if kind == 1 {
                     owned.extend(owned_value(&row)?);
                     continue;
                 }
@@ -342,8 +343,12 @@ impl ExportQueue {
                 let cso_id: Uuid = row.try_get(2)?;
                 let target = targets.entry(key).or_insert_with(|| Target {
                     cso_id,
-                    anchors: Vec::new(),
+                    ..Target::default()
                 });
+                if kind == 2 {
+                    target.rename = Some((row.try_get(3)?, row.try_get(4)?, row.try_get(5)?));
+                    continue;
+                }
                 if let Some(value_id) = row.try_get::<Option<Uuid>, _>(3)? {
                     target.anchors.push(AnchorRow {
                         value_id,

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::claim::{ClaimedExport, ReferenceResolution, UnresolvedReference};
+use super::claim::{ClaimedExport, PendingRename, ReferenceResolution, UnresolvedReference};
 use super::system::SystemSchema;
-use crate::model::{UnresolvedReferenceReason, ValueSlots};
+use crate::model::{PendingExportAttributeChangeType, UnresolvedReferenceReason, ValueSlots};
 
 /// What one resolution call did, summed over the page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub(crate) struct AnchorRow {
 pub(crate) struct Target {
     pub cso_id: Uuid,
     pub anchors: Vec<AnchorRow>,
+    /// The DN change staged for the CSO that no export has made yet: the renaming export, the DN
+    /// attribute and the new DN.
+    pub rename: Option<(Uuid, i32, String)>,
 }
 
 /// Parses the MVO id JIM stores in `UnresolvedReferenceValue` (.NET writes the "D" form; braces and the
@@ -97,6 +100,18 @@ pub(crate) fn apply(
                 None => UnresolvedReferenceReason::NotInTargetSystem,
                 Some(t) => match anchor_for(t, schema) {
                     Some(anchor) => {
+                        if let Some((export_id, attribute_id, to)) = &t.rename
+                            && change.change_type != PendingExportAttributeChangeType::Remove
+                            && !claimed.pending_renames.iter().any(|r| r.cso_id == t.cso_id)
+                        {
+                            claimed.pending_renames.push(PendingRename {
+                                cso_id: t.cso_id,
+                                export_id: *export_id,
+                                attribute_id: *attribute_id,
+                                from: anchor.clone(),
+                                to: to.clone(),
+                            });
+                        }
                         change.value.string = Some(anchor.clone());
                         change.unresolved_reference_value = None;
                         change.resolved_reference_cso_id = Some(t.cso_id);

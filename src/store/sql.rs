@@ -118,6 +118,29 @@ claimed AS (
     };
 }
 
+/// The DN change JIM has staged for the CSO `$cso` that no export has made yet, if any: the Update
+/// pending export of that CSO (at most one per CSO, `IX_PendingExports_ConnectedSystemObjectId_Unique`)
+/// and its change of the CSO's DN attribute (the secondary anchor) still to be sent (`Pending` or
+/// `ExportedNotConfirmed`), whatever the export's own status: due, waiting for a retry, in flight in
+/// another run or given up (`Failed`), the rename is still to come. Columns `rename_pe`,
+/// `rename_attr`, `rename_to`. Index probes only: the CSO's export, the CSO, the export's changes.
+macro_rules! pending_rename {
+    ($cso:literal) => {
+        concat!(
+            r#"SELECT r."Id" AS rename_pe, rc."AttributeId" AS rename_attr, rc."StringValue" AS rename_to
+        FROM "PendingExports" r
+        JOIN "ConnectedSystemObjects" ro ON ro."Id" = r."ConnectedSystemObjectId"
+        JOIN "PendingExportAttributeValueChanges" rc
+          ON rc."PendingExportId" = r."Id" AND rc."AttributeId" = ro."SecondaryExternalIdAttributeId"
+        WHERE r."ConnectedSystemObjectId" = "#,
+            $cso,
+            r#" AND r."ChangeType" = 1
+          AND rc."Status" IN (0, 2) AND rc."StringValue" IS NOT NULL
+        OFFSET 0"#
+        )
+    };
+}
+
 /// How many rows of a group-sized attribute the claim reads before it turns to named probes
 /// ([`SAMPLE_ROWS`] as SQL text; see `load_tail!`).
 macro_rules! sample_rows {
@@ -133,8 +156,10 @@ macro_rules! sample_rows {
 pub(crate) const SAMPLE_ROWS: usize = 500;
 
 /// Loads the claimed (or peeked) rows with their attribute value changes and the CSO context, as one
-/// result set of three row kinds (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO
-/// attribute value). The CSO values returned are those of the anchor attributes and of every attribute
+/// result set of four row kinds (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO
+/// attribute value, 3 = a DN change still to be made for an object a resolved reference change names,
+/// `pending_rename!`: the renaming export in the `Id` column, the DN attribute, the referenced CSO
+/// and the new DN in `StringValue`'s). The CSO values returned are those of the anchor attributes and of every attribute
 /// the export's changes touch. Column layout: see `claim::col`. A change row of a reference an
 /// earlier run resolved also carries the DN its object has now, when that differs from the change's
 /// value (the object was renamed or moved since: `ClaimedExport::moved_targets`); a CSO probe per
@@ -261,6 +286,19 @@ SELECT 1, a."PendingExportId", a."Id",
        END
 FROM changes a
 UNION ALL
+SELECT 3, a."PendingExportId", r.rename_pe,
+       r.rename_attr, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL,
+       a."ResolvedReferenceCsoId", NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL,
+       NULL, NULL,
+       NULL, NULL,
+       r.rename_to, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM (SELECT DISTINCT c."PendingExportId", c."ResolvedReferenceCsoId" FROM changes c
+      WHERE c."ResolvedReferenceCsoId" IS NOT NULL AND c."UnresolvedReferenceValue" IS NULL
+        AND c."Status" <> 1 AND c."ChangeType" IN (0, 1)) a
+CROSS JOIN LATERAL ("#, pending_rename!(r#"a."ResolvedReferenceCsoId""#), r#") r
+UNION ALL
 SELECT 2, v.pe_id, v."Id",
        v."AttributeId", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL, NULL, NULL,
@@ -374,6 +412,10 @@ WHERE w.dn IS NOT NULL
 /// attributes (`$3`, the attributes flagged `IsSecondaryExternalId` or `IsExternalId`), as rows of kind
 /// 0. An MVO without a row has no CSO there; a CSO whose anchor columns are all NULL has no anchor yet.
 ///
+/// Rows of kind 2 are the DN changes still to be made for those CSOs (`pending_rename!`): the MVO,
+/// the CSO, the renaming export in the value id's column, the DN attribute and the new DN in
+/// `StringValue`'s.
+///
 /// Rows of kind 1 are what the claim could not load for an unresolved change (`load_tail!`): for each
 /// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the rows `value_probes!` finds for
 /// the MVO's CSO and each of its anchors holding a string. Columns: kind, MVO or exporting CSO,
@@ -399,6 +441,13 @@ anchors AS MATERIALIZED (
         OFFSET 0
     ) v ON true
 ),
+renames AS MATERIALIZED (
+    SELECT t.mvo, t.cso, r.*
+    FROM t
+    CROSS JOIN LATERAL ("#,
+    pending_rename!(r#"t.cso"#),
+    r#") r
+),
 w AS (
     SELECT DISTINCT owner, attr, mvo FROM unnest($4::uuid[], $5::int4[], $6::uuid[]) AS w(owner, attr, mvo)
 ),
@@ -413,6 +462,11 @@ SELECT 0::int4, a.mvo, a.cso, a."Id", a."AttributeId",
        a."StringValue", a."GuidValue", a."IntValue", a."LongValue", a."DecimalValue",
        NULL::timestamptz, NULL::bytea, NULL::bool, NULL::uuid, NULL::text
 FROM anchors a
+UNION ALL
+SELECT 2, r.mvo, r.cso, r.rename_pe, r.rename_attr,
+       r.rename_to, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL
+FROM renames r
 UNION ALL
 "#,
     value_probes!()
