@@ -724,6 +724,67 @@ async fn a_rename_onto_a_taken_dn_fails_naming_the_target() -> TestResult {
     Ok(())
 }
 
+/// A re-attempted rename whose earlier attempt went through, with another entry created at the old
+/// DN since: the object carries its anchor at the new DN, so the rename counts as done and the entry
+/// at the old DN is left as it was. When the entry at the new DN is not this object, the re-attempt
+/// fails naming the target, and neither entry is touched.
+#[tokio::test]
+async fn a_reattempted_rename_is_done_though_another_entry_took_the_old_dn() -> TestResult {
+    let fx = Fixture::new("rename-old-taken").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    let pt = person_type();
+    run_ok(
+        &directory,
+        job(&defaults(), &person(&fx, "mover"), &pt, None),
+    )
+    .await;
+    let old = fx.dn("uid=mover");
+    let new = fx.dn("uid=moved");
+    let anchor = fx.entry_uuid(&old).await?.expect("the entry's entryUUID");
+    let ours = cso(&pt, &old, &[(person::ENTRY_UUID, &anchor)]);
+    let e = Export::update().text(person::DN, C::Update, &new);
+    run_ok(&directory, job(&defaults(), &e, &pt, Some(&ours))).await;
+    let stranger = vec![
+        ("objectClass", vec!["inetOrgPerson"]),
+        ("uid", vec!["mover"]),
+        ("cn", vec!["Someone Else"]),
+        ("sn", vec!["Else"]),
+    ];
+    fx.seed(&old, stranger).await?;
+    let stranger_uuid = fx.entry_uuid(&old).await?;
+
+    let r = directory
+        .execute(job(&defaults(), &e, &pt, Some(&ours)).reattempt(true))
+        .await;
+    assert!(r.is_success(), "{:?}", r.error_message());
+    assert_eq!(r.secondary_external_id.as_deref(), Some(new.as_str()));
+    assert_eq!(fx.entry_uuid(&new).await?.as_deref(), Some(anchor.as_str()));
+    assert_eq!(
+        fx.entry_uuid(&old).await?,
+        stranger_uuid,
+        "the other entry stays"
+    );
+
+    // Another object whose rename to the same DN is re-attempted: the entry there is not it.
+    let other = cso(
+        &pt,
+        &old,
+        &[(person::ENTRY_UUID, &Uuid::new_v4().to_string())],
+    );
+    let r = directory
+        .execute(job(&defaults(), &e, &pt, Some(&other)).reattempt(true))
+        .await;
+    let message = r.error_message().unwrap_or_default();
+    assert!(!r.is_success(), "{message}");
+    assert!(
+        message.contains(&new) && message.contains("held by another entry"),
+        "{message}"
+    );
+    assert_eq!(fx.entry_uuid(&new).await?.as_deref(), Some(anchor.as_str()));
+    assert_eq!(fx.entry_uuid(&old).await?, stranger_uuid);
+    Ok(())
+}
+
 #[tokio::test]
 async fn plan_failures_make_no_ldap_call() -> TestResult {
     let fx = Fixture::new("scope").await?;

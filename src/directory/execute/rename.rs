@@ -40,6 +40,27 @@ impl Inner {
                 Ok(e) => e,
                 Err(o) => return o,
             };
+            if old.is_some()
+                && let Some(known) = run.plan.known_anchor.clone()
+            {
+                // Something is at the old DN again: an entry made there since the earlier attempt
+                // renamed this object away. The rename is done if this object is at the new DN; the
+                // entry at the old one is left as it is either way.
+                match self
+                    .read_entry(new_dn, &[known.read.attribute.as_str()], run)
+                    .await
+                {
+                    Ok(Some(entry))
+                        if entry
+                            .anchor(&known.read.attribute, known.read.encoding)
+                            .is_some_and(|found| known.matches(&found)) =>
+                    {
+                        return renamed(run);
+                    }
+                    Ok(_) => {}
+                    Err(o) => return o,
+                }
+            }
             if old.is_none() {
                 // Gone from the old DN: done if the entry at the new one is this object.
                 let Some(known) = run.plan.known_anchor.clone() else {
