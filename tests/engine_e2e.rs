@@ -780,3 +780,78 @@ async fn a_member_add_waits_for_a_rename_another_run_makes() {
     assert!(members.contains(&new_dn), "{members:?}");
     assert!(!members.contains(&rename.dn), "{members:?}");
 }
+
+/// Two users each renamed and each made the other's manager in the same export (JIM stages one
+/// export per object), claimed in different pages: neither export waits for the other's rename (each
+/// would be deferred for the other on every run), so both complete in the first run, and the one
+/// claimed second names the first one's new DN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_renames_that_name_each_other_do_not_wait_for_each_other() {
+    let env = Env::new(Template::Small).await;
+    let engine = Engine::new();
+    let mut request = env.request();
+    provision_and_confirm(&env, &engine, &request).await;
+    let (a, b) = (1, 2);
+    let staged = seed::stage_follow_ups(
+        &env.db.pool,
+        &env.seeded,
+        &FollowUps {
+            explicit: vec![FollowUp::Rename { user: a }, FollowUp::Rename { user: b }],
+            ..FollowUps::default()
+        },
+    )
+    .await
+    .unwrap();
+    let export_of = |u| staged.export_of(seed::SeedObject::User(u)).unwrap().clone();
+    let (ea, eb) = (export_of(a), export_of(b));
+    let (new_a, new_b) = (ea.new_dn.clone().unwrap(), eb.new_dn.clone().unwrap());
+    // The seeder stages one kind per object: each rename gains the manager change JIM would stage
+    // beside it, unresolved (the other user's MVO id), which moves it to the reference pass.
+    let manager = env.seeded.user_attribute_id("manager").unwrap();
+    for (export, other) in [(&ea, b), (&eb, a)] {
+        let mvo = env.seeded.user(other).unwrap().ids.mvo;
+        sqlx::query(
+            r#"INSERT INTO "PendingExportAttributeValueChanges"
+                   ("Id", "PendingExportId", "AttributeId", "ChangeType", "Status", "ExportAttemptCount",
+                    "UnresolvedReferenceValue")
+               VALUES ($1, $2, $3, 1, 0, 0, $4)"#,
+        )
+        .bind(uuid::Uuid::new_v4())
+        .bind(export.pending_export_id)
+        .bind(manager)
+        .bind(mvo.to_string())
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            r#"UPDATE "PendingExports" SET "HasUnresolvedReferences" = true WHERE "Id" = $1"#,
+        )
+        .bind(export.pending_export_id)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    }
+    request.options.page_size = 1;
+
+    let (result, _) = env.run(&engine, &request).await;
+    assert_eq!(
+        (
+            result.success_count,
+            result.failed_count,
+            result.deferred_count
+        ),
+        (2, 0, 0),
+        "{}",
+        result.message
+    );
+    let directory = env.directory().await;
+    let (manager_a, manager_b) = (
+        directory.values(&new_a, "manager"),
+        directory.values(&new_b, "manager"),
+    );
+    // The first claimed names the other's DN of that time (as JIM would, and as a cycle within a
+    // page goes); the second names the first's new DN.
+    let a_first = manager_a.contains(&eb.dn) && manager_b.contains(&new_a);
+    let b_first = manager_b.contains(&ea.dn) && manager_a.contains(&new_b);
+    assert!(a_first || b_first, "{manager_a:?} {manager_b:?}");
+}

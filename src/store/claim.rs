@@ -91,6 +91,32 @@ pub struct PendingRename {
     pub from: String,
     /// The DN staged for it.
     pub to: String,
+    /// The objects the renaming export's own reference changes name: CSO ids where resolved, else
+    /// MVO ids. Naming the export that names this object back, it is not waited for (see
+    /// `engine::admission`).
+    pub names: Vec<Uuid>,
+}
+
+impl PendingRename {
+    /// True when the renaming export names the object of `claimed` (its CSO or its MVO).
+    pub fn names_back(&self, claimed: &ClaimedExport) -> bool {
+        let ids = [
+            claimed.export.connected_system_object_id,
+            claimed.cso.as_ref().and_then(|c| c.metaverse_object_id),
+            claimed.export.source_metaverse_object_id,
+        ];
+        self.names
+            .iter()
+            .any(|n| ids.iter().flatten().any(|id| id == n))
+    }
+}
+
+/// The ids in `pending_rename!`'s comma-separated `rename_names`; what does not parse is no id.
+pub(crate) fn parse_names(text: Option<&str>) -> Vec<Uuid> {
+    text.unwrap_or_default()
+        .split(',')
+        .filter_map(super::resolve::parse_mvo_id)
+        .collect()
 }
 
 /// The DN a reference resolved before the claim names now.
@@ -340,8 +366,11 @@ where
     })
 }
 
+/// A kind-3 row: (referenced CSO, renaming export, DN attribute, new DN, what the export names).
+type RenameRow = (Uuid, Uuid, i32, String, Vec<Uuid>);
+
 /// A kind-3 row: a DN change still to be made for an object a resolved reference names.
-fn decode_rename(row: &PgRow) -> Result<(Uuid, Uuid, i32, String), RowError> {
+fn decode_rename(row: &PgRow) -> Result<RenameRow, RowError> {
     let export: Uuid = row.try_get(col::ID).map_err(|e| RowError {
         table: PE_TABLE,
         row_id: "(the renaming export)".into(),
@@ -353,6 +382,10 @@ fn decode_rename(row: &PgRow) -> Result<(Uuid, Uuid, i32, String), RowError> {
         export,
         get(row, col::I1, AVC_TABLE, &export, "AttributeId")?,
         get(row, col::SLOTS, AVC_TABLE, &export, "StringValue")?,
+        parse_names(
+            get::<Option<String>>(row, col::T1, AVC_TABLE, &export, "UnresolvedReferenceValue")?
+                .as_deref(),
+        ),
     ))
 }
 
@@ -361,10 +394,10 @@ fn decode_rename(row: &PgRow) -> Result<(Uuid, Uuid, i32, String), RowError> {
 fn pending_renames(
     export: &PendingExport,
     moved: &[MovedTarget],
-    rows: Vec<(Uuid, Uuid, i32, String)>,
+    rows: Vec<RenameRow>,
 ) -> Vec<PendingRename> {
     let mut out: Vec<PendingRename> = Vec::with_capacity(rows.len());
-    for (cso_id, export_id, attribute_id, to) in rows {
+    for (cso_id, export_id, attribute_id, to, names) in rows {
         if out.iter().any(|r| r.cso_id == cso_id) {
             continue;
         }
@@ -386,6 +419,7 @@ fn pending_renames(
                 attribute_id,
                 from,
                 to,
+                names,
             });
         }
     }
@@ -420,8 +454,8 @@ struct Assembly {
     changes: Vec<AttributeValueChange>,
     values: Vec<CsoAttributeValue>,
     moved_targets: Vec<MovedTarget>,
-    /// Kind-3 rows: (referenced CSO, renaming export, DN attribute, new DN).
-    renames: Vec<(Uuid, Uuid, i32, String)>,
+    /// Kind-3 rows: (referenced CSO, renaming export, DN attribute, new DN, what it names).
+    renames: Vec<RenameRow>,
     error: Option<RowError>,
 }
 
@@ -700,5 +734,20 @@ impl ClaimedExport {
             moved_targets: Vec::new(),
             pending_renames: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_names_parse_as_ids_and_skip_the_rest() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let text = format!("{a},{{{}}},not-a-guid,", b.to_string().to_uppercase());
+        assert_eq!(parse_names(Some(&text)), vec![a, b]);
+        assert!(parse_names(Some("")).is_empty());
+        assert!(parse_names(None).is_empty());
     }
 }

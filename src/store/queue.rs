@@ -346,7 +346,12 @@ impl ExportQueue {
                     ..Target::default()
                 });
                 if kind == 2 {
-                    target.rename = Some((row.try_get(3)?, row.try_get(4)?, row.try_get(5)?));
+                    target.rename = Some((
+                        row.try_get(3)?,
+                        row.try_get(4)?,
+                        row.try_get(5)?,
+                        super::claim::parse_names(row.try_get::<Option<&str>, _>(14)?),
+                    ));
                     continue;
                 }
                 if let Some(value_id) = row.try_get::<Option<Uuid>, _>(3)? {

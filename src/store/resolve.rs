@@ -37,8 +37,8 @@ pub(crate) struct Target {
     pub cso_id: Uuid,
     pub anchors: Vec<AnchorRow>,
     /// The DN change staged for the CSO that no export has made yet: the renaming export, the DN
-    /// attribute and the new DN.
-    pub rename: Option<(Uuid, i32, String)>,
+    /// attribute, the new DN and what the renaming export names.
+    pub rename: Option<(Uuid, i32, String, Vec<Uuid>)>,
 }
 
 /// Parses the MVO id JIM stores in `UnresolvedReferenceValue` (.NET writes the "D" form; braces and the
@@ -100,7 +100,7 @@ pub(crate) fn apply(
                 None => UnresolvedReferenceReason::NotInTargetSystem,
                 Some(t) => match anchor_for(t, schema) {
                     Some(anchor) => {
-                        if let Some((export_id, attribute_id, to)) = &t.rename
+                        if let Some((export_id, attribute_id, to, names)) = &t.rename
                             && change.change_type != PendingExportAttributeChangeType::Remove
                             && !claimed.pending_renames.iter().any(|r| r.cso_id == t.cso_id)
                         {
@@ -110,6 +110,7 @@ pub(crate) fn apply(
                                 attribute_id: *attribute_id,
                                 from: anchor.clone(),
                                 to: to.clone(),
+                                names: names.clone(),
                             });
                         }
                         change.value.string = Some(anchor.clone());

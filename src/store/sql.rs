@@ -123,11 +123,20 @@ claimed AS (
 /// and its change of the CSO's DN attribute (the secondary anchor) still to be sent (`Pending` or
 /// `ExportedNotConfirmed`), whatever the export's own status: due, waiting for a retry, in flight in
 /// another run or given up (`Failed`), the rename is still to come. Columns `rename_pe`,
-/// `rename_attr`, `rename_to`. Index probes only: the CSO's export, the CSO, the export's changes.
+/// `rename_attr`, `rename_to`, and `rename_names`: the objects the renaming export's own reference
+/// changes name, comma-separated (CSO ids where resolved, else the MVO ids JIM stored), so that two
+/// exports which rename their objects and name each other are not each deferred for the other on
+/// every run. Index probes only: the CSO's export, the CSO, the export's changes.
 macro_rules! pending_rename {
     ($cso:literal) => {
         concat!(
-            r#"SELECT r."Id" AS rename_pe, rc."AttributeId" AS rename_attr, rc."StringValue" AS rename_to
+            r#"SELECT r."Id" AS rename_pe, rc."AttributeId" AS rename_attr, rc."StringValue" AS rename_to,
+               array_to_string(ARRAY(
+                   SELECT COALESCE(sc."ResolvedReferenceCsoId"::text, sc."UnresolvedReferenceValue")
+                   FROM "PendingExportAttributeValueChanges" sc
+                   WHERE sc."PendingExportId" = r."Id"
+                     AND (sc."ResolvedReferenceCsoId" IS NOT NULL OR sc."UnresolvedReferenceValue" IS NOT NULL)
+               ), ',') AS rename_names
         FROM "PendingExports" r
         JOIN "ConnectedSystemObjects" ro ON ro."Id" = r."ConnectedSystemObjectId"
         JOIN "PendingExportAttributeValueChanges" rc
@@ -158,8 +167,8 @@ pub(crate) const SAMPLE_ROWS: usize = 500;
 /// Loads the claimed (or peeked) rows with their attribute value changes and the CSO context, as one
 /// result set of four row kinds (0 = pending export + CSO header, 1 = attribute value change, 2 = CSO
 /// attribute value, 3 = a DN change still to be made for an object a resolved reference change names,
-/// `pending_rename!`: the renaming export in the `Id` column, the DN attribute, the referenced CSO
-/// and the new DN in `StringValue`'s). The CSO values returned are those of the anchor attributes and of every attribute
+/// `pending_rename!`: the renaming export in the `Id` column, the DN attribute, the referenced CSO,
+/// the objects the renaming export names in `T1` and the new DN in `StringValue`'s). The CSO values returned are those of the anchor attributes and of every attribute
 /// the export's changes touch. Column layout: see `claim::col`. A change row of a reference an
 /// earlier run resolved also carries the DN its object has now, when that differs from the change's
 /// value (the object was renamed or moved since: `ClaimedExport::moved_targets`); a CSO probe per
@@ -291,7 +300,7 @@ SELECT 3, a."PendingExportId", r.rename_pe,
        NULL, NULL, NULL, NULL,
        a."ResolvedReferenceCsoId", NULL, NULL, NULL,
        NULL, NULL, NULL, NULL,
-       NULL, NULL,
+       r.rename_names, NULL,
        NULL, NULL,
        r.rename_to, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 FROM (SELECT DISTINCT c."PendingExportId", c."ResolvedReferenceCsoId" FROM changes c
@@ -413,8 +422,8 @@ WHERE w.dn IS NOT NULL
 /// 0. An MVO without a row has no CSO there; a CSO whose anchor columns are all NULL has no anchor yet.
 ///
 /// Rows of kind 2 are the DN changes still to be made for those CSOs (`pending_rename!`): the MVO,
-/// the CSO, the renaming export in the value id's column, the DN attribute and the new DN in
-/// `StringValue`'s.
+/// the CSO, the renaming export in the value id's column, the DN attribute, the new DN in
+/// `StringValue`'s and the objects the renaming export names in `UnresolvedReferenceValue`'s.
 ///
 /// Rows of kind 1 are what the claim could not load for an unresolved change (`load_tail!`): for each
 /// (exporting CSO `$4`, attribute `$5`, referenced MVO `$6`), the rows `value_probes!` finds for
@@ -465,7 +474,7 @@ FROM anchors a
 UNION ALL
 SELECT 2, r.mvo, r.cso, r.rename_pe, r.rename_attr,
        r.rename_to, NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, r.rename_names
 FROM renames r
 UNION ALL
 "#,
