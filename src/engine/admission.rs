@@ -183,13 +183,14 @@ impl Admission {
     /// [`ClaimedExport::pending_renames`], kept to those the plan makes) of an object that `claimed`
     /// adds or sets a reference to. A rename this run claimed is the dependency wait's
     /// ([`Dependencies`]); a removal names the DN the directory holds, which the rename does not
-    /// change, so it goes; and so does a reference to an object whose renaming export names this
-    /// export's object back.
+    /// change, so it goes; and so does the reference of an export that renames its own object to
+    /// an object whose renaming export names that object back.
     fn renamed_elsewhere(&self, claimed: &ClaimedExport) -> Option<PendingRename> {
         if self.renames.links_follow() || claimed.pending_renames.is_empty() {
             return None;
         }
         let export = &claimed.export;
+        let renames_itself = self.renames.renamed_by(claimed).is_some();
         claimed
             .pending_renames
             .iter()
@@ -197,7 +198,7 @@ impl Admission {
             .filter(|r| !self.deps.tracks(r.cso_id))
             // Two exports that rename their objects and name each other would each be deferred for
             // the other on every run: sent at once instead, as a cycle within the run is.
-            .filter(|r| !r.names_back(claimed))
+            .filter(|r| !(renames_itself && r.names_back(claimed)))
             .find(|r| {
                 export.writable_changes().any(|c| {
                     c.resolved_reference_cso_id == Some(r.cso_id)
@@ -576,16 +577,22 @@ mod tests {
             )),
             Admitted::Ready(_)
         ));
-        // A renaming export that names this export's object back (by its CSO, or by the MVO it
-        // has not resolved yet) is not waited for: the two would defer each other on every run.
+        // An export renaming its own object, whose renamed target's export names that object back
+        // (by its CSO, or by the MVO it has not resolved yet), does not wait: the two would defer
+        // each other on every run. One that does not rename still waits.
         let mut mutual = naming_a_renamed(cso, PendingExportAttributeChangeType::Add);
-        mutual.export.connected_system_object_id = Some(Uuid::new_v4());
         mutual.pending_renames[0].names = vec![Uuid::new_v4(), cso_of(&mutual)];
+        assert!(matches!(
+            admission.admit(mutual.clone()),
+            Admitted::AwaitsRename(..)
+        ));
+        admission.register_rename(&mutual, "uid=c,ou=People,dc=example,dc=org");
         assert!(matches!(admission.admit(mutual), Admitted::Ready(_)));
         let mut by_mvo = naming_a_renamed(cso, PendingExportAttributeChangeType::Add);
         let mvo = Uuid::new_v4();
         by_mvo.export.source_metaverse_object_id = Some(mvo);
         by_mvo.pending_renames[0].names = vec![mvo];
+        admission.register_rename(&by_mvo, "uid=d,ou=People,dc=example,dc=org");
         assert!(matches!(admission.admit(by_mvo), Admitted::Ready(_)));
         // Where links follow the object (AD), the directory rewrites the old DN after the rename.
         let mut follows = Admission::new(10, true);
