@@ -785,6 +785,73 @@ async fn a_reattempted_rename_is_done_though_another_entry_took_the_old_dn() -> 
     Ok(())
 }
 
+/// A write to an object whose anchor JIM holds asserts that anchor (RFC 4528): where another entry
+/// sits at the object's DN (the object deleted or moved outside JIM, that entry created since), a
+/// Modify, a rename and a Delete are each refused with assertionFailed, naming the DN, and the entry
+/// keeps its values. With the anchor of the entry that is there, the same Modify goes through.
+#[tokio::test]
+async fn writes_never_land_on_another_entry_at_the_objects_dn() -> TestResult {
+    let fx = Fixture::new("assert-identity").await?;
+    let directory = fx.connect(DirectoryTuning::default()).await?;
+    assert!(
+        directory.profile().supports_assertion,
+        "slapd offers RFC 4528"
+    );
+    let pt = person_type();
+    let dn = fx.dn("uid=taken");
+    fx.seed(
+        &dn,
+        vec![
+            ("objectClass", vec!["inetOrgPerson"]),
+            ("uid", vec!["taken"]),
+            ("cn", vec!["Someone Else"]),
+            ("sn", vec!["Else"]),
+        ],
+    )
+    .await?;
+    let theirs = fx.entry_uuid(&dn).await?.expect("its entryUUID");
+    let ours = Uuid::new_v4().to_string();
+    let object = cso(&pt, &dn, &[(person::ENTRY_UUID, &ours)]);
+    let elsewhere = fx.dn("uid=elsewhere");
+    let cn = Export::update().text(person::CN, C::Update, "Taken Over");
+    let rename = Export::update().text(person::DN, C::Update, &elsewhere);
+    for (what, e) in [
+        ("modify", &cn),
+        ("rename", &rename),
+        ("delete", &Export::delete()),
+    ] {
+        let r = directory
+            .execute(job(&defaults(), e, &pt, Some(&object)))
+            .await;
+        let message = r.error_message().unwrap_or_default();
+        assert!(!r.is_success(), "{what}: {message}");
+        assert!(
+            message.contains("assertionFailed (122)")
+                && message.contains(&dn)
+                && message.contains("is not this object"),
+            "{what}: {message}"
+        );
+        assert_eq!(
+            fx.entry_uuid(&dn).await?.as_deref(),
+            Some(theirs.as_str()),
+            "{what}"
+        );
+        assert_eq!(
+            fx.values(&dn, "cn").await?,
+            Some(set(["Someone Else".to_string()])),
+            "{what}"
+        );
+        assert!(!fx.exists(&elsewhere).await?, "{what}");
+    }
+    let entry = cso(&pt, &dn, &[(person::ENTRY_UUID, &theirs)]);
+    run_ok(&directory, job(&defaults(), &cn, &pt, Some(&entry))).await;
+    assert_eq!(
+        fx.values(&dn, "cn").await?,
+        Some(set(["Taken Over".to_string()]))
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn plan_failures_make_no_ldap_call() -> TestResult {
     let fx = Fixture::new("scope").await?;

@@ -32,6 +32,8 @@ pub mod rc {
     pub const ENTRY_ALREADY_EXISTS: u32 = 68;
     /// other
     pub const OTHER: u32 = 80;
+    /// assertionFailed (RFC 4528): the entry does not match the assertion control's filter.
+    pub const ASSERTION_FAILED: u32 = 122;
 }
 
 /// The name RFC 4511 gives a result code.
@@ -71,6 +73,7 @@ pub fn rc_name(code: u32) -> &'static str {
         69 => "objectClassModsProhibited",
         71 => "affectsMultipleDSAs",
         80 => "other",
+        122 => "assertionFailed",
         _ => "unknown",
     }
 }
@@ -242,6 +245,17 @@ pub fn classify(ctx: &OpContext<'_>, outcome: &Result<LdapResult, TransportError
     }
     if is_no_such_object(Some(code), Some(&result.text)) {
         return Verdict::NoSuchObject(message);
+    }
+    if code == rc::ASSERTION_FAILED {
+        // Only the identity assertion is sent (`execute::identity`).
+        return Verdict::Fail {
+            error_type: ConnectedSystemExportErrorType::General,
+            message: format!(
+                "{message}. The entry at '{}' is not this object (its anchor is not the one JIM \
+                 holds): nothing was written to it, and it is left as it is",
+                ctx.dn
+            ),
+        };
     }
     if code == rc::ENTRY_ALREADY_EXISTS && matches!(ctx.kind, OpKind::Add | OpKind::ContainerAdd) {
         return Verdict::EntryExists(message);

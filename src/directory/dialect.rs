@@ -19,6 +19,10 @@ pub const AD_DS_CAPABILITY: &str = "1.2.840.113556.1.4.800";
 pub const AD_LDS_CAPABILITY: &str = "1.2.840.113556.1.4.1851";
 /// The RFC 4527 post-read control.
 pub const POST_READ_CONTROL: &str = "1.3.6.1.1.13.2";
+
+/// The RFC 4528 assertion control: the server applies the operation only if the entry matches a
+/// filter.
+pub const ASSERTION_CONTROL: &str = "1.3.6.1.1.12";
 /// The RFC 4532 "Who am I?" extended operation.
 pub const WHO_AM_I_EXTENSION: &str = "1.3.6.1.4.1.4203.1.11.3";
 
@@ -114,6 +118,11 @@ impl RootDse {
         self.has_value("supportedControl", POST_READ_CONTROL)
     }
 
+    /// True when the RFC 4528 assertion control is advertised.
+    pub fn supports_assertion(&self) -> bool {
+        self.has_value("supportedControl", ASSERTION_CONTROL)
+    }
+
     /// True when the RFC 4532 "Who am I?" operation is advertised.
     pub fn supports_who_am_i(&self) -> bool {
         self.has_value("supportedExtension", WHO_AM_I_EXTENSION)
@@ -131,6 +140,9 @@ pub struct DirectoryProfile {
     pub vendor: Option<String>,
     /// True when the root DSE advertises the post-read control: anchors then come back on the Add.
     pub supports_post_read: bool,
+    /// True when the root DSE advertises the assertion control: a write to a known object then
+    /// asserts the object's anchor, so it never lands on another entry at the object's DN.
+    pub supports_assertion: bool,
     /// The anchor attribute the dialect uses when the object type flags none.
     pub anchor_attribute: &'static str,
     /// How that anchor comes back.
@@ -153,6 +165,7 @@ impl DirectoryProfile {
         };
         Self {
             supports_post_read: root.supports_post_read(),
+            supports_assertion: root.supports_assertion(),
             detected: configured.is_none(),
             vendor,
             ..Self::for_dialect(dialect)
@@ -173,6 +186,7 @@ impl DirectoryProfile {
             detected: false,
             vendor: None,
             supports_post_read: false,
+            supports_assertion: false,
             anchor_attribute,
             anchor_encoding,
             connections,
@@ -471,6 +485,15 @@ mod tests {
         assert!(ds389().supports_post_read());
         assert!(openldap().supports_post_read());
         assert!(!apacheds().supports_post_read());
+    }
+
+    #[test]
+    fn assertion_is_taken_from_supported_controls() {
+        assert!(openldap().supports_assertion());
+        assert!(!windows_ad().supports_assertion());
+        assert!(!apacheds().supports_assertion());
+        assert!(DirectoryProfile::from_root_dse(&openldap(), None).supports_assertion);
+        assert!(!DirectoryProfile::for_dialect(Dialect::OpenLdap).supports_assertion);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use ldap3::controls::{PostRead, RawControl};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod identity;
 mod recovery;
 mod rename;
 
@@ -475,7 +476,10 @@ impl Inner {
         run: &mut Run<'_>,
     ) -> StepOutcome {
         run.result.operations += 1;
-        let outcome = self.pool.modify(dn, modifications).await;
+        let outcome = self
+            .pool
+            .modify(dn, modifications, self.identity_controls(run))
+            .await;
         let ctx = OpContext {
             kind: OpKind::Modify,
             dn,
@@ -490,6 +494,14 @@ impl Inner {
         }
     }
 
+    /// The assertion that the entry a write of `run` reaches is its object ([`identity`]).
+    fn identity_controls(&self, run: &Run<'_>) -> Vec<RawControl> {
+        identity::controls(
+            self.profile.supports_assertion,
+            run.plan.known_anchor.as_ref(),
+        )
+    }
+
     async fn delete(&self, dn: &str, run: &mut Run<'_>) -> StepOutcome {
         if run.reattempt {
             match self.confirm_identity(dn, "Delete", run).await {
@@ -499,7 +511,7 @@ impl Inner {
             }
         }
         run.result.operations += 1;
-        let outcome = self.pool.delete(dn).await;
+        let outcome = self.pool.delete(dn, self.identity_controls(run)).await;
         let ctx = OpContext {
             kind: OpKind::Delete,
             dn,

@@ -358,6 +358,7 @@ impl Pool {
         &self,
         dn: &str,
         modifications: &[Modification],
+        controls: Vec<RawControl>,
     ) -> Result<LdapResult, TransportError> {
         self.counters.modifies.fetch_add(1, Ordering::Relaxed);
         let mods: Vec<Mod<Vec<u8>>> = modifications
@@ -373,8 +374,13 @@ impl Pool {
             })
             .collect();
         let dn = dn.to_string();
-        self.call(true, |mut ldap| async move { ldap.modify(&dn, mods).await })
-            .await
+        self.call(true, |mut ldap| async move {
+            if !controls.is_empty() {
+                ldap.with_controls(controls);
+            }
+            ldap.modify(&dn, mods).await
+        })
+        .await
     }
 
     pub async fn modify_dn(
@@ -383,6 +389,7 @@ impl Pool {
         new_rdn: &str,
         delete_old_rdn: bool,
         new_superior: Option<&str>,
+        controls: Vec<RawControl>,
     ) -> Result<LdapResult, TransportError> {
         self.counters.modify_dns.fetch_add(1, Ordering::Relaxed);
         let (dn, rdn, sup) = (
@@ -391,17 +398,29 @@ impl Pool {
             new_superior.map(str::to_string),
         );
         self.call(true, |mut ldap| async move {
+            if !controls.is_empty() {
+                ldap.with_controls(controls);
+            }
             ldap.modifydn(&dn, &rdn, delete_old_rdn, sup.as_deref())
                 .await
         })
         .await
     }
 
-    pub async fn delete(&self, dn: &str) -> Result<LdapResult, TransportError> {
+    pub async fn delete(
+        &self,
+        dn: &str,
+        controls: Vec<RawControl>,
+    ) -> Result<LdapResult, TransportError> {
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
         let dn = dn.to_string();
-        self.call(true, |mut ldap| async move { ldap.delete(&dn).await })
-            .await
+        self.call(true, |mut ldap| async move {
+            if !controls.is_empty() {
+                ldap.with_controls(controls);
+            }
+            ldap.delete(&dn).await
+        })
+        .await
     }
 
     /// A base-scope read of `dn` for `attributes` (`1.1` for none): the entry when it exists, with

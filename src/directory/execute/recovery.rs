@@ -206,7 +206,10 @@ impl Inner {
                 return fenced;
             }
             run.result.operations += 1;
-            let outcome = self.pool.modify(dn, &remaining).await;
+            let outcome = self
+                .pool
+                .modify(dn, &remaining, self.identity_controls(run))
+                .await;
             let ctx = OpContext {
                 kind: OpKind::Modify,
                 dn,
@@ -235,7 +238,14 @@ impl Inner {
                     return fenced;
                 }
                 run.result.operations += 1;
-                let outcome = self.pool.modify(dn, std::slice::from_ref(&single)).await;
+                let outcome = self
+                    .pool
+                    .modify(
+                        dn,
+                        std::slice::from_ref(&single),
+                        self.identity_controls(run),
+                    )
+                    .await;
                 let ctx = OpContext {
                     kind: OpKind::Modify,
                     dn,

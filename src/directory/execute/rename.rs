@@ -20,7 +20,13 @@ impl Inner {
         run.result.operations += 1;
         let outcome = self
             .pool
-            .modify_dn(dn, new_rdn, delete_old_rdn, new_superior)
+            .modify_dn(
+                dn,
+                new_rdn,
+                delete_old_rdn,
+                new_superior,
+                self.identity_controls(run),
+            )
             .await;
         let ctx = OpContext {
             kind: OpKind::ModifyDn,
