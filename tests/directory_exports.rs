@@ -726,8 +726,8 @@ async fn a_rename_onto_a_taken_dn_fails_naming_the_target() -> TestResult {
 
 /// A re-attempted rename whose earlier attempt went through, with another entry created at the old
 /// DN since: the object carries its anchor at the new DN, so the rename counts as done and the entry
-/// at the old DN is left as it was. When the entry at the new DN is not this object, the re-attempt
-/// fails naming the target, and neither entry is touched.
+/// at the old DN is left as it was (the identity assertion refuses to move it). When neither entry
+/// is the object, the re-attempt fails naming the old DN, and neither entry is touched.
 #[tokio::test]
 async fn a_reattempted_rename_is_done_though_another_entry_took_the_old_dn() -> TestResult {
     let fx = Fixture::new("rename-old-taken").await?;
@@ -765,7 +765,8 @@ async fn a_reattempted_rename_is_done_though_another_entry_took_the_old_dn() -> 
         "the other entry stays"
     );
 
-    // Another object whose rename to the same DN is re-attempted: the entry there is not it.
+    // Another object whose rename to the same DN is re-attempted: neither entry is it, and the
+    // identity assertion refuses the ModifyDN of the entry at the old DN.
     let other = cso(
         &pt,
         &old,
@@ -777,7 +778,9 @@ async fn a_reattempted_rename_is_done_though_another_entry_took_the_old_dn() -> 
     let message = r.error_message().unwrap_or_default();
     assert!(!r.is_success(), "{message}");
     assert!(
-        message.contains(&new) && message.contains("held by another entry"),
+        message.contains("assertionFailed (122)")
+            && message.contains(&old)
+            && message.contains("is not this object"),
         "{message}"
     );
     assert_eq!(fx.entry_uuid(&new).await?.as_deref(), Some(anchor.as_str()));

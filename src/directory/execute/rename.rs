@@ -39,7 +39,8 @@ impl Inner {
         };
         // After an attempt that may have renamed already: gone from the old DN and present at the new
         // one means done.
-        let already_renamed = matches!(&outcome, Ok(r) if r.rc == rc::NO_SUCH_OBJECT || r.rc == rc::ENTRY_ALREADY_EXISTS)
+        // With the identity assertion, another entry at the old DN answers assertionFailed.
+        let already_renamed = matches!(&outcome, Ok(r) if matches!(r.rc, rc::NO_SUCH_OBJECT | rc::ENTRY_ALREADY_EXISTS | rc::ASSERTION_FAILED))
             && run.reattempt;
         if already_renamed {
             let old = match self.read_entry(dn, &[], run).await {
