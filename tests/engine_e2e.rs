@@ -494,6 +494,21 @@ async fn provision_and_confirm(env: &Env, engine: &Engine, request: &ExportReque
         .unwrap();
 }
 
+/// Pending export `id` is back in the queue as Pending with no error counted (a deferral).
+async fn assert_deferred_without_an_error(env: &Env, id: uuid::Uuid) {
+    let (status, errors): (i32, i32) =
+        sqlx::query_as(r#"SELECT "Status", "ErrorCount" FROM "PendingExports" WHERE "Id" = $1"#)
+            .bind(id)
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status, errors),
+        (PendingExportStatus::Pending.as_i32(), 0),
+        "deferred without an error"
+    );
+}
+
 /// Stages one round: `dn_change` of a user outside group 0, and a member Add of that user to group 0.
 /// Returns group 0, the user's staged export and the group's pending export.
 async fn stage_dn_change_and_member_add(
@@ -632,17 +647,7 @@ async fn a_member_add_waits_for_a_refused_rename_of_its_member() {
         !members.contains(&rename.dn),
         "the old DN was not added: {members:?}"
     );
-    let (status, errors): (i32, i32) =
-        sqlx::query_as(r#"SELECT "Status", "ErrorCount" FROM "PendingExports" WHERE "Id" = $1"#)
-            .bind(add)
-            .fetch_one(&env.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        (status, errors),
-        (PendingExportStatus::Pending.as_i32(), 0),
-        "deferred without an error"
-    );
+    assert_deferred_without_an_error(&env, add).await;
 
     assert_eq!(ldap.delete(&new_dn).await.unwrap().rc, 0);
     env.retry_now().await;
@@ -668,115 +673,71 @@ async fn a_member_add_waits_for_a_rename_another_run_makes() {
     let (group, rename, add) =
         stage_dn_change_and_member_add(&env, |user| FollowUp::Rename { user }).await;
     let new_dn = rename.new_dn.clone().unwrap();
-    let set_rename = |sql: &'static str| {
-        let pool = env.db.pool.clone();
-        let id = rename.pending_export_id;
-        async move {
-            sqlx::query(sql).bind(id).execute(&pool).await.unwrap();
-        }
-    };
-    let make_add_due = || {
-        let pool = env.db.pool.clone();
-        async move {
-            sqlx::query(r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "Id" = $1"#)
-                .bind(add)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-    };
-    let add_state = || {
-        let pool = env.db.pool.clone();
-        async move {
-            let (status, errors): (i32, i32) = sqlx::query_as(
-                r#"SELECT "Status", "ErrorCount" FROM "PendingExports" WHERE "Id" = $1"#,
-            )
-            .bind(add)
-            .fetch_one(&pool)
+    // Sets the rename's row by `sql`, makes the member Add due, and runs once: the run's counts
+    // (succeeded, failed, deferred), its message, and the group's members after it.
+    let step = async |sql: &'static str| {
+        sqlx::query(sql)
+            .bind(rename.pending_export_id)
+            .execute(&env.db.pool)
             .await
             .unwrap();
-            let resolved: i64 = sqlx::query_scalar(
-                r#"SELECT count(*) FROM "PendingExportAttributeValueChanges"
-                   WHERE "PendingExportId" = $1 AND "ResolvedReferenceCsoId" IS NOT NULL
-                     AND "UnresolvedReferenceValue" IS NULL"#,
-            )
+        sqlx::query(r#"UPDATE "PendingExports" SET "NextRetryAt" = NULL WHERE "Id" = $1"#)
             .bind(add)
-            .fetch_one(&pool)
+            .execute(&env.db.pool)
             .await
             .unwrap();
-            (status, errors, resolved)
-        }
+        let (result, _) = env.run(&engine, &request).await;
+        let counts = (
+            result.success_count,
+            result.failed_count,
+            result.deferred_count,
+        );
+        let members = env.directory().await.values(&group.dn, "member");
+        (counts, result.message, members)
     };
 
     // The rename waits for its retry; the member Add is due and is resolved by this run.
-    set_rename(
+    let (counts, message, members) = step(
         r#"UPDATE "PendingExports" SET "NextRetryAt" = now() + interval '1 hour' WHERE "Id" = $1"#,
     )
     .await;
-    let (first, _) = env.run(&engine, &request).await;
-    assert_eq!(
-        (
-            first.success_count,
-            first.failed_count,
-            first.deferred_count
-        ),
-        (0, 0, 1),
-        "the member Add is deferred: {}",
-        first.message
-    );
-    let members = env.directory().await.values(&group.dn, "member");
+    assert_eq!(counts, (0, 0, 1), "the member Add is deferred: {message}");
     assert!(
         !members.contains(&rename.dn),
         "the DN the rename leaves was not added: {members:?}"
     );
-    let (status, errors, resolved) = add_state().await;
-    assert_eq!(
-        (status, errors),
-        (PendingExportStatus::Pending.as_i32(), 0),
-        "deferred without an error"
-    );
+    assert_deferred_without_an_error(&env, add).await;
+    let resolved: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "PendingExportAttributeValueChanges"
+           WHERE "PendingExportId" = $1 AND "ResolvedReferenceCsoId" IS NOT NULL
+             AND "UnresolvedReferenceValue" IS NULL"#,
+    )
+    .bind(add)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
     assert_eq!(resolved, 1, "the deferral kept the resolution");
 
     // The rename given up (Failed); the member Add, resolved by the earlier run, is due again.
-    set_rename(
+    let (counts, message, members) = step(
         r#"UPDATE "PendingExports" SET "Status" = 3, "ErrorCount" = "MaxRetries", "NextRetryAt" = NULL
            WHERE "Id" = $1"#,
     )
     .await;
-    make_add_due().await;
-    let (second, _) = env.run(&engine, &request).await;
     assert_eq!(
-        (
-            second.success_count,
-            second.failed_count,
-            second.deferred_count
-        ),
+        counts,
         (0, 0, 1),
-        "deferred again, the reference read as an earlier run resolved it: {}",
-        second.message
+        "deferred again, the reference read as an earlier run resolved it: {message}"
     );
-    let members = env.directory().await.values(&group.dn, "member");
     assert!(!members.contains(&rename.dn), "{members:?}");
 
     // The operator resets the rename: one run makes both, the Add naming the new DN.
-    set_rename(
+    let (counts, message, members) = step(
         r#"UPDATE "PendingExports" SET "Status" = 0, "ErrorCount" = 0, "NextRetryAt" = NULL
            WHERE "Id" = $1"#,
     )
     .await;
-    make_add_due().await;
-    let (after, _) = env.run(&engine, &request).await;
-    assert_eq!(
-        (
-            after.success_count,
-            after.failed_count,
-            after.deferred_count
-        ),
-        (2, 0, 0),
-        "{}",
-        after.message
-    );
-    let members = env.directory().await.values(&group.dn, "member");
+    assert_eq!(counts, (2, 0, 0), "{message}");
     assert!(members.contains(&new_dn), "{members:?}");
     assert!(!members.contains(&rename.dn), "{members:?}");
 }
