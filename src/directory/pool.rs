@@ -346,9 +346,7 @@ impl Pool {
             .collect();
         let dn = dn.to_string();
         self.call(true, |mut ldap| async move {
-            if !controls.is_empty() {
-                ldap.with_controls(controls);
-            }
+            with_controls(&mut ldap, controls);
             ldap.add(&dn, attrs).await
         })
         .await
@@ -375,9 +373,7 @@ impl Pool {
             .collect();
         let dn = dn.to_string();
         self.call(true, |mut ldap| async move {
-            if !controls.is_empty() {
-                ldap.with_controls(controls);
-            }
+            with_controls(&mut ldap, controls);
             ldap.modify(&dn, mods).await
         })
         .await
@@ -398,9 +394,7 @@ impl Pool {
             new_superior.map(str::to_string),
         );
         self.call(true, |mut ldap| async move {
-            if !controls.is_empty() {
-                ldap.with_controls(controls);
-            }
+            with_controls(&mut ldap, controls);
             ldap.modifydn(&dn, &rdn, delete_old_rdn, sup.as_deref())
                 .await
         })
@@ -415,9 +409,7 @@ impl Pool {
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
         let dn = dn.to_string();
         self.call(true, |mut ldap| async move {
-            if !controls.is_empty() {
-                ldap.with_controls(controls);
-            }
+            with_controls(&mut ldap, controls);
             ldap.delete(&dn).await
         })
         .await
@@ -502,5 +494,12 @@ fn map_error(e: LdapError, timeout: Duration) -> TransportError {
             TransportError::OutcomeUnknown(e.to_string())
         }
         other => TransportError::Client(other.to_string()),
+    }
+}
+
+/// Attaches `controls` to the request `ldap` sends next (none: nothing to attach).
+fn with_controls(ldap: &mut Ldap, controls: Vec<RawControl>) {
+    if !controls.is_empty() {
+        ldap.with_controls(controls);
     }
 }

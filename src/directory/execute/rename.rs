@@ -47,48 +47,17 @@ impl Inner {
                 Ok(e) => e,
                 Err(o) => return o,
             };
-            if old.is_some()
-                && let Some(known) = run.plan.known_anchor.clone()
-            {
-                // Something is at the old DN again: an entry made there since the earlier attempt
-                // renamed this object away. The rename is done if this object is at the new DN; the
-                // entry at the old one is left as it is either way.
-                match self
-                    .read_entry(new_dn, &[known.read.attribute.as_str()], run)
-                    .await
-                {
-                    Ok(Some(entry))
-                        if entry
-                            .anchor(&known.read.attribute, known.read.encoding)
-                            .is_some_and(|found| known.matches(&found)) =>
-                    {
-                        return renamed(run);
-                    }
-                    Ok(_) => {}
-                    Err(o) => return o,
-                }
-            }
-            if old.is_none() {
-                // Gone from the old DN: done if the entry at the new one is this object.
-                let Some(known) = run.plan.known_anchor.clone() else {
-                    if !run.earlier_run && new_entry_exists(self, new_dn, run).await {
-                        // This run's own ModifyDN, sent moments ago, whose answer was lost.
-                        return renamed(run);
-                    }
-                    return StepOutcome::failed(format!(
-                        "{}; '{dn}' is gone and JIM holds no anchor for this object, so whether the \
-                         entry at '{new_dn}' is it cannot be told; it is left as it is",
-                        rename_refusal(&outcome, dn)
-                    ));
-                };
-                match self
+            match run.plan.known_anchor.clone() {
+                // Done if this object is at the new DN, whatever is at the old one now (an entry
+                // made there since the earlier attempt renamed this object away is left as it is).
+                Some(known) => match self
                     .read_entry(new_dn, &[known.read.attribute.as_str()], run)
                     .await
                 {
                     Ok(Some(entry)) => {
                         match entry.anchor(&known.read.attribute, known.read.encoding) {
                             Some(found) if known.matches(&found) => return renamed(run),
-                            found => {
+                            found if old.is_none() => {
                                 return StepOutcome::failed(format!(
                                     "{}; the entry at '{new_dn}' is not this object (its {} is {}, \
                                      this object's is {}); it is left as it is",
@@ -98,11 +67,24 @@ impl Inner {
                                     known.value
                                 ));
                             }
+                            _ => {}
                         }
                     }
                     Ok(None) => {}
                     Err(o) => return o,
+                },
+                None if old.is_none() => {
+                    if !run.earlier_run && new_entry_exists(self, new_dn, run).await {
+                        // This run's own ModifyDN, sent moments ago, whose answer was lost.
+                        return renamed(run);
+                    }
+                    return StepOutcome::failed(format!(
+                        "{}; '{dn}' is gone and JIM holds no anchor for this object, so whether the \
+                         entry at '{new_dn}' is it cannot be told; it is left as it is",
+                        rename_refusal(&outcome, dn)
+                    ));
                 }
+                None => {}
             }
         }
         if matches!(&outcome, Ok(r) if r.rc == rc::ENTRY_ALREADY_EXISTS) {
