@@ -111,6 +111,31 @@ impl PendingRename {
     }
 }
 
+/// A row of `pending_rename!`, as the claim (kind 3) and the resolution (kind 2) read it: a DN
+/// change staged for `cso_id` that no export has made yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagedRename {
+    pub cso_id: Uuid,
+    pub export_id: Uuid,
+    pub attribute_id: i32,
+    pub to: String,
+    pub names: Vec<Uuid>,
+}
+
+impl StagedRename {
+    /// The pending rename of an object that a reference names by `from`.
+    pub(crate) fn named_by(self, from: String) -> PendingRename {
+        PendingRename {
+            cso_id: self.cso_id,
+            export_id: self.export_id,
+            attribute_id: self.attribute_id,
+            from,
+            to: self.to,
+            names: self.names,
+        }
+    }
+}
+
 /// The ids in `pending_rename!`'s comma-separated `rename_names`; what does not parse is no id.
 pub(crate) fn parse_names(text: Option<&str>) -> Vec<Uuid> {
     text.unwrap_or_default()
@@ -366,27 +391,24 @@ where
     })
 }
 
-/// A kind-3 row: (referenced CSO, renaming export, DN attribute, new DN, what the export names).
-type RenameRow = (Uuid, Uuid, i32, String, Vec<Uuid>);
-
 /// A kind-3 row: a DN change still to be made for an object a resolved reference names.
-fn decode_rename(row: &PgRow) -> Result<RenameRow, RowError> {
+fn decode_rename(row: &PgRow) -> Result<StagedRename, RowError> {
     let export: Uuid = row.try_get(col::ID).map_err(|e| RowError {
         table: PE_TABLE,
         row_id: "(the renaming export)".into(),
         column: "Id",
         problem: e.to_string(),
     })?;
-    Ok((
-        get(row, col::U1, PE_TABLE, &export, "ConnectedSystemObjectId")?,
-        export,
-        get(row, col::I1, AVC_TABLE, &export, "AttributeId")?,
-        get(row, col::SLOTS, AVC_TABLE, &export, "StringValue")?,
-        parse_names(
+    Ok(StagedRename {
+        cso_id: get(row, col::U1, PE_TABLE, &export, "ConnectedSystemObjectId")?,
+        export_id: export,
+        attribute_id: get(row, col::I1, AVC_TABLE, &export, "AttributeId")?,
+        to: get(row, col::SLOTS, AVC_TABLE, &export, "StringValue")?,
+        names: parse_names(
             get::<Option<String>>(row, col::T1, AVC_TABLE, &export, "UnresolvedReferenceValue")?
                 .as_deref(),
         ),
-    ))
+    })
 }
 
 /// The pending renames of an export's kind-3 rows, one per object, each with the DN the export's
@@ -394,17 +416,17 @@ fn decode_rename(row: &PgRow) -> Result<RenameRow, RowError> {
 fn pending_renames(
     export: &PendingExport,
     moved: &[MovedTarget],
-    rows: Vec<RenameRow>,
+    rows: Vec<StagedRename>,
 ) -> Vec<PendingRename> {
     let mut out: Vec<PendingRename> = Vec::with_capacity(rows.len());
-    for (cso_id, export_id, attribute_id, to, names) in rows {
-        if out.iter().any(|r| r.cso_id == cso_id) {
+    for staged in rows {
+        if out.iter().any(|r| r.cso_id == staged.cso_id) {
             continue;
         }
         let from = export
             .attribute_changes
             .iter()
-            .filter(|c| c.resolved_reference_cso_id == Some(cso_id))
+            .filter(|c| c.resolved_reference_cso_id == Some(staged.cso_id))
             .find_map(|c| {
                 moved
                     .iter()
@@ -413,14 +435,7 @@ fn pending_renames(
                     .or_else(|| c.value.string.clone())
             });
         if let Some(from) = from {
-            out.push(PendingRename {
-                cso_id,
-                export_id,
-                attribute_id,
-                from,
-                to,
-                names,
-            });
+            out.push(staged.named_by(from));
         }
     }
     out
@@ -454,8 +469,8 @@ struct Assembly {
     changes: Vec<AttributeValueChange>,
     values: Vec<CsoAttributeValue>,
     moved_targets: Vec<MovedTarget>,
-    /// Kind-3 rows: (referenced CSO, renaming export, DN attribute, new DN, what it names).
-    renames: Vec<RenameRow>,
+    /// Kind-3 rows.
+    renames: Vec<StagedRename>,
     error: Option<RowError>,
 }
 

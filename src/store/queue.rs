@@ -17,7 +17,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::Store;
-use super::claim::{self, ClaimedExport, ClaimedPage, Cursor, Held, Pass};
+use super::claim::{self, ClaimedExport, ClaimedPage, Cursor, Held, Pass, StagedRename};
 use super::marker::run_pattern;
 use super::resolve::{self, AnchorRow, ResolveSummary, Target};
 use super::retry::{self, with_retries};
@@ -346,12 +346,13 @@ impl ExportQueue {
                     ..Target::default()
                 });
                 if kind == 2 {
-                    target.rename = Some((
-                        row.try_get(3)?,
-                        row.try_get(4)?,
-                        row.try_get(5)?,
-                        super::claim::parse_names(row.try_get::<Option<&str>, _>(14)?),
-                    ));
+                    target.rename = Some(StagedRename {
+                        cso_id,
+                        export_id: row.try_get(3)?,
+                        attribute_id: row.try_get(4)?,
+                        to: row.try_get(5)?,
+                        names: claim::parse_names(row.try_get::<Option<&str>, _>(14)?),
+                    });
                     continue;
                 }
                 if let Some(value_id) = row.try_get::<Option<Uuid>, _>(3)? {

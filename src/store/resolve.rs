@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::claim::{ClaimedExport, PendingRename, ReferenceResolution, UnresolvedReference};
+use super::claim::{ClaimedExport, ReferenceResolution, StagedRename, UnresolvedReference};
 use super::system::SystemSchema;
 use crate::model::{PendingExportAttributeChangeType, UnresolvedReferenceReason, ValueSlots};
 
@@ -36,9 +36,8 @@ pub(crate) struct AnchorRow {
 pub(crate) struct Target {
     pub cso_id: Uuid,
     pub anchors: Vec<AnchorRow>,
-    /// The DN change staged for the CSO that no export has made yet: the renaming export, the DN
-    /// attribute, the new DN and what the renaming export names.
-    pub rename: Option<(Uuid, i32, String, Vec<Uuid>)>,
+    /// The DN change staged for the CSO that no export has made yet.
+    pub rename: Option<StagedRename>,
 }
 
 /// Parses the MVO id JIM stores in `UnresolvedReferenceValue` (.NET writes the "D" form; braces and the
@@ -100,18 +99,13 @@ pub(crate) fn apply(
                 None => UnresolvedReferenceReason::NotInTargetSystem,
                 Some(t) => match anchor_for(t, schema) {
                     Some(anchor) => {
-                        if let Some((export_id, attribute_id, to, names)) = &t.rename
+                        if let Some(staged) = &t.rename
                             && change.change_type != PendingExportAttributeChangeType::Remove
                             && !claimed.pending_renames.iter().any(|r| r.cso_id == t.cso_id)
                         {
-                            claimed.pending_renames.push(PendingRename {
-                                cso_id: t.cso_id,
-                                export_id: *export_id,
-                                attribute_id: *attribute_id,
-                                from: anchor.clone(),
-                                to: to.clone(),
-                                names: names.clone(),
-                            });
+                            claimed
+                                .pending_renames
+                                .push(staged.clone().named_by(anchor.clone()));
                         }
                         change.value.string = Some(anchor.clone());
                         change.unresolved_reference_value = None;
